@@ -1,0 +1,131 @@
+"""Every error snapshotfsm raises.
+
+Each error also subclasses the builtin (or library) error a caller already catches, keeps the offending values as
+attributes, and prints a message that shows the value and the way out.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import TYPE_CHECKING
+
+from transitions import MachineError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """Return " (did you mean 'x'?)" for the closest choice, or "" when nothing is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class SnapshotFSMError(Exception):
+    """Base of every snapshotfsm error."""
+
+
+class DefinitionError(SnapshotFSMError, ValueError):
+    """A state-machine definition is malformed; the message names the file, the machine and the key."""
+
+    def __init__(self, path: str, machine: str | None, key: str, problem: str) -> None:
+        self.path = path
+        self.machine = machine
+        self.key = key
+        self.problem = problem
+        where = f"machine {machine!r}, " if machine else ""
+        super().__init__(f"{path}: {where}{key}: {problem}")
+
+
+class IllegalTransition(SnapshotFSMError, MachineError):
+    """An event the machine refuses; nothing was changed.
+
+    The event is not allowed in the entity's current state, is not an event of the machine, or the entity is in a
+    state the machine does not have.
+    """
+
+    def __init__(
+        self,
+        machine: str,
+        entity_id: object,
+        state: str,
+        event: str,
+        allowed: tuple[str, ...],
+        *,
+        reason: str = "not-allowed",
+        hint: str = "",
+    ) -> None:
+        self.machine = machine
+        self.entity_id = entity_id
+        self.state = state
+        self.event = event
+        self.allowed = allowed
+        self.reason = reason
+        if reason == "undeclared-event":
+            message = f"{machine} {entity_id}: {event!r} is not an event of machine {machine!r}{hint}"
+        elif reason == "unknown-state":
+            message = f"{machine} {entity_id} is in {state!r}, which is not a state of machine {machine!r}{hint}"
+        else:
+            shown = ", ".join(allowed) if allowed else "none"
+            message = f"{machine} {entity_id} is {state}; event {event!r} is not allowed there (allowed: {shown})"
+        MachineError.__init__(self, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConcurrencyError(SnapshotFSMError, RuntimeError):
+    """Someone else moved the row first: the compare-and-swap of a durable transition matched no row."""
+
+    def __init__(
+        self,
+        machine: str,
+        entity_id: int,
+        expected_state: str,
+        found_state: str | None,
+        expected_count: int | None = None,
+        found_count: int | None = None,
+    ) -> None:
+        self.machine = machine
+        self.entity_id = entity_id
+        self.expected_state = expected_state
+        self.found_state = found_state
+        self.expected_count = expected_count
+        self.found_count = found_count
+        if found_state is None:
+            found = "the row is gone"
+        else:
+            found = f"found {found_state}"
+            if found_count is not None:
+                found += f" (update_count {found_count})"
+        expected = expected_state if expected_count is None else f"{expected_state} (update_count {expected_count})"
+        super().__init__(f"{machine} {entity_id}: lost a race, expected {expected}, {found}; nothing was written")
+
+
+class NotFound(SnapshotFSMError, LookupError):
+    """An id names no row."""
+
+    def __init__(self, kind: str, entity_id: object) -> None:
+        self.kind = kind
+        self.entity_id = entity_id
+        super().__init__(f"no {kind} with id {entity_id!r}")
+
+
+class StoreError(SnapshotFSMError, RuntimeError):
+    """The database cannot be used: not a snapshotfsm database, another schema version, or unreadable."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+class InvalidValue(SnapshotFSMError, TypeError):
+    """A value has the wrong type or is outside its domain; the database is left as it was."""
+
+    def __init__(self, what: str, value: object, expected: str) -> None:
+        self.what = what
+        self.value = value
+        self.expected = expected
+        super().__init__(f"{what} must be {expected} (got {value!r} that is a {type(value).__name__})")
