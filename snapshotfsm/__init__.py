@@ -1,6 +1,13 @@
 """snapshotfsm: an explicit state-machine model of Apache CloudStack's volume-snapshot orchestration."""
 
+import logging
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+# ruff: noqa: E402 - the logger is set up before the modules that log are imported
+
 from snapshotfsm.definitions import Definition, Definitions, load_directory, load_file, project_definitions
+from snapshotfsm.engine import Engine
 from snapshotfsm.errors import (
     ConcurrencyError,
     DefinitionError,
@@ -17,6 +24,7 @@ __all__ = [
     "Definition",
     "DefinitionError",
     "Definitions",
+    "Engine",
     "IllegalTransition",
     "InvalidValue",
     "NotFound",

@@ -124,8 +124,100 @@ class StoreError(SnapshotFSMError, RuntimeError):
 class InvalidValue(SnapshotFSMError, TypeError):
     """A value has the wrong type or is outside its domain; the database is left as it was."""
 
-    def __init__(self, what: str, value: object, expected: str) -> None:
+    def __init__(self, what: str, value: object, expected: str, *, message: str | None = None) -> None:
         self.what = what
         self.value = value
         self.expected = expected
-        super().__init__(f"{what} must be {expected} (got {value!r} that is a {type(value).__name__})")
+        super().__init__(message or f"{what} must be {expected} (got {value!r} that is a {type(value).__name__})")
+
+
+# --- CloudStack's exceptions, as the model throws them -------------------------------------------------------------
+# The model raises what CloudStack raises, under CloudStack's names and with its class hierarchy (which of them extend
+# CloudRuntimeException decides what SnapshotManagerImpl's outer catch wraps), because the API's error code depends
+# on the class (spec §5.2, appendix B). They are behaviour of the modelled system, not errors of snapshotfsm's own use.
+
+
+class CloudException(SnapshotFSMError):
+    """A CloudStack exception raised inside the model; ``cause`` is Java's ``getCause()``."""
+
+    java_name = "java.lang.Exception"
+
+    def __init__(self, message: str, *, cause: CloudException | None = None) -> None:
+        self.message = message
+        self.cause = cause
+        super().__init__(message)
+
+
+class CloudRuntimeException(CloudException):
+    """``com.cloud.utils.exception.CloudRuntimeException``."""
+
+    java_name = "com.cloud.utils.exception.CloudRuntimeException"
+
+
+class UnsupportedOperationException(CloudException):
+    """``java.lang.UnsupportedOperationException``: mapped to UNSUPPORTED_ACTION_ERROR when it is the cause (§5.2)."""
+
+    java_name = "java.lang.UnsupportedOperationException"
+
+
+class InvalidParameterValueException(CloudRuntimeException):
+    """``com.cloud.exception.InvalidParameterValueException`` (PARAM_ERROR at the API)."""
+
+    java_name = "com.cloud.exception.InvalidParameterValueException"
+
+
+class PermissionDeniedException(CloudRuntimeException):
+    """``com.cloud.exception.PermissionDeniedException`` (ACCOUNT_ERROR at the API)."""
+
+    java_name = "com.cloud.exception.PermissionDeniedException"
+
+
+class ResourceAllocationException(CloudException):
+    """``com.cloud.exception.ResourceAllocationException``: a resource limit would be exceeded."""
+
+    java_name = "com.cloud.exception.ResourceAllocationException"
+
+    def __init__(self, message: str, *, resource_type: str, cause: CloudException | None = None) -> None:
+        self.resource_type = resource_type
+        super().__init__(message, cause=cause)
+
+
+class ConcurrentOperationException(CloudRuntimeException):
+    """``com.cloud.exception.ConcurrentOperationException``."""
+
+    java_name = "com.cloud.exception.ConcurrentOperationException"
+
+
+class NullPointerException(CloudException):
+    """``java.lang.NullPointerException``: what a null driver answer leads to (spec §5.6 step 6)."""
+
+    java_name = "java.lang.NullPointerException"
+
+
+class ServerApiException(CloudRuntimeException):
+    """``org.apache.cloudstack.api.ServerApiException``: an error with its API code (appendix B)."""
+
+    java_name = "org.apache.cloudstack.api.ServerApiException"
+
+    def __init__(self, code: int, message: str, *, cause: CloudException | None = None) -> None:
+        self.code = code
+        super().__init__(message, cause=cause)
+
+
+class ApiError(SnapshotFSMError):
+    """An API call refused synchronously (the create phase, spec §5.1): CloudStack's error code and text.
+
+    Nothing was written: the create phase runs in one transaction that is rolled back.
+    """
+
+    def __init__(self, code: int, text: str, *, exception: CloudException) -> None:
+        self.code = code
+        self.text = text
+        self.exception = exception
+        super().__init__(f"{code} {exception.java_name.rsplit('.', 1)[-1]}: {text}")
+
+
+class NoTransitionException(CloudException):
+    """``com.cloud.utils.fsm.NoTransitionException``: CloudStack's StateMachine2 refusing an event (spec §1.2)."""
+
+    java_name = "com.cloud.utils.fsm.NoTransitionException"

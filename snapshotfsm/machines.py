@@ -35,13 +35,15 @@ class _Cursor:
 class StateMachine:
     """A definition turned into a ``transitions.Machine``; ``fire`` moves one entity's state by one event."""
 
-    def __init__(self, definition: Definition, steps: Mapping[str, Step] | None = None) -> None:
+    def __init__(
+        self, definition: Definition, steps: Mapping[str, Step] | None = None, *, with_steps: bool = True
+    ) -> None:
         self.definition = definition
         self.name = definition.name
         transitions: list[dict[str, Any]] = []
         for row in definition.transitions:
             spec: dict[str, Any] = {"trigger": row.event, "source": row.source, "dest": row.dest}
-            if row.calls is not None:
+            if row.calls is not None and with_steps:
                 spec["before"] = [self._resolve(row.calls, row.number, steps)]
             transitions.append(spec)
         self.machine = Machine(
@@ -55,6 +57,11 @@ class StateMachine:
         )
         self._events = self.machine.events
         self._states = frozenset(definition.state_names)
+
+    @classmethod
+    def structure(cls, definition: Definition) -> StateMachine:
+        """The machine without its step callbacks: for legality checks of rows the store writes."""
+        return cls(definition, with_steps=False)
 
     def _resolve(self, name: str, number: int, steps: Mapping[str, Step] | None) -> Step:
         if steps is None or name not in steps:

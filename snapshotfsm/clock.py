@@ -1,0 +1,39 @@
+"""Simulated time: every timestamp the model writes comes from here, never from the wall clock.
+
+Driver latencies, retry intervals and scheduler polls advance this clock, so that a day of retries takes milliseconds
+and the same inputs give the same database, byte for byte (DESIGN.md, "Time and concurrency").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import attrs
+
+DEFAULT_START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+@attrs.define
+class SimClock:
+    """Milliseconds since ``start``; moves only when told to."""
+
+    start: dt.datetime = DEFAULT_START
+    now_ms: int = 0
+
+    def advance_to(self, at_ms: int) -> None:
+        """Move forward to ``at_ms``; time never runs backwards."""
+        if at_ms < self.now_ms:
+            raise ValueError(f"the clock is at {self.now_ms} ms and cannot go back to {at_ms} ms")
+        self.now_ms = at_ms
+
+    def advance(self, ms: int) -> None:
+        """Move forward by ``ms`` milliseconds."""
+        self.advance_to(self.now_ms + ms)
+
+    def now(self) -> dt.datetime:
+        """The simulated instant, in UTC."""
+        return self.start + dt.timedelta(milliseconds=self.now_ms)
+
+    def timestamp(self) -> str:
+        """The simulated instant as CloudStack stores a DATETIME (UTC, second precision)."""
+        return self.now().strftime("%Y-%m-%d %H:%M:%S")

@@ -1,0 +1,273 @@
+"""Simulated storage (DESIGN.md layer 4): what every driver shares, and the fault plan.
+
+A driver operation completes asynchronously, like CloudStack's ``AsyncCallFuture`` callbacks: the call returns at
+once, the storage does its work after the operation's latency on the simulated clock, and the answer is then handed
+to the management server that asked. Storage is not a server's memory: objects live in the ``sim_object`` table and
+survive a crash, while an answer due to a server that crashed meanwhile is lost.
+
+The fault plan makes the n-th call of a named operation fail: an error answer, an exception thrown at the call, no
+answer at all, or a null answer (spec §5.6 step 6).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+import attrs
+
+from snapshotfsm.errors import CloudRuntimeException, InvalidValue
+from snapshotfsm.store.records import StorageObject
+
+if TYPE_CHECKING:
+    from snapshotfsm.scheduler import Scheduler
+    from snapshotfsm.store.store import Store
+
+STORAGE_SYSTEM_SNAPSHOT = "STORAGE_SYSTEM_SNAPSHOT"
+CAN_COPY_SNAPSHOT_BETWEEN_ZONES_AND_SAME_POOL_TYPE = "CAN_COPY_SNAPSHOT_BETWEEN_ZONES_AND_SAME_POOL_TYPE"
+CAN_CREATE_VOLUME_FROM_SNAPSHOT = "CAN_CREATE_VOLUME_FROM_SNAPSHOT"
+CAN_REVERT_VOLUME_TO_SNAPSHOT = "CAN_REVERT_VOLUME_TO_SNAPSHOT"
+CAN_CREATE_TEMPLATE_FROM_SNAPSHOT = "CAN_CREATE_TEMPLATE_FROM_SNAPSHOT"
+CAPABILITIES = frozenset(
+    {
+        STORAGE_SYSTEM_SNAPSHOT,
+        CAN_COPY_SNAPSHOT_BETWEEN_ZONES_AND_SAME_POOL_TYPE,
+        CAN_CREATE_VOLUME_FROM_SNAPSHOT,
+        CAN_REVERT_VOLUME_TO_SNAPSHOT,
+        CAN_CREATE_TEMPLATE_FROM_SNAPSHOT,
+    }
+)
+
+FaultKind = Literal["error", "exception", "no_answer", "null_answer", "crash"]
+FAULT_KINDS: tuple[FaultKind, ...] = ("error", "exception", "no_answer", "null_answer")
+"""Kinds a driver fault can have (``crash`` is the kind recorded for a crash rule that fired)."""
+
+
+@attrs.frozen
+class Answer:
+    """A driver's answer: CloudStack's ``Answer.getResult()``/``getDetails()`` plus what the operation produced."""
+
+    result: bool
+    details: str = ""
+    path: str | None = None
+    physical_size: int = 0
+    parent_path: str | None = None
+
+
+Callback = Callable[[Answer | None], None]
+
+
+@attrs.frozen
+class FaultRule:
+    """Fail calls ``nth`` .. ``nth + times - 1`` of one operation.
+
+    ``op`` is ``"<driver>.<operation>"`` (``default.takeSnapshot``), ``"<pool type>.<operation>"``
+    (``RBD.takeSnapshot``), or a bare operation name for every driver (``copyAsync``).
+    """
+
+    op: str
+    nth: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    kind: FaultKind = attrs.field(default="error", validator=attrs.validators.in_(FAULT_KINDS))
+    message: str = ""
+    times: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+
+    @classmethod
+    def parse(cls, text: str) -> FaultRule:
+        """``"storpool.snapshotExport"``, ``"default.takeSnapshot@2"``, ``"copyAsync@1:no_answer"``.
+
+        Raises:
+            InvalidValue: the text is not ``OP[@N][:KIND]``.
+        """
+        op, _, kind = text.partition(":")
+        op, _, nth = op.partition("@")
+        if not op or (nth and not nth.isdigit()) or (kind and kind not in FAULT_KINDS):
+            raise InvalidValue(
+                "fault", text, f"OP[@N][:KIND] with KIND one of {', '.join(FAULT_KINDS)} (e.g. default.takeSnapshot@2)"
+            )
+        return cls(op, int(nth or 1), kind or "error")
+
+
+@attrs.frozen
+class FiredFault:
+    """A fault that happened: which rule, on which call, when."""
+
+    op: str
+    call: int
+    kind: FaultKind
+    at_ms: int
+
+
+@attrs.frozen
+class CrashRule:
+    """Crash management server ``ms_id`` (any server when None) the ``nth`` time a job reaches ``at``.
+
+    ``at`` is ``"<workflow machine>.<event>"``, e.g. ``take_snapshot.PrimaryAnswered``: the server dies just before
+    that event's step runs.
+    """
+
+    at: str
+    nth: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    ms_id: int | None = None
+
+
+class FaultPlan:
+    """The faults to inject, and a record of those that fired."""
+
+    def __init__(self, rules: Iterable[FaultRule] = (), crashes: Iterable[CrashRule] = ()) -> None:
+        self.rules: list[FaultRule] = list(rules)
+        self._calls: list[int] = [0] * len(self.rules)
+        self.crashes: list[CrashRule] = list(crashes)
+        self._reached: list[int] = [0] * len(self.crashes)
+        self.fired: list[FiredFault] = []
+
+    def crash(self, at: str, *, nth: int = 1, ms_id: int | None = None) -> FaultPlan:
+        """Add a crash rule; returns the plan, so that rules chain."""
+        self.crashes.append(CrashRule(at, nth, ms_id))
+        self._reached.append(0)
+        return self
+
+    def should_crash(self, ms_id: int, where: str, at_ms: int) -> bool:
+        """Count ``ms_id`` reaching ``where``; True when a crash rule fires there."""
+        crash = False
+        for i, rule in enumerate(self.crashes):
+            if rule.at != where or rule.ms_id not in (None, ms_id):
+                continue
+            self._reached[i] += 1
+            if self._reached[i] == rule.nth and not crash:
+                crash = True
+                self.fired.append(FiredFault(f"crash@{where}", rule.nth, "crash", at_ms))
+        return crash
+
+    def fail(self, op: str, *, nth: int = 1, kind: FaultKind = "error", message: str = "", times: int = 1) -> FaultPlan:
+        """Add a rule; returns the plan, so that rules chain."""
+        self.rules.append(FaultRule(op, nth, kind, message, times))
+        self._calls.append(0)
+        return self
+
+    def on_call(self, names: Iterable[str], at_ms: int) -> FaultRule | None:
+        """Count a call known by ``names`` against every rule and return the first rule that fires."""
+        keys = set(names)
+        found: FaultRule | None = None
+        for i, rule in enumerate(self.rules):
+            if rule.op not in keys:
+                continue
+            self._calls[i] += 1
+            call = self._calls[i]
+            if found is None and rule.nth <= call < rule.nth + rule.times:
+                found = rule
+                self.fired.append(FiredFault(rule.op, call, rule.kind, at_ms))
+        return found
+
+
+@attrs.define
+class DriverEnv:
+    """What drivers reach: the store for their inventory, the scheduler, the fault plan, and who is calling.
+
+    ``incarnation`` changes when the calling server crashes and restarts, so that answers owed to the dead
+    incarnation are not delivered to the new one.
+    """
+
+    store: Store
+    scheduler: Scheduler
+    faults: FaultPlan
+    ms_id: int
+    incarnation: Callable[[], int]
+    latency_ms: Mapping[str, int] = attrs.field(factory=dict)
+
+
+class Driver:
+    """Base of every simulated driver: the shape of an asynchronous operation and the object inventory."""
+
+    kind: ClassVar[str]
+    store_kind: ClassVar[str]
+    latency_defaults: ClassVar[Mapping[str, int]] = {}
+
+    def __init__(self, env: DriverEnv, store_id: int, *, aliases: Iterable[str] = ()) -> None:
+        self.env = env
+        self.store_id = store_id
+        self.aliases = (self.kind, *aliases)
+
+    def latency(self, op: str) -> int:
+        """Simulated duration of ``op`` in ms: the engine's override, else the driver's default, else 1 s."""
+        for name in (*(f"{a}.{op}" for a in self.aliases), op):
+            if name in self.env.latency_ms:
+                return self.env.latency_ms[name]
+        return self.latency_defaults.get(op, 1000)
+
+    def call(self, op: str, callback: Callback, effect: Callable[[], Answer]) -> None:
+        """Start ``op``: check the fault plan, run ``effect`` on storage after the latency, then answer.
+
+        Raises:
+            CloudRuntimeException: an injected ``exception`` fault, thrown at the call as a driver would.
+        """
+        env = self.env
+        rule = env.faults.on_call([*(f"{a}.{op}" for a in self.aliases), op], env.scheduler.clock.now_ms)
+        if rule is not None and rule.kind == "exception":
+            raise CloudRuntimeException(rule.message or f"{self.kind} driver threw on {op} (injected fault)")
+        if rule is not None and rule.kind == "no_answer":
+            return
+        incarnation = env.incarnation()
+
+        def complete() -> None:
+            answer: Answer | None
+            if rule is None:
+                answer = effect()
+            elif rule.kind == "error":
+                answer = Answer(result=False, details=rule.message or f"{op} failed on {self.kind} (injected fault)")
+            else:
+                answer = None
+            env.scheduler.call_later(0, lambda: deliver(answer), label=f"answer {self.kind}.{op}", owner=env.ms_id)
+
+        def deliver(answer: Answer | None) -> None:
+            if env.incarnation() == incarnation:
+                callback(answer)
+
+        env.scheduler.call_later(self.latency(op), complete, label=f"{self.kind}.{op}")
+
+    def call_sync(self, op: str, effect: Callable[[], Answer]) -> Answer:
+        """A synchronous call (StorPool's HTTP API): the fault plan applies, the answer comes back at once.
+
+        A ``no_answer`` or ``null_answer`` fault on a synchronous call is an error answer, as a timeout would be.
+
+        Raises:
+            CloudRuntimeException: an injected ``exception`` fault.
+        """
+        rule = self.env.faults.on_call([*(f"{a}.{op}" for a in self.aliases), op], self.env.scheduler.clock.now_ms)
+        if rule is None:
+            return effect()
+        if rule.kind == "exception":
+            raise CloudRuntimeException(rule.message or f"{self.kind} driver threw on {op} (injected fault)")
+        if rule.kind == "error":
+            return Answer(result=False, details=rule.message or f"{op} failed on {self.kind} (injected fault)")
+        return Answer(result=False, details=f"no answer from {self.kind} to {op} (timeout)")
+
+    # --- inventory -------------------------------------------------------------------------------------------------
+
+    def put(self, path: str, **fields: object) -> StorageObject:
+        """Record a new object at ``path`` on this store."""
+        record = StorageObject(
+            store_kind=self.store_kind,
+            store_id=self.store_id,
+            path=path,
+            created_ms=self.env.scheduler.clock.now_ms,
+            **fields,  # type: ignore[arg-type]
+        )
+        return self.env.store.insert(record)
+
+    def find(self, path: str) -> StorageObject | None:
+        """The present object at ``path`` on this store, or None."""
+        return self.env.store.first(
+            StorageObject,
+            "store_kind = ? AND store_id = ? AND path = ? AND deleted_ms IS NULL",
+            (self.store_kind, self.store_id, path),
+        )
+
+    def objects(self) -> list[StorageObject]:
+        """Every present object on this store."""
+        return self.env.store.find(
+            StorageObject, "store_kind = ? AND store_id = ? AND deleted_ms IS NULL", (self.store_kind, self.store_id)
+        )
+
+    def drop(self, obj: StorageObject) -> None:
+        """Mark ``obj`` deleted from storage."""
+        self.env.store.update(obj, deleted_ms=self.env.scheduler.clock.now_ms)

@@ -1,0 +1,297 @@
+"""The facade users hold (DESIGN.md layer 7): open a database, build a cloud, call the API, run the clock.
+
+The engine holds no SQL and no tables; it wires one management server's services together and delegates to the
+store (records, durable transitions), the inventory builder and the workflow runner. Everything runs on a simulated
+clock, single-threaded and deterministic: the same inputs and seed give the same database.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import snapshotfsm.orchestration.steps  # noqa: F401  (registers every step callback)
+from snapshotfsm.clock import SimClock
+from snapshotfsm.config import Config
+from snapshotfsm.definitions import Definitions
+from snapshotfsm.drivers.base import DriverEnv, FaultPlan
+from snapshotfsm.drivers.registry import Drivers
+from snapshotfsm.errors import ApiError, InvalidValue, NotFound
+from snapshotfsm.names import Take as TakeEvent
+from snapshotfsm.names import TakeState
+from snapshotfsm.orchestration import delete
+from snapshotfsm.orchestration.inventory import SYSTEM_ACCOUNT_ID, Inventory
+from snapshotfsm.orchestration.runner import Run, Runner
+from snapshotfsm.orchestration.runtime import Runtime
+from snapshotfsm.profiles import Profile
+from snapshotfsm.scheduler import Scheduler
+from snapshotfsm.store.records import Account, AsyncJob, R, Snapshot, TransitionLog, Volume
+from snapshotfsm.store.store import Store
+from snapshotfsm.strategies.base import StrategyEnv
+from snapshotfsm.strategies.factory import StrategyFactory, builtin_strategies, plugin_strategies
+
+
+class _Refused(Exception):
+    """Raised inside the create transaction so that a refused call writes nothing."""
+
+
+def _refuse() -> None:
+    raise _Refused
+
+
+class Engine(Inventory):
+    """One management server's view of a snapshotfsm database.
+
+    Example:
+        >>> from snapshotfsm import Engine
+        >>> engine = Engine.open(":memory:")
+        >>> zone = engine.add_zone("zone1")
+        >>> engine.add_image_store(zone, "nfs-secondary") and None
+        >>> cluster = engine.add_cluster(zone, "c1", hypervisor="XenServer")
+        >>> host = engine.add_host(cluster, "h1")
+        >>> pool = engine.add_pool(zone, "nfs-primary", cluster=cluster)
+        >>> alice = engine.add_account("alice")
+        >>> vm = engine.add_vm(alice, zone, "web", hypervisor="XenServer", host=host)
+        >>> volume = engine.add_volume(alice, pool, "data", size=10 << 30, vm=vm, format="VHD")
+        >>> job = engine.create_snapshot(volume.id)
+        >>> engine.run() > 0
+        True
+        >>> engine.job_status(job.id), engine.get(Snapshot, job.instance_id).status
+        ('SUCCEEDED', 'BackedUp')
+    """
+
+    def __init__(self, store: Store, *, faults: FaultPlan | None = None, seed: int = 0) -> None:
+        self.store = store
+        self.clock = store.clock
+        self.ms_id = store.ms_id
+        self.scheduler = Scheduler(self.clock)
+        self.faults = faults or FaultPlan()
+        self.config = Config(store)
+        self.rt: Runtime
+        env = DriverEnv(
+            store=store,
+            scheduler=self.scheduler,
+            faults=self.faults,
+            ms_id=self.ms_id,
+            incarnation=lambda: self.rt.incarnation,
+        )
+        drivers = Drivers(env)
+        self.rt = Runtime(
+            store=store,
+            clock=self.clock,
+            scheduler=self.scheduler,
+            config=self.config,
+            drivers=drivers,
+            factory=StrategyFactory(builtin_strategies() + plugin_strategies()),
+            strategy_env=StrategyEnv(store=store, drivers=drivers, config=self.config, ms_id=self.ms_id),
+            faults=self.faults,
+            profile=store.profile,
+            ms_id=self.ms_id,
+            rng=random.Random(seed * 1_000_003 + self.ms_id),  # noqa: S311 - ids, not secrets
+        )
+        self.runner = Runner(self.rt, store.definitions)
+        self.rt.runner = self.runner
+        self.ensure_system_account()
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path = ":memory:",
+        *,
+        ms_id: int = 1,
+        profile: str | Profile = "cloudstack",
+        clock: SimClock | None = None,
+        definitions: Definitions | None = None,
+        faults: FaultPlan | None = None,
+        seed: int = 0,
+    ) -> Engine:
+        """Open or create the database at ``path`` as management server ``ms_id``.
+
+        Raises:
+            StoreError: not a snapshotfsm database, or another schema version; the file is left as it was.
+            InvalidValue: an unknown profile name.
+        """
+        store = Store.open(path, ms_id=ms_id, profile=profile, clock=clock, definitions=definitions)
+        return cls(store, faults=faults, seed=seed)
+
+    def close(self) -> None:
+        """Close the database."""
+        self.store.close()
+
+    # --- records and history -----------------------------------------------------------------------------------
+
+    def add(self, record: R) -> R:
+        """Insert a record as it is and return it with its id (the inventory helpers below fill in more)."""
+        return self.store.insert(record)
+
+    def get(self, cls: type[R], entity_id: int) -> R:
+        """Load one record by id.
+
+        Raises:
+            NotFound: no such row.
+        """
+        return self.store.get(cls, entity_id)
+
+    def transit(self, entity: R, event: str, *, job_id: int | None = None) -> R:
+        """Move an entity by one event of its machine, durably; returns the record as written.
+
+        Raises:
+            IllegalTransition: the event is not allowed in the entity's state.
+            ConcurrencyError: another server moved the row first.
+        """
+        return self.store.transit(entity, event, job_id=job_id)
+
+    def history(
+        self,
+        *,
+        snapshot: int | None = None,
+        volume: int | None = None,
+        job: int | None = None,
+        machine: str | None = None,
+        entity_id: int | None = None,
+    ) -> list[TransitionLog]:
+        """The transition log of a snapshot, a volume, a job, any one entity, or (no argument) the whole run."""
+        if snapshot is not None:
+            machine, entity_id = "snapshot", snapshot
+        elif volume is not None:
+            machine, entity_id = "volume", volume
+        return self.store.history(machine=machine, entity_id=entity_id, job_id=job)
+
+    # --- inventory: add_zone, add_account, add_pool, add_vm, add_volume, ... (see Inventory) ---------------------
+
+    def set_config(self, name: str, value: object, *, scope: str = "Global", scope_id: int = 0) -> None:
+        """Set a config key of spec §7.1 at a scope (Global, or the key's own: Zone, Cluster, StoragePool)."""
+        self.config.set(name, value, scope=scope, scope_id=scope_id)
+
+    # --- the API ---------------------------------------------------------------------------------------------------
+
+    def create_snapshot(
+        self,
+        volume_id: int,
+        *,
+        caller: int | Account | None = None,
+        policy_id: int = 0,
+        name: str | None = None,
+        location_type: str | None = None,
+        async_backup: bool = False,
+        quiescevm: bool = False,
+        zone_ids: Iterable[int] = (),
+        storage_ids: Iterable[int] = (),
+        use_storage_replication: bool = False,
+        tags: Mapping[str, str] | None = None,
+    ) -> AsyncJob:
+        """``createSnapshot``: the create phase now, the rest as an async job on the simulated clock (spec §4.2).
+
+        ``caller`` is the calling account (default: the volume's owner). Returns the async job; :meth:`run`
+        advances the clock until it is done.
+
+        Raises:
+            ApiError: the create phase refused the call (spec §5.1): CloudStack's error code and text. Nothing is
+                written.
+            InvalidValue: an argument of the wrong type.
+        """
+        params = _check_params(
+            volume_id=volume_id,
+            policy_id=policy_id,
+            name=name,
+            location_type=location_type,
+            async_backup=async_backup,
+            quiescevm=quiescevm,
+            zone_ids=zone_ids,
+            storage_ids=storage_ids,
+            use_storage_replication=use_storage_replication,
+            tags=tags,
+        )
+        caller_id = self._caller_id(caller, volume_id)
+        run: Run | None = None
+        try:
+            with self.store.atomic():
+                run = self.runner.start("take_snapshot", {"params": params, "caller_id": caller_id})
+                self.runner.fire(run, TakeEvent.Allocate)
+                if run.state == TakeState.Rejected:
+                    _refuse()
+        except _Refused:
+            assert run is not None
+            assert run.error is not None
+            self.runner.live.pop(run.workflow.id or 0, None)
+            code, text = run.flags["api_error"]
+            raise ApiError(code, text, exception=run.error) from None
+        assert run.job_id is not None
+        return self.store.get(AsyncJob, run.job_id)
+
+    def delete_snapshot(
+        self, snapshot_id: int, *, zone_id: int | None = None, caller: int | Account | None = None
+    ) -> AsyncJob:
+        """``deleteSnapshot``: an async job running the delete path of spec §9.4 (default caller: the owner).
+
+        Raises:
+            InvalidValue: an argument of the wrong type.
+        """
+        for name, value in (("id", snapshot_id), ("zoneid", zone_id)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise InvalidValue(f"deleteSnapshot {name}", value, "an integer id")
+        if caller is None:
+            found = self.store.first(Snapshot, "id = ?", (snapshot_id,))
+            caller_id = found.account_id if found is not None else SYSTEM_ACCOUNT_ID
+        else:
+            caller_id = self._account_id(caller)
+        return delete.submit_api_job(self.rt, snapshot_id, zone_id, caller_id)
+
+    def _account_id(self, caller: int | Account) -> int:
+        if isinstance(caller, Account):
+            return caller.id or 0
+        if self.store.first(Account, "id = ?", (caller,)) is None:
+            raise NotFound("account", caller)
+        return caller
+
+    def _caller_id(self, caller: int | Account | None, volume_id: int) -> int:
+        if caller is None:
+            volume = self.store.first(Volume, "id = ?", (volume_id,))
+            if volume is None:
+                raise NotFound("volumes", volume_id)
+            return volume.account_id
+        return self._account_id(caller)
+
+    def run(self, *, until_ms: int | None = None, max_tasks: int | None = None) -> int:
+        """Advance the simulated clock, running what is due, until nothing is pending (or ``until_ms``)."""
+        return self.scheduler.run(until_ms=until_ms, max_tasks=max_tasks)
+
+    def job_status(self, job_id: int) -> str:
+        """The job's status name (IN_PROGRESS, SUCCEEDED, FAILED, CANCELLED)."""
+        return self.store.state_of(self.store.get(AsyncJob, job_id))
+
+
+def _check_params(**params: object) -> dict[str, object]:
+    """Python-level argument checks (the tool's own bad input), before anything runs."""
+    checks: dict[str, tuple[type | tuple[type, ...], str]] = {
+        "volume_id": (int, "an integer volume id"),
+        "policy_id": (int, "an integer policy id (0 for a manual snapshot)"),
+        "name": ((str, type(None)), "a string or None"),
+        "location_type": ((str, type(None)), "'primary', 'secondary' or None"),
+        "async_backup": (bool, "a bool"),
+        "quiescevm": (bool, "a bool"),
+        "use_storage_replication": (bool, "a bool"),
+    }
+    for key, (types, expected) in checks.items():
+        value = params[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and types is int):
+            raise InvalidValue(f"createSnapshot {key}", value, expected)
+    out = dict(params)
+    for key in ("zone_ids", "storage_ids"):
+        values = params[key]
+        if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+            raise InvalidValue(f"createSnapshot {key}", values, "a list of integer ids")
+        ids = list(values)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in ids):
+            raise InvalidValue(f"createSnapshot {key}", ids, "a list of integer ids")
+        out[key] = ids
+    tags = params["tags"]
+    if tags is not None and not (
+        isinstance(tags, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items())
+    ):
+        raise InvalidValue("createSnapshot tags", tags, "a mapping of strings to strings")
+    out["tags"] = dict(tags) if isinstance(tags, Mapping) else {}
+    if out["name"] is None:
+        del out["name"]
+    return out

@@ -1,0 +1,280 @@
+"""Backing a snapshot up to secondary storage, or deciding not to (spec §5.4 steps 7-8, §5.8, §5.9, §7.3).
+
+``cleanup_on_backup_failure`` is ``cleanupOnSnapshotBackupFailure``: the sync backup runs it at once and the async
+backup task after its last try, so it is written once, here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from snapshotfsm.describe import snapshot_str
+from snapshotfsm.drivers.base import Answer
+from snapshotfsm.drivers.image import ImageStoreDriver
+from snapshotfsm.errors import CloudException, CloudRuntimeException, NoTransitionException
+from snapshotfsm.names import RefEvent, RefState, SnapshotEvent, SnapshotState, Take
+from snapshotfsm.objects import snapshot_event, store_ref_event
+from snapshotfsm.orchestration.runner import Run, step
+from snapshotfsm.orchestration.runtime import Runtime
+from snapshotfsm.orchestration.take import find_image_store
+from snapshotfsm.store.records import Snapshot, SnapshotDetail, SnapshotStoreRef, StoragePool
+from snapshotfsm.strategies.base import BackupPlan
+from snapshotfsm.strategies.base import Take as TakeState
+from snapshotfsm.strategies.default import MS_ID
+
+log = logging.getLogger(__name__)
+
+
+@step("backup.choose")
+def choose(run: Run) -> str:
+    """The TAKE strategy's ``backupSnapshot`` decides how (spec §5.4 step 7: the same strategy object backs up)."""
+    assert run.strategy is not None
+    assert run.take is not None
+    plan = run.strategy.backup_plan(run.rt.strategy_env, run.take)
+    run.flags["backup_plan"] = {"kind": plan.kind, "full": plan.full}
+    return Take.MarkBackedUp if plan.kind == "mark_backed_up" else Take.Copy
+
+
+def start_backup(
+    rt: Runtime, take: TakeState, plan: BackupPlan, on_answer: object
+) -> tuple[Snapshot, SnapshotStoreRef]:
+    """``SnapshotServiceImpl.backupSnapshot`` up to ``copyAsync`` (spec §5.8 steps 1-3).
+
+    An exception before the copy starts puts the snapshot back: OperationNotPerformed when it was BackedUp (an
+    archived original must not be deleted), else OperationFailed (Error); the failure is then rethrown.
+    """
+    snapshot = rt.store.get(Snapshot, take.snapshot.id or 0)
+    orig_state = snapshot.status
+    try:
+        snapshot = snapshot_event(rt.store, snapshot, SnapshotEvent.BackupToSecondary)
+        image = find_image_store(rt, snapshot)
+        if image is None:
+            raise CloudRuntimeException("can not find an image stores")
+        dest = rt.store.insert(
+            SnapshotStoreRef(
+                store_id=image.id or 0,
+                store_role="Image",
+                snapshot_id=snapshot.id or 0,
+                volume_id=snapshot.volume_id,
+                state=RefState.Allocated,
+                size=snapshot.size,
+                install_path=ImageStoreDriver.install_path(snapshot),
+                created=rt.clock.timestamp(),
+                last_updated=rt.clock.timestamp(),
+            )
+        )
+        moved = store_ref_event(rt.store, dest, RefEvent.CreateOnlyRequested)
+        assert moved is not None
+        src = primary_ref(rt, snapshot, take.pool)
+        if src is None or src.install_path is None:
+            raise CloudRuntimeException(f"no snapshot on primary storage to back up for {snapshot_str(snapshot)}")
+        driver = rt.drivers.primary(take.pool)
+        driver.backup_snapshot(
+            snapshot,
+            src.install_path,
+            rt.drivers.image(image),
+            moved.install_path or "",
+            on_answer,  # type: ignore[arg-type]
+        )
+    except CloudException as exc:
+        try:
+            event = (
+                SnapshotEvent.OperationNotPerformed
+                if orig_state == SnapshotState.BackedUp
+                else SnapshotEvent.OperationFailed
+            )
+            snapshot_event(rt.store, snapshot, event)
+        except NoTransitionException:
+            pass
+        raise CloudRuntimeException(f"Failed to copy snapshot:{exc.java_name}: {exc.message}", cause=exc) from exc
+    del plan
+    return snapshot, moved
+
+
+def primary_ref(rt: Runtime, snapshot: Snapshot, pool: StoragePool) -> SnapshotStoreRef | None:
+    """The snapshot's ref on ``pool``."""
+    return rt.store.first(
+        SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Primary' AND store_id = ?", (snapshot.id, pool.id)
+    )
+
+
+@step("backup.request")
+def request(run: Run) -> None:
+    """Start the sync backup (spec §5.8 steps 1-3) and wait for the copy's answer."""
+    rt = run.rt
+    assert run.take is not None
+    plan = BackupPlan(**run.flags["backup_plan"])
+
+    def answered(answer: Answer | None) -> None:
+        run.answer = answer
+        rt.runner.fire(run, Take.BackupAnswered)
+
+    snapshot, dest = start_backup(rt, run.take, plan, answered)
+    run.take.snapshot = snapshot
+    run.flags["image_ref_id"] = dest.id
+
+
+def finish_backup(
+    rt: Runtime, take: TakeState, dest_id: int, answer: Answer | None, *, async_backup: bool
+) -> str | None:
+    """``copySnapshotAsyncCallback`` (spec §5.8 step 4); the failure text, or None on success.
+
+    Success: the image ref Ready with the answer, the snapshot BackedUp. Failure with async backup: the snapshot
+    row is soft-removed, the image ref fails (and is deleted), the snapshot stays BackingUp. Failure with sync
+    backup: the image ref fails, then ``cleanupOnSnapshotBackupFailure``.
+    """
+    dest = rt.store.get(SnapshotStoreRef, dest_id)
+    snapshot = rt.store.get(Snapshot, take.snapshot.id or 0)
+    if answer is None or not answer.result:
+        details = answer.details if answer is not None else "null answer"
+        if async_backup:
+            rt.store.remove(snapshot, by="copySnapshotAsyncCallback (async backup failed)")
+            store_ref_event(rt.store, dest, RefEvent.OperationFailed)
+            log.debug("Failed to create backup: Failed in creating backup of snapshot %s", snapshot_str(snapshot))
+        else:
+            store_ref_event(rt.store, dest, RefEvent.OperationFailed)
+            cleanup_on_backup_failure(rt, snapshot, take.pool)
+        return details
+    try:
+        store_ref_event(rt.store, dest, RefEvent.OperationSucceeded, answer)
+        take.snapshot = snapshot_event(rt.store, snapshot, SnapshotEvent.OperationSucceeded)
+    except CloudException as exc:
+        return f"{exc.java_name}: {exc.message}"
+    return None
+
+
+@step("backup.answered")
+def answered(run: Run) -> str:
+    """The copy answered: finish the backup; on success ``postSnapshotCreation`` and the CLVM ref removal."""
+    rt = run.rt
+    assert run.take is not None
+    assert run.strategy is not None
+    failure = finish_backup(rt, run.take, run.flags["image_ref_id"], run.answer, async_backup=False)
+    if failure is not None:
+        raise CloudRuntimeException(failure)
+    post_snapshot_creation(run)
+    if run.take.pool.pool_type == "CLVM":
+        ref = primary_ref(rt, run.take.snapshot, run.take.pool)
+        if ref is not None:
+            rt.store.delete(ref, by="SnapshotManagerImpl.removeClvmPrimarySnapshotStoreRefIfNeeded")
+    return Take.PostProcess
+
+
+def post_snapshot_creation(run: Run) -> None:
+    """The strategy's ``postSnapshotCreation``; its errors are only logged (spec §5.9)."""
+    assert run.strategy is not None
+    assert run.take is not None
+    try:
+        run.strategy.post_snapshot_creation(run.rt.strategy_env, run.take)
+    except CloudException as exc:
+        log.debug("postSnapshotCreation failed: %s", exc)
+
+
+def cleanup_on_backup_failure(rt: Runtime, snapshot: Snapshot, pool: StoragePool) -> None:
+    """``cleanupOnSnapshotBackupFailure`` (spec §5.8 step 4), in one transaction.
+
+    Primary ref DestroyRequested then OperationSucceeded (Destroyed), snapshot OperationFailed (Error), the MS_ID
+    detail removed, the snapshot soft-removed.
+
+    Raises:
+        CloudRuntimeException: a refused event ("Failed to backup snapshot...").
+    """
+    with rt.store.atomic():
+        try:
+            ref = primary_ref(rt, snapshot, pool)
+            if ref is not None:
+                moved = store_ref_event(rt.store, ref, RefEvent.DestroyRequested)
+                if moved is not None:
+                    store_ref_event(rt.store, moved, RefEvent.OperationSucceeded)
+            snapshot = snapshot_event(rt.store, snapshot, SnapshotEvent.OperationFailed)
+        except NoTransitionException as exc:
+            raise CloudRuntimeException(f"Failed to backup snapshot{snapshot_str(snapshot)}") from exc
+        for detail in rt.store.find(SnapshotDetail, "snapshot_id = ? AND name = ?", (snapshot.id, MS_ID)):
+            rt.store.delete(detail, by="SnapshotDetailsDao.removeDetail")
+        rt.store.remove(snapshot, by="cleanupOnSnapshotBackupFailure")
+
+
+def mark_storage_system_backed_up(rt: Runtime, take: TakeState) -> None:
+    """``StorageSystemSnapshotStrategy.markAsBackedUp``: BackupToSecondary then OperationSucceeded, no copy.
+
+    A refused event is answered with OperationFailed, itself only logged when refused.
+    """
+    snapshot = rt.store.get(Snapshot, take.snapshot.id or 0)
+    try:
+        snapshot = snapshot_event(rt.store, snapshot, SnapshotEvent.BackupToSecondary)
+        snapshot = snapshot_event(rt.store, snapshot, SnapshotEvent.OperationSucceeded)
+    except NoTransitionException:
+        with contextlib.suppress(NoTransitionException):
+            snapshot = snapshot_event(rt.store, snapshot, SnapshotEvent.OperationFailed)
+    take.snapshot = snapshot
+
+
+@step("backup.mark_as_backed_up")
+def mark_as_backed_up(run: Run) -> str:
+    """A StorageSystem snapshot that is not SECONDARY is marked BackedUp (spec §5.7), then postSnapshotCreation."""
+    assert run.take is not None
+    mark_storage_system_backed_up(run.rt, run.take)
+    post_snapshot_creation(run)
+    return Take.PostProcess
+
+
+def mark_backed_up(rt: Runtime, snapshot: Snapshot) -> Snapshot:
+    """``SnapshotObject.markBackedUp``: OperationNotPerformed (CreatedOnPrimary to BackedUp)."""
+    try:
+        return snapshot_event(rt.store, snapshot, SnapshotEvent.OperationNotPerformed)
+    except NoTransitionException as exc:
+        raise CloudRuntimeException(exc.message, cause=exc) from exc
+
+
+@step("backup.skip")
+def skip(run: Run) -> str:
+    """Backup off (spec §5.4 step 8): ``markBackedUp`` always, after scheduling a COPY task if asked for one.
+
+    With pool ids and asyncbackup, a COPY task is scheduled first. The MS_ID detail is left behind (spec §13.3).
+    """
+    rt = run.rt
+    assert run.take is not None
+    assert run.payload is not None
+    snapshot = rt.store.get(Snapshot, run.take.snapshot.id or 0)
+    if run.payload.pool_ids and run.payload.async_backup:
+        from snapshotfsm.orchestration import backup_task  # noqa: PLC0415
+
+        backup_task.schedule_copy_task(run, snapshot)
+    run.take.snapshot = mark_backed_up(rt, snapshot)
+    return Take.PostProcess
+
+
+@step("backup.post_directly")
+def post_directly(run: Run) -> str:
+    """``postSnapshotDirectlyToSecondary`` (KVM file-based, backup on; spec §5.4 step 7, §13.2).
+
+    The pre-created Allocated image ref gets the path and is set Ready directly; the snapshot is markBackedUp; the
+    primary ref row is deleted and the MS_ID detail removed. asyncbackup is ignored on this path.
+    """
+    rt = run.rt
+    assert run.take is not None
+    snapshot = rt.store.get(Snapshot, run.take.snapshot.id or 0)
+    image_ref = rt.store.first(
+        SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Image' AND state = ?", (snapshot.id, RefState.Allocated)
+    )
+    primary = primary_ref(rt, snapshot, run.take.pool)
+    if image_ref is None or primary is None:
+        raise CloudRuntimeException(f"no Allocated image ref for {snapshot_str(snapshot)}")
+    image_ref = rt.store.update(image_ref, install_path=primary.install_path)
+    rt.store.write_state_directly(image_ref, RefState.Ready, by="postSnapshotDirectlyToSecondary")
+    run.take.snapshot = mark_backed_up(rt, snapshot)
+    rt.store.delete(primary, by="postSnapshotDirectlyToSecondary (removeBySnapshotStore)")
+    for detail in rt.store.find(SnapshotDetail, "snapshot_id = ? AND name = ?", (snapshot.id, MS_ID)):
+        rt.store.delete(detail, by="SnapshotDetailsDao.removeDetail")
+    return Take.PostProcess
+
+
+@step("backup.schedule")
+def schedule(run: Run) -> str:
+    """asyncbackup: a BackupSnapshotTask is scheduled with delay 0 and the API job goes on (spec §7.2)."""
+    from snapshotfsm.orchestration import backup_task  # noqa: PLC0415
+
+    assert run.take is not None
+    backup_task.schedule_backup_task(run)
+    return Take.PostProcess

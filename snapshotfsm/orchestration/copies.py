@@ -1,0 +1,405 @@
+"""Copies of a snapshot to other zones (secondary) and other pools (primary) (spec §7.4, §8).
+
+This is the ``copy_snapshot`` machine.
+
+A caller starts a copy workflow with its targets and waits for it; the workflow copies each zone's missing part of
+the snapshot chain, oldest first, through the zone's image store (``queryCopySnapshot`` for a download URL, then
+``createAsync``), and each pool through the COPY strategy. A target that fails is logged and skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+from snapshotfsm.drivers.base import Answer
+from snapshotfsm.errors import CloudException, CloudRuntimeException, ResourceAllocationException
+from snapshotfsm.names import MachineNames, RefEvent, RefState
+from snapshotfsm.objects import store_ref_event
+from snapshotfsm.orchestration import accounting
+from snapshotfsm.orchestration.runner import Run, step
+from snapshotfsm.orchestration.runtime import Runtime
+from snapshotfsm.store.records import (
+    Account,
+    ImageStore,
+    Snapshot,
+    SnapshotStoreRef,
+    SnapshotZoneRef,
+    StoragePool,
+    Zone,
+)
+from snapshotfsm.strategies.base import Operation
+
+log = logging.getLogger(__name__)
+SYSTEM_ACCOUNT_ID = 1
+
+
+class Copy(MachineNames, machine="copy_snapshot", kind="event"):
+    """Events of the copy workflow (states/copy_snapshot.toml)."""
+
+    CopyToZone: ClassVar[str]
+    ZoneAnswered: ClassVar[str]
+    ZoneFailed: ClassVar[str]
+    CopyToPool: ClassVar[str]
+    PoolFailed: ClassVar[str]
+    Finish: ClassVar[str]
+
+
+def zone_image_store(rt: Runtime, snapshot_id: int, zone_id: int) -> ImageStore | None:
+    """``getSnapshotZoneImageStore``: an image store of the zone holding a Ready ref of the snapshot."""
+    for ref in rt.store.find(
+        SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Image' AND state = ?", (snapshot_id, RefState.Ready)
+    ):
+        store = rt.store.get(ImageStore, ref.store_id)
+        if store.data_center_id == zone_id and store.removed is None:
+            return store
+    return None
+
+
+def _plan_zone(rt: Runtime, snapshot: Snapshot, src: ImageStore, zone: Zone) -> dict[str, Any]:
+    """``copySnapshotChainToZone``: the chain back to a snapshot already in the zone, oldest first, and where to."""
+    current = rt.store.first(
+        SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Image' AND store_id = ?", (snapshot.id, src.id)
+    )
+    chain: list[int] = []
+    size = 0
+    dest: ImageStore | None = None
+    incremental = current is not None and current.kvm_checkpoint_path is not None
+    while current is not None:
+        dest = zone_image_store(rt, current.snapshot_id, zone.id or 0)
+        if dest is not None:
+            if current.snapshot_id == snapshot.id:
+                _already_in_store(rt, current.snapshot_id, dest)
+            break
+        chain.append(current.snapshot_id)
+        size += current.size
+        parent = current.parent_snapshot_id
+        current = (
+            None
+            if parent == 0 or incremental
+            else rt.store.first(
+                SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Image' AND store_id = ?", (parent, src.id)
+            )
+        )
+    if dest is None and chain:
+        stores = rt.store.find(
+            ImageStore, "data_center_id = ? AND removed IS NULL AND readonly = 0 AND role = 'Image'", (zone.id,)
+        )
+        if not stores:
+            raise CloudRuntimeException("Destination zone is not ready, no image store associated")
+        dest = stores[0]
+    chain.reverse()
+    return {
+        "kind": "zone",
+        "zone_id": zone.id,
+        "chain": chain,
+        "size": size,
+        "src": src.id,
+        "dest": dest.id if dest else None,
+    }
+
+
+def _already_in_store(rt: Runtime, snapshot_id: int, dest: ImageStore) -> bool:
+    """``checkAndProcessSnapshotAlreadyExistInStore``: whether the snapshot is already in the store.
+
+    Ready (made displayable) or Hidden (set Ready) count as copied; a stale or errored ref is removed so that the copy
+    runs again.
+    """
+    ref = rt.store.first(
+        SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Image' AND store_id = ?", (snapshot_id, dest.id)
+    )
+    if ref is None:
+        return False
+    if ref.state == RefState.Ready:
+        if not ref.display:
+            rt.store.update(ref, display=True)
+        return True
+    if ref.state == RefState.Hidden:
+        ref = rt.store.update(ref, display=True)
+        rt.store.write_state_directly(ref, RefState.Ready, by="checkAndProcessSnapshotAlreadyExistInStore")
+        return True
+    if ref.state not in (RefState.Creating, "Copying"):
+        rt.store.delete(ref, by="checkAndProcessSnapshotAlreadyExistInStore (removeBySnapshotStore)")
+    return False
+
+
+def start_zone_copies(parent: Run, snapshot: Snapshot, zone_ids: list[int], *, resume_event: str) -> None:
+    """``copyNewSnapshotToZones``: action event started, then the copy workflow; ``parent`` waits for it."""
+    rt = parent.rt
+    accounting.action_event(
+        rt,
+        "SNAPSHOT.COPY",
+        f"Copying snapshot ID: {snapshot.uuid}",
+        account_id=snapshot.account_id,
+        resource_id=snapshot.id,
+        state="Started",
+    )
+    targets: list[dict[str, Any]] = []
+    src = zone_image_store(rt, snapshot.id or 0, snapshot.data_center_id)
+    failed: list[int] = []
+    if src is None:
+        log.error(
+            "Unable to find an image store for zone %s where snapshot %s is in Ready state",
+            snapshot.data_center_id,
+            snapshot.id,
+        )
+        failed = list(zone_ids)
+    else:
+        for zone_id in zone_ids:
+            zone = rt.store.first(Zone, "id = ?", (zone_id,))
+            try:
+                if zone is None:
+                    raise CloudRuntimeException(f"zone {zone_id} does not exist")
+                plan = _plan_zone(rt, snapshot, src, zone)
+                owner = rt.store.get(Account, snapshot.account_id)
+                accounting.check_limit(rt, owner, accounting.SECONDARY_STORAGE, plan["size"])
+                targets.append(plan)
+            except (CloudException, ResourceAllocationException) as exc:
+                log.warning("Error while copying snapshot %s to zone %s: %s", snapshot.id, zone_id, exc)
+                failed.append(zone_id)
+    _start(parent, snapshot, targets, resume_event, {"zone_ids": zone_ids, "failed_zones": failed, "event": True})
+
+
+def start_pool_copies(parent: Run, snapshot: Snapshot, pool_ids: list[int], *, resume_event: str) -> None:
+    """``copyNewSnapshotToZonesOnPrimary``: the COPY strategy for each pool; none found is only logged."""
+    rt = parent.rt
+    strategy = rt.factory.best(rt.strategy_env, snapshot, Operation.COPY)
+    targets: list[dict[str, Any]] = []
+    if strategy is None:
+        log.info("Unable to find snapshot strategy to handle the copy of a snapshot with id %s", snapshot.uuid)
+    else:
+        targets = [{"kind": "pool", "pool_id": pool_id} for pool_id in pool_ids]
+    _start(parent, snapshot, targets, resume_event, {"strategy": strategy.name if strategy else None})
+
+
+def _start(
+    parent: Run, snapshot: Snapshot, targets: list[dict[str, Any]], resume_event: str, extra: dict[str, Any]
+) -> None:
+    rt = parent.rt
+    child = rt.runner.start_child(
+        parent,
+        "copy_snapshot",
+        {
+            "snapshot_id": snapshot.id,
+            "volume_id": snapshot.volume_id,
+            "account_id": snapshot.account_id,
+            "caller_id": parent.caller_id,
+            "flags": {"targets": targets, "position": 0, "chain_index": 0, "done": [], **extra},
+        },
+        resume_event=resume_event,
+    )
+    rt.runner.fire(child, next_target(child))
+
+
+def next_target(run: Run) -> str:
+    """The event for the next target, or Finish."""
+    flags = run.flags
+    while flags["position"] < len(flags["targets"]):
+        target = flags["targets"][flags["position"]]
+        if target["kind"] == "pool":
+            return Copy.CopyToPool
+        if flags["chain_index"] < len(target["chain"]):
+            return Copy.CopyToZone
+        _zone_done(run, target)
+    return Copy.Finish
+
+
+def _zone_done(run: Run, target: dict[str, Any]) -> None:
+    run.flags["done"].append(target["zone_id"])
+    run.flags["position"] += 1
+    run.flags["chain_index"] = 0
+
+
+def _zone_failed(run: Run, target: dict[str, Any], why: str) -> None:
+    log.error("Failed to copy snapshot %s to zone %s: %s", run.snapshot_id, target["zone_id"], why)
+    run.flags.setdefault("failed_zones", []).append(target["zone_id"])
+    run.flags["position"] += 1
+    run.flags["chain_index"] = 0
+
+
+@step("copies.start_zone_copy")
+def start_zone_copy(run: Run) -> str | None:
+    """``copySnapshotToZone`` for one snapshot of the chain: already there, or URL then destination ref and copy."""
+    rt = run.rt
+    target = run.flags["targets"][run.flags["position"]]
+    snapshot = rt.store.get(Snapshot, target["chain"][run.flags["chain_index"]])
+    dest = rt.store.get(ImageStore, target["dest"])
+    if _already_in_store(rt, snapshot.id or 0, dest):
+        run.flags["chain_index"] += 1
+        return next_target(run)
+    src_store = rt.store.get(ImageStore, target["src"])
+    src_ref = rt.store.first(
+        SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Image' AND store_id = ?", (snapshot.id, src_store.id)
+    )
+    assert src_ref is not None
+    source = rt.drivers.image(src_store)
+    query = source.call_sync(
+        "querySnapshotZoneCopy",
+        lambda: Answer(result=True, path=f"https://ssvm-{src_store.data_center_id}/copy/{src_ref.install_path}"),
+    )
+    if not query.result or not query.path:
+        raise CloudRuntimeException(
+            f"Unable to prepare URL for copy for snapshot ID: {snapshot.id} on store: {src_store.name}"
+        )
+    ref = rt.store.insert(
+        SnapshotStoreRef(
+            store_id=dest.id or 0,
+            store_role="Image",
+            snapshot_id=snapshot.id or 0,
+            volume_id=snapshot.volume_id,
+            state=RefState.Allocated,
+            size=src_ref.size,
+            physical_size=src_ref.physical_size,
+            parent_snapshot_id=src_ref.parent_snapshot_id,
+            created=rt.clock.timestamp(),
+            last_updated=rt.clock.timestamp(),
+        )
+    )
+    moved = store_ref_event(rt.store, ref, RefEvent.CreateOnlyRequested)
+    assert moved is not None
+    run.flags["dest_ref_id"] = moved.id
+
+    def answered(answer: Answer | None) -> None:
+        run.answer = answer
+        rt.runner.fire(run, Copy.ZoneAnswered)
+
+    rt.drivers.image(dest).copy_from(snapshot, query.path, src_ref.size, src_ref.physical_size, answered)
+    return None
+
+
+@step("copies.zone_answered")
+def zone_answered(run: Run) -> str:
+    """The copy's answer: the destination ref Ready and the bookkeeping of one copied snapshot, or a failure."""
+    rt = run.rt
+    target = run.flags["targets"][run.flags["position"]]
+    snapshot = rt.store.get(Snapshot, target["chain"][run.flags["chain_index"]])
+    ref = rt.store.get(SnapshotStoreRef, run.flags["dest_ref_id"])
+    answer: Answer | None = run.answer
+    if answer is None or not answer.result:
+        store_ref_event(rt.store, ref, RefEvent.OperationFailed)
+        raise CloudRuntimeException(
+            f"Copy snapshot ID: {snapshot.id} failed for image store {target['dest']}: "
+            f"{answer.details if answer else 'null answer'}"
+        )
+    store_ref_event(rt.store, ref, RefEvent.OperationSucceeded, answer)
+    add_to_zone(rt, snapshot.id or 0, target["zone_id"])
+    accounting.change_count(rt, snapshot.account_id, accounting.SECONDARY_STORAGE, ref.size)
+    if snapshot.account_id != SYSTEM_ACCOUNT_ID:
+        accounting.usage(
+            rt, "SNAPSHOT.COPY", snapshot, size=snapshot.size, virtual_size=snapshot.size, zone_id=target["zone_id"]
+        )
+    run.flags["chain_index"] += 1
+    return next_target(run)
+
+
+@step("copies.zone_failed")
+def zone_failed(run: Run) -> str:
+    """A zone's copy failed: the rest of its chain is skipped and the next target tried."""
+    target = run.flags["targets"][run.flags["position"]]
+    _zone_failed(run, target, run.error.message if run.error else "failed")
+    return next_target(run)
+
+
+def add_to_zone(rt: Runtime, snapshot_id: int, zone_id: int) -> None:
+    """``snapshotZoneDao.addSnapshotToZone``: a ``snapshot_zone_ref`` row, once."""
+    if rt.store.first(SnapshotZoneRef, "snapshot_id = ? AND zone_id = ? AND removed IS NULL", (snapshot_id, zone_id)):
+        return
+    rt.store.insert(
+        SnapshotZoneRef(
+            zone_id=zone_id, snapshot_id=snapshot_id, created=rt.clock.timestamp(), last_updated=rt.clock.timestamp()
+        )
+    )
+
+
+@step("copies.copy_to_pool")
+def copy_to_pool(run: Run) -> str:
+    """``copySnapshotOnPool`` (spec §7.4): destination primary ref, the COPY strategy, then the bookkeeping."""
+    rt = run.rt
+    target = run.flags["targets"][run.flags["position"]]
+    snapshot = rt.store.get(Snapshot, run.snapshot_id or 0)
+    pool = rt.store.get(StoragePool, target["pool_id"])
+    strategy = rt.factory.best(rt.strategy_env, snapshot, Operation.COPY)
+    src = rt.store.first(
+        SnapshotStoreRef,
+        "snapshot_id = ? AND store_role = 'Primary' AND store_id != ?",
+        (snapshot.id, pool.id),
+    )
+    dest = rt.store.first(
+        SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Primary' AND store_id = ?", (snapshot.id, pool.id)
+    )
+    if dest is None:
+        dest = rt.store.insert(
+            SnapshotStoreRef(
+                store_id=pool.id or 0,
+                store_role="Primary",
+                snapshot_id=snapshot.id or 0,
+                volume_id=snapshot.volume_id,
+                state=RefState.Allocated,
+                size=snapshot.size,
+                physical_size=snapshot.size,
+                created=rt.clock.timestamp(),
+                last_updated=rt.clock.timestamp(),
+            )
+        )
+    run.flags["position"] += 1
+    if src is None or strategy is None:
+        raise CloudRuntimeException(f"Failed to copy snapshot{dest.id}")
+    if dest.state == RefState.Allocated:
+        moved = store_ref_event(rt.store, dest, RefEvent.CreateOnlyRequested)
+    elif src.state == RefState.Ready:
+        moved = store_ref_event(rt.store, dest, RefEvent.CopyRequested)
+    else:
+        raise CloudRuntimeException(
+            f"Cannot copy snapshot to another storage in different zone. It's not in the right state {src.state}"
+        )
+    assert moved is not None
+    error = strategy.copy_snapshot(rt.strategy_env, snapshot, src, pool)
+    if error is not None:
+        store_ref_event(rt.store, moved, RefEvent.OperationFailed)
+        raise CloudRuntimeException(f"Copy snapshot ID: {snapshot.id} failed for primary storage {pool.id}: {error}")
+    moved = rt.store.update(moved, install_path=src.install_path)
+    store_ref_event(rt.store, moved, RefEvent.OperationSucceeded)
+    add_to_zone(rt, snapshot.id or 0, pool.data_center_id)
+    # The increment passes the calling *user* id where an account id is expected (spec §7.4).
+    caller = run.caller_id if run.caller_id is not None else SYSTEM_ACCOUNT_ID
+    accounting.change_count(rt, caller, accounting.PRIMARY_STORAGE, snapshot.size)
+    if caller != SYSTEM_ACCOUNT_ID:
+        accounting.usage(
+            rt, "SNAPSHOT.COPY", snapshot, size=snapshot.size, virtual_size=snapshot.size, zone_id=pool.data_center_id
+        )
+    run.flags.setdefault("copied_pools", []).append(pool.id)
+    return next_target(run)
+
+
+@step("copies.pool_failed")
+def pool_failed(run: Run) -> str:
+    """A pool copy failed: logged, next target."""
+    log.debug("pool copy failed: %s", run.error.message if run.error else "")
+    run.flags.setdefault("failed_pools", []).append(run.flags["targets"][run.flags["position"] - 1]["pool_id"])
+    return next_target(run)
+
+
+@step("copies.finish")
+def finish(run: Run) -> None:
+    """All targets tried; for zone copies, the completed action event names the zones that succeeded."""
+    flags = run.flags
+    if not flags.get("event"):
+        return
+    rt = run.rt
+    snapshot = rt.store.get(Snapshot, run.snapshot_id or 0)
+    failed = set(flags.get("failed_zones", []))
+    ok = [z for z in flags["zone_ids"] if z not in failed]
+    if ok:
+        names = ", ".join(rt.store.get(Zone, z).name for z in ok)
+        text, level = f"Completed copying snapshot ID: {snapshot.uuid} to zone(s): {names}", "INFO"
+    else:
+        text, level = f"Copying snapshot ID: {snapshot.uuid} failed", "ERROR"
+    accounting.action_event(
+        rt,
+        "SNAPSHOT.COPY",
+        text,
+        account_id=snapshot.account_id,
+        resource_id=snapshot.id,
+        state="Completed",
+        level=level,
+    )

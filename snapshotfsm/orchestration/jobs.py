@@ -1,0 +1,134 @@
+"""The API's async job: submitted after the create phase, completed SUCCEEDED or FAILED (spec §4.1, §4.2)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from snapshotfsm.errors import CloudException
+from snapshotfsm.names import JobEvent, JobState, Take
+from snapshotfsm.orchestration import accounting
+from snapshotfsm.orchestration.api import execute_error, through_work_job
+from snapshotfsm.orchestration.runner import Run, step
+from snapshotfsm.orchestration.runtime import Runtime
+from snapshotfsm.store.records import AsyncJob, Snapshot, Volume
+
+CREATE_SNAPSHOT_CMD = "org.apache.cloudstack.api.command.user.snapshot.CreateSnapshotCmd"
+
+
+@step("jobs.submit")
+def submit(run: Run) -> None:
+    """``ApiServer.processAsyncCmd``: an IN_PROGRESS job for the new snapshot, then the dispatcher picks it up."""
+    rt = run.rt
+    job = rt.store.insert(
+        AsyncJob(
+            uuid=rt.new_uuid(),
+            user_id=run.caller_id or 0,
+            account_id=run.caller_id or 0,
+            job_cmd=CREATE_SNAPSHOT_CMD,
+            job_cmd_info=json.dumps(run.params, sort_keys=True),
+            job_status=0,
+            instance_type="Snapshot",
+            instance_id=run.snapshot_id,
+            job_init_msid=rt.ms_id,
+            created=rt.clock.timestamp(),
+            last_updated=rt.clock.timestamp(),
+        )
+    )
+    run.job_id = job.id
+    run.workflow = rt.store.update(run.workflow, job_id=job.id)
+    rt.store.current_job_id = job.id
+    accounting.action_event(
+        rt,
+        "SNAPSHOT.CREATE",
+        "taking snapshot",
+        account_id=run.account_id or 0,
+        resource_id=run.snapshot_id,
+        state="Scheduled",
+    )
+    rt.runner.fire_later(run, Take.Execute, label=f"dispatch job {job.id}")
+
+
+def mark_executing(run: Run) -> None:
+    """The job starts executing on this server (``job_executing_msid``)."""
+    rt = run.rt
+    job = rt.store.get(AsyncJob, run.job_id or 0)
+    rt.store.update(job, job_executing_msid=rt.ms_id, last_updated=rt.clock.timestamp())
+
+
+def complete(rt: Runtime, job: AsyncJob, event: str, code: int, result: str | None) -> AsyncJob:
+    """``AsyncJobManagerImpl.completeAsyncJob`` (spec §4.1): only a job that is IN_PROGRESS (and not removed) changes.
+
+    In one transaction it sets the status, code, result and completing server, clears ``job_executing_msid`` and
+    soft-deletes the job row at once (``removed``).
+    """
+    if job.removed is not None or rt.store.state_of(job) != JobState.IN_PROGRESS:
+        return job
+    with rt.store.atomic():
+        job = rt.store.transit(job, event)
+        now = rt.clock.timestamp()
+        return rt.store.update(
+            job,
+            job_result_code=code,
+            job_result=result,
+            job_complete_msid=rt.ms_id,
+            job_executing_msid=None,
+            last_updated=now,
+            removed=now,
+        )
+
+
+def serialized_response(kind: str, name: str, body: Mapping[str, object]) -> str:
+    """``ApiSerializerHelper.toSerializedString``: ``<response class>/<object name>/<json>``."""
+    return f"org.apache.cloudstack.api.response.{kind}/{name}/{json.dumps(body, separators=(',', ':'))}"
+
+
+@step("jobs.succeed")
+def succeed(run: Run) -> None:
+    """The API job SUCCEEDED with the snapshot response (``ApiAsyncJobDispatcher``)."""
+    rt = run.rt
+    snapshot = rt.store.get(Snapshot, run.snapshot_id or 0)
+    response = {
+        "id": snapshot.uuid,
+        "name": snapshot.name,
+        "state": snapshot.status,
+        "snapshottype": snapshot.type_description,
+    }
+    result = serialized_response("SnapshotResponse", "snapshot", response)
+    complete(rt, rt.store.get(AsyncJob, run.job_id or 0), JobEvent.CompleteSucceeded, 0, result)
+    accounting.action_event(
+        rt,
+        "SNAPSHOT.CREATE",
+        f"Successfully completed taking snapshot {snapshot.name}",
+        account_id=snapshot.account_id,
+        resource_id=snapshot.id,
+        state="Completed",
+    )
+
+
+@step("jobs.fail")
+def fail(run: Run) -> None:
+    """The API job FAILED with ``CreateSnapshotCmd.execute``'s code and text (spec §5.2).
+
+    On the attached path the exception comes back through the work job and is rethrown as ``takeSnapshotInternal``
+    rethrows it, which is why an UnsupportedOperationException is a 432 there and a 530 on the detached path.
+    """
+    rt = run.rt
+    assert run.error is not None
+    error: CloudException = run.error
+    if run.flags.get("through_work_job"):
+        error = through_work_job(error)
+    volume = rt.store.get(Volume, run.volume_id or run.params["volume_id"])
+    code, text = execute_error(error, volume.uuid)
+    run.flags["api_error"] = (code, text)
+    result = serialized_response("ExceptionResponse", "null", {"uuidList": [], "errorcode": code, "errortext": text})
+    complete(rt, rt.store.get(AsyncJob, run.job_id or 0), JobEvent.CompleteFailed, code, result)
+    accounting.action_event(
+        rt,
+        "SNAPSHOT.CREATE",
+        f"Error while taking snapshot: {text}",
+        account_id=run.account_id or 0,
+        resource_id=run.snapshot_id,
+        state="Completed",
+        level="ERROR",
+    )

@@ -1,0 +1,190 @@
+"""The take on primary storage (spec §5.5, §5.6, §5.7).
+
+The strategy around ``SnapshotServiceImpl.takeSnapshot``, and the driver's asynchronous answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from snapshotfsm.describe import snapshot_str
+from snapshotfsm.drivers.base import Answer
+from snapshotfsm.drivers.image import ImageStoreDriver
+from snapshotfsm.errors import (
+    CloudException,
+    CloudRuntimeException,
+    NoTransitionException,
+    NullPointerException,
+)
+from snapshotfsm.names import RefEvent, RefState, SnapshotEvent, Take
+from snapshotfsm.objects import snapshot_event, store_ref_event
+from snapshotfsm.orchestration import accounting
+from snapshotfsm.orchestration.runner import Run, step
+from snapshotfsm.orchestration.runtime import Runtime
+from snapshotfsm.store.records import ImageStore, Snapshot, SnapshotStoreRef
+
+
+@step("primary.begin")
+def begin(run: Run) -> str:
+    """The strategy's checks, lock and the volume's SnapshotRequested (spec §5.5 steps 1-3, §5.7)."""
+    assert run.strategy is not None
+    assert run.take is not None
+    run.strategy.before_take(run.rt.strategy_env, run.take)
+    return Take.RequestPrimary
+
+
+def parent_on_store(rt: Runtime, snapshot: Snapshot, store_id: int) -> int:
+    """The parent a new primary ref records: the volume's latest Ready snapshot on that store, or 0."""
+    latest = rt.store.find(
+        SnapshotStoreRef,
+        "volume_id = ? AND store_id = ? AND store_role = 'Primary' AND state = ? AND snapshot_id != ?",
+        (snapshot.volume_id, store_id, RefState.Ready, snapshot.id),
+        order_by="id DESC",
+        limit=1,
+    )
+    return latest[0].snapshot_id if latest else 0
+
+
+@step("primary.request")
+def request(run: Run) -> None:
+    """``SnapshotServiceImpl.takeSnapshot`` up to the driver call (spec §5.6 steps 1-4); then wait for the answer."""
+    rt = run.rt
+    assert run.take is not None
+    take = run.take
+    original = take.snapshot
+    ref = rt.store.insert(
+        SnapshotStoreRef(
+            store_id=take.pool.id or 0,
+            store_role="Primary",
+            snapshot_id=original.id or 0,
+            volume_id=take.volume.id,
+            state=RefState.Allocated,
+            size=take.volume.size,
+            physical_size=take.volume.size,
+            parent_snapshot_id=parent_on_store(rt, original, take.pool.id or 0),
+            created=rt.clock.timestamp(),
+            last_updated=rt.clock.timestamp(),
+        )
+    )
+    try:
+        take.snapshot = snapshot_event(rt.store, original, SnapshotEvent.CreateRequested)
+    except NoTransitionException as exc:
+        raise CloudRuntimeException(exc.message, cause=exc) from exc
+    try:
+        moved = store_ref_event(rt.store, ref, RefEvent.CreateOnlyRequested)
+    except CloudException as exc:
+        with contextlib.suppress(NoTransitionException):
+            take.snapshot = snapshot_event(rt.store, take.snapshot, SnapshotEvent.OperationFailed)
+        raise CloudRuntimeException(exc.message, cause=exc) from exc
+    run.flags["primary_ref_id"] = moved.id if moved else None
+    image_id = run.flags.get("image_store_id")
+    driver = rt.drivers.primary(take.pool)
+
+    def answered(answer: Answer | None) -> None:
+        run.answer = answer
+        rt.runner.fire(run, Take.PrimaryAnswered)
+
+    target = rt.drivers.image(rt.store.get(ImageStore, image_id)) if image_id is not None else None
+    try:
+        driver.take_snapshot(take.snapshot, take.volume, answered, to_image=target)
+    except CloudException as exc:
+        # The catch fires OperationFailed on the ORIGINAL SnapshotObject, whose in-memory state is still
+        # Allocated: NoTransition, caught, and the row stays Creating (spec §5.6 step 4).
+        with contextlib.suppress(NoTransitionException):
+            snapshot_event(rt.store, original, SnapshotEvent.OperationFailed)
+        raise CloudRuntimeException(f"Failed to take snapshot {snapshot_str(original)}", cause=exc) from exc
+
+
+@step("primary.answered")
+def answered(run: Run) -> str:
+    """``createSnapshotAsyncCallback``, the size update, usage ON_PRIMARY, then the strategy (spec §5.6 5-7).
+
+    A failed result throws only after the callback and the usage event, as ``DefaultSnapshotStrategy`` throws
+    ``CloudRuntimeException(result)`` once ``SnapshotServiceImpl.takeSnapshot`` has returned.
+    """
+    rt = run.rt
+    assert run.take is not None
+    assert run.strategy is not None
+    take = run.take
+    answer: Answer | None = run.answer
+    ref = rt.store.get(SnapshotStoreRef, run.flags["primary_ref_id"])
+    failure = _callback(rt, run, ref, answer)
+    if answer is None:
+        raise NullPointerException("answer is null in updateSnapSizeAndCheckpointPathIfPossible")
+    if answer.result:
+        _update_size(rt, run, answer)
+    snapshot = rt.store.get(Snapshot, take.snapshot.id or 0)
+    accounting.usage(rt, "SNAPSHOT.ON_PRIMARY", snapshot, size=snapshot.size, virtual_size=snapshot.size)
+    if failure is not None:
+        raise CloudRuntimeException(failure)
+    take.snapshot = snapshot
+    run.strategy.after_take(rt.strategy_env, take, ok=True)
+    return backup_decision(run)
+
+
+def _callback(rt: Runtime, run: Run, ref: SnapshotStoreRef, answer: Answer | None) -> str | None:
+    """``createSnapshotAsyncCallback``: the events on the snapshot and its primary ref; the failure text, if any."""
+    assert run.take is not None
+    take = run.take
+    if answer is not None and not answer.result:
+        try:
+            take.snapshot = snapshot_event(rt.store, take.snapshot, SnapshotEvent.OperationFailed)
+            store_ref_event(rt.store, ref, RefEvent.OperationFailed)
+        except CloudException:
+            pass
+        return answer.details
+    try:
+        if answer is None:
+            raise NullPointerException("answer.getClass() on a null answer in SnapshotObject.processEvent")
+        store_ref_event(rt.store, ref, RefEvent.OperationSucceeded, answer)
+        take.snapshot = snapshot_event(rt.store, take.snapshot, SnapshotEvent.OperationSucceeded)
+    except CloudException as exc:
+        with contextlib.suppress(NoTransitionException):
+            take.snapshot = snapshot_event(rt.store, take.snapshot, SnapshotEvent.OperationFailed)
+        return f"{exc.java_name}: {exc.message}"
+    return None
+
+
+def _update_size(rt: Runtime, run: Run, answer: Answer) -> None:
+    """``updateSnapSizeAndCheckpointPathIfPossible``: the pre-selected image ref (KVM file-based) or the primary ref."""
+    assert run.take is not None
+    snapshot = run.take.snapshot
+    image_id = run.flags.get("image_store_id")
+    if image_id is not None:
+        ref = rt.store.insert(
+            SnapshotStoreRef(
+                store_id=image_id,
+                store_role="Image",
+                snapshot_id=snapshot.id or 0,
+                volume_id=snapshot.volume_id,
+                state=RefState.Allocated,
+                size=snapshot.size,
+                install_path=ImageStoreDriver.install_path(snapshot),
+                created=rt.clock.timestamp(),
+                last_updated=rt.clock.timestamp(),
+            )
+        )
+        run.flags["image_ref_id"] = ref.id
+    else:
+        ref = rt.store.get(SnapshotStoreRef, run.flags["primary_ref_id"])
+    if answer.physical_size > 0:
+        rt.store.update(ref, physical_size=answer.physical_size)
+
+
+def backup_decision(run: Run) -> str:
+    """Spec §5.4 steps 7-8: which way the snapshot goes once it is on primary."""
+    assert run.payload is not None
+    if not run.flags["backup_on"]:
+        return Take.SkipBackup
+    if run.flags["kvm_file_based"]:
+        return Take.BackUpDirectly
+    return Take.BackUpLater if run.payload.async_backup else Take.BackUp
+
+
+@step("primary.abort")
+def abort(run: Run) -> str:
+    """The strategy's finally block with a failed result: volume OperationFailed, lock (spec §5.5 step 5)."""
+    assert run.strategy is not None
+    assert run.take is not None
+    run.strategy.after_take(run.rt.strategy_env, run.take, ok=False)
+    return Take.Unwind

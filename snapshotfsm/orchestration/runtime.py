@@ -1,0 +1,45 @@
+"""Everything a step reaches, for one management server: store, clock, scheduler, config, drivers, strategies."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from typing import TYPE_CHECKING
+
+import attrs
+
+from snapshotfsm.clock import SimClock
+from snapshotfsm.config import Config
+from snapshotfsm.drivers.base import FaultPlan
+from snapshotfsm.drivers.registry import Drivers
+from snapshotfsm.profiles import Profile
+from snapshotfsm.scheduler import Scheduler
+from snapshotfsm.store.store import Store
+from snapshotfsm.strategies.base import StrategyEnv
+from snapshotfsm.strategies.factory import StrategyFactory
+
+if TYPE_CHECKING:
+    from snapshotfsm.orchestration.runner import Runner
+
+
+@attrs.define(eq=False)
+class Runtime:
+    """One management server's services; ``incarnation`` changes at every restart."""
+
+    store: Store
+    clock: SimClock
+    scheduler: Scheduler
+    config: Config
+    drivers: Drivers
+    factory: StrategyFactory
+    strategy_env: StrategyEnv
+    faults: FaultPlan
+    profile: Profile
+    ms_id: int
+    rng: random.Random
+    incarnation: int = 1
+    runner: Runner = attrs.field(init=False)
+
+    def new_uuid(self) -> str:
+        """A UUID from the engine's seeded generator: the same seed gives the same database."""
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))

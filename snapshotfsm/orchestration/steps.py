@@ -1,0 +1,16 @@
+"""Imports every module that registers step callbacks, so that the runner finds them all."""
+
+from snapshotfsm.orchestration import (
+    api,
+    backup,
+    backup_task,
+    copies,
+    delete,
+    dispatch,
+    jobs,
+    primary,
+    retention,
+    take,
+)
+
+__all__ = ["api", "backup", "backup_task", "copies", "delete", "dispatch", "jobs", "primary", "retention", "take"]

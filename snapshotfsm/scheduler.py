@@ -1,0 +1,100 @@
+"""The simulated clock's to-do list: driver answers, queue slots, retries and polls, run in time order.
+
+Concurrency in the model comes from many jobs interleaving at their waits, never from threads: a task runs to
+completion, then the next one (earliest time first, then the order they were scheduled in). Each task may belong to a
+management server's memory (``owner``); a crash of that server drops its tasks, as CloudStack loses what it keeps only
+in memory (DESIGN.md, "Time and concurrency").
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable
+
+import attrs
+
+from snapshotfsm.clock import SimClock
+
+
+@attrs.define(eq=False)
+class Task:
+    """Something to run at ``at_ms``: a label for traces, the server whose memory holds it, and the call."""
+
+    at_ms: int
+    seq: int
+    label: str
+    owner: int | None
+    fn: Callable[[], None]
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        """Drop this task; it will not run."""
+        self.cancelled = True
+
+
+class Scheduler:
+    """A heap of tasks on a :class:`SimClock`."""
+
+    def __init__(self, clock: SimClock) -> None:
+        self.clock = clock
+        self._heap: list[tuple[int, int, Task]] = []
+        self._seq = itertools.count()
+        self.ran = 0
+
+    def call_later(self, delay_ms: int, fn: Callable[[], None], *, label: str, owner: int | None = None) -> Task:
+        """Run ``fn`` ``delay_ms`` simulated milliseconds from now."""
+        if delay_ms < 0:
+            raise ValueError(f"a delay cannot be negative (got {delay_ms} ms for {label!r})")
+        task = Task(self.clock.now_ms + delay_ms, next(self._seq), label, owner, fn)
+        heapq.heappush(self._heap, (task.at_ms, task.seq, task))
+        return task
+
+    def pending(self) -> list[Task]:
+        """Tasks still to run, in the order they will run."""
+        return [t for _, _, t in sorted(self._heap) if not t.cancelled]
+
+    @property
+    def idle(self) -> bool:
+        """Nothing is left to run."""
+        return not any(not t.cancelled for _, _, t in self._heap)
+
+    def next_at(self) -> int | None:
+        """When the next task is due, or None when idle."""
+        self._discard_cancelled()
+        return self._heap[0][0] if self._heap else None
+
+    def _discard_cancelled(self) -> None:
+        while self._heap and self._heap[0][2].cancelled:
+            heapq.heappop(self._heap)
+
+    def run_one(self) -> Task | None:
+        """Advance the clock to the next task and run it; None when idle."""
+        self._discard_cancelled()
+        if not self._heap:
+            return None
+        _, _, task = heapq.heappop(self._heap)
+        self.clock.advance_to(task.at_ms)
+        self.ran += 1
+        task.fn()
+        return task
+
+    def run(self, *, until_ms: int | None = None, max_tasks: int | None = None) -> int:
+        """Run tasks until idle (or until ``until_ms``, then move the clock there); returns how many ran."""
+        count = 0
+        while max_tasks is None or count < max_tasks:
+            due = self.next_at()
+            if due is None or (until_ms is not None and due > until_ms):
+                break
+            self.run_one()
+            count += 1
+        if until_ms is not None and until_ms > self.clock.now_ms:
+            self.clock.advance_to(until_ms)
+        return count
+
+    def drop_owned_by(self, owner: int) -> list[Task]:
+        """Cancel every task held in ``owner``'s memory (a crash); returns what was dropped."""
+        dropped = [t for _, _, t in self._heap if t.owner == owner and not t.cancelled]
+        for task in dropped:
+            task.cancel()
+        return dropped

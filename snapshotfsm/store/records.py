@@ -1,0 +1,638 @@
+"""Entities at rest: one frozen ``attrs`` record per table, named and shaped after CloudStack's (spec §11).
+
+The schema is generated from these records (``schema.py``), so a column is written once. Records are plain values:
+nothing is bound to them, and the store returns a new record for every change (``attrs.evolve``). Only the columns
+the model uses are kept; the names are CloudStack's, so that a row can be compared with a CloudStack database.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, TypeVar
+
+import attrs
+
+
+def _flag(default: bool = False) -> Any:
+    """A boolean column: SQLite hands back 0/1, the record holds a bool."""
+    return attrs.field(default=default, converter=bool)
+
+
+@attrs.frozen(kw_only=True)
+class Record:
+    """Base of every record: an integer ``id`` primary key unless the class says otherwise."""
+
+    table: ClassVar[str]
+    indexes: ClassVar[tuple[tuple[str, ...], ...]] = ()
+    unique: ClassVar[tuple[tuple[str, ...], ...]] = ()
+    id: int | None = None
+
+
+R = TypeVar("R", bound=Record)
+
+
+# --- inventory -----------------------------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class Zone(Record):
+    """A zone; ``type`` Edge turns backup to secondary off (spec §5.4 step 2)."""
+
+    table: ClassVar[str] = "data_center"
+    name: str
+    uuid: str = ""
+    type: str = "Core"
+    allocation_state: str = "Enabled"
+    backup_provider: str | None = None
+    removed: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Domain(Record):
+    """An account domain (limits roll up here in CloudStack; the model keeps one per cloud)."""
+
+    table: ClassVar[str] = "domain"
+    name: str
+    uuid: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class Account(Record):
+    """An account; ``type`` 1 is a root admin, who may act on any account's volumes."""
+
+    table: ClassVar[str] = "account"
+    unique: ClassVar[tuple[tuple[str, ...], ...]] = (("account_name",),)
+    account_name: str
+    uuid: str = ""
+    type: int = 0
+    domain_id: int = 1
+    state: str = "enabled"
+    removed: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ResourceLimit(Record):
+    """An account's limit for one resource type (``snapshot``, ``primary_storage``, ``secondary_storage``)."""
+
+    table: ClassVar[str] = "resource_limit"
+    unique: ClassVar[tuple[tuple[str, ...], ...]] = (("account_id", "type"),)
+    type: str
+    account_id: int
+    max: int
+
+
+@attrs.frozen(kw_only=True)
+class ResourceCount(Record):
+    """An account's current usage of one resource type (spec §5.1, §5.4 steps 12 and 14)."""
+
+    table: ClassVar[str] = "resource_count"
+    unique: ClassVar[tuple[tuple[str, ...], ...]] = (("account_id", "type"),)
+    type: str
+    account_id: int
+    domain_id: int = 1
+    count: int = 0
+    tag: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Cluster(Record):
+    """A cluster of hosts running one hypervisor."""
+
+    table: ClassVar[str] = "cluster"
+    name: str
+    data_center_id: int
+    hypervisor_type: str
+    supports_resign: bool = _flag()
+    removed: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Host(Record):
+    """A hypervisor host; KVM hosts advertise a ``snapshot`` capability (spec §5.1 step 6)."""
+
+    table: ClassVar[str] = "host"
+    indexes: ClassVar[tuple[tuple[str, ...], ...]] = (("cluster_id",),)
+    name: str
+    data_center_id: int
+    cluster_id: int
+    hypervisor_type: str
+    status: str = "Up"
+    capabilities: str = ""
+    removed: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class StoragePool(Record):
+    """Primary storage; its ``pool_type`` and provider choose the simulated driver (DESIGN.md layer 4)."""
+
+    table: ClassVar[str] = "storage_pool"
+    indexes: ClassVar[tuple[tuple[str, ...], ...]] = (("data_center_id", "pool_type"),)
+    name: str
+    uuid: str = ""
+    data_center_id: int
+    cluster_id: int | None = None
+    pool_type: str
+    storage_provider_name: str = "DefaultPrimary"
+    is_managed: bool = _flag()
+    scope: str = "CLUSTER"
+    hypervisor: str | None = None
+    status: str = "Up"
+    capacity_bytes: int = 0
+    used_bytes: int = 0
+    removed: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class StoragePoolDetail(Record):
+    """A named pool detail; capabilities a pool advertises beyond its driver's defaults live here."""
+
+    table: ClassVar[str] = "storage_pool_details"
+    unique: ClassVar[tuple[tuple[str, ...], ...]] = (("pool_id", "name"),)
+    pool_id: int
+    name: str
+    value: str
+
+
+@attrs.frozen(kw_only=True)
+class ImageStore(Record):
+    """Secondary storage of a zone (role Image)."""
+
+    table: ClassVar[str] = "image_store"
+    indexes: ClassVar[tuple[tuple[str, ...], ...]] = (("data_center_id",),)
+    name: str
+    data_center_id: int
+    role: str = "Image"
+    protocol: str = "nfs"
+    total_size: int = 0
+    used_bytes: int = 0
+    readonly: bool = _flag()
+    removed: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Template(Record):
+    """A template; volumes of ``SYSTEM`` templates may not be snapshotted (spec §5.1 step 1)."""
+
+    table: ClassVar[str] = "vm_template"
+    name: str
+    type: str = "USER"
+
+
+@attrs.frozen(kw_only=True)
+class VmInstance(Record):
+    """A virtual machine; only whether a volume's VM exists decides the queued path (spec §4.3)."""
+
+    table: ClassVar[str] = "vm_instance"
+    name: str
+    host_name: str = ""
+    uuid: str = ""
+    state: str = "Running"
+    hypervisor_type: str = "KVM"
+    type: str = "User"
+    user_vm_type: str | None = None
+    account_id: int
+    data_center_id: int
+    host_id: int | None = None
+    last_host_id: int | None = None
+    backup_offering_id: int | None = None
+    removed: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class VmSnapshot(Record):
+    """A VM snapshot; its type and state decide some strategy and hypervisor checks (spec §5.1, §6.2)."""
+
+    table: ClassVar[str] = "vm_snapshots"
+    indexes: ClassVar[tuple[tuple[str, ...], ...]] = (("vm_id",),)
+    vm_id: int
+    name: str = ""
+    type: str = "Disk"
+    state: str = "Ready"
+    kvm_file_based: bool = _flag()
+    removed: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Volume(Record):
+    """A volume; ``state`` is driven by the volume machine (spec §2) with compare-and-swap on ``update_count``."""
+
+    table: ClassVar[str] = "volumes"
+    indexes: ClassVar[tuple[tuple[str, ...], ...]] = (("instance_id",), ("pool_id",), ("account_id",))
+    name: str
+    uuid: str = ""
+    account_id: int
+    domain_id: int = 1
+    data_center_id: int
+    pool_id: int | None = None
+    last_pool_id: int | None = None
+    instance_id: int | None = None
+    template_id: int | None = None
+    volume_type: str = "DATADISK"
+    size: int
+    format: str = "QCOW2"
+    path: str = ""
+    state: str = "Ready"
+    update_count: int = 0
+    updated: str | None = None
+    encrypt_format: str | None = None
+    created: str | None = None
+    removed: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class VolumeDetail(Record):
+    """A volume detail; ``SNAPSHOT_ID`` marks a volume created from a snapshot (spec §9.4)."""
+
+    table: ClassVar[str] = "volume_details"
+    indexes: ClassVar[tuple[tuple[str, ...], ...]] = (("volume_id",), ("name", "value"))
+    volume_id: int
+    name: str
+    value: str
+
+
+# --- snapshots -----------------------------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class Snapshot(Record):
+    """``snapshots``: no ``update_count``; ``SnapshotDaoImpl.updateState`` writes without compare-and-swap (§11)."""
+
+    table: ClassVar[str] = "snapshots"
+    indexes: ClassVar[tuple[tuple[str, ...], ...]] = (("volume_id", "snapshot_type"), ("status",))
+    uuid: str = ""
+    data_center_id: int
+    account_id: int
+    domain_id: int = 1
+    volume_id: int
+    disk_offering_id: int | None = None
+    name: str
+    status: str = "Allocated"
+    snapshot_type: int = 0
+    type_description: str = "MANUAL"
+    size: int = 0
+    location_type: str | None = None
+    hypervisor_type: str = ""
+    version: str = "2.2"
+    created: str | None = None
+    removed: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class SnapshotStoreRef(Record):
+    """``snapshot_store_ref``: a snapshot's copy on one store; compare-and-swap on ``update_count`` (§3, §11)."""
+
+    table: ClassVar[str] = "snapshot_store_ref"
+    indexes: ClassVar[tuple[tuple[str, ...], ...]] = (
+        ("snapshot_id", "store_role"),
+        ("store_id", "store_role", "state"),
+        ("state",),
+    )
+    store_id: int
+    store_role: str
+    snapshot_id: int
+    volume_id: int | None = None
+    state: str = "Allocated"
+    update_count: int = 0
+    updated: str | None = None
+    created: str | None = None
+    last_updated: str | None = None
+    size: int = 0
+    physical_size: int = 0
+    parent_snapshot_id: int = 0
+    end_of_chain: bool = _flag()
+    job_id: str | None = None
+    install_path: str | None = None
+    kvm_checkpoint_path: str | None = None
+    download_url: str | None = None
+    error_str: str | None = None
+    display: bool = _flag(default=True)
+    ref_cnt: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class SnapshotDetail(Record):
+    """A ``snapshot_details`` row; the keys are listed in spec §7.5."""
+
+    table: ClassVar[str] = "snapshot_details"
+    indexes: ClassVar[tuple[tuple[str, ...], ...]] = (("snapshot_id", "name"), ("name", "value"))
+    snapshot_id: int
+    name: str
+    value: str
+    display: bool = _flag(default=True)
+
+
+@attrs.frozen(kw_only=True)
+class SnapshotZoneRef(Record):
+    """Which zones hold a snapshot (spec §5.4 step 9, §7.4)."""
+
+    table: ClassVar[str] = "snapshot_zone_ref"
+    indexes: ClassVar[tuple[tuple[str, ...], ...]] = (("snapshot_id",), ("zone_id",))
+    zone_id: int
+    snapshot_id: int
+    created: str | None = None
+    last_updated: str | None = None
+    removed: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class SnapshotPolicy(Record):
+    """A recurring-snapshot policy: one per (volume, interval) (spec §9.1)."""
+
+    table: ClassVar[str] = "snapshot_policy"
+    indexes: ClassVar[tuple[tuple[str, ...], ...]] = (("volume_id", "interval"),)
+    uuid: str = ""
+    volume_id: int
+    schedule: str
+    timezone: str = "UTC"
+    interval: int
+    max_snaps: int
+    active: bool = _flag(default=True)
+    account_id: int
+    domain_id: int = 1
+    display: bool = _flag(default=True)
+
+
+@attrs.frozen(kw_only=True)
+class SnapshotPolicyDetail(Record):
+    """Zone and pool ids a policy copies its snapshots to (names ``zoneid`` and ``storageid``, spec §7.5)."""
+
+    table: ClassVar[str] = "snapshot_policy_details"
+    indexes: ClassVar[tuple[tuple[str, ...], ...]] = (("policy_id",),)
+    policy_id: int
+    name: str
+    value: str
+
+
+@attrs.frozen(kw_only=True)
+class SnapshotSchedule(Record):
+    """The next run of a policy and the job that ran it (spec §9.2)."""
+
+    table: ClassVar[str] = "snapshot_schedule"
+    indexes: ClassVar[tuple[tuple[str, ...], ...]] = (("policy_id",), ("scheduled_timestamp",))
+    uuid: str = ""
+    volume_id: int
+    policy_id: int
+    scheduled_timestamp: str
+    async_job_id: int | None = None
+    snapshot_id: int | None = None
+
+
+# --- jobs ----------------------------------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class AsyncJob(Record):
+    """``async_job``: ``job_status`` holds the ordinal of JobInfo.Status (spec §4.1)."""
+
+    table: ClassVar[str] = "async_job"
+    indexes: ClassVar[tuple[tuple[str, ...], ...]] = (
+        ("job_status", "job_executing_msid"),
+        ("job_status", "job_init_msid"),
+        ("instance_type", "instance_id"),
+    )
+    uuid: str = ""
+    job_dispatcher: str = "ApiAsyncJobDispatcher"
+    user_id: int = 1
+    account_id: int
+    job_cmd: str
+    job_cmd_info: str = "{}"
+    job_status: int = 0
+    job_process_status: int = 0
+    job_result_code: int = 0
+    job_result: str | None = None
+    instance_type: str | None = None
+    instance_id: int | None = None
+    related: str = ""
+    job_init_msid: int | None = None
+    job_executing_msid: int | None = None
+    job_complete_msid: int | None = None
+    created: str | None = None
+    last_updated: str | None = None
+    removed: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class VmWorkJob(Record):
+    """``vm_work_job``: the id is the work job's ``async_job`` id; ``state`` (ours) is its place in the VM's queue."""
+
+    table: ClassVar[str] = "vm_work_job"
+    indexes: ClassVar[tuple[tuple[str, ...], ...]] = (("vm_instance_id", "state"),)
+    step: str = "Starting"
+    vm_type: str = "Instance"
+    vm_instance_id: int
+    secondary_object: int | None = None
+    state: str = "Queued"
+
+
+@attrs.frozen(kw_only=True)
+class OpLock(Record):
+    """``op_lock``: a named cluster-wide lock (``snapshots<id>``, ``snapshot.poll``, ...), held by a server."""
+
+    table: ClassVar[str] = "op_lock"
+    unique: ClassVar[tuple[tuple[str, ...], ...]] = (("key",),)
+    key: str
+    ms_id: int
+    owner: str = ""
+    acquired_on: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ManagementServer(Record):
+    """A management server sharing the database; ``state`` Down after a crash until it restarts (spec §10)."""
+
+    table: ClassVar[str] = "mshost"
+    unique: ClassVar[tuple[tuple[str, ...], ...]] = (("msid",),)
+    msid: int
+    name: str = ""
+    state: str = "Up"
+    last_update: str | None = None
+
+
+# --- accounting ----------------------------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class UsageEvent(Record):
+    """A ``usage_event`` row (spec §5.10)."""
+
+    table: ClassVar[str] = "usage_event"
+    indexes: ClassVar[tuple[tuple[str, ...], ...]] = (("resource_id", "type"),)
+    type: str
+    created: str | None = None
+    account_id: int
+    zone_id: int
+    resource_id: int
+    resource_name: str = ""
+    offering_id: int | None = None
+    template_id: int | None = None
+    size: int | None = None
+    resource_type: str | None = None
+    processed: bool = _flag()
+    virtual_size: int | None = None
+    vm_id: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ActionEvent(Record):
+    """An ``event`` row: the action events of ``@ActionEvent`` methods (spec §5.10)."""
+
+    table: ClassVar[str] = "event"
+    type: str
+    state: str = "Completed"
+    description: str = ""
+    level: str = "INFO"
+    user_id: int = 1
+    account_id: int
+    resource_id: int | None = None
+    created: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Alert(Record):
+    """An ``alert`` row, e.g. ALERT_TYPE_UPDATE_RESOURCE_COUNT when a recurring snapshot hits a limit (spec §5.1)."""
+
+    table: ClassVar[str] = "alert"
+    type: str
+    subject: str
+    data_center_id: int | None = None
+    created: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Configuration(Record):
+    """A config value at one scope (spec §7.1); a key without a row has its default."""
+
+    table: ClassVar[str] = "configuration"
+    unique: ClassVar[tuple[tuple[str, ...], ...]] = (("name", "scope", "scope_id"),)
+    name: str
+    scope: str = "Global"
+    scope_id: int = 0
+    value: str
+
+
+# --- ours ----------------------------------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class TransitionLog(Record):
+    """One transition, as the durable primitive wrote it; ``seq`` orders the whole run without gaps.
+
+    ``kind`` is ``event`` for a transition of the machine, ``direct`` for one of CloudStack's writes that bypass it
+    (spec §1.2 notes, §3), where ``event`` names the CloudStack method. ``overwrote`` is the state the row really held
+    when it differed from ``source``: only possible on ``snapshots``, which has no compare-and-swap (spec §11).
+    """
+
+    table: ClassVar[str] = "transition_log"
+    indexes: ClassVar[tuple[tuple[str, ...], ...]] = (("machine", "entity_id"), ("job_id",))
+    machine: str
+    entity_id: int
+    source: str
+    event: str
+    dest: str
+    kind: str = "event"
+    job_id: int | None = None
+    ms_id: int
+    at_ms: int
+    overwrote: str | None = None
+
+    @property
+    def seq(self) -> int:
+        """The position of this transition in the run (the row id)."""
+        return self.id or 0
+
+
+@attrs.frozen(kw_only=True)
+class Workflow(Record):
+    """A running workflow (a take, a backup task, a delete, a copy): its machine and step, and what it acts on."""
+
+    table: ClassVar[str] = "workflow"
+    indexes: ClassVar[tuple[tuple[str, ...], ...]] = (("job_id",), ("state",))
+    machine: str
+    state: str
+    update_count: int = 0
+    job_id: int | None = None
+    snapshot_id: int | None = None
+    volume_id: int | None = None
+    ms_id: int
+    context: str = "{}"
+    created: str | None = None
+    updated: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Failure(Record):
+    """A step that raised: the error, where it happened, and the error transition it led to (style.md item 10)."""
+
+    table: ClassVar[str] = "failure"
+    indexes: ClassVar[tuple[tuple[str, ...], ...]] = (("workflow_id",),)
+    workflow_id: int
+    job_id: int | None = None
+    machine: str
+    state: str
+    event: str
+    step: str
+    error_event: str
+    exc_type: str
+    message: str
+    at_ms: int
+
+
+@attrs.frozen(kw_only=True)
+class StorageObject(Record):
+    """An object on simulated storage (ours): what a driver holds, so that invariants can compare it with the rows.
+
+    Storage is not a management server's memory: these rows survive a crash. ``store_kind`` is ``primary`` (a
+    storage pool) or ``image`` (an image store); ``snapshot_id`` links a snapshot object to its ``snapshots`` row.
+    """
+
+    table: ClassVar[str] = "sim_object"
+    indexes: ClassVar[tuple[tuple[str, ...], ...]] = (("store_kind", "store_id", "path"), ("snapshot_id",))
+    store_kind: str
+    store_id: int
+    path: str
+    kind: str = "snapshot"
+    size: int = 0
+    physical_size: int = 0
+    snapshot_id: int | None = None
+    volume_id: int | None = None
+    source_path: str | None = None
+    exported_to: str | None = None
+    created_ms: int = 0
+    deleted_ms: int | None = None
+
+
+ALL_RECORDS: tuple[type[Record], ...] = (
+    Zone,
+    Domain,
+    Account,
+    ResourceLimit,
+    ResourceCount,
+    Cluster,
+    Host,
+    StoragePool,
+    StoragePoolDetail,
+    ImageStore,
+    Template,
+    VmInstance,
+    VmSnapshot,
+    Volume,
+    VolumeDetail,
+    Snapshot,
+    SnapshotStoreRef,
+    SnapshotDetail,
+    SnapshotZoneRef,
+    SnapshotPolicy,
+    SnapshotPolicyDetail,
+    SnapshotSchedule,
+    AsyncJob,
+    VmWorkJob,
+    OpLock,
+    ManagementServer,
+    UsageEvent,
+    ActionEvent,
+    Alert,
+    Configuration,
+    TransitionLog,
+    Workflow,
+    Failure,
+    StorageObject,
+)

@@ -1,0 +1,580 @@
+"""The durable store: records in SQLite, and the one primitive that moves an entity from state to state.
+
+``Store.transit`` is the only code that writes a state column. In one SQLite transaction it checks the expected
+state (the legality check is the ``transitions`` machine built from the definition; the write is the compare-and-swap
+on the state and, where CloudStack has one, ``update_count``), writes the new state, bumps the counter and appends a
+``transition_log`` row. A lost race raises :class:`~snapshotfsm.errors.ConcurrencyError` having written nothing.
+CloudStack's own writes that bypass its state machines (spec §1.2 notes, §3) go through ``write_state_directly`` and
+are logged as such, never as silent sets.
+
+Several processes (management servers, each with its ``ms_id``) may share one file: WAL mode, a busy timeout, and
+``BEGIN IMMEDIATE`` so that a transaction takes the write lock before it reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import urllib.parse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import attrs
+import sqlite_utils
+
+from snapshotfsm.clock import SimClock
+from snapshotfsm.definitions import Definitions, project_definitions
+from snapshotfsm.errors import ConcurrencyError, InvalidValue, NotFound, StoreError, did_you_mean
+from snapshotfsm.machines import StateMachine
+from snapshotfsm.profiles import Profile, get_profile
+from snapshotfsm.store.records import ALL_RECORDS, R, Record, Snapshot, TransitionLog, Workflow
+from snapshotfsm.store.schema import APPLICATION_ID, SCHEMA_VERSION, Column, columns, create_schema
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping, Sequence
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+@attrs.frozen
+class Binding:
+    """Where a machine keeps its state: the record, the column, the counter and how a state is stored."""
+
+    machine: str
+    record: type[Record]
+    column: str
+    counter: str | None
+    updated: str | None
+    compare_state: bool
+    ordinals: Mapping[str, int] | None = None
+
+    def stored(self, state: str) -> str | int:
+        """The value written to the column for ``state`` (``async_job`` stores ordinals, spec §4.1)."""
+        return self.ordinals[state] if self.ordinals is not None else state
+
+    def state_of(self, value: object) -> str:
+        """The state name held in a column value."""
+        if self.ordinals is not None:
+            for name, ordinal in self.ordinals.items():
+                if ordinal == value:
+                    return name
+            return str(value)
+        return str(value)
+
+
+def make_bindings(definitions: Definitions, profile: Profile) -> dict[str, Binding]:
+    """Bind every machine to its table: entity machines by their ``table``/``column``, workflows to ``workflow``."""
+    by_table = {cls.table: cls for cls in ALL_RECORDS}
+    out: dict[str, Binding] = {}
+    for name, d in definitions.items():
+        if d.kind == "workflow":
+            out[name] = Binding(name, Workflow, "state", "update_count", "updated", compare_state=True)
+            continue
+        record = by_table[d.table]
+        cols = columns(record)
+        counter = "update_count" if "update_count" in cols else None
+        updated = next((c for c in ("updated", "last_updated") if c in cols), None)
+        ordinals = {s.name: s.ordinal for s in d.states if s.ordinal is not None} or None
+        compare = profile.snapshot_compare_and_swap or record is not Snapshot
+        out[name] = Binding(name, record, d.column, counter, updated, compare, ordinals)
+    return out
+
+
+def _inspect(path: Path) -> bool:
+    """Whether an existing file needs a schema; refuse (touching nothing) a file that is not ours or not this version.
+
+    The file is opened read-only, so that a refusal leaves every byte as it was.
+    """
+    uri = f"file:{urllib.parse.quote(str(path))}?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True)
+        try:
+            app = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(str(path), f"not a SQLite database ({exc}); nothing was changed") from exc
+    if app != APPLICATION_ID:
+        if app == 0 and tables == 0:
+            return True
+        raise StoreError(
+            str(path),
+            f"not a snapshotfsm database (application_id {app:#x}, {tables} schema objects); nothing was changed",
+        )
+    if version != SCHEMA_VERSION:
+        raise StoreError(
+            str(path),
+            f"schema version {version}, but this snapshotfsm reads version {SCHEMA_VERSION}; nothing was changed",
+        )
+    return False
+
+
+class Store:
+    """Records in one SQLite database, moved between states only by :meth:`transit`."""
+
+    def __init__(
+        self,
+        db: sqlite_utils.Database,
+        *,
+        path: str,
+        ms_id: int,
+        clock: SimClock,
+        profile: Profile,
+        definitions: Definitions,
+    ) -> None:
+        self.db = db
+        self.conn = db.conn
+        self.path = path
+        self.ms_id = ms_id
+        self.clock = clock
+        self.profile = profile
+        self.definitions = definitions
+        self.machines: dict[str, StateMachine] = {name: StateMachine.structure(d) for name, d in definitions.items()}
+        self.bindings = make_bindings(definitions, profile)
+        self._by_record = {b.record: b for b in self.bindings.values() if b.record is not Workflow}
+        self._state_columns = {(b.record.table, c) for b in self.bindings.values() for c in (b.column, b.counter) if c}
+        self._sql: dict[tuple[Any, ...], str] = {}
+        self.current_job_id: int | None = None
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path = ":memory:",
+        *,
+        ms_id: int = 1,
+        clock: SimClock | None = None,
+        profile: str | Profile = "cloudstack",
+        definitions: Definitions | None = None,
+    ) -> Store:
+        """Open (or create) a database; ``":memory:"`` gives a private in-memory one.
+
+        Raises:
+            StoreError: the file is not a SQLite database, not a snapshotfsm database, or of another schema
+                version. The file is not modified.
+        """
+        where = str(path)
+        memory = where == ":memory:"
+        if not memory:
+            p = Path(path)
+            if p.is_dir():
+                raise StoreError(where, "is a directory, not a database file")
+            if p.exists() and p.stat().st_size > 0:
+                _inspect(p)
+        db = sqlite_utils.Database(memory=True) if memory else sqlite_utils.Database(where)
+        try:
+            db.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            if not memory:
+                db.enable_wal()
+                db.conn.execute("PRAGMA synchronous = NORMAL")
+            db.conn.execute("BEGIN IMMEDIATE")
+            try:
+                if db.conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+                    create_schema(db)
+                db.conn.execute("COMMIT")
+            except BaseException:
+                db.rollback()
+                raise
+        except BaseException:
+            db.close()
+            raise
+        return cls(
+            db,
+            path=where,
+            ms_id=ms_id,
+            clock=clock or SimClock(),
+            profile=get_profile(profile),
+            definitions=definitions or project_definitions(),
+        )
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.close()
+
+    # --- transactions ----------------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """One transaction (a savepoint when nested): all of the block is written, or none of it.
+
+        The outermost level takes the write lock first (``BEGIN IMMEDIATE``), so that two management servers
+        sharing the file never fail on upgrading a read lock.
+        """
+        if self.conn.in_transaction:
+            with self.db.atomic():
+                yield
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.rollback()
+            raise
+        self.conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def acting_for(self, job_id: int | None) -> Iterator[None]:
+        """Attribute the transitions written inside the block to ``job_id`` in the log."""
+        previous, self.current_job_id = self.current_job_id, job_id
+        try:
+            yield
+        finally:
+            self.current_job_id = previous
+
+    # --- records ---------------------------------------------------------------------------------------------------
+
+    def _check(self, cls: type[Record], fields: Mapping[str, object]) -> None:
+        cols = columns(cls)
+        for name, value in fields.items():
+            column = cols.get(name)
+            if column is None:
+                raise InvalidValue(
+                    f"{cls.table}.{name}",
+                    value,
+                    "a column",
+                    message=f"{cls.table} has no column {name!r}{did_you_mean(name, cols)}",
+                )
+            _check_value(cls.table, column, value)
+
+    def binding(self, entity: Record) -> Binding:
+        """The binding of the machine that drives ``entity`` (workflows: the machine named on the row)."""
+        if isinstance(entity, Workflow):
+            return self.bindings[entity.machine]
+        try:
+            return self._by_record[type(entity)]
+        except KeyError:
+            raise InvalidValue(
+                "entity", entity, "a record driven by a state machine (" + ", ".join(sorted(self.bindings)) + ")"
+            ) from None
+
+    def state_of(self, entity: Record) -> str:
+        """The state an entity record holds (a name, also for ``async_job``'s ordinals)."""
+        b = self.binding(entity)
+        return b.state_of(getattr(entity, b.column))
+
+    def insert(self, record: R) -> R:
+        """Insert a new row and return the record with its id; a state-machine entity's creation is logged.
+
+        Raises:
+            InvalidValue: a value of the wrong type, or a state the entity's machine does not have.
+        """
+        row = attrs.asdict(record, recurse=False)
+        if row.get("id") is None:
+            row.pop("id", None)
+        self._check(type(record), row)
+        binding = self._by_record.get(type(record)) or (
+            self.bindings.get(record.machine) if isinstance(record, Workflow) else None
+        )
+        state = binding.state_of(row[binding.column]) if binding else None
+        if binding and state not in self.definitions[binding.machine].state_names:
+            raise InvalidValue(
+                f"{record.table}.{binding.column}",
+                row[binding.column],
+                f"a state of machine {binding.machine!r}",
+            )
+        names = ", ".join(row)
+        sql = f"INSERT INTO {record.table} ({names}) VALUES ({', '.join('?' * len(row))})"
+        with self.atomic():
+            new_id = self.conn.execute(sql, tuple(row.values())).lastrowid
+            assert new_id is not None
+            if binding and state is not None:
+                self._log(binding.machine, new_id, "", "create", state, kind="create")
+        return _evolve(record, {"id": new_id})
+
+    def get(self, cls: type[R], entity_id: int) -> R:
+        """The row ``entity_id`` of ``cls``'s table, soft-removed rows included.
+
+        Raises:
+            NotFound: no such row.
+        """
+        if not isinstance(entity_id, int) or isinstance(entity_id, bool):
+            raise InvalidValue(f"{cls.table} id", entity_id, "an integer")
+        row = self.conn.execute(f"SELECT * FROM {cls.table} WHERE id = ?", (entity_id,)).fetchone()
+        if row is None:
+            raise NotFound(cls.table, entity_id)
+        return self._record(cls, row)
+
+    def find(
+        self,
+        cls: type[R],
+        where: str | None = None,
+        params: Sequence[object] = (),
+        order_by: str = "id",
+        limit: int | None = None,
+    ) -> list[R]:
+        """Rows of ``cls``'s table matching ``where`` (SQL with ``?`` placeholders), in ``order_by`` order."""
+        rows = self.db.table(cls.table).rows_where(where, params, order_by=order_by, limit=limit)
+        names = list(columns(cls))
+        return [_build(cls, {k: r[k] for k in names}) for r in rows]
+
+    def first(self, cls: type[R], where: str | None = None, params: Sequence[object] = ()) -> R | None:
+        """The first row (lowest id) matching ``where``, or None."""
+        found = self.find(cls, where, params, limit=1)
+        return found[0] if found else None
+
+    def count(self, cls: type[Record], where: str | None = None, params: Sequence[object] = ()) -> int:
+        """How many rows of ``cls``'s table match ``where``."""
+        sql = f"SELECT count(*) FROM {cls.table}" + (f" WHERE {where}" if where else "")
+        return int(self.conn.execute(sql, tuple(params)).fetchone()[0])
+
+    def _record(self, cls: type[R], row: Sequence[object]) -> R:
+        return _build(cls, dict(zip(columns(cls), row, strict=True)))
+
+    def reload(self, record: R) -> R:
+        """The same row as it is in the database now."""
+        assert record.id is not None
+        return self.get(type(record), record.id)
+
+    def update(self, record: R, **fields: object) -> R:
+        """Write ordinary columns of an existing row (never a state column or its counter).
+
+        Raises:
+            InvalidValue: a state column (use :meth:`transit`), an unknown column, or a value of the wrong type.
+            NotFound: the row does not exist.
+        """
+        for name, value in fields.items():
+            if (record.table, name) in self._state_columns:
+                raise InvalidValue(
+                    f"{record.table}.{name}",
+                    value,
+                    "written by transit()",
+                    message=f"{record.table}.{name} is a state column: only Store.transit (or write_state_directly, "
+                    "for CloudStack's own direct writes) changes it",
+                )
+        self._check(type(record), fields)
+        if not fields:
+            return record
+        sets = ", ".join(f"{name} = ?" for name in fields)
+        cur = self.conn.execute(f"UPDATE {record.table} SET {sets} WHERE id = ?", (*fields.values(), record.id))
+        if cur.rowcount == 0:
+            raise NotFound(record.table, record.id)
+        if not self.conn.in_transaction:
+            self.conn.commit()
+        return _evolve(record, fields)
+
+    def remove(self, record: R, *, by: str) -> R:
+        """Soft delete: set ``removed``, as CloudStack's ``remove()`` does on tables that have the column.
+
+        ``by`` names the CloudStack method, for the log of a state-machine entity.
+        """
+        if "removed" not in columns(type(record)):
+            raise InvalidValue(
+                record.table, record, "a table with a removed column", message=f"{record.table} has no soft delete"
+            )
+        stamp = self.clock.timestamp()
+        with self.atomic():
+            cur = self.conn.execute(f"UPDATE {record.table} SET removed = ? WHERE id = ?", (stamp, record.id))
+            if cur.rowcount == 0:
+                raise NotFound(record.table, record.id)
+            binding = self._by_record.get(type(record))
+            if binding is not None and record.id is not None:
+                state = self.state_of(self.get(type(record), record.id))
+                self._log(binding.machine, record.id, state, by, state, kind="remove")
+        return _evolve(record, {"removed": stamp})
+
+    def delete(self, record: Record, *, by: str) -> None:
+        """Hard delete, as CloudStack does on tables without ``removed`` (e.g. ``snapshot_store_ref``)."""
+        with self.atomic():
+            binding = self._by_record.get(type(record))
+            state = None
+            if binding is not None and record.id is not None:
+                state = self.state_of(self.get(type(record), record.id))
+            cur = self.conn.execute(f"DELETE FROM {record.table} WHERE id = ?", (record.id,))
+            if cur.rowcount == 0:
+                raise NotFound(record.table, record.id)
+            if binding is not None and state is not None and record.id is not None:
+                self._log(binding.machine, record.id, state, by, "", kind="delete")
+
+    # --- the durable transition ------------------------------------------------------------------------------------
+
+    def transit(self, entity: R, event: str, *, job_id: int | None = None, **fields: object) -> R:
+        """Move ``entity`` by ``event``, durably, and return the record as written.
+
+        ``entity`` carries the state the caller believes the row is in (CloudStack's in-memory VO); the machine
+        checks that ``event`` is legal from there. ``fields`` are written in the same UPDATE (e.g. the install path a
+        driver answered with). On ``snapshots`` under the ``cloudstack`` profile there is no compare-and-swap: the
+        last writer wins, and the log records the state it overwrote when that differs (spec §11).
+
+        Raises:
+            IllegalTransition: the event is not allowed in the entity's state; nothing is written.
+            ConcurrencyError: the row is no longer in that state (or its ``update_count`` moved); nothing is written.
+            NotFound: the row is gone.
+            InvalidValue: a field is unknown or of the wrong type; nothing is written.
+        """
+        b = self.binding(entity)
+        source = b.state_of(getattr(entity, b.column))
+        assert entity.id is not None
+        dest = self.machines[b.machine].check(entity.id, source, event)
+        if fields:
+            self._check(b.record, fields)
+        count = getattr(entity, b.counter) if b.counter else None
+        updated = self.clock.timestamp() if b.updated else None
+        with self.atomic():
+            overwrote = self._write_state(b, entity.id, source, dest, count, updated, fields)
+            self._log(b.machine, entity.id, source, event, dest, job_id=job_id, overwrote=overwrote)
+        changes: dict[str, object] = {b.column: b.stored(dest), **fields}
+        if b.counter and count is not None:
+            changes[b.counter] = count + 1
+        if b.updated:
+            changes[b.updated] = updated
+        return _evolve(entity, changes)
+
+    def _write_state(
+        self,
+        b: Binding,
+        entity_id: int,
+        source: str,
+        dest: str,
+        count: int | None,
+        updated: str | None,
+        fields: Mapping[str, object],
+    ) -> str | None:
+        key = (b.machine, tuple(fields))
+        sql = self._sql.get(key)
+        if sql is None:
+            sets = [f"{b.column} = ?"]
+            if b.counter:
+                sets.append(f"{b.counter} = {b.counter} + 1")
+            if b.updated:
+                sets.append(f"{b.updated} = ?")
+            sets.extend(f"{name} = ?" for name in fields)
+            where = "id = ?"
+            if b.compare_state:
+                where += f" AND {b.column} = ?"
+                if b.counter:
+                    where += f" AND {b.counter} = ?"
+            sql = self._sql[key] = f"UPDATE {b.record.table} SET {', '.join(sets)} WHERE {where}"
+        params: list[object] = [b.stored(dest)]
+        if b.updated:
+            params.append(updated)
+        params.extend(fields.values())
+        params.append(entity_id)
+        overwrote: str | None = None
+        if b.compare_state:
+            params.append(b.stored(source))
+            if b.counter:
+                params.append(count)
+        else:
+            row = self.conn.execute(f"SELECT {b.column} FROM {b.record.table} WHERE id = ?", (entity_id,)).fetchone()
+            if row is None:
+                raise NotFound(b.record.table, entity_id)
+            found = b.state_of(row[0])
+            overwrote = found if found != source else None
+        if self.conn.execute(sql, params).rowcount == 1:
+            return overwrote
+        row = self.conn.execute(
+            f"SELECT {b.column}{', ' + b.counter if b.counter else ''} FROM {b.record.table} WHERE id = ?",
+            (entity_id,),
+        ).fetchone()
+        if row is None:
+            raise NotFound(b.record.table, entity_id)
+        raise ConcurrencyError(b.machine, entity_id, source, b.state_of(row[0]), count, row[1] if b.counter else None)
+
+    def write_state_directly(self, entity: R, state: str, *, by: str, job_id: int | None = None) -> R:
+        """One of CloudStack's writes that bypass its state machine (spec §1.2 notes, §3), logged as ``direct``.
+
+        ``by`` names the CloudStack method that does it (e.g. ``DefaultSnapshotStrategy.deleteSnapshot``). The
+        state must exist in the machine; no legality check is made, as in CloudStack.
+        """
+        b = self.binding(entity)
+        definition = self.definitions[b.machine]
+        definition.state(state)
+        source = b.state_of(getattr(entity, b.column))
+        assert entity.id is not None
+        updated = self.clock.timestamp() if b.updated else None
+        sets = f"{b.column} = ?" + (f", {b.counter} = {b.counter} + 1" if b.counter else "")
+        sets += f", {b.updated} = ?" if b.updated else ""
+        params: list[object] = [b.stored(state), *([updated] if b.updated else []), entity.id]
+        with self.atomic():
+            row = self.conn.execute(f"SELECT {b.column} FROM {b.record.table} WHERE id = ?", (entity.id,)).fetchone()
+            if row is None:
+                raise NotFound(b.record.table, entity.id)
+            found = b.state_of(row[0])
+            self.conn.execute(f"UPDATE {b.record.table} SET {sets} WHERE id = ?", params)
+            self._log(
+                b.machine,
+                entity.id,
+                found,
+                by,
+                state,
+                kind="direct",
+                job_id=job_id,
+                overwrote=found if found != source else None,
+            )
+        return self.get(type(entity), entity.id)
+
+    def _log(
+        self,
+        machine: str,
+        entity_id: int,
+        source: str,
+        event: str,
+        dest: str,
+        *,
+        kind: str = "event",
+        job_id: int | None = None,
+        overwrote: str | None = None,
+    ) -> None:
+        self.conn.execute(
+            "INSERT INTO transition_log"
+            " (machine, entity_id, source, event, dest, kind, job_id, ms_id, at_ms, overwrote)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                machine,
+                entity_id,
+                source,
+                event,
+                dest,
+                kind,
+                job_id if job_id is not None else self.current_job_id,
+                self.ms_id,
+                self.clock.now_ms,
+                overwrote,
+            ),
+        )
+
+    def history(
+        self, *, machine: str | None = None, entity_id: int | None = None, job_id: int | None = None
+    ) -> list[TransitionLog]:
+        """The log of one entity, of one job, or of the whole run, in order."""
+        clauses: list[str] = []
+        params: list[object] = []
+        if machine is not None:
+            clauses.append("machine = ?")
+            params.append(machine)
+        if entity_id is not None:
+            clauses.append("entity_id = ?")
+            params.append(entity_id)
+        if job_id is not None:
+            clauses.append("job_id = ?")
+            params.append(job_id)
+        return self.find(TransitionLog, " AND ".join(clauses) or None, params)
+
+
+def _build(cls: type[R], row: Mapping[str, object]) -> R:
+    """A record from a row whose columns are the record's fields."""
+    return cast("type[Any]", cls)(**row)  # type: ignore[no-any-return]
+
+
+def _evolve(record: R, changes: Mapping[str, object]) -> R:
+    """``attrs.evolve`` with column names known only at run time (already checked by ``Store._check``)."""
+    evolved: R = attrs.evolve(cast("Any", record), **changes)
+    return evolved
+
+
+def _check_value(table: str, column: Column, value: object) -> None:
+    if value is None:
+        if not column.nullable:
+            raise InvalidValue(f"{table}.{column.name}", value, f"{column.type.__name__} (not NULL)")
+        return
+    if column.type is bool:
+        ok = isinstance(value, bool) or (isinstance(value, int) and value in (0, 1))
+    elif column.type is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif column.type is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, column.type)
+    if not ok:
+        raise InvalidValue(f"{table}.{column.name}", value, column.type.__name__)

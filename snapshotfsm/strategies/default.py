@@ -1,0 +1,354 @@
+"""``DefaultSnapshotStrategy`` (formerly XenserverSnapshotStrategy): TAKE, BACKUP and DELETE by default.
+
+It takes the snapshots of every pool without a storage-system snapshot (spec §5.5, §5.9, §6.2, §7.3).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from snapshotfsm.describe import snapshot_str
+from snapshotfsm.errors import (
+    CloudException,
+    CloudRuntimeException,
+    InvalidParameterValueException,
+    NoTransitionException,
+)
+from snapshotfsm.objects import snapshot_event, volume_transit
+from snapshotfsm.store.records import (
+    ImageStore,
+    Snapshot,
+    SnapshotStoreRef,
+    SnapshotZoneRef,
+    StoragePool,
+    UsageEvent,
+    VmInstance,
+    VmSnapshot,
+    Volume,
+    VolumeDetail,
+)
+from snapshotfsm.strategies.base import (
+    BackupPlan,
+    DeleteRun,
+    Operation,
+    Priority,
+    SnapshotStrategy,
+    StrategyEnv,
+    Take,
+    lock_key,
+    service_delete,
+)
+
+log = logging.getLogger(__name__)
+MS_ID = "MS_ID"
+
+
+class DefaultSnapshotStrategy(SnapshotStrategy):
+    """The strategy of last resort: DEFAULT for TAKE, BACKUP and DELETE; never COPY."""
+
+    name = "DefaultSnapshotStrategy"
+
+    def can_handle(  # noqa: PLR0911
+        self,
+        env: StrategyEnv,
+        snapshot: Snapshot,
+        op: Operation,
+        zone_id: int | None,  # noqa: ARG002
+    ) -> Priority:
+        """Spec §6.2: never COPY; DEFAULT for everything else, with two exceptions.
+
+        TAKE is refused when the VM has KVM file-based Disk VM snapshots or any DiskAndMemory VM snapshot; REVERT
+        needs a QCOW2 volume with a Ready ref, or a CLVM volume with a Ready image ref.
+        """
+        if op is Operation.COPY:
+            return Priority.CANT_HANDLE
+        volume = env.store.get(Volume, snapshot.volume_id)
+        if op is Operation.TAKE:
+            if volume.instance_id is None or env.store.first(VmInstance, "id = ?", (volume.instance_id,)) is None:
+                return Priority.DEFAULT
+            vm_snaps = env.store.find(VmSnapshot, "vm_id = ? AND removed IS NULL", (volume.instance_id,))
+            if any(v.type == "Disk" and v.kvm_file_based for v in vm_snaps) or any(
+                v.type == "DiskAndMemory" for v in vm_snaps
+            ):
+                return Priority.CANT_HANDLE
+            return Priority.DEFAULT
+        if op is Operation.REVERT:
+            ready = env.store.find(SnapshotStoreRef, "snapshot_id = ? AND state = 'Ready'", (snapshot.id,))
+            pool = env.pool_of(volume)
+            if volume.format == "QCOW2" and ready:
+                return Priority.DEFAULT
+            if pool is not None and pool.pool_type == "CLVM" and any(r.store_role == "Image" for r in ready):
+                return Priority.DEFAULT
+            return Priority.CANT_HANDLE
+        return Priority.DEFAULT
+
+    def before_take(self, env: StrategyEnv, take: Take) -> None:
+        """Spec §5.5 steps 1-3: refuse quiesce, lock the snapshot row, volume SnapshotRequested.
+
+        SnapshotRequested is outside the inner try/finally, so a volume that is not Ready raises here without an
+        OperationFailed, and only the lock is released (by ``after_take``'s caller on the error path).
+        """
+        if take.payload.quiescevm:
+            raise InvalidParameterValueException("can't handle quiescevm equal true for volume snapshot")
+        if not env.acquire_lock(lock_key(take.snapshot.id or 0)):
+            raise CloudRuntimeException(f"Failed to get lock on snapshot: {take.snapshot.name}")
+        take.locked = True
+        try:
+            volume_transit(env.store, take.volume.id or 0, "SnapshotRequested")
+        except BaseException:
+            self.release(env, take)
+            raise
+
+    def after_take(self, env: StrategyEnv, take: Take, *, ok: bool) -> None:
+        """Spec §5.5 steps 5-6: volume back to Ready, the MS_ID detail on success, and the lock released."""
+        try:
+            volume_transit(env.store, take.volume.id or 0, "OperationSucceeded" if ok else "OperationFailed")
+            if ok:
+                env.add_detail(take.snapshot.id or 0, MS_ID, str(env.ms_id), display=False)
+        finally:
+            self.release(env, take)
+
+    @staticmethod
+    def release(env: StrategyEnv, take: Take) -> None:
+        """Release the snapshot's lock (the outer ``finally`` of DefaultSnapshotStrategy.takeSnapshot)."""
+        if take.locked:
+            env.release_lock(lock_key(take.snapshot.id or 0))
+            take.locked = False
+
+    def delete(self, env: StrategyEnv, snapshot_id: int, zone_id: int | None) -> DeleteRun:
+        """Spec §9.4: the per-state rules, then the store refs and their chains."""
+        return _DefaultDelete(env).run(snapshot_id, zone_id)
+
+    def backup_plan(self, env: StrategyEnv, take: Take) -> BackupPlan:
+        """Spec §7.3: a full backup unless XenServer with a parent on both stores and a short enough chain.
+
+        The XenServer "empty delta" (the new snapshot has the parent's path) needs a driver that reports no change;
+        the simulated drivers always write a new file, so that branch is never taken here.
+        """
+        snapshot, volume = take.snapshot, take.volume
+        if snapshot.hypervisor_type != "XenServer":
+            return BackupPlan("copy", full=True)
+        refs = env.store.find(
+            SnapshotStoreRef,
+            "volume_id = ? AND snapshot_id != ? AND state = 'Ready'",
+            (volume.id, snapshot.id),
+            order_by="id DESC",
+        )
+        on_image = next((r for r in refs if r.store_role == "Image"), None)
+        on_primary = next((r for r in refs if r.store_role == "Primary"), None)
+        if on_image is None or on_primary is None:
+            return BackupPlan("copy", full=True)
+        oldest = env.store.first(
+            SnapshotStoreRef, "volume_id = ? AND store_role = 'Primary' AND snapshot_id != ?", (volume.id, snapshot.id)
+        )
+        if oldest is None:
+            return BackupPlan("copy", full=True)
+        if oldest.store_id == volume.pool_id and oldest.id != on_primary.id:
+            delta_max = env.config.number("snapshot.delta.max")
+            chain = 1
+            parent: SnapshotStoreRef | None = on_image
+            while chain < delta_max and parent is not None and parent.parent_snapshot_id:
+                parent = env.store.first(
+                    SnapshotStoreRef,
+                    "snapshot_id = ? AND store_role = 'Image' AND state = 'Ready'",
+                    (parent.parent_snapshot_id,),
+                )
+                if parent is None:
+                    break
+                chain += 1
+            return BackupPlan("copy", full=chain >= delta_max, parent_path=on_image.install_path)
+        if oldest.id != on_primary.id:
+            env.store.delete(oldest, by="DefaultSnapshotStrategy.backupSnapshot (volume migrated)")
+        return BackupPlan("copy", full=True)
+
+    def post_snapshot_creation(self, env: StrategyEnv, take: Take) -> None:
+        """Spec §5.9: in one transaction, remove MS_ID and the parents' primary refs.
+
+        Unless the pool is RBD, each parent's primary ref on this pool is deleted with a usage OFF_PRIMARY; the
+        current primary ref gets ``parent_snapshot_id = 0``.
+        """
+        snapshot_id = take.snapshot.id or 0
+        with env.store.atomic():
+            env.remove_detail(snapshot_id, MS_ID)
+            current = env.store.first(
+                SnapshotStoreRef,
+                "snapshot_id = ? AND store_role = 'Primary' AND store_id = ?",
+                (snapshot_id, take.pool.id),
+            )
+            if current is None:
+                return
+            if current.parent_snapshot_id and take.pool.pool_type != "RBD":
+                parent_id = current.parent_snapshot_id
+                while parent_id:
+                    parent = env.store.first(
+                        SnapshotStoreRef,
+                        "snapshot_id = ? AND store_role = 'Primary' AND store_id = ?",
+                        (parent_id, take.pool.id),
+                    )
+                    if parent is None:
+                        break
+                    parent_id = parent.parent_snapshot_id
+                    env.store.delete(parent, by="DefaultSnapshotStrategy.postSnapshotCreation")
+                    parent_snapshot = env.store.get(Snapshot, parent.snapshot_id)
+                    env.store.insert(
+                        UsageEvent(
+                            type="SNAPSHOT.OFF_PRIMARY",
+                            created=env.store.clock.timestamp(),
+                            account_id=parent_snapshot.account_id,
+                            zone_id=parent_snapshot.data_center_id,
+                            resource_id=parent.snapshot_id,
+                            resource_name=parent_snapshot.name,
+                            size=parent.physical_size,
+                            virtual_size=parent_snapshot.size,
+                        )
+                    )
+            env.store.update(current, parent_snapshot_id=0)
+
+
+class _DefaultDelete:
+    """``DefaultSnapshotStrategy.deleteSnapshot`` and its helpers (spec §9.4), as a generator over driver waits."""
+
+    def __init__(self, env: StrategyEnv) -> None:
+        self.env = env
+        self.store = env.store
+
+    def run(self, snapshot_id: int, zone_id: int | None) -> DeleteRun:
+        snapshot = self.store.get(Snapshot, snapshot_id)
+        state = snapshot.status
+        if zone_id is not None and state in ("Allocated", "CreatedOnPrimary"):
+            raise InvalidParameterValueException(f"Snapshot in {state} can not be deleted for a zone")
+        if state == "Allocated":
+            self.store.remove(snapshot, by="DefaultSnapshotStrategy.deleteSnapshot")
+            return True
+        if state == "Destroyed":
+            return True
+        if state == "Error":
+            refs = [r for r in self._refs(snapshot_id, None) if r.state != "Destroyed"]
+            deleted = [r for r in refs if zone_id is None or self._zone_of(r) == zone_id]
+            for ref in deleted:
+                self.store.delete(ref, by="DefaultSnapshotStrategy.deleteSnapshot (expunge)")
+            if len(deleted) == len(refs):
+                self.store.remove(snapshot, by="DefaultSnapshotStrategy.deleteSnapshot")
+            return True
+        if state == "CreatedOnPrimary":
+            self.store.write_state_directly(snapshot, "Destroyed", by="DefaultSnapshotStrategy.deleteSnapshot")
+            return True
+        if state not in ("BackedUp", "Destroying"):
+            raise InvalidParameterValueException(
+                f"Can't delete snapshot {snapshot_str(snapshot)} due to it is in {state} Status"
+            )
+        return (yield from self._destroy_entries_and_files(snapshot, zone_id))
+
+    def _refs(self, snapshot_id: int, zone_id: int | None) -> list[SnapshotStoreRef]:
+        refs = self.store.find(SnapshotStoreRef, "snapshot_id = ?", (snapshot_id,))
+        return [r for r in refs if zone_id is None or self._zone_of(r) == zone_id]
+
+    def _zone_of(self, ref: SnapshotStoreRef) -> int:
+        if ref.store_role == "Primary":
+            return self.store.get(StoragePool, ref.store_id).data_center_id
+        return self.store.get(ImageStore, ref.store_id).data_center_id
+
+    def _destroy_entries_and_files(self, snapshot: Snapshot, zone_id: int | None) -> DeleteRun:
+        """``destroySnapshotEntriesAndFiles``: every ref, the zone rows, then Destroyed once no ref is left."""
+        if not (yield from self._delete_infos(snapshot, zone_id)):
+            return False
+        for zone_ref in self.store.find(SnapshotZoneRef, "snapshot_id = ? AND removed IS NULL", (snapshot.id,)):
+            if zone_id is None or zone_ref.zone_id == zone_id:
+                self.store.remove(zone_ref, by="SnapshotZoneDao.removeSnapshotFromZone")
+        if [r for r in self._refs(snapshot.id or 0, None) if r.state != "Destroyed"]:
+            return True
+        self.store.write_state_directly(
+            self.store.get(Snapshot, snapshot.id or 0),
+            "Destroyed",
+            by="DefaultSnapshotStrategy.updateSnapshotToDestroyed",
+        )
+        return True
+
+    def _delete_infos(self, snapshot: Snapshot, zone_id: int | None) -> DeleteRun:
+        """``deleteSnapshotInfos``: under the chain root's lock, each ref of the snapshot (in the zone)."""
+        result = False
+        for ref in [r for r in self._refs(snapshot.id or 0, zone_id) if r.state != "Destroyed"]:
+            if (yield from self._delete_info(snapshot, ref)):
+                result = True
+        return result
+
+    def _delete_info(self, snapshot: Snapshot, ref: SnapshotStoreRef) -> DeleteRun:
+        """``deleteSnapshotInfo``: the last live ref moves the snapshot through Destroying to Destroyed."""
+        alive = [r for r in self._refs(snapshot.id or 0, None) if r.state not in ("Destroyed", "Hidden")]
+        last = len(alive) <= 1
+        current = self.store.get(Snapshot, snapshot.id or 0)
+        try:
+            if last:
+                current = snapshot_event(self.store, current, "DestroyRequested")
+            if self.store.count(VolumeDetail, "name = 'SNAPSHOT_ID' AND value = ?", (str(snapshot.id),)):
+                snapshot_event(self.store, current, "OperationFailed")
+                volumes = [
+                    d.volume_id
+                    for d in self.store.find(VolumeDetail, "name = 'SNAPSHOT_ID' AND value = ?", (str(snapshot.id),))
+                ]
+                raise CloudRuntimeException(
+                    f"Unable to delete snapshot [{snapshot_str(current)}] because it is being used by the following "
+                    f"volumes: {volumes}."
+                )
+            yield from self._delete_chain(ref)
+            fresh = self.store.first(SnapshotStoreRef, "id = ?", (ref.id,))
+            if fresh is not None:
+                self.store.update(fresh, display=False)
+            if last:
+                snapshot_event(self.store, self.store.get(Snapshot, snapshot.id or 0), "OperationSucceeded")
+        except NoTransitionException as exc:
+            log.warning("Failed to delete %s: %s", snapshot_str(snapshot), exc)
+            return False
+        return True
+
+    def _delete_chain(self, ref: SnapshotStoreRef) -> DeleteRun:
+        """``deleteSnapshotChain``: delete a ref and walk up its parents, or only hide a ref that has a child.
+
+        The walk goes on while the parent's snapshot is Destroying, Destroyed, Error or Hidden.
+        """
+        result = False
+        result_set = False
+        current: SnapshotStoreRef | None = ref
+        try:
+            while current is not None:
+                child = self.store.first(
+                    SnapshotStoreRef,
+                    "store_id = ? AND store_role = ? AND parent_snapshot_id = ?"
+                    " AND state NOT IN ('Destroyed', 'Destroying')",
+                    (current.store_id, current.store_role, current.snapshot_id),
+                )
+                if child is not None:
+                    self.store.write_state_directly(current, "Hidden", by="DefaultSnapshotStrategy.deleteSnapshotChain")
+                    break
+                parent = None
+                if current.parent_snapshot_id:
+                    parent = self.store.first(
+                        SnapshotStoreRef,
+                        "store_id = ? AND store_role = ? AND snapshot_id = ?",
+                        (current.store_id, current.store_role, current.parent_snapshot_id),
+                    )
+                if (
+                    parent is not None
+                    and parent.install_path
+                    and parent.install_path.lower() == (current.install_path or "").lower()
+                ):
+                    if not result_set:
+                        result, result_set = True, True
+                else:
+                    deleted = yield from service_delete(self.env, current)
+                    if not result_set:
+                        result, result_set = deleted, True
+                current = parent
+                if current is None:
+                    break
+                parent_state = self.store.get(Snapshot, current.snapshot_id).status
+                if parent_state not in CHAIN_DELETABLE:
+                    break
+        except CloudException as exc:
+            log.warning("Failed to delete snapshot chain: %s", exc)
+            raise CloudRuntimeException("Failed to delete snapshot chain.") from exc
+        return result
+
+
+CHAIN_DELETABLE = ("Destroying", "Destroyed", "Error", "Hidden")
+"""``snapshotStatesAbleToDeleteSnapshot``: parents whose snapshot is in one of these are deleted with the chain."""

@@ -1,0 +1,222 @@
+"""``StorageSystemSnapshotStrategy``: snapshots taken by the storage array itself (spec §5.7, §6.2).
+
+It handles pools whose driver advertises STORAGE_SYSTEM_SNAPSHOT: SolidFire-like managed storage, PowerFlex, and
+the fork's ONTAP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from snapshotfsm.drivers.base import (
+    CAN_CREATE_VOLUME_FROM_SNAPSHOT,
+    CAN_REVERT_VOLUME_TO_SNAPSHOT,
+    STORAGE_SYSTEM_SNAPSHOT,
+)
+from snapshotfsm.errors import (
+    CloudException,
+    CloudRuntimeException,
+    InvalidParameterValueException,
+    NoTransitionException,
+)
+from snapshotfsm.objects import snapshot_event, volume_transit
+from snapshotfsm.store.records import (
+    Cluster,
+    Snapshot,
+    SnapshotDetail,
+    SnapshotStoreRef,
+    StoragePool,
+    UsageEvent,
+    Volume,
+    VolumeDetail,
+)
+from snapshotfsm.strategies.base import (
+    BackupPlan,
+    DeleteRun,
+    Operation,
+    Priority,
+    SnapshotStrategy,
+    StrategyEnv,
+    Take,
+    lock_key,
+    service_delete,
+)
+
+SUPPORTED_FORMATS = ("VHD", "OVA", "QCOW2", "RAW")
+
+
+class StorageSystemSnapshotStrategy(SnapshotStrategy):
+    """HIGHEST for TAKE, BACKUP and DELETE when the pool's driver advertises STORAGE_SYSTEM_SNAPSHOT."""
+
+    name = "StorageSystemSnapshotStrategy"
+
+    def can_handle(self, env: StrategyEnv, snapshot: Snapshot, op: Operation, zone_id: int | None) -> Priority:
+        """Spec §6.2."""
+        if op is Operation.COPY:
+            return Priority.CANT_HANDLE
+        volume = env.store.get(Volume, snapshot.volume_id)
+        if op is Operation.DELETE:
+            return self._can_delete(env, snapshot, zone_id)
+        if op is Operation.REVERT:
+            return self._can_revert(env, snapshot, volume)
+        pool = env.pool_of(volume)
+        if pool is not None and STORAGE_SYSTEM_SNAPSHOT in env.capabilities(pool):
+            return Priority.HIGHEST
+        return Priority.CANT_HANDLE
+
+    def _can_delete(self, env: StrategyEnv, snapshot: Snapshot, zone_id: int | None) -> Priority:
+        if snapshot.location_type == "SECONDARY":
+            return Priority.CANT_HANDLE
+        if any(r.state == "Ready" for r in env.image_refs(snapshot.id or 0)):
+            return Priority.CANT_HANDLE
+        primary = env.primary_refs(snapshot.id or 0)
+        if not primary:
+            return Priority.CANT_HANDLE
+        pool = env.store.get(StoragePool, primary[0].store_id)
+        if zone_id is not None and zone_id != pool.data_center_id:
+            return Priority.CANT_HANDLE
+        return Priority.HIGHEST if STORAGE_SYSTEM_SNAPSHOT in env.capabilities(pool) else Priority.CANT_HANDLE
+
+    def _can_revert(self, env: StrategyEnv, snapshot: Snapshot, volume: Volume) -> Priority:
+        if volume.removed is not None or volume.format not in SUPPORTED_FORMATS:
+            return Priority.CANT_HANDLE
+        pools = [p for p in (env.pool_of(volume), *self._snapshot_pools(env, snapshot)) if p is not None]
+        detail = env.store.first(SnapshotDetail, "snapshot_id = ? AND name = 'takeSnapshot'", (snapshot.id,))
+        if detail is not None and detail.value == "true":
+            ok = any(CAN_REVERT_VOLUME_TO_SNAPSHOT in env.capabilities(p) for p in pools)
+        else:
+            ok = any(p.is_managed for p in pools)
+        return Priority.HIGHEST if ok else Priority.CANT_HANDLE
+
+    @staticmethod
+    def _snapshot_pools(env: StrategyEnv, snapshot: Snapshot) -> list[StoragePool]:
+        return [env.store.get(StoragePool, r.store_id) for r in env.primary_refs(snapshot.id or 0)]
+
+    def before_take(self, env: StrategyEnv, take: Take) -> None:
+        """Spec §5.7: verify format and location type, lock, then the volume's SnapshotRequested.
+
+        SnapshotRequested is inside the try, so a refused one still gets the finally's OperationFailed; the lock is
+        then left held.
+        """
+        volume = take.volume
+        if volume.format not in SUPPORTED_FORMATS:
+            raise CloudRuntimeException(
+                "Only the following image types are currently supported: VHD, OVA, QCOW2, and RAW"
+            )
+        if take.payload.location_type == "SECONDARY" and volume.format != "VHD":
+            raise CloudRuntimeException(
+                "Only the 'VHD' image type can be used when 'LocationType' is set to 'SECONDARY'."
+            )
+        if volume.format == "VHD":
+            cluster = env.store.get(Cluster, take.cluster_id) if take.cluster_id is not None else None
+            clone = cluster is not None and cluster.supports_resign
+        else:
+            clone = True
+        if not env.acquire_lock(lock_key(take.snapshot.id or 0)):
+            raise CloudRuntimeException(f"Failed to acquire lock on the following snapshot: {take.snapshot.id}")
+        take.locked = True
+        try:
+            volume_transit(env.store, volume.id or 0, "SnapshotRequested")
+            if CAN_CREATE_VOLUME_FROM_SNAPSHOT in env.capabilities(take.pool) and clone:
+                env.add_detail(take.snapshot.id or 0, "takeSnapshot", "true", display=False)
+        except BaseException:
+            volume_transit(env.store, volume.id or 0, "OperationFailed")
+            raise
+
+    def after_take(self, env: StrategyEnv, take: Take, *, ok: bool) -> None:
+        """The finally block: volume OperationSucceeded or OperationFailed; no MS_ID detail (spec §5.7).
+
+        The lock is released only on success: its release sits after the finally block and is skipped when the
+        take throws.
+        """
+        volume_transit(env.store, take.volume.id or 0, "OperationSucceeded" if ok else "OperationFailed")
+        if ok and take.locked:
+            env.release_lock(lock_key(take.snapshot.id or 0))
+            take.locked = False
+
+    def backup_plan(self, env: StrategyEnv, take: Take) -> BackupPlan:
+        """StorageSystemSnapshotStrategy.backupSnapshot: archive only SECONDARY snapshots.
+
+        Other location types are ``markAsBackedUp`` (BackupToSecondary then OperationSucceeded); SECONDARY needs
+        volume-from-snapshot support, then a full copy.
+        """
+        if take.payload.location_type != "SECONDARY":
+            return BackupPlan("mark_backed_up")
+        if CAN_CREATE_VOLUME_FROM_SNAPSHOT not in env.capabilities(take.pool):
+            raise CloudRuntimeException(
+                "Cannot archive snapshot: 'canStorageSystemCreateVolumeFromSnapshot' was false."
+            )
+        return BackupPlan("copy", full=True)
+
+    def post_snapshot_creation(self, env: StrategyEnv, take: Take) -> None:
+        """Spec §5.9: write the payload's locationType into ``snapshots.location_type``.
+
+        A SECONDARY snapshot is then removed from primary storage (its failure only logged) by the workflow.
+        """
+        snapshot = env.store.get(Snapshot, take.snapshot.id or 0)
+        env.store.update(snapshot, location_type=take.payload.location_type)
+
+    def delete(self, env: StrategyEnv, snapshot_id: int, zone_id: int | None) -> DeleteRun:
+        """Spec §9.4: Destroyed is done, Error is soft-removed, only BackedUp is deleted, from primary storage."""
+        del zone_id
+        snapshot = env.store.get(Snapshot, snapshot_id)
+        if snapshot.status == "Destroyed":
+            return True
+        if snapshot.status == "Error":
+            env.store.remove(snapshot, by="StorageSystemSnapshotStrategy.deleteSnapshot")
+            return True
+        if snapshot.status != "BackedUp":
+            raise InvalidParameterValueException(
+                f"Unable to delete snapshot '{snapshot_id}' because it is in the following state: {snapshot.status}"
+            )
+        return (yield from self._cleanup_on_primary(env, snapshot))
+
+    def _cleanup_on_primary(self, env: StrategyEnv, snapshot: Snapshot) -> DeleteRun:
+        """``cleanupSnapshotOnPrimaryStore``: Destroying, the array delete, then Destroyed and usage OFF_PRIMARY.
+
+        A failed delete puts the snapshot back to BackedUp and returns false.
+        """
+        ref = self.primary_ref(env, snapshot.id or 0)
+        if ref is None:
+            env.store.remove(snapshot, by="StorageSystemSnapshotStrategy.cleanupSnapshotOnPrimaryStore")
+            return True
+        if ref.state == "Copying":
+            raise InvalidParameterValueException(
+                f"Unable to delete snapshot '{snapshot.id}' because it is in the copying state"
+            )
+        try:
+            snapshot = snapshot_event(env.store, snapshot, "DestroyRequested")
+            if env.store.count(VolumeDetail, "name = 'SNAPSHOT_ID' AND value = ?", (str(snapshot.id),)):
+                with contextlib.suppress(NoTransitionException):
+                    snapshot_event(env.store, snapshot, "OperationFailed")
+                raise InvalidParameterValueException(
+                    f"Unable to perform delete operation, Snapshot with id: {snapshot.id} is in use  "
+                )
+        except NoTransitionException:
+            return False
+        try:
+            yield from service_delete(env, ref)
+            snapshot = snapshot_event(env.store, snapshot, "OperationSucceeded")
+            env.store.insert(
+                UsageEvent(
+                    type="SNAPSHOT.OFF_PRIMARY",
+                    created=env.store.clock.timestamp(),
+                    account_id=snapshot.account_id,
+                    zone_id=snapshot.data_center_id,
+                    resource_id=snapshot.id or 0,
+                    resource_name=snapshot.name,
+                    size=0,
+                    resource_type="Snapshot",
+                )
+            )
+        except CloudException:
+            with contextlib.suppress(NoTransitionException):
+                snapshot_event(env.store, env.store.get(Snapshot, snapshot.id or 0), "OperationFailed")
+            return False
+        return True
+
+    @staticmethod
+    def primary_ref(env: StrategyEnv, snapshot_id: int) -> SnapshotStoreRef | None:
+        """The snapshot's primary ref, if any."""
+        refs = env.primary_refs(snapshot_id)
+        return refs[0] if refs else None
