@@ -17,27 +17,17 @@ from snapshotfsm.config import Config
 from snapshotfsm.definitions import Definitions
 from snapshotfsm.drivers.base import DriverEnv, FaultPlan
 from snapshotfsm.drivers.registry import Drivers
-from snapshotfsm.errors import ApiError, InvalidValue, NotFound
-from snapshotfsm.names import Take as TakeEvent
-from snapshotfsm.names import TakeState
-from snapshotfsm.orchestration import delete
+from snapshotfsm.errors import InvalidValue, NotFound
+from snapshotfsm.orchestration import api, delete, gc, policies, restart
 from snapshotfsm.orchestration.inventory import SYSTEM_ACCOUNT_ID, Inventory
-from snapshotfsm.orchestration.runner import Run, Runner
+from snapshotfsm.orchestration.runner import MsCrash, Runner
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.profiles import Profile
 from snapshotfsm.scheduler import Scheduler
-from snapshotfsm.store.records import Account, AsyncJob, R, Snapshot, TransitionLog, Volume
+from snapshotfsm.store.records import Account, AsyncJob, R, Snapshot, SnapshotPolicy, TransitionLog, Volume
 from snapshotfsm.store.store import Store
 from snapshotfsm.strategies.base import StrategyEnv
 from snapshotfsm.strategies.factory import StrategyFactory, builtin_strategies, plugin_strategies
-
-
-class _Refused(Exception):
-    """Raised inside the create transaction so that a refused call writes nothing."""
-
-
-def _refuse() -> None:
-    raise _Refused
 
 
 class Engine(Inventory):
@@ -61,11 +51,13 @@ class Engine(Inventory):
         ('SUCCEEDED', 'BackedUp')
     """
 
-    def __init__(self, store: Store, *, faults: FaultPlan | None = None, seed: int = 0) -> None:
+    def __init__(
+        self, store: Store, *, faults: FaultPlan | None = None, seed: int = 0, scheduler: Scheduler | None = None
+    ) -> None:
         self.store = store
         self.clock = store.clock
         self.ms_id = store.ms_id
-        self.scheduler = Scheduler(self.clock)
+        self.scheduler = scheduler or Scheduler(self.clock)
         self.faults = faults or FaultPlan()
         self.config = Config(store)
         self.rt: Runtime
@@ -93,6 +85,9 @@ class Engine(Inventory):
         self.runner = Runner(self.rt, store.definitions)
         self.rt.runner = self.runner
         self.ensure_system_account()
+        restart.mark_server(self.rt, self.ms_id, "Up")
+        self.scheduler.members[self.ms_id] = self.crash
+        self.crashes: list[str] = []
 
     @classmethod
     def open(
@@ -204,21 +199,7 @@ class Engine(Inventory):
             tags=tags,
         )
         caller_id = self._caller_id(caller, volume_id)
-        run: Run | None = None
-        try:
-            with self.store.atomic():
-                run = self.runner.start("take_snapshot", {"params": params, "caller_id": caller_id})
-                self.runner.fire(run, TakeEvent.Allocate)
-                if run.state == TakeState.Rejected:
-                    _refuse()
-        except _Refused:
-            assert run is not None
-            assert run.error is not None
-            self.runner.live.pop(run.workflow.id or 0, None)
-            code, text = run.flags["api_error"]
-            raise ApiError(code, text, exception=run.error) from None
-        assert run.job_id is not None
-        return self.store.get(AsyncJob, run.job_id)
+        return api.submit_create(self.rt, params, caller_id=caller_id, user_id=caller_id)
 
     def delete_snapshot(
         self, snapshot_id: int, *, zone_id: int | None = None, caller: int | Account | None = None
@@ -253,9 +234,118 @@ class Engine(Inventory):
             return volume.account_id
         return self._account_id(caller)
 
+    def create_snapshot_policy(
+        self,
+        volume_id: int,
+        *,
+        interval: str,
+        schedule: str,
+        max_snaps: int,
+        timezone: str = "UTC",
+        caller: int | Account | None = None,
+        display: bool = True,
+        zone_ids: Iterable[int] = (),
+        storage_ids: Iterable[int] = (),
+        use_storage_replication: bool = False,
+    ) -> SnapshotPolicy:
+        """``createSnapshotPolicy`` (spec §9.1): one policy per volume and interval; the schedule row is set.
+
+        ``interval`` is HOURLY, DAILY, WEEKLY or MONTHLY; ``schedule`` is ``MM``, ``MM:HH``, ``MM:HH:D`` (D = 1
+        Sunday .. 7 Saturday) or ``MM:HH:DD``.
+
+        Raises:
+            ApiError: a refusal with CloudStack's code; nothing is written.
+        """
+        caller_id = self._caller_id(caller, volume_id)
+        return policies.create_policy(
+            self.rt,
+            caller_id=caller_id,
+            volume_id=volume_id,
+            interval=interval,
+            schedule=schedule,
+            timezone=timezone,
+            max_snaps=max_snaps,
+            display=display,
+            zone_ids=list(zone_ids),
+            storage_ids=list(storage_ids),
+            use_storage_replication=use_storage_replication,
+        )
+
+    def poll_snapshot_schedules(self) -> list[AsyncJob]:
+        """One run of the snapshot scheduler's poll now (spec §9.2); returns the jobs it submitted."""
+        return policies.poll(self.rt)
+
+    def start_background_tasks(self) -> None:
+        """Start what a management server runs in the background: the snapshot scheduler and the storage GC.
+
+        The scheduler polls every ``snapshot.poll.interval`` s (§9.2), the GC every ``storage.cleanup.interval`` s
+        (§10.5). These periodic tasks run when :meth:`run` is given ``until_ms``.
+        """
+        policies.start_poller(self.rt)
+        gc.start_collector(self.rt)
+
+    def collect_garbage(self) -> None:
+        """Run the storage GC's snapshot work once now (spec §10.5)."""
+        gc.run_once(self.rt)
+
+    def crash(self, ms_id: int | None = None) -> int:
+        """Crash this management server: what it held only in memory is lost (spec §10); returns the tasks lost.
+
+        Raises:
+            InvalidValue: ``ms_id`` is another server's (crash that server's engine instead).
+        """
+        self._own(ms_id)
+        return restart.crash(self.rt)
+
+    def restart(self, ms_id: int | None = None) -> dict[str, int]:
+        """Start this server again: the start-up cleanup of spec §10, in order; returns what each step touched."""
+        self._own(ms_id)
+        return restart.restart(self.rt)
+
+    def on_management_node_left(self, ms_id: int) -> dict[str, int]:
+        """A peer left: clean up its left-over jobs as ``onManagementNodeLeft`` does (spec §10.1)."""
+        if ms_id == self.ms_id:
+            raise InvalidValue("ms_id", ms_id, "another management server's id (this is the live one)")
+        return restart.node_left(self.rt, ms_id)
+
+    def peer(self, ms_id: int, *, seed: int = 0) -> Engine:
+        """A second management server on the same database, clock, scheduler and storage.
+
+        Raises:
+            InvalidValue: ``ms_id`` is this server's.
+        """
+        if ms_id == self.ms_id:
+            raise InvalidValue("ms_id", ms_id, f"an id other than {self.ms_id}")
+        store = Store(
+            self.store.db,
+            path=self.store.path,
+            ms_id=ms_id,
+            clock=self.clock,
+            profile=self.store.profile,
+            definitions=self.store.definitions,
+        )
+        return Engine(store, faults=self.faults, seed=seed, scheduler=self.scheduler)
+
+    def _own(self, ms_id: int | None) -> None:
+        if ms_id is not None and ms_id != self.ms_id:
+            raise InvalidValue(
+                "ms_id", ms_id, f"this engine's management server id {self.ms_id} (use that server's engine)"
+            )
+
     def run(self, *, until_ms: int | None = None, max_tasks: int | None = None) -> int:
-        """Advance the simulated clock, running what is due, until nothing is pending (or ``until_ms``)."""
-        return self.scheduler.run(until_ms=until_ms, max_tasks=max_tasks)
+        """Advance the simulated clock, running what is due, until nothing is pending (or ``until_ms``).
+
+        A crash rule of the fault plan takes its server down where it fires; the rest of the world (peers, storage)
+        goes on. ``crashes`` lists where each crash happened.
+        """
+        ran = 0
+        while True:
+            try:
+                return ran + self.scheduler.run(until_ms=until_ms, max_tasks=max_tasks)
+            except MsCrash as crash:
+                ran += 1
+                self.crashes.append(crash.where)
+                self.scheduler.members[crash.ms_id]()
 
     def job_status(self, job_id: int) -> str:
         """The job's status name (IN_PROGRESS, SUCCEEDED, FAILED, CANCELLED)."""

@@ -26,6 +26,7 @@ class Task:
     label: str
     owner: int | None
     fn: Callable[[], None]
+    periodic: bool = False
     cancelled: bool = False
 
     def cancel(self) -> None:
@@ -41,12 +42,20 @@ class Scheduler:
         self._heap: list[tuple[int, int, Task]] = []
         self._seq = itertools.count()
         self.ran = 0
+        self.members: dict[int, Callable[[], object]] = {}
+        """Each management server sharing this clock, by ms id: how to crash it (a crash rule names the server)."""
 
-    def call_later(self, delay_ms: int, fn: Callable[[], None], *, label: str, owner: int | None = None) -> Task:
-        """Run ``fn`` ``delay_ms`` simulated milliseconds from now."""
+    def call_later(
+        self, delay_ms: int, fn: Callable[[], None], *, label: str, owner: int | None = None, periodic: bool = False
+    ) -> Task:
+        """Run ``fn`` ``delay_ms`` simulated milliseconds from now.
+
+        A ``periodic`` task (a poller that reschedules itself) does not keep :meth:`run` busy: without ``until_ms``,
+        running stops once only periodic tasks are left.
+        """
         if delay_ms < 0:
             raise ValueError(f"a delay cannot be negative (got {delay_ms} ms for {label!r})")
-        task = Task(self.clock.now_ms + delay_ms, next(self._seq), label, owner, fn)
+        task = Task(self.clock.now_ms + delay_ms, next(self._seq), label, owner, fn, periodic)
         heapq.heappush(self._heap, (task.at_ms, task.seq, task))
         return task
 
@@ -56,8 +65,8 @@ class Scheduler:
 
     @property
     def idle(self) -> bool:
-        """Nothing is left to run."""
-        return not any(not t.cancelled for _, _, t in self._heap)
+        """Nothing but periodic tasks is left to run."""
+        return not any(not t.cancelled and not t.periodic for _, _, t in self._heap)
 
     def next_at(self) -> int | None:
         """When the next task is due, or None when idle."""
@@ -80,11 +89,15 @@ class Scheduler:
         return task
 
     def run(self, *, until_ms: int | None = None, max_tasks: int | None = None) -> int:
-        """Run tasks until idle (or until ``until_ms``, then move the clock there); returns how many ran."""
+        """Run tasks in time order; returns how many ran.
+
+        Without ``until_ms`` it stops when only periodic tasks are left; with it, it runs everything due up to
+        ``until_ms`` (periodic tasks included) and moves the clock there.
+        """
         count = 0
         while max_tasks is None or count < max_tasks:
             due = self.next_at()
-            if due is None or (until_ms is not None and due > until_ms):
+            if due is None or (until_ms is not None and due > until_ms) or (until_ms is None and self.idle):
                 break
             self.run_one()
             count += 1

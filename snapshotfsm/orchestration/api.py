@@ -12,6 +12,7 @@ from __future__ import annotations
 from snapshotfsm.describe import volume_str
 from snapshotfsm.drivers.base import CAN_COPY_SNAPSHOT_BETWEEN_ZONES_AND_SAME_POOL_TYPE
 from snapshotfsm.errors import (
+    ApiError,
     CloudException,
     CloudRuntimeException,
     ConcurrentOperationException,
@@ -22,12 +23,13 @@ from snapshotfsm.errors import (
     ServerApiException,
     UnsupportedOperationException,
 )
-from snapshotfsm.names import SnapshotState, Take, VolumeState
+from snapshotfsm.names import SnapshotState, Take, TakeState, VolumeState
 from snapshotfsm.orchestration import accounting
 from snapshotfsm.orchestration.runner import Run, step
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.store.records import (
     Account,
+    AsyncJob,
     Cluster,
     Snapshot,
     SnapshotPolicy,
@@ -521,3 +523,47 @@ def validate(run: Run) -> str:
         run.vm_id = vm.id
         return Take.Enqueue
     return Take.RunDirect
+
+
+def submit_create(
+    rt: Runtime, params: dict[str, object], *, caller_id: int, user_id: int, execute_account_id: int | None = None
+) -> AsyncJob:
+    """``ApiServer.processAsyncCmd`` for createSnapshot: the create phase now, in one transaction, then the job.
+
+    ``execute_account_id`` is the account the job runs as when it differs from the create phase's caller (the
+    scheduler creates as the system account and runs the job in the volume owner's account, spec §9.2).
+
+    Raises:
+        ApiError: the create phase refused the call (spec §5.1); nothing was written.
+    """
+    run: Run | None = None
+    try:
+        with rt.store.atomic():
+            run = rt.runner.start(
+                "take_snapshot",
+                {
+                    "params": params,
+                    "caller_id": caller_id,
+                    "user_id": user_id,
+                    "flags": {"execute_account_id": execute_account_id} if execute_account_id else {},
+                },
+            )
+            rt.runner.fire(run, Take.Allocate)
+            if run.state == TakeState.Rejected:
+                _refuse()
+    except _Refused:
+        assert run is not None
+        assert run.error is not None
+        rt.runner.live.pop(run.workflow.id or 0, None)
+        code, text = run.flags["api_error"]
+        raise ApiError(code, text, exception=run.error) from None
+    assert run.job_id is not None
+    return rt.store.get(AsyncJob, run.job_id)
+
+
+class _Refused(Exception):
+    """Raised inside the create transaction so that a refused call writes nothing."""
+
+
+def _refuse() -> None:
+    raise _Refused

@@ -184,6 +184,7 @@ def _start(
             "volume_id": snapshot.volume_id,
             "account_id": snapshot.account_id,
             "caller_id": parent.caller_id,
+            "user_id": parent.user_id,
             "flags": {"targets": targets, "position": 0, "chain_index": 0, "done": [], **extra},
         },
         resume_event=resume_event,
@@ -361,7 +362,7 @@ def copy_to_pool(run: Run) -> str:
     store_ref_event(rt.store, moved, RefEvent.OperationSucceeded)
     add_to_zone(rt, snapshot.id or 0, pool.data_center_id)
     # The increment passes the calling *user* id where an account id is expected (spec §7.4).
-    caller = run.caller_id if run.caller_id is not None else SYSTEM_ACCOUNT_ID
+    caller = run.user_id if run.user_id is not None else SYSTEM_ACCOUNT_ID
     accounting.change_count(rt, caller, accounting.PRIMARY_STORAGE, snapshot.size)
     if caller != SYSTEM_ACCOUNT_ID:
         accounting.usage(

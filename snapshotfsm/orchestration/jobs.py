@@ -20,10 +20,12 @@ CREATE_SNAPSHOT_CMD = "org.apache.cloudstack.api.command.user.snapshot.CreateSna
 def submit(run: Run) -> None:
     """``ApiServer.processAsyncCmd``: an IN_PROGRESS job for the new snapshot, then the dispatcher picks it up."""
     rt = run.rt
+    if run.flags.get("execute_account_id"):
+        run.caller_id = run.flags["execute_account_id"]
     job = rt.store.insert(
         AsyncJob(
             uuid=rt.new_uuid(),
-            user_id=run.caller_id or 0,
+            user_id=run.user_id if run.user_id is not None else run.caller_id or 0,
             account_id=run.caller_id or 0,
             job_cmd=CREATE_SNAPSHOT_CMD,
             job_cmd_info=json.dumps(run.params, sort_keys=True),

@@ -73,6 +73,7 @@ class Run:
     work_job_id: int | None = None
     account_id: int | None = None
     caller_id: int | None = None
+    user_id: int | None = None
     params: dict[str, Any] = attrs.field(factory=dict)
     payload: Payload | None = None
     take: Take | None = None
@@ -134,7 +135,7 @@ class Runner:
         When the child ends, ``parent`` is resumed with ``resume_event``; the child's outcome is on
         ``parent.children[-1]``.
         """
-        fields = {"job_id": parent.job_id, **run_fields}
+        fields = {"job_id": parent.job_id, "user_id": parent.user_id, **run_fields}
         child = self.start(machine, fields)
         child.parent = parent
         child.resume_event = resume_event

@@ -7,10 +7,11 @@ from snapshotfsm.orchestration import (
     copies,
     delete,
     dispatch,
+    gc,
     jobs,
     primary,
     retention,
     take,
 )
 
-__all__ = ["api", "backup", "backup_task", "copies", "delete", "dispatch", "jobs", "primary", "retention", "take"]
+__all__ = ["api", "backup", "backup_task", "copies", "delete", "dispatch", "gc", "jobs", "primary", "retention", "take"]

@@ -1,0 +1,222 @@
+"""A management server's crash, its restart cleanup, a peer's cleanup after it, and the storage GC (spec §10).
+
+A crash drops what the server held in memory (its runs, pending driver answers, retries, pollers) and keeps what it
+persisted. At start, CloudStack cleans up after itself in this order: left-over jobs and the snapshots they were
+creating, snapshots still carrying its ``MS_ID`` detail, failed volume work jobs and its left-over work-job rows,
+Destroying snapshots (deleted again), orphan policies, then every policy is rescheduled. A peer that sees a server
+leave runs the first of these for it (``onManagementNodeLeft``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+
+from snapshotfsm.errors import CloudException, NoTransitionException
+from snapshotfsm.names import JobEvent, RefEvent, SnapshotEvent, VolumeEvent, WorkEvent, WorkState
+from snapshotfsm.objects import snapshot_event, store_ref_event, volume_transit
+from snapshotfsm.orchestration import delete as deletes
+from snapshotfsm.orchestration import policies
+from snapshotfsm.orchestration.api import INTERNAL_ERROR
+from snapshotfsm.orchestration.dispatch import VM_WORK_TAKE_VOLUME_SNAPSHOT
+from snapshotfsm.orchestration.jobs import complete
+from snapshotfsm.orchestration.runtime import Runtime
+from snapshotfsm.store.records import (
+    AsyncJob,
+    ManagementServer,
+    OpLock,
+    Snapshot,
+    SnapshotDetail,
+    SnapshotPolicy,
+    SnapshotStoreRef,
+    VmWorkJob,
+    Volume,
+)
+from snapshotfsm.strategies.default import MS_ID
+
+log = logging.getLogger(__name__)
+
+CANCELLED_TEXT = "job cancelled because of management server restart or shutdown"
+SYSTEM_ACCOUNT_ID = 1
+
+
+def mark_server(rt: Runtime, ms_id: int, state: str) -> None:
+    """The ``mshost`` row of a server: Up when it starts, Down when it crashes."""
+    row = rt.store.first(ManagementServer, "msid = ?", (ms_id,))
+    if row is None:
+        rt.store.insert(ManagementServer(msid=ms_id, name=f"ms{ms_id}", state=state, last_update=rt.clock.timestamp()))
+    else:
+        rt.store.update(row, state=state, last_update=rt.clock.timestamp())
+
+
+def crash(rt: Runtime) -> int:
+    """Drop what this server holds only in memory; returns how many scheduled tasks were lost.
+
+    Storage keeps working: an operation a driver already started still completes on the array, but its answer to
+    this server is lost (the drivers check the server's incarnation).
+    """
+    rt.incarnation += 1
+    dropped = len(rt.scheduler.drop_owned_by(rt.ms_id))
+    rt.runner.live.clear()
+    rt.store.current_job_id = None
+    mark_server(rt, rt.ms_id, "Down")
+    return dropped
+
+
+def restart(rt: Runtime) -> dict[str, int]:
+    """The start-up cleanup of spec §10, in order, for this server; returns what each step touched."""
+    rt.config.reload()
+    mark_server(rt, rt.ms_id, "Up")
+    report = cleanup_left_over_jobs(rt, rt.ms_id)
+    report["storage_jobs"] = cleanup_storage_jobs(rt, rt.ms_id)
+    report["work_jobs_expunged"] = expunge_left_over_work_jobs(rt, rt.ms_id)
+    report["destroying_redeleted"] = redelete_destroying(rt)
+    report["orphan_policies"] = remove_orphan_policies(rt)
+    policies.reschedule_all(rt)
+    return report
+
+
+def node_left(rt: Runtime, peer_ms_id: int) -> dict[str, int]:
+    """``AsyncJobManagerImpl.onManagementNodeLeft``: a live server cleans up the left-over jobs of a dead peer."""
+    mark_server(rt, peer_ms_id, "Down")
+    return cleanup_left_over_jobs(rt, peer_ms_id)
+
+
+def cleanup_left_over_jobs(rt: Runtime, ms_id: int) -> dict[str, int]:
+    """``cleanupLeftOverJobs(msid)`` then ``cleanupFailedSnapshotsCreatedWithDefaultStrategy(msid)`` (§10.1)."""
+    store = rt.store
+    jobs_failed = 0
+    with store.atomic():
+        for lock in store.find(OpLock, "ms_id = ?", (ms_id,)):
+            store.delete(lock, by="Merovingian2.cleanupForServer")
+        for work in store.find(
+            VmWorkJob,
+            "state IN (?, ?) AND id IN (SELECT id FROM async_job WHERE job_init_msid = ? OR job_executing_msid = ?)",
+            (WorkState.Queued, WorkState.Running, ms_id, ms_id),
+        ):
+            store.transit(work, WorkEvent.Cancel)
+        pending = store.find(
+            AsyncJob,
+            "job_status = 0 AND removed IS NULL AND"
+            " (job_executing_msid = ? OR (job_executing_msid IS NULL AND job_init_msid = ?))",
+            (ms_id, ms_id),
+        )
+        for job in pending:
+            _cleanup_resources(rt, job)
+            complete(rt, job, JobEvent.CompleteFailed, INTERNAL_ERROR, CANCELLED_TEXT)
+            jobs_failed += 1
+    details = _cleanup_ms_id_details(rt, ms_id)
+    return {"jobs_failed": jobs_failed, "ms_id_details": details}
+
+
+def _cleanup_resources(rt: Runtime, job: AsyncJob) -> None:
+    """``cleanupResources(job)`` by ``instance_type``; work jobs have none and are skipped."""
+    if job.instance_type == "Snapshot" and job.instance_id is not None:
+        _cleanup_snapshot(rt, job.instance_id)
+    elif job.instance_type == "Volume" and job.instance_id is not None:
+        volume = rt.store.first(Volume, "id = ?", (job.instance_id,))
+        if volume is not None and rt.store.definitions["volume"].state_def(volume.state).transitional:
+            volume_transit(rt.store, job.instance_id, VolumeEvent.OperationFailed)
+
+
+def _cleanup_snapshot(rt: Runtime, snapshot_id: int) -> None:
+    """``AsyncJobManagerImpl.cleanupSnapshot``: Allocated is soft-removed, Creating is failed; others are left.
+
+    Creating goes through ``updateOperationFailed``, or is set Error directly when an event is refused.
+    """
+    store = rt.store
+    snapshot = store.first(Snapshot, "id = ?", (snapshot_id,))
+    if snapshot is None:
+        return
+    if snapshot.status == "Allocated":
+        store.remove(snapshot, by="AsyncJobManagerImpl.cleanupSnapshot")
+        return
+    if snapshot.status != "Creating":
+        return
+    try:
+        for ref in store.find(SnapshotStoreRef, "snapshot_id = ? AND state != 'Destroyed'", (snapshot_id,)):
+            volume_transit(store, snapshot.volume_id, VolumeEvent.OperationFailed)
+            snapshot = snapshot_event(store, store.get(Snapshot, snapshot_id), SnapshotEvent.OperationFailed)
+            store_ref_event(store, ref, RefEvent.OperationFailed)
+    except CloudException:
+        store.write_state_directly(store.get(Snapshot, snapshot_id), "Error", by="AsyncJobManagerImpl.cleanupSnapshot")
+
+
+def _cleanup_ms_id_details(rt: Runtime, ms_id: int) -> int:
+    """``cleanupFailedSnapshotsCreatedWithDefaultStrategy``: OperationFailed on snapshots with this server's MS_ID.
+
+    A refused event is only logged; the detail is removed either way.
+    """
+    store = rt.store
+    details = store.find(SnapshotDetail, "name = ? AND value = ?", (MS_ID, str(ms_id)))
+    for detail in details:
+        snapshot = store.first(Snapshot, "id = ?", (detail.snapshot_id,))
+        if snapshot is not None:
+            with contextlib.suppress(NoTransitionException):
+                snapshot_event(store, snapshot, SnapshotEvent.OperationFailed)
+        store.delete(detail, by="cleanupFailedSnapshotsCreatedWithDefaultStrategy")
+    return len(details)
+
+
+def cleanup_storage_jobs(rt: Runtime, ms_id: int) -> int:
+    """``VolumeOrchestrator.cleanupStorageJobs`` (§10.2): FAILED VmWorkTakeVolumeSnapshot jobs of this server.
+
+    ``findFailureAsyncJobs`` lists through ``GenericDaoBase.search``, which adds ``removed IS NULL``, and every job
+    completion soft-deletes the job row, so at upstream U this finds nothing in practice and
+    ``cleanupVolumeDuringSnapshotFailure`` does not run. The model queries the same way.
+    """
+    store = rt.store
+    jobs = store.find(
+        AsyncJob,
+        "job_status = ? AND job_init_msid = ? AND job_cmd = ? AND removed IS NULL",
+        (2, ms_id, VM_WORK_TAKE_VOLUME_SNAPSHOT),
+    )
+    for job in jobs:
+        info = json.loads(job.job_cmd_info)
+        _cleanup_volume_during_snapshot_failure(rt, info["volumeId"], info["snapshotId"])
+    return len(jobs)
+
+
+def _cleanup_volume_during_snapshot_failure(rt: Runtime, volume_id: int, snapshot_id: int) -> None:
+    """``cleanupVolumeDuringSnapshotFailure``: a snapshot that is not BackedUp loses its refs and its row.
+
+    A Snapshotting volume is set Ready directly.
+    """
+    store = rt.store
+    snapshot = store.first(Snapshot, "id = ? AND removed IS NULL", (snapshot_id,))
+    if snapshot is not None and snapshot.status != "BackedUp":
+        for ref in store.find(SnapshotStoreRef, "snapshot_id = ? AND state != 'Destroyed'", (snapshot_id,)):
+            store.delete(ref, by="cleanupVolumeDuringSnapshotFailure")
+        store.remove(snapshot, by="cleanupVolumeDuringSnapshotFailure")
+    volume = store.first(Volume, "id = ?", (volume_id,))
+    if volume is not None and volume.state == "Snapshotting":
+        store.write_state_directly(volume, "Ready", by="cleanupVolumeDuringSnapshotFailure")
+
+
+def expunge_left_over_work_jobs(rt: Runtime, ms_id: int) -> int:
+    """``expungeLeftoverWorkJobs(msid)``: this server's ``vm_work_job`` rows are deleted."""
+    store = rt.store
+    rows = store.find(VmWorkJob, "id IN (SELECT id FROM async_job WHERE job_init_msid = ?)", (ms_id,))
+    for row in rows:
+        store.delete(row, by="VirtualMachineManagerImpl.expungeLeftoverWorkJobs")
+    return len(rows)
+
+
+def redelete_destroying(rt: Runtime) -> int:
+    """``SnapshotManagerImpl.start``: every Destroying snapshot goes through deleteSnapshot again (§10.3)."""
+    destroying = rt.store.find(Snapshot, "status = 'Destroying' AND removed IS NULL")
+    for snapshot in destroying:
+        deletes.start_detached(rt, snapshot.id or 0, caller_id=SYSTEM_ACCOUNT_ID)
+    return len(destroying)
+
+
+def remove_orphan_policies(rt: Runtime) -> int:
+    """Policies whose volume is missing or Expunged are removed (§10.3)."""
+    removed = 0
+    for policy in rt.store.find(SnapshotPolicy):
+        volume = rt.store.first(Volume, "id = ? AND removed IS NULL", (policy.volume_id,))
+        if volume is None or volume.state == "Expunged":
+            rt.store.delete(policy, by="SnapshotManagerImpl.start (orphan policy)")
+            removed += 1
+    return removed
