@@ -14,6 +14,7 @@ from snapshotfsm.errors import (
     IllegalTransition,
     InvalidValue,
     NotFound,
+    ServerDown,
     SnapshotFSMError,
     StoreError,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "IllegalTransition",
     "InvalidValue",
     "NotFound",
+    "ServerDown",
     "SnapshotFSMError",
     "StateMachine",
     "StoreError",

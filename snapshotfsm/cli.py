@@ -15,8 +15,9 @@ from rich.table import Table
 
 from snapshotfsm.definitions import load_directory
 from snapshotfsm.errors import SnapshotFSMError
+from snapshotfsm.store.store import Store
 
-console = Console(highlight=False, soft_wrap=True)
+console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 
 
 @click.group()
@@ -56,3 +57,103 @@ def check(path: Path | None) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def _clock(at_ms: int) -> str:
+    seconds, ms = divmod(at_ms, 1000)
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours:02d}:{minutes:02d}:{seconds:02d}.{ms:03d}"
+
+
+@main.command()
+@click.option("--db", "db_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Database file.")
+@click.option("--snapshot", "snapshot_id", type=int, help="Only this snapshot's transitions.")
+@click.option("--volume", "volume_id", type=int, help="Only this volume's transitions.")
+@click.option("--job", "job_id", type=int, help="Only the transitions written for this job.")
+@click.option("--machine", help="Only this machine's transitions (with --entity).")
+@click.option("--entity", "entity_id", type=int, help="The entity id for --machine.")
+def history(
+    db_path: Path,
+    snapshot_id: int | None,
+    volume_id: int | None,
+    job_id: int | None,
+    machine: str | None,
+    entity_id: int | None,
+) -> None:
+    """Print the transition log of a snapshot, a volume, a job, or the whole run, in order.
+
+    Each row: sequence number, simulated time, management server, job, machine and entity, the move, and how it
+    was made (event; create/remove/delete of the row; direct: a CloudStack write that bypasses its machine).
+
+    Example: snapshotfsm history --db snapshotfsm-demo.db --snapshot 2
+    """
+    if not db_path.exists():
+        raise click.ClickException(f"{db_path}: no such database file")
+    chosen = [o for o in (snapshot_id, volume_id, job_id, machine) if o is not None]
+    if len(chosen) > 1:
+        raise click.ClickException("give at most one of --snapshot, --volume, --job, --machine")
+    try:
+        store = Store.open(db_path)
+    except SnapshotFSMError as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        if snapshot_id is not None:
+            rows = store.history(machine="snapshot", entity_id=snapshot_id)
+        elif volume_id is not None:
+            rows = store.history(machine="volume", entity_id=volume_id)
+        else:
+            rows = store.history(job_id=job_id, machine=machine, entity_id=entity_id)
+    finally:
+        store.close()
+    table = Table(title=f"transition log of {db_path}" + (f" ({len(rows)} rows)" if rows else ""))
+    for column in ("seq", "time", "ms", "job", "machine", "id", "from", "event", "to", "kind"):
+        table.add_column(column, justify="right" if column in ("seq", "ms", "job", "id") else "left")
+    for r in rows:
+        event = r.event if r.overwrote is None else f"{r.event} (overwrote {r.overwrote})"
+        table.add_row(
+            str(r.seq),
+            _clock(r.at_ms),
+            str(r.ms_id),
+            str(r.job_id or ""),
+            r.machine,
+            str(r.entity_id),
+            r.source or "-",
+            event,
+            r.dest or "-",
+            r.kind,
+        )
+    console.print(table)
+    if not rows:
+        console.print("no transitions match")
+
+
+@main.command()
+@click.option("--db", "db_path", default="snapshotfsm-demo.db", show_default=True, help="Database file (recreated).")
+@click.option("--seed", default=0, show_default=True, help="Seed for the uuids; the same seed gives the same database.")
+def demo(db_path: str, seed: int) -> None:
+    """Build a small cloud and take snapshots on every pool type, attached and detached, with faults.
+
+    It shows an injected backup failure, a refusal, a management-server crash with restart cleanup, an async
+    backup, a zone copy and a policy whose retention deletes an old snapshot; then prints where to look next.
+
+    Example: snapshotfsm demo --db /tmp/demo.db
+    """
+    from snapshotfsm.demo import run_demo  # noqa: PLC0415 - the demo builds a whole cloud; load it only here
+
+    try:
+        engine, outcomes = run_demo(db_path, seed=seed)
+    except SnapshotFSMError as exc:
+        raise click.ClickException(str(exc)) from exc
+    table = Table(title=f"snapshotfsm demo on {db_path}")
+    for column in ("scenario", "pool", "snapshot", "state", "job", "strategy", "what happened"):
+        table.add_column(column, overflow="fold")
+    for o in outcomes:
+        table.add_row(o.scenario, o.pool, str(o.snapshot_id or "-"), o.snapshot_state, o.job, o.strategy, o.note)
+    console.print(table)
+    total = len(engine.history())
+    engine.close()
+    console.print(f"{total} transitions logged at simulated time {_clock(engine.clock.now_ms)}.")
+    console.print(f"History of one snapshot:   snapshotfsm history --db {db_path} --snapshot 2")
+    console.print(f"History of the whole run:  snapshotfsm history --db {db_path}")
+    console.print("State diagrams:            diagrams/ (regenerate with: snapshotfsm diagrams)")

@@ -17,7 +17,7 @@ from snapshotfsm.config import Config
 from snapshotfsm.definitions import Definitions
 from snapshotfsm.drivers.base import DriverEnv, FaultPlan
 from snapshotfsm.drivers.registry import Drivers
-from snapshotfsm.errors import InvalidValue, NotFound
+from snapshotfsm.errors import InvalidValue, NotFound, ServerDown
 from snapshotfsm.orchestration import api, delete, gc, policies, restart
 from snapshotfsm.orchestration.inventory import SYSTEM_ACCOUNT_ID, Inventory
 from snapshotfsm.orchestration.runner import MsCrash, Runner
@@ -186,6 +186,7 @@ class Engine(Inventory):
                 written.
             InvalidValue: an argument of the wrong type.
         """
+        self._require_up()
         params = _check_params(
             volume_id=volume_id,
             policy_id=policy_id,
@@ -209,6 +210,7 @@ class Engine(Inventory):
         Raises:
             InvalidValue: an argument of the wrong type.
         """
+        self._require_up()
         for name, value in (("id", snapshot_id), ("zoneid", zone_id)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
                 raise InvalidValue(f"deleteSnapshot {name}", value, "an integer id")
@@ -256,6 +258,7 @@ class Engine(Inventory):
         Raises:
             ApiError: a refusal with CloudStack's code; nothing is written.
         """
+        self._require_up()
         caller_id = self._caller_id(caller, volume_id)
         return policies.create_policy(
             self.rt,
@@ -273,6 +276,7 @@ class Engine(Inventory):
 
     def poll_snapshot_schedules(self) -> list[AsyncJob]:
         """One run of the snapshot scheduler's poll now (spec §9.2); returns the jobs it submitted."""
+        self._require_up()
         return policies.poll(self.rt)
 
     def start_background_tasks(self) -> None:
@@ -281,11 +285,13 @@ class Engine(Inventory):
         The scheduler polls every ``snapshot.poll.interval`` s (§9.2), the GC every ``storage.cleanup.interval`` s
         (§10.5). These periodic tasks run when :meth:`run` is given ``until_ms``.
         """
+        self._require_up()
         policies.start_poller(self.rt)
         gc.start_collector(self.rt)
 
     def collect_garbage(self) -> None:
         """Run the storage GC's snapshot work once now (spec §10.5)."""
+        self._require_up()
         gc.run_once(self.rt)
 
     def crash(self, ms_id: int | None = None) -> int:
@@ -325,6 +331,15 @@ class Engine(Inventory):
             definitions=self.store.definitions,
         )
         return Engine(store, faults=self.faults, seed=seed, scheduler=self.scheduler)
+
+    @property
+    def down(self) -> bool:
+        """Whether this server crashed and has not been restarted."""
+        return self.rt.down
+
+    def _require_up(self) -> None:
+        if self.rt.down:
+            raise ServerDown(self.ms_id)
 
     def _own(self, ms_id: int | None) -> None:
         if ms_id is not None and ms_id != self.ms_id:

@@ -121,6 +121,14 @@ class StoreError(SnapshotFSMError, RuntimeError):
         super().__init__(f"{path}: {problem}")
 
 
+class ServerDown(SnapshotFSMError, RuntimeError):
+    """The management server crashed and was not restarted: it takes no API calls."""
+
+    def __init__(self, ms_id: int) -> None:
+        self.ms_id = ms_id
+        super().__init__(f"management server {ms_id} is down (it crashed); restart it before calling it")
+
+
 class InvalidValue(SnapshotFSMError, TypeError):
     """A value has the wrong type or is outside its domain; the database is left as it was."""
 

@@ -17,7 +17,9 @@ from snapshotfsm.errors import (
     ConcurrencyError,
     ConcurrentOperationException,
     IllegalTransition,
+    NotFound,
     NoTransitionException,
+    NullPointerException,
 )
 from snapshotfsm.store.records import Snapshot, SnapshotStoreRef, Volume
 from snapshotfsm.store.store import Store
@@ -29,12 +31,16 @@ def volume_transit(store: Store, volume_id: int, event: str) -> bool:
     """``VolumeObject.stateTransit`` (spec §2.4): re-read the row, fire, re-read.
 
     A refused event becomes a CloudRuntimeException; a lost compare-and-swap only returns False, with no
-    exception, and the snapshot strategies ignore that value.
+    exception, and the snapshot strategies ignore that value. A row removed underneath is CloudStack's null VO,
+    dereferenced: a NullPointerException (here and in the two functions below).
 
     Raises:
         CloudRuntimeException: the volume machine has no such transition from the row's state.
     """
-    volume = store.get(Volume, volume_id)
+    try:
+        volume = store.get(Volume, volume_id)
+    except NotFound as exc:
+        raise NullPointerException(f"{exc} (the row was removed)") from exc
     try:
         store.transit(volume, event)
     except IllegalTransition as exc:
@@ -58,6 +64,8 @@ def snapshot_event(store: Store, snapshot: Snapshot, event: str) -> Snapshot:
         return store.transit(snapshot, event)
     except IllegalTransition as exc:
         raise NoTransitionException(str(exc)) from exc
+    except NotFound as exc:
+        raise NullPointerException(f"{exc} (the row was removed)") from exc
 
 
 def store_ref_event(
@@ -83,6 +91,8 @@ def store_ref_event(
         moved = store.transit(ref, event, **fields)
     except IllegalTransition as exc:
         raise NoTransitionException(str(exc)) from exc
+    except NotFound as exc:
+        raise NullPointerException(f"{exc} (the row was removed)") from exc
     except ConcurrencyError as exc:
         raise ConcurrentOperationException(
             f"Multiple threads are trying to update data object state, racing condition: {exc}"

@@ -192,8 +192,10 @@ def decrease_attempts(run: Run) -> str | None:
 def cleanup(run: Run) -> None:
     """``cleanupOnSnapshotBackupFailure`` after the last try; its own failure only ends the executor's task."""
     rt = run.rt
-    snapshot = rt.store.get(Snapshot, run.snapshot_id or 0)
+    snapshot = rt.store.first(Snapshot, "id = ?", (run.snapshot_id,))
     try:
+        if snapshot is None:
+            raise CloudRuntimeException(f"snapshot {run.snapshot_id} is gone (expunged while the task waited)")
         cleanup_on_backup_failure(rt, snapshot, rt.store.get(StoragePool, run.flags["pool_id"]))
     except CloudException as exc:
         log.warning("BackupSnapshotTask cleanup failed: %s", exc)

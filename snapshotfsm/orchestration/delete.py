@@ -140,22 +140,32 @@ def _zone_of(rt: Runtime, ref: SnapshotStoreRef) -> int:
 
 
 def _advance(run: Run, answer: Answer | None) -> str | None:
-    """Resume the strategy's delete with ``answer``; wait on the next driver delete, or finish."""
+    """Resume the strategy's delete with ``answer``; wait on the next driver delete, or finish.
+
+    A driver that throws at the call has its exception thrown into the strategy's code at the point of the call,
+    where CloudStack's own try/catch around it sees it.
+    """
     gen: DeleteRun = run.continuation
-    try:
-        request: DriverDelete = gen.send(answer)
-    except StopIteration as done:
-        run.flags["result"] = bool(done.value)
-        return Delete.Finish if done.value else Delete.GiveUp
-    except CloudException as exc:
-        raise CloudRuntimeException(f"Failed to delete snapshot:{exc.java_name}: {exc.message}", cause=exc) from exc
+    error: CloudException | None = None
+    while True:
+        try:
+            request: DriverDelete = gen.throw(error) if error is not None else gen.send(answer)
+        except StopIteration as done:
+            run.flags["result"] = bool(done.value)
+            return Delete.Finish if done.value else Delete.GiveUp
+        except CloudException as exc:
+            raise CloudRuntimeException(f"Failed to delete snapshot:{exc.java_name}: {exc.message}", cause=exc) from exc
 
-    def answered(reply: Answer | None) -> None:
-        run.answer = reply
-        run.rt.runner.fire(run, Delete.DriverAnswered)
+        def answered(reply: Answer | None) -> None:
+            run.answer = reply
+            run.rt.runner.fire(run, Delete.DriverAnswered)
 
-    request.driver.delete_snapshot(request.path, answered)
-    return None
+        try:
+            request.driver.delete_snapshot(request.path, answered)
+        except CloudException as exc:
+            error, answer = exc, None
+            continue
+        return None
 
 
 @step("delete.answered")

@@ -58,23 +58,26 @@ def enqueue(run: Run) -> None:
 
 
 def dispatch_next(rt: Runtime, vm_id: int) -> None:
-    """Give the VM's slot to its oldest queued work job, unless one is running (queue size limit 1)."""
+    """Give the VM's slot to its oldest queued work job, unless one holds it (queue size limit 1).
+
+    The slot is taken here, when the queue hands it out (the work job moves to Running), so that a second job
+    queued before the first one starts cannot be handed the same slot.
+    """
     store = rt.store
     if store.count(VmWorkJob, "vm_instance_id = ? AND state = ?", (vm_id, WorkState.Running)):
         return
     for work in store.find(VmWorkJob, "vm_instance_id = ? AND state = ?", (vm_id, WorkState.Queued)):
         run = next((r for r in rt.runner.live.values() if r.work_job_id == work.id), None)
         if run is not None:
+            store.transit(work, WorkEvent.Dispatch, job_id=run.job_id)
             rt.runner.fire_later(run, Take.Dispatch, label=f"VM {vm_id} slot to work job {work.id}")
             return
 
 
 @step("dispatch.start_work")
 def start_work(run: Run) -> str:
-    """``VmWorkJobDispatcher.runJob``: the work job takes the VM's slot and runs on this server."""
+    """``VmWorkJobDispatcher.runJob``: the work job, holding the VM's slot, runs on this server."""
     rt = run.rt
-    work = rt.store.get(VmWorkJob, run.work_job_id or 0)
-    rt.store.transit(work, WorkEvent.Dispatch)
     job = rt.store.get(AsyncJob, run.work_job_id or 0)
     rt.store.update(job, job_executing_msid=rt.ms_id, last_updated=rt.clock.timestamp())
     return Take.Orchestrate

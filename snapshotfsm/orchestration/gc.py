@@ -34,7 +34,7 @@ class Gc(MachineNames, machine="storage_gc", kind="event"):
 
 def run_once(rt: Runtime) -> Run | None:
     """One ``cleanupStorage`` pass, if the ``storagemgr.cleanup`` lock is free."""
-    if not rt.strategy_env.acquire_lock(GC_LOCK):
+    if not rt.strategy_env.acquire_lock(GC_LOCK, owner="StorageGarbageCollector"):
         return None
     run = rt.runner.start("storage_gc", {"flags": {"deleted_refs": 0, "removed_refs": 0, "expunged": 0}})
     rt.runner.fire(run, Gc.Start)
@@ -108,17 +108,26 @@ def _quietly(deletion: DeleteRun) -> Collection:
 
 
 def _advance(run: Run, answer: Answer | None) -> str | None:
-    try:
-        request: DriverDelete = run.continuation.send(answer)
-    except StopIteration:
-        return Gc.Finish
+    """Resume the collector with ``answer``; a driver that throws at the call has it thrown into the collector."""
+    error: CloudException | None = None
+    while True:
+        try:
+            request: DriverDelete = (
+                run.continuation.throw(error) if error is not None else run.continuation.send(answer)
+            )
+        except StopIteration:
+            return Gc.Finish
 
-    def answered(reply: Answer | None) -> None:
-        run.answer = reply
-        run.rt.runner.fire(run, Gc.DriverAnswered)
+        def answered(reply: Answer | None) -> None:
+            run.answer = reply
+            run.rt.runner.fire(run, Gc.DriverAnswered)
 
-    request.driver.delete_snapshot(request.path, answered)
-    return None
+        try:
+            request.driver.delete_snapshot(request.path, answered)
+        except CloudException as exc:
+            error, answer = exc, None
+            continue
+        return None
 
 
 @step("gc.start")

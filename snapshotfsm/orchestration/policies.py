@@ -363,7 +363,7 @@ def reschedule_all(rt: Runtime) -> None:
 def poll(rt: Runtime) -> list[AsyncJob]:
     """One ``SnapshotPollTask`` run under the ``snapshot.poll`` lock; returns the jobs it submitted (spec §9.2)."""
     env = rt.strategy_env
-    if not env.acquire_lock(POLL_LOCK):
+    if not env.acquire_lock(POLL_LOCK, owner="SnapshotPollTask"):
         return []
     try:
         _reschedule_finished(rt)

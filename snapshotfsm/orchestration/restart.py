@@ -57,6 +57,7 @@ def crash(rt: Runtime) -> int:
     this server is lost (the drivers check the server's incarnation).
     """
     rt.incarnation += 1
+    rt.down = True
     dropped = len(rt.scheduler.drop_owned_by(rt.ms_id))
     rt.runner.live.clear()
     rt.store.current_job_id = None
@@ -67,6 +68,7 @@ def crash(rt: Runtime) -> int:
 def restart(rt: Runtime) -> dict[str, int]:
     """The start-up cleanup of spec §10, in order, for this server; returns what each step touched."""
     rt.config.reload()
+    rt.down = False
     mark_server(rt, rt.ms_id, "Up")
     report = cleanup_left_over_jobs(rt, rt.ms_id)
     report["storage_jobs"] = cleanup_storage_jobs(rt, rt.ms_id)

@@ -21,7 +21,7 @@ import attrs
 from transitions import EventData
 
 from snapshotfsm.definitions import Definitions
-from snapshotfsm.errors import CloudException, SnapshotFSMError, did_you_mean
+from snapshotfsm.errors import CloudException, NotFound, NullPointerException, SnapshotFSMError, did_you_mean
 from snapshotfsm.machines import StateMachine
 from snapshotfsm.store.records import Failure, Workflow
 
@@ -172,7 +172,12 @@ class Runner:
             run.next_event = None
             try:
                 with self.rt.store.acting_for(run.job_id):
-                    machine.fire(run.workflow.id, run.state, event, run=run)
+                    try:
+                        machine.fire(run.workflow.id, run.state, event, run=run)
+                    except NotFound as gone:
+                        # CloudStack's DAO returns null for a row removed underneath the job; the code then
+                        # dereferences it.
+                        raise NullPointerException(f"{gone} (removed while the job ran)") from gone
             except CloudException as exc:
                 if row is None or row.on_error is None:
                     raise StepWithoutErrorTransition(

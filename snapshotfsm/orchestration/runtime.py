@@ -38,6 +38,8 @@ class Runtime:
     ms_id: int
     rng: random.Random
     incarnation: int = 1
+    down: bool = False
+    """The server crashed and has not restarted: it takes no calls."""
     runner: Runner = attrs.field(init=False)
 
     def new_uuid(self) -> str:

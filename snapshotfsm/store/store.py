@@ -346,11 +346,10 @@ class Store:
         if not fields:
             return record
         sets = ", ".join(f"{name} = ?" for name in fields)
-        cur = self.conn.execute(f"UPDATE {record.table} SET {sets} WHERE id = ?", (*fields.values(), record.id))
-        if cur.rowcount == 0:
-            raise NotFound(record.table, record.id)
-        if not self.conn.in_transaction:
-            self.conn.commit()
+        with self.atomic():
+            cur = self.conn.execute(f"UPDATE {record.table} SET {sets} WHERE id = ?", (*fields.values(), record.id))
+            if cur.rowcount == 0:
+                raise NotFound(record.table, record.id)
         return _evolve(record, fields)
 
     def remove(self, record: R, *, by: str) -> R:

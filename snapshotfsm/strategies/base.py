@@ -139,12 +139,16 @@ class StrategyEnv:
         for detail in self.store.find(SnapshotDetail, "snapshot_id = ? AND name = ?", (snapshot_id, name)):
             self.store.delete(detail, by="SnapshotDetailsDao.removeDetail")
 
-    def acquire_lock(self, key: str) -> bool:
-        """``acquireInLockTable``: take a named cluster-wide lock in ``op_lock``; False when someone holds it."""
+    def acquire_lock(self, key: str, owner: str = "") -> bool:
+        """``acquireInLockTable`` / ``GlobalLock``: a named cluster-wide lock in ``op_lock``.
+
+        Merovingian locks are re-entrant for the thread that holds them: here, for the same server and ``owner``.
+        False when anyone else holds it (the callers' waits are not modelled: they give up at once).
+        """
         held = self.store.first(OpLock, "key = ?", (key,))
         if held is not None:
-            return held.ms_id == self.ms_id
-        self.store.insert(OpLock(key=key, ms_id=self.ms_id, acquired_on=self.store.clock.timestamp()))
+            return held.ms_id == self.ms_id and held.owner == owner
+        self.store.insert(OpLock(key=key, ms_id=self.ms_id, owner=owner, acquired_on=self.store.clock.timestamp()))
         return True
 
     def release_lock(self, key: str) -> None:

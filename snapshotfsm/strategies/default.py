@@ -90,7 +90,7 @@ class DefaultSnapshotStrategy(SnapshotStrategy):
         """
         if take.payload.quiescevm:
             raise InvalidParameterValueException("can't handle quiescevm equal true for volume snapshot")
-        if not env.acquire_lock(lock_key(take.snapshot.id or 0)):
+        if not env.acquire_lock(lock_key(take.snapshot.id or 0), owner=f"job {take.payload.snapshot_id}"):
             raise CloudRuntimeException(f"Failed to get lock on snapshot: {take.snapshot.name}")
         take.locked = True
         try:

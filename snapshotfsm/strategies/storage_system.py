@@ -112,7 +112,7 @@ class StorageSystemSnapshotStrategy(SnapshotStrategy):
             clone = cluster is not None and cluster.supports_resign
         else:
             clone = True
-        if not env.acquire_lock(lock_key(take.snapshot.id or 0)):
+        if not env.acquire_lock(lock_key(take.snapshot.id or 0), owner=f"job {take.payload.snapshot_id}"):
             raise CloudRuntimeException(f"Failed to acquire lock on the following snapshot: {take.snapshot.id}")
         take.locked = True
         try:

@@ -1,0 +1,194 @@
+"""The demo: a small cloud with every pool type, and snapshots taken the ways CloudStack takes them.
+
+It runs on the embedded SQLite database and returns one :class:`Outcome` per scenario, for the CLI to print. Every
+scenario is an ordinary use of the :class:`~snapshotfsm.engine.Engine` API, so the database it leaves behind can be
+explored with ``snapshotfsm history``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+
+from snapshotfsm.drivers.base import FaultPlan
+from snapshotfsm.engine import Engine
+from snapshotfsm.store.records import (
+    AsyncJob,
+    Failure,
+    Snapshot,
+    SnapshotStoreRef,
+    SnapshotZoneRef,
+    Volume,
+    Workflow,
+    Zone,
+)
+from snapshotfsm.store.store import _inspect
+
+GIB = 1 << 30
+HOUR_MS = 3_600_000
+
+
+@attrs.frozen
+class Outcome:
+    """What one scenario did: the snapshot and job it produced and what a user would look at."""
+
+    scenario: str
+    pool: str
+    snapshot_id: int | None
+    snapshot_state: str
+    job: str
+    strategy: str
+    note: str
+
+
+def _fresh(path: str) -> None:
+    """Start from an empty database, refusing to delete a file that is not a snapshotfsm database."""
+    if path == ":memory:":
+        return
+    p = Path(path)
+    if p.exists() and p.stat().st_size > 0:
+        _inspect(p)
+        for suffix in ("", "-wal", "-shm"):
+            Path(path + suffix).unlink(missing_ok=True)
+
+
+def run_demo(path: str = "snapshotfsm-demo.db", *, seed: int = 0) -> tuple[Engine, list[Outcome]]:
+    """Build the demo cloud at ``path`` (recreated) and run every scenario; the engine is left open.
+
+    Raises:
+        StoreError: ``path`` exists and is not a snapshotfsm database (it is left alone).
+    """
+    _fresh(path)
+    faults = FaultPlan().fail("RBD.copyAsync", nth=1, kind="error", message="backup copy failed (demo fault)")
+    faults.crash("take_snapshot.PrimaryAnswered", nth=1, ms_id=1)
+    engine = Engine.open(path, faults=faults, seed=seed)
+    cloud = _Cloud(engine)
+    outcomes: list[Outcome] = []
+
+    def take(label: str, volume: Volume, note: str, **kwargs: object) -> None:
+        job = engine.create_snapshot(volume.id or 0, **kwargs)  # type: ignore[arg-type]
+        engine.run()
+        outcomes.append(_outcome(engine, label, volume, job, note))
+
+    # The crash rule fires on the first take to reach PrimaryAnswered: the server dies with the snapshot Creating.
+    take("crash, then restart", cloud.xen_volume, "ms 1 dies waiting for the driver; restart cleans up (§10)")
+    engine.restart()
+    engine.run()
+    outcomes[-1] = _outcome(
+        engine,
+        "crash, then restart",
+        cloud.xen_volume,
+        _last_job(engine, "CreateSnapshotCmd"),
+        "ms 1 died waiting for the driver; restart failed the job, the snapshot went to Error",
+    )
+    take("attached, XenServer NFS, sync backup", cloud.xen_volume, "§13.1: CreatedOnPrimary → BackingUp → BackedUp")
+    take("attached, KVM NFS", cloud.kvm_volume, "§13.2: written straight to secondary")
+    take("detached, KVM NFS", cloud.detached_volume, "no VM: no work job (§4.3)")
+    take("attached, Ceph RBD", cloud.rbd_volume, "injected copyAsync error: cleanupOnSnapshotBackupFailure (§5.8)")
+    take("attached, PowerFlex", cloud.powerflex_volume, "STORAGE_SYSTEM_SNAPSHOT: StorageSystem strategy")
+    take("attached, StorPool", cloud.storpool_volume, "Default strategy, StorPool driver (§8)")
+    take("attached, managed SolidFire", cloud.managed_volume, "location PRIMARY, markAsBackedUp (§5.7)")
+    take("encrypted on a running VM", cloud.encrypted_volume, "refused: 432 (§5.3)")
+    take("async backup", cloud.xen_volume, "the job completes, the backup task runs later (§7.2)", async_backup=True)
+    take("zone copy", cloud.xen_volume, "copied to zone2's image store (§7.4)", zone_ids=[cloud.zone2.id])
+
+    engine.create_snapshot_policy(cloud.kvm_volume.id or 0, interval="HOURLY", schedule="0", max_snaps=2)
+    engine.start_background_tasks()
+    engine.run(until_ms=engine.clock.now_ms + 3 * HOUR_MS + 60_000)
+    engine.run()
+    recurring = engine.store.find(Snapshot, "type_description = 'HOURLY'")
+    kept = [s for s in recurring if s.status != "Destroyed"]
+    outcomes.append(
+        Outcome(
+            "hourly policy, max_snaps=2",
+            _pool_name(engine, cloud.kvm_volume),
+            recurring[0].id if recurring else None,
+            recurring[0].status if recurring else "-",
+            f"{len(recurring)} scheduled",
+            "Default",
+            f"retention kept {len(kept)}; the oldest was deleted through the delete path (§9.3)",
+        )
+    )
+    return engine, outcomes
+
+
+def _last_job(engine: Engine, cmd: str) -> AsyncJob:
+    jobs = engine.store.find(AsyncJob, "job_cmd LIKE ?", (f"%{cmd}",), order_by="id DESC", limit=1)
+    return jobs[0]
+
+
+def _pool_name(engine: Engine, volume: Volume) -> str:
+    from snapshotfsm.store.records import StoragePool  # noqa: PLC0415
+
+    pool = engine.get(StoragePool, volume.pool_id or 0)
+    return f"{pool.name} ({pool.pool_type})"
+
+
+def _outcome(engine: Engine, label: str, volume: Volume, job: AsyncJob, note: str) -> Outcome:
+    job = engine.get(AsyncJob, job.id or 0)
+    snapshot = engine.store.first(Snapshot, "id = ?", (job.instance_id,))
+    status = engine.job_status(job.id or 0)
+    if status == "FAILED":
+        status += f" {job.job_result_code}" if job.job_result_code else ""
+    flow = engine.store.first(Workflow, "job_id = ? AND machine = 'take_snapshot'", (job.id,))
+    strategy = "-"
+    if flow is not None:
+        import json  # noqa: PLC0415
+
+        strategy = json.loads(flow.context).get("flags", {}).get("strategy", "-").replace("SnapshotStrategy", "")
+    state = "-"
+    if snapshot is not None:
+        state = snapshot.status + (" (removed)" if snapshot.removed else "")
+        refs = engine.store.find(SnapshotStoreRef, "snapshot_id = ?", (snapshot.id,))
+        zones = engine.store.count(SnapshotZoneRef, "snapshot_id = ?", (snapshot.id,))
+        failures = engine.store.count(Failure, "job_id = ?", (job.id,))
+        detail = f"{len(refs)} refs, {zones} zones" + (f", {failures} failed steps" if failures else "")
+        note = f"{note} [{detail}]"
+    return Outcome(label, _pool_name(engine, volume), snapshot.id if snapshot else None, state, status, strategy, note)
+
+
+@attrs.define
+class _Cloud:
+    """Two Core zones; KVM and XenServer clusters; a pool of every type; an account with VMs and volumes."""
+
+    engine: Engine
+    zone2: Zone = attrs.field(init=False)
+    xen_volume: Volume = attrs.field(init=False)
+    kvm_volume: Volume = attrs.field(init=False)
+    detached_volume: Volume = attrs.field(init=False)
+    rbd_volume: Volume = attrs.field(init=False)
+    powerflex_volume: Volume = attrs.field(init=False)
+    storpool_volume: Volume = attrs.field(init=False)
+    managed_volume: Volume = attrs.field(init=False)
+    encrypted_volume: Volume = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        e = self.engine
+        zone1 = e.add_zone("zone1")
+        zone2 = self.zone2 = e.add_zone("zone2")
+        e.add_image_store(zone1, "secondary1")
+        e.add_image_store(zone2, "secondary2")
+        kvm = e.add_cluster(zone1, "kvm-cluster", hypervisor="KVM")
+        xen = e.add_cluster(zone1, "xen-cluster", hypervisor="XenServer", supports_resign=True)
+        kvm_host = e.add_host(kvm, "kvm-host1")
+        xen_host = e.add_host(xen, "xen-host1")
+        alice = e.add_account("alice")
+        nfs_kvm = e.add_pool(zone1, "nfs-kvm", cluster=kvm)
+        nfs_xen = e.add_pool(zone1, "nfs-xen", cluster=xen)
+        rbd = e.add_pool(zone1, "ceph", pool_type="RBD", cluster=kvm)
+        powerflex = e.add_pool(zone1, "powerflex", pool_type="PowerFlex", provider="PowerFlex", cluster=kvm)
+        storpool = e.add_pool(zone1, "storpool", pool_type="StorPool", provider="StorPool", cluster=kvm)
+        managed = e.add_pool(
+            zone1, "solidfire", pool_type="IscsiLUN", provider="SolidFire", managed=True, hypervisor="Any"
+        )
+        web = e.add_vm(alice, zone1, "web", hypervisor="KVM", host=kvm_host)
+        db = e.add_vm(alice, zone1, "db", hypervisor="XenServer", host=xen_host)
+        self.xen_volume = e.add_volume(alice, nfs_xen, "db-data", size=20 * GIB, vm=db, format="VHD")
+        self.kvm_volume = e.add_volume(alice, nfs_kvm, "web-data", size=10 * GIB, vm=web)
+        self.detached_volume = e.add_volume(alice, nfs_kvm, "spare", size=5 * GIB)
+        self.rbd_volume = e.add_volume(alice, rbd, "web-ceph", size=8 * GIB, vm=web, format="RAW")
+        self.powerflex_volume = e.add_volume(alice, powerflex, "web-pflex", size=8 * GIB, vm=web, format="RAW")
+        self.storpool_volume = e.add_volume(alice, storpool, "web-sp", size=8 * GIB, vm=web, format="RAW")
+        self.managed_volume = e.add_volume(alice, managed, "web-sf", size=8 * GIB, vm=web, format="QCOW2")
+        self.encrypted_volume = e.add_volume(alice, nfs_kvm, "web-secret", size=4 * GIB, vm=web, encrypted=True)

@@ -1,0 +1,191 @@
+"""Random API calls, faults, clock advances, crashes and restarts over a small cloud (issues 4 and 5).
+
+After every step: every logged transition is legal per the definitions, no entity is in a state outside its
+machine, and every entity's row agrees with the last transition logged for it.
+"""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from snapshotfsm.drivers.base import FAULT_KINDS, FaultPlan
+from snapshotfsm.engine import Engine
+from snapshotfsm.errors import ApiError
+from snapshotfsm.store.records import (
+    AsyncJob,
+    Snapshot,
+    SnapshotStoreRef,
+    TransitionLog,
+    VmWorkJob,
+    Volume,
+    Workflow,
+)
+
+GIB = 1 << 30
+OPS = ("takeSnapshot", "copyAsync", "deleteAsync", "createAsync", "storpool.snapshotExport")
+CRASH_POINTS = (
+    "take_snapshot.Execute",
+    "take_snapshot.RequestPrimary",
+    "take_snapshot.PrimaryAnswered",
+    "take_snapshot.BackupAnswered",
+    "take_snapshot.PostProcess",
+    "backup_task.Run",
+    "backup_task.CopyAnswered",
+    "delete_snapshot.DriverAnswered",
+)
+
+
+class CloudMachine(RuleBasedStateMachine):
+    """A small cloud under random use; the definitions are the oracle."""
+
+    @initialize(seed=st.integers(0, 3))
+    def build(self, seed: int) -> None:
+        self.faults = FaultPlan()
+        e = self.engine = Engine.open(":memory:", faults=self.faults, seed=seed)
+        self.definitions = e.store.definitions
+        self.bindings = e.store.bindings
+        zone = e.add_zone("zone1")
+        self.zone2 = e.add_zone("zone2")
+        e.add_image_store(zone, "sec1")
+        e.add_image_store(self.zone2, "sec2")
+        xen = e.add_cluster(zone, "xen", hypervisor="XenServer")
+        kvm = e.add_cluster(zone, "kvm", hypervisor="KVM")
+        xen_host = e.add_host(xen, "xh")
+        kvm_host = e.add_host(kvm, "kh")
+        alice = e.add_account("alice", limits={"snapshot": 12})
+        nfs_xen = e.add_pool(zone, "nfs-xen", cluster=xen)
+        nfs_kvm = e.add_pool(zone, "nfs-kvm", cluster=kvm)
+        storpool = e.add_pool(zone, "sp", pool_type="StorPool", provider="StorPool", cluster=kvm)
+        managed = e.add_pool(zone, "sf", pool_type="IscsiLUN", provider="SolidFire", managed=True, hypervisor="Any")
+        db = e.add_vm(alice, zone, "db", hypervisor="XenServer", host=xen_host)
+        web = e.add_vm(alice, zone, "web", hypervisor="KVM", host=kvm_host)
+        self.volumes: list[Volume] = [
+            e.add_volume(alice, nfs_xen, "db1", size=10 * GIB, vm=db, format="VHD"),
+            e.add_volume(alice, nfs_xen, "db2", size=10 * GIB, vm=db, format="VHD"),
+            e.add_volume(alice, nfs_kvm, "web1", size=5 * GIB, vm=web),
+            e.add_volume(alice, nfs_kvm, "spare", size=5 * GIB),
+            e.add_volume(alice, storpool, "web-sp", size=5 * GIB, vm=web, format="RAW"),
+            e.add_volume(alice, managed, "web-sf", size=5 * GIB, vm=web),
+        ]
+        self.refusals = 0
+
+    # --- rules -----------------------------------------------------------------------------------------------------
+
+    @precondition(lambda self: not self.engine.down)
+    @rule(index=st.integers(0, 5), async_backup=st.booleans(), copy=st.booleans())
+    def create_snapshot(self, index: int, async_backup: bool, copy: bool) -> None:
+        """The API may refuse; any other exception is a bug."""
+        volume = self.volumes[index]
+        zone_ids = [self.zone2.id or 0] if copy else []
+        try:
+            self.engine.create_snapshot(volume.id or 0, async_backup=async_backup, zone_ids=zone_ids)
+        except ApiError:
+            self.refusals += 1
+
+    @precondition(lambda self: not self.engine.down)
+    @rule(data=st.data())
+    def delete_snapshot(self, data: st.DataObject) -> None:
+        """Delete any snapshot row, whatever its state (the job may fail, never the engine)."""
+        snapshots = self.engine.store.find(Snapshot)
+        if snapshots:
+            snapshot = data.draw(st.sampled_from(snapshots))
+            self.engine.delete_snapshot(snapshot.id or 0)
+
+    @precondition(lambda self: not self.engine.down)
+    @rule(index=st.integers(0, 3), max_snaps=st.integers(1, 3))
+    def create_policy(self, index: int, max_snaps: int) -> None:
+        """An hourly policy; the scheduler picks it up when polled."""
+        try:
+            self.engine.create_snapshot_policy(
+                self.volumes[index].id or 0, interval="HOURLY", schedule="0", max_snaps=max_snaps
+            )
+        except ApiError:
+            self.refusals += 1
+
+    @precondition(lambda self: not self.engine.down)
+    @rule()
+    def poll(self) -> None:
+        """One scheduler poll."""
+        self.engine.poll_snapshot_schedules()
+
+    @rule(op=st.sampled_from(OPS), nth=st.integers(1, 3), kind=st.sampled_from(FAULT_KINDS))
+    def inject_fault(self, op: str, nth: int, kind: str) -> None:
+        """A driver operation fails on one of its next calls."""
+        self.faults.fail(op, nth=nth, kind=kind)  # type: ignore[arg-type]
+
+    @rule(at=st.sampled_from(CRASH_POINTS))
+    def plan_crash(self, at: str) -> None:
+        """The server will die the next time a job reaches ``at``."""
+        self.faults.crash(at)
+
+    @rule(ms=st.sampled_from([0, 1_000, 30_000, 300_000, 3_600_000]))
+    def advance(self, ms: int) -> None:
+        """Let simulated time pass, running what is due."""
+        self.engine.run(until_ms=self.engine.clock.now_ms + ms)
+
+    @rule()
+    def run_until_idle(self) -> None:
+        """Run until nothing but periodic work is pending."""
+        self.engine.run()
+
+    @precondition(lambda self: not self.engine.down)
+    @rule()
+    def crash_and_restart(self) -> None:
+        """The server dies and starts again with its cleanup."""
+        self.engine.crash()
+        self.engine.restart()
+
+    @precondition(lambda self: self.engine.down)
+    @rule()
+    def restart(self) -> None:
+        """A server a crash rule took down starts again."""
+        self.engine.restart()
+
+    @precondition(lambda self: not self.engine.down)
+    @rule()
+    def collect_garbage(self) -> None:
+        """One storage GC pass."""
+        self.engine.collect_garbage()
+
+    # --- invariants ------------------------------------------------------------------------------------------------
+
+    @invariant()
+    def every_logged_transition_is_legal(self) -> None:
+        """Events follow the table; every other kind of row lands in (or leaves) a state of the machine."""
+        for row in self.engine.store.find(TransitionLog):
+            definition = self.definitions[row.machine]
+            if row.kind == "event":
+                found = definition.transition(row.source, row.event)
+                assert found is not None, f"illegal {row}"
+                assert found.dest == row.dest, f"wrong destination {row}"
+            elif row.kind in ("create", "direct"):
+                assert row.dest in definition.state_names, f"unknown state {row}"
+            else:
+                assert row.source in definition.state_names, f"unknown state {row}"
+
+    @invariant()
+    def no_entity_is_outside_its_machine(self) -> None:
+        """Every row of every bound table holds a state of its machine, and agrees with its last log row."""
+        store = self.engine.store
+        last: dict[tuple[str, int], TransitionLog] = {}
+        for row in store.find(TransitionLog):
+            last[(row.machine, row.entity_id)] = row
+        for cls in (Snapshot, Volume, SnapshotStoreRef, AsyncJob, VmWorkJob, Workflow):
+            for record in store.find(cls):
+                binding = store.binding(record)
+                state = binding.state_of(getattr(record, binding.column))
+                assert state in self.definitions[binding.machine].state_names, f"{record} is outside its machine"
+                logged = last.get((binding.machine, record.id or 0))
+                assert logged is not None, f"{record} has no log row"
+                assert logged.dest == state, f"{record} disagrees with its last log row {logged}"
+
+
+CloudMachine.TestCase.settings = settings(
+    max_examples=25,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestCloud = CloudMachine.TestCase
