@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from snapshotfsm.errors import CloudException
+from snapshotfsm.errors import CloudException, ServerApiException
 from snapshotfsm.names import JobEvent, JobState, Take
 from snapshotfsm.orchestration import accounting
-from snapshotfsm.orchestration.api import execute_error, through_work_job
+from snapshotfsm.orchestration.api import INTERNAL_ERROR, execute_error, through_work_job
 from snapshotfsm.orchestration.runner import Run, step
 from snapshotfsm.orchestration.runtime import Runtime
-from snapshotfsm.store.records import AsyncJob, Snapshot, Volume
+from snapshotfsm.store.records import AsyncJob, ResourceTag, Snapshot, Volume
 
 CREATE_SNAPSHOT_CMD = "org.apache.cloudstack.api.command.user.snapshot.CreateSnapshotCmd"
 
@@ -87,9 +87,30 @@ def serialized_response(kind: str, name: str, body: Mapping[str, object]) -> str
 
 @step("jobs.succeed")
 def succeed(run: Run) -> None:
-    """The API job SUCCEEDED with the snapshot response (``ApiAsyncJobDispatcher``)."""
+    """``VolumeApiServiceImpl.takeSnapshot`` returns: the tags are put on the snapshot, the job SUCCEEDED (§5.2).
+
+    On the attached path the snapshot is re-read with ``findById``, which skips removed rows: a snapshot removed by
+    then makes ``execute()`` throw, and the job fails (530).
+    """
     rt = run.rt
     snapshot = rt.store.get(Snapshot, run.snapshot_id or 0)
+    if run.flags.get("through_work_job") and snapshot.removed is not None:
+        raise ServerApiException(
+            INTERNAL_ERROR, f"Snapshot from volume [{run.params['volume_id']}] was not found in database."
+        )
+    for key, value in sorted(run.params.get("tags", {}).items()):
+        rt.store.insert(
+            ResourceTag(
+                uuid=rt.new_uuid(),
+                key=key,
+                value=value,
+                resource_id=snapshot.id or 0,
+                resource_uuid=snapshot.uuid,
+                resource_type="Snapshot",
+                account_id=snapshot.account_id,
+                domain_id=snapshot.domain_id,
+            )
+        )
     response = {
         "id": snapshot.uuid,
         "name": snapshot.name,
@@ -118,7 +139,7 @@ def fail(run: Run) -> None:
     rt = run.rt
     assert run.error is not None
     error: CloudException = run.error
-    if run.flags.get("through_work_job"):
+    if run.flags.get("through_work_job") and not isinstance(error, ServerApiException):
         error = through_work_job(error)
     volume = rt.store.get(Volume, run.volume_id or run.params["volume_id"])
     code, text = execute_error(error, volume.uuid)

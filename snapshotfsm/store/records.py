@@ -498,6 +498,22 @@ class Alert(Record):
 
 
 @attrs.frozen(kw_only=True)
+class ResourceTag(Record):
+    """A ``resource_tags`` row: the tags of createSnapshot are put on the new snapshot (spec §5.2)."""
+
+    table: ClassVar[str] = "resource_tags"
+    indexes: ClassVar[tuple[tuple[str, ...], ...]] = (("resource_type", "resource_id"),)
+    uuid: str = ""
+    key: str
+    value: str
+    resource_id: int
+    resource_uuid: str = ""
+    resource_type: str
+    account_id: int
+    domain_id: int = 1
+
+
+@attrs.frozen(kw_only=True)
 class Configuration(Record):
     """A config value at one scope (spec §7.1); a key without a row has its default."""
 
@@ -630,6 +646,7 @@ ALL_RECORDS: tuple[type[Record], ...] = (
     UsageEvent,
     ActionEvent,
     Alert,
+    ResourceTag,
     Configuration,
     TransitionLog,
     Workflow,
