@@ -146,8 +146,9 @@ def demo(db_path: str, seed: int) -> None:
     except SnapshotFSMError as exc:
         raise click.ClickException(str(exc)) from exc
     table = Table(title=f"snapshotfsm demo on {db_path}")
-    for column in ("scenario", "pool", "snapshot", "state", "job", "strategy", "what happened"):
-        table.add_column(column, overflow="fold")
+    for column in ("scenario", "pool", "snapshot", "state", "job", "strategy"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("what happened", overflow="fold")
     for o in outcomes:
         table.add_row(o.scenario, o.pool, str(o.snapshot_id or "-"), o.snapshot_state, o.job, o.strategy, o.note)
     console.print(table)

@@ -156,7 +156,15 @@ class Engine(Inventory):
     # --- inventory: add_zone, add_account, add_pool, add_vm, add_volume, ... (see Inventory) ---------------------
 
     def set_config(self, name: str, value: object, *, scope: str = "Global", scope_id: int = 0) -> None:
-        """Set a config key of spec §7.1 at a scope (Global, or the key's own: Zone, Cluster, StoragePool)."""
+        """Set a config key of spec §7.1 at a scope (Global, or the key's own: Zone, Cluster, StoragePool).
+
+        Keys CloudStack reads only when a management server starts (``dynamic = False`` in
+        ``snapshotfsm.config.KEYS``, e.g. ``snapshot.backup.to.secondary``, ``backup.retry``) take effect at this
+        server's next :meth:`restart`, or in an engine opened afterwards, as in CloudStack.
+
+        Raises:
+            InvalidValue: an unknown key, a scope the key does not have, or a value of the wrong type.
+        """
         self.config.set(name, value, scope=scope, scope_id=scope_id)
 
     # --- the API ---------------------------------------------------------------------------------------------------
