@@ -32,7 +32,11 @@ class SimClock:
 
     def now(self) -> dt.datetime:
         """The simulated instant, in UTC."""
-        return self.start + dt.timedelta(milliseconds=self.now_ms)
+        return self.at(self.now_ms)
+
+    def at(self, at_ms: int) -> dt.datetime:
+        """The instant ``at_ms`` milliseconds after ``start``, in UTC."""
+        return self.start + dt.timedelta(milliseconds=at_ms)
 
     def timestamp(self) -> str:
         """The simulated instant as CloudStack stores a DATETIME (UTC, second precision)."""

@@ -345,8 +345,11 @@ class _Parser:
         return value
 
     def definition(self) -> Definition:
-        self.check_keys(self.raw, _TOP_KEYS, "")
         machine = self.raw.get("machine")
+        declared = machine.get("name") if isinstance(machine, dict) else None
+        if isinstance(declared, str) and declared.strip():
+            self.machine = declared  # so that errors found before the name is validated still name the machine
+        self.check_keys(self.raw, _TOP_KEYS, "")
         if not isinstance(machine, dict):
             raise self.fail("machine", "the [machine] table is missing")
         self.check_keys(machine, _MACHINE_KEYS, "machine.")

@@ -26,6 +26,15 @@ def snapshot_str(s: Snapshot) -> str:
     )
 
 
+def snapshot_object_str(s: Snapshot, store_id: int | None, image_store_id: int | None = None) -> str:
+    """``SnapshotObject.toString``: the VO, the store it was loaded on, its image store (0 when none), no checkpoint.
+
+    Messages that print a ``SnapshotInfo`` rather than its VO use this form.
+    """
+    stores = f"dataStoreId {store_id or 0}, imageStore id {image_store_id or 0}"
+    return f"{snapshot_str(s)}, {stores}, checkpointPath null."
+
+
 def vm_str(vm: VmInstance) -> str:
     """``VMInstanceVO.toString``."""
     return "VM instance " + _fields(id=vm.id, instanceName=vm.name, uuid=vm.uuid, type=vm.type, state=vm.state)

@@ -7,8 +7,9 @@ clock, single-threaded and deterministic: the same inputs and seed give the same
 
 from __future__ import annotations
 
+import contextlib
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import snapshotfsm.orchestration.steps  # noqa: F401  (registers every step callback)
@@ -85,6 +86,7 @@ class Engine(Inventory):
         self.runner = Runner(self.rt, store.definitions)
         self.rt.runner = self.runner
         self.ensure_system_account()
+        policies.configure(self.rt)
         restart.mark_server(self.rt, self.ms_id, "Up")
         self.scheduler.members[self.ms_id] = self.crash
         self.crashes: list[str] = []
@@ -193,8 +195,8 @@ class Engine(Inventory):
             ApiError: the create phase refused the call (spec §5.1): CloudStack's error code and text. Nothing is
                 written.
             InvalidValue: an argument of the wrong type.
+            ServerDown: the server is down, or a crash rule fired during the call (nothing of it is written).
         """
-        self._require_up()
         params = _check_params(
             volume_id=volume_id,
             policy_id=policy_id,
@@ -208,7 +210,8 @@ class Engine(Inventory):
             tags=tags,
         )
         caller_id = self._caller_id(caller, volume_id)
-        return api.submit_create(self.rt, params, caller_id=caller_id, user_id=caller_id)
+        with self._serving():
+            return api.submit_create(self.rt, params, caller_id=caller_id, user_id=caller_id)
 
     def delete_snapshot(
         self, snapshot_id: int, *, zone_id: int | None = None, caller: int | Account | None = None
@@ -216,9 +219,10 @@ class Engine(Inventory):
         """``deleteSnapshot``: an async job running the delete path of spec §9.4 (default caller: the owner).
 
         Raises:
+            ApiError: the caller may not operate on the snapshot (531, checked before any job is created).
             InvalidValue: an argument of the wrong type.
+            ServerDown: the server is down, or a crash rule fired during the call (nothing of it is written).
         """
-        self._require_up()
         for name, value in (("id", snapshot_id), ("zoneid", zone_id)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
                 raise InvalidValue(f"deleteSnapshot {name}", value, "an integer id")
@@ -227,7 +231,8 @@ class Engine(Inventory):
             caller_id = found.account_id if found is not None else SYSTEM_ACCOUNT_ID
         else:
             caller_id = self._account_id(caller)
-        return delete.submit_api_job(self.rt, snapshot_id, zone_id, caller_id)
+        with self._serving():
+            return delete.submit_api_job(self.rt, snapshot_id, zone_id, caller_id)
 
     def _account_id(self, caller: int | Account) -> int:
         if isinstance(caller, Account):
@@ -265,27 +270,28 @@ class Engine(Inventory):
 
         Raises:
             ApiError: a refusal with CloudStack's code; nothing is written.
+            ServerDown: the server is down, or a crash rule fired during the call (nothing of it is written).
         """
-        self._require_up()
         caller_id = self._caller_id(caller, volume_id)
-        return policies.create_policy(
-            self.rt,
-            caller_id=caller_id,
-            volume_id=volume_id,
-            interval=interval,
-            schedule=schedule,
-            timezone=timezone,
-            max_snaps=max_snaps,
-            display=display,
-            zone_ids=list(zone_ids),
-            storage_ids=list(storage_ids),
-            use_storage_replication=use_storage_replication,
-        )
+        with self._serving():
+            return policies.create_policy(
+                self.rt,
+                caller_id=caller_id,
+                volume_id=volume_id,
+                interval=interval,
+                schedule=schedule,
+                timezone=timezone,
+                max_snaps=max_snaps,
+                display=display,
+                zone_ids=list(zone_ids),
+                storage_ids=list(storage_ids),
+                use_storage_replication=use_storage_replication,
+            )
 
     def poll_snapshot_schedules(self) -> list[AsyncJob]:
         """One run of the snapshot scheduler's poll now (spec §9.2); returns the jobs it submitted."""
-        self._require_up()
-        return policies.poll(self.rt)
+        with self._serving():
+            return policies.poll(self.rt)
 
     def start_background_tasks(self) -> None:
         """Start what a management server runs in the background: the snapshot scheduler and the storage GC.
@@ -293,14 +299,14 @@ class Engine(Inventory):
         The scheduler polls every ``snapshot.poll.interval`` s (§9.2), the GC every ``storage.cleanup.interval`` s
         (§10.5). These periodic tasks run when :meth:`run` is given ``until_ms``.
         """
-        self._require_up()
-        policies.start_poller(self.rt)
-        gc.start_collector(self.rt)
+        with self._serving():
+            policies.start_poller(self.rt)
+            gc.start_collector(self.rt)
 
     def collect_garbage(self) -> None:
         """Run the storage GC's snapshot work once now (spec §10.5)."""
-        self._require_up()
-        gc.run_once(self.rt)
+        with self._serving():
+            gc.run_once(self.rt)
 
     def crash(self, ms_id: int | None = None) -> int:
         """Crash this management server: what it held only in memory is lost (spec §10); returns the tasks lost.
@@ -349,6 +355,23 @@ class Engine(Inventory):
         if self.rt.down:
             raise ServerDown(self.ms_id)
 
+    @contextlib.contextmanager
+    def _serving(self) -> Iterator[None]:
+        """A call into this server: refused while it is down; a crash rule firing inside takes it down.
+
+        The call's own transaction is rolled back by the crash; the caller's request dies with the server.
+        """
+        self._require_up()
+        try:
+            yield
+        except MsCrash as crash:
+            self._crashed(crash)
+            raise ServerDown(crash.ms_id, crash.where) from None
+
+    def _crashed(self, crash: MsCrash) -> None:
+        self.crashes.append(crash.where)
+        self.scheduler.members[crash.ms_id]()
+
     def _own(self, ms_id: int | None) -> None:
         if ms_id is not None and ms_id != self.ms_id:
             raise InvalidValue(
@@ -367,8 +390,7 @@ class Engine(Inventory):
                 return ran + self.scheduler.run(until_ms=until_ms, max_tasks=max_tasks)
             except MsCrash as crash:
                 ran += 1
-                self.crashes.append(crash.where)
-                self.scheduler.members[crash.ms_id]()
+                self._crashed(crash)
 
     def job_status(self, job_id: int) -> str:
         """The job's status name (IN_PROGRESS, SUCCEEDED, FAILED, CANCELLED)."""

@@ -124,9 +124,11 @@ class StoreError(SnapshotFSMError, RuntimeError):
 class ServerDown(SnapshotFSMError, RuntimeError):
     """The management server crashed and was not restarted: it takes no API calls."""
 
-    def __init__(self, ms_id: int) -> None:
+    def __init__(self, ms_id: int, where: str | None = None) -> None:
         self.ms_id = ms_id
-        super().__init__(f"management server {ms_id} is down (it crashed); restart it before calling it")
+        self.where = where
+        what = f"crashed at {where}" if where else "is down (it crashed)"
+        super().__init__(f"management server {ms_id} {what}; restart it before calling it")
 
 
 class InvalidValue(SnapshotFSMError, TypeError):

@@ -57,6 +57,7 @@ class StateMachine:
         )
         self._events = self.machine.events
         self._states = frozenset(definition.state_names)
+        self._declared = frozenset(definition.event_names)
 
     @classmethod
     def structure(cls, definition: Definition) -> StateMachine:
@@ -84,22 +85,24 @@ class StateMachine:
         Raises:
             IllegalTransition: the event is undeclared, the state unknown, or the pair not in the table.
         """
-        found = self._events.get(event)
-        if found is None:
+        # Declared events that no row uses (snapshot's BackedupToSecondary) have no transitions.Event: they are
+        # refused as not allowed, not as unknown, so the declared list is the reference here.
+        if event not in self._declared:
             raise IllegalTransition(
                 self.name,
                 entity_id,
                 state,
                 event,
-                (),
+                self.allowed(state),
                 reason="undeclared-event",
-                hint=did_you_mean(event, self._events),
+                hint=did_you_mean(event, self.definition.event_names),
             )
         if state not in self._states:
             raise IllegalTransition(
                 self.name, entity_id, state, event, (), reason="unknown-state", hint=did_you_mean(state, self._states)
             )
-        rows = found.transitions.get(state)
+        found = self._events.get(event)
+        rows = found.transitions.get(state) if found is not None else None
         if not rows:
             raise IllegalTransition(self.name, entity_id, state, event, self.allowed(state))
         return str(rows[0].dest)

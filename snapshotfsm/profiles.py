@@ -19,11 +19,16 @@ class Profile:
     name: str
     snapshot_compare_and_swap: bool = attrs.field(default=False)
     """spec §11: ``SnapshotDaoImpl.updateState`` does no compare-and-swap, so the last writer wins on ``snapshots``."""
+    peer_cleanup_on_node_left: bool = attrs.field(default=False)
+    """spec §10.1: at U the job manager never hears that a peer left, so nobody cleans the peer's jobs."""
 
 
 PROFILES: dict[str, Profile] = {
-    "cloudstack": Profile("cloudstack", snapshot_compare_and_swap=False),
+    "cloudstack": Profile("cloudstack"),
+    "hardened": Profile("hardened", snapshot_compare_and_swap=True, peer_cleanup_on_node_left=True),
 }
+"""``hardened`` changes only named behaviours: snapshots get a compare-and-swap, and a live server cleans up after
+a peer that left, as ``onManagementNodeLeft`` intends."""
 
 
 def get_profile(name: str | Profile) -> Profile:

@@ -307,12 +307,21 @@ def _check_kboss(rt: Runtime, vm: object, volume: Volume) -> None:
 
 
 def snapshot_type(rt: Runtime, policy_id: int) -> str:
-    """``getSnapshotType``: MANUAL for policy 0, else HOURLY..MONTHLY from the policy's interval."""
+    """``getSnapshotType``: MANUAL for policy 0, else HOURLY..MONTHLY from the policy's interval.
+
+    A deleted policy is dereferenced all the same, so the scheduler's tick for it fails here (spec §9.2).
+
+    Raises:
+        NullPointerException: the policy does not exist.
+    """
     if policy_id == 0:
         return "MANUAL"
     policy = rt.store.first(SnapshotPolicy, "id = ?", (policy_id,))
     if policy is None:
-        raise InvalidParameterValueException(f"Unable to find snapshot policy with id {policy_id}")
+        raise NullPointerException(
+            'Cannot invoke "com.cloud.storage.SnapshotPolicyVO.getInterval()" because the return value of '
+            '"com.cloud.storage.dao.SnapshotPolicyDao.findById(Object)" is null'
+        )
     return SNAPSHOT_TYPES[SNAPSHOT_TYPES.index("HOURLY") + policy.interval]
 
 

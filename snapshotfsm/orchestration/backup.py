@@ -12,7 +12,7 @@ import logging
 from snapshotfsm.describe import snapshot_str
 from snapshotfsm.drivers.base import Answer
 from snapshotfsm.drivers.image import ImageStoreDriver
-from snapshotfsm.errors import CloudException, CloudRuntimeException, NoTransitionException
+from snapshotfsm.errors import CloudException, CloudRuntimeException, NoTransitionException, NullPointerException
 from snapshotfsm.names import RefEvent, RefState, SnapshotEvent, SnapshotState, Take
 from snapshotfsm.objects import snapshot_event, store_ref_event
 from snapshotfsm.orchestration.runner import Run, step
@@ -24,6 +24,9 @@ from snapshotfsm.strategies.base import Take as TakeState
 from snapshotfsm.strategies.default import MS_ID
 
 log = logging.getLogger(__name__)
+
+NULL_COPY_ANSWER = 'java.lang.NullPointerException: Cannot invoke "Object.getClass()" because "answer" is null'
+"""``e.toString()`` of the NullPointerException a null copy answer raises in ``SnapshotObject.processEvent``."""
 
 
 @step("backup.choose")
@@ -51,6 +54,13 @@ def start_backup(
         image = find_image_store(rt, snapshot)
         if image is None:
             raise CloudRuntimeException("can not find an image stores")
+        if snapshot.removed is not None:
+            # ObjectInDataStoreManagerImpl.create builds the install path from snapshotDao.findById, which skips the
+            # row an earlier failed async copy soft-removed: every retry after that fails here (spec §5.9).
+            raise NullPointerException(
+                'Cannot invoke "com.cloud.storage.SnapshotVO.getAccountId()" because the return value of '
+                '"com.cloud.storage.dao.SnapshotDao.findById(Object)" is null'
+            )
         dest = rt.store.insert(
             SnapshotStoreRef(
                 store_id=image.id or 0,
@@ -126,8 +136,12 @@ def finish_backup(
     """
     dest = rt.store.get(SnapshotStoreRef, dest_id)
     snapshot = rt.store.get(Snapshot, take.snapshot.id or 0)
-    if answer is None or not answer.result:
-        details = answer.details if answer is not None else "null answer"
+    if answer is None:
+        # A null answer is not a failed CopyCommandResult: processEvent(OperationSucceeded, null) throws on
+        # answer.getClass(), the callback catches it and completes the future with its text; nothing moves.
+        return NULL_COPY_ANSWER
+    if not answer.result:
+        details = answer.details
         if async_backup:
             rt.store.remove(snapshot, by="copySnapshotAsyncCallback (async backup failed)")
             store_ref_event(rt.store, dest, RefEvent.OperationFailed)

@@ -14,14 +14,20 @@ from typing import Any, ClassVar
 
 from snapshotfsm.describe import snapshot_str
 from snapshotfsm.drivers.base import Answer
-from snapshotfsm.errors import CloudException, CloudRuntimeException, InvalidParameterValueException
+from snapshotfsm.errors import (
+    ApiError,
+    CloudException,
+    CloudRuntimeException,
+    InvalidParameterValueException,
+    PermissionDeniedException,
+)
 from snapshotfsm.names import JobEvent, MachineNames
 from snapshotfsm.orchestration import accounting
-from snapshotfsm.orchestration.api import INTERNAL_ERROR, PARAM_ERROR, check_access
+from snapshotfsm.orchestration.api import ACCOUNT_ERROR, INTERNAL_ERROR, PARAM_ERROR, check_access
 from snapshotfsm.orchestration.jobs import complete, serialized_response
 from snapshotfsm.orchestration.runner import Run, step
 from snapshotfsm.orchestration.runtime import Runtime
-from snapshotfsm.store.records import Account, AsyncJob, ImageStore, Snapshot, SnapshotStoreRef, StoragePool
+from snapshotfsm.store.records import Account, AsyncJob, ImageStore, Snapshot, SnapshotStoreRef, StoragePool, Zone
 from snapshotfsm.strategies.base import DeleteRun, DriverDelete, Operation
 
 DELETE_SNAPSHOT_CMD = "org.apache.cloudstack.api.command.user.snapshot.DeleteSnapshotCmd"
@@ -38,7 +44,20 @@ class Delete(MachineNames, machine="delete_snapshot", kind="event"):
 
 
 def submit_api_job(rt: Runtime, snapshot_id: int, zone_id: int | None, caller_id: int) -> AsyncJob:
-    """``deleteSnapshot`` API: an async job (DeleteSnapshotCmd), dispatched at once on the simulated clock."""
+    """``deleteSnapshot`` API: an async job (DeleteSnapshotCmd), dispatched at once on the simulated clock.
+
+    Before the job is submitted, ``ParamProcessWorker`` checks the caller's access to a live snapshot (the ``id``
+    parameter's ``@ACL(OperateEntry)``): a refusal is answered at once, ACCOUNT_ERROR, and no job is created.
+
+    Raises:
+        ApiError: the caller may not operate on the snapshot (531).
+    """
+    live = rt.store.first(Snapshot, "id = ? AND removed IS NULL", (snapshot_id,))
+    if live is not None:
+        try:
+            check_access(rt, rt.store.get(Account, caller_id), live.account_id)
+        except PermissionDeniedException as exc:
+            raise ApiError(ACCOUNT_ERROR, exc.message, exception=exc) from None
     job = rt.store.insert(
         AsyncJob(
             uuid=rt.new_uuid(),
@@ -112,6 +131,8 @@ def start(run: Run) -> str | None:
         run.flags["result"] = False
         return Delete.GiveUp
     run.strategy = strategy
+    if zone_id is not None and rt.store.first(Zone, "id = ? AND removed IS NULL", (zone_id,)) is None:
+        raise InvalidParameterValueException("Unable to find a zone with the specified id")
     refs = [r for r in rt.store.find(SnapshotStoreRef, "snapshot_id = ?", (snapshot_id,)) if r.state != "Destroyed"]
     zones: list[int] = []
     before: list[dict[str, Any]] = []
@@ -189,24 +210,26 @@ def finish(run: Run) -> None:
     for ref in flags["refs_before"]:
         if ref["state"] == "Ready" and ref["role"] != "Primary":
             accounting.change_count(rt, flags["account_id"], accounting.SECONDARY_STORAGE, -ref["physical_size"])
-    accounting.action_event(
-        rt,
-        "SNAPSHOT.DELETE",
-        f"Successfully completed deleting snapshot: {snapshot.id}",
-        account_id=snapshot.account_id,
-        resource_id=snapshot.id,
-        state="Completed",
-    )
     if flags.get("api"):
+        # @ActionEvent(SNAPSHOT.DELETE) fires only through the API's proxy: retention and the start-up re-delete
+        # call deleteSnapshot on ``this`` and write no such event.
+        accounting.action_event(
+            rt,
+            "SNAPSHOT.DELETE",
+            f"Successfully completed deleting snapshot: {snapshot.id}",
+            account_id=snapshot.account_id,
+            resource_id=snapshot.id,
+            state="Completed",
+        )
         result = serialized_response("SuccessResponse", "null", {"success": True})
         complete(rt, rt.store.get(AsyncJob, run.job_id or 0), JobEvent.CompleteSucceeded, 0, result)
 
 
 @step("delete.give_up")
 def give_up(run: Run) -> None:
-    """DeleteSnapshot returned false; DeleteSnapshotCmd answers "Failed to delete snapshot" (530)."""
+    """DeleteSnapshot returned false; DeleteSnapshotCmd answers "Failed to delete Snapshot" (530)."""
     if run.flags.get("api"):
-        _fail_job(run, INTERNAL_ERROR, "Failed to delete snapshot")
+        _fail_job(run, INTERNAL_ERROR, "Failed to delete Snapshot")
 
 
 @step("delete.fail")

@@ -41,7 +41,8 @@ def enqueue(run: Run) -> None:
         AsyncJob(
             uuid=rt.new_uuid(),
             job_dispatcher="VmWorkJobDispatcher",
-            user_id=run.caller_id or 0,
+            # callingUser: the system user (1) for a scheduled snapshot, which runs in the owner's account.
+            user_id=run.user_id if run.user_id is not None else run.caller_id or 0,
             account_id=run.account_id or 0,
             job_cmd=VM_WORK_TAKE_VOLUME_SNAPSHOT,
             job_cmd_info=json.dumps(info, sort_keys=True),

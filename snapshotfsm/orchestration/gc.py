@@ -15,7 +15,7 @@ from snapshotfsm.errors import CloudException
 from snapshotfsm.names import MachineNames
 from snapshotfsm.orchestration.runner import Run, step
 from snapshotfsm.orchestration.runtime import Runtime
-from snapshotfsm.store.records import ImageStore, Snapshot, SnapshotStoreRef
+from snapshotfsm.store.records import ImageStore, OpLock, Snapshot, SnapshotStoreRef
 from snapshotfsm.strategies.base import DeleteRun, DriverDelete, service_delete
 
 log = logging.getLogger(__name__)
@@ -33,9 +33,14 @@ class Gc(MachineNames, machine="storage_gc", kind="event"):
 
 
 def run_once(rt: Runtime) -> Run | None:
-    """One ``cleanupStorage`` pass, if the ``storagemgr.cleanup`` lock is free."""
-    if not rt.strategy_env.acquire_lock(GC_LOCK, owner="StorageGarbageCollector"):
+    """One ``cleanupStorage`` pass, if the ``storagemgr.cleanup`` lock is free.
+
+    The collector is a single executor thread that blocks on each delete, so no pass starts while this server's
+    previous one still waits: the lock's re-entrancy for its holder does not apply here.
+    """
+    if rt.store.first(OpLock, "key = ?", (GC_LOCK,)) is not None:
         return None
+    rt.strategy_env.acquire_lock(GC_LOCK, owner="StorageGarbageCollector")
     run = rt.runner.start("storage_gc", {"flags": {"deleted_refs": 0, "removed_refs": 0, "expunged": 0}})
     rt.runner.fire(run, Gc.Start)
     return run
@@ -88,12 +93,18 @@ def _collect(rt: Runtime, run: Run) -> Collection:
     for snapshot in store.find(Snapshot, "status = 'Error'"):
         try:
             for ref in store.find(SnapshotStoreRef, "snapshot_id = ?", (snapshot.id,)):
-                if ref.state in ("Ready", "Hidden"):
-                    yield from _quietly(service_delete(env, ref))
-                store.delete(
-                    store.get(SnapshotStoreRef, ref.id or 0), by="StorageManagerImpl.removeSnapshotsInErrorStatus"
-                )
-            store.delete(snapshot, by="StorageManagerImpl.removeSnapshotsInErrorStatus (expunge)")
+                # StorageManagerImpl.deleteSnapshot runs for every ref, whatever its state: a Destroyed ref
+                # (cleanupOnSnapshotBackupFailure's primary ref) is DestroyRequested again and deleted on storage; a
+                # ref with no DestroyRequested transition (Creating) fails there, which is only logged.
+                yield from _quietly(service_delete(env, ref))
+                # expunge(id) of a row another thread expunged meanwhile (a deleteSnapshot of the Error snapshot)
+                # deletes nothing.
+                current = store.first(SnapshotStoreRef, "id = ?", (ref.id,))
+                if current is not None:
+                    store.delete(current, by="StorageManagerImpl.removeSnapshotsInErrorStatus")
+            current_snapshot = store.first(Snapshot, "id = ?", (snapshot.id,))
+            if current_snapshot is not None:
+                store.delete(current_snapshot, by="StorageManagerImpl.removeSnapshotsInErrorStatus (expunge)")
             run.flags["expunged"] += 1
         except CloudException as exc:
             log.warning("Unable to destroy snapshot %s due to: %s", snapshot.id, exc)

@@ -53,6 +53,8 @@ SYSTEM_USER_ID = 1
 POLL_LOCK = "snapshot.poll"
 TIMESTAMP = "%Y-%m-%d %H:%M:%S"
 DECEMBER = 12
+MAX_MONTHLY_DAY = 28
+"""``DateUtil.getNextRunTime`` refuses a monthly schedule on a later day."""
 
 
 # --- DateUtil.getNextRunTime ---------------------------------------------------------------------------------------
@@ -70,21 +72,27 @@ def next_run_time(interval: str, schedule: str, timezone: str, start: dt.datetim
     """``DateUtil.getNextRunTime(type, schedule, timezone, startDate)`` on the simulated clock (spec §9.1).
 
     ``schedule`` is ``MM`` (hourly), ``MM:HH`` (daily), ``MM:HH:D`` (weekly, D = 1 Sunday .. 7 Saturday) or
-    ``MM:HH:DD`` (monthly, day of month). Out-of-range numbers roll over as Java's lenient ``Calendar`` does (minute
-    75 is an hour and 15 minutes later); the run is moved one interval on when it is not after ``start`` or is before
-    ``now``.
+    ``MM:HH:DD`` (monthly, day of month, at most 28). Only the parts the interval needs are read. Out-of-range numbers
+    roll over as Java's lenient ``Calendar`` does (minute 75 is an hour and 15 minutes later, day 0 the last day of
+    the month before); the run is moved one interval on when it is not after ``start`` or is before ``now``: an hour
+    of elapsed time, or a day, a week or a month of wall-clock time in ``timezone``.
 
     Raises:
-        CloudRuntimeException: too few parts, or a part that is not an integer.
+        CloudRuntimeException: too few parts, a needed part that is not an integer, or a monthly day above 28.
     """
     parts = schedule.split(":")
     needed = {"HOURLY": 1, "DAILY": 2, "WEEKLY": 3, "MONTHLY": 3}[interval]
     if len(parts) < needed:
         raise CloudRuntimeException(f"Incorrect schedule format: {schedule} for interval type:{interval}")
-    try:
-        minute, hour, day = (int(p) for p in [*parts, "0", "0"][:3])
-    except ValueError as exc:
-        raise CloudRuntimeException(f"For input string: {schedule}") from exc
+    numbers: list[int] = []
+    for part in parts[:needed]:
+        try:
+            numbers.append(int(part))
+        except ValueError as exc:
+            raise CloudRuntimeException(f'For input string: "{part}"') from exc
+    minute, hour, day = [*numbers, 0, 0][:3]
+    if interval == "MONTHLY" and day > MAX_MONTHLY_DAY:
+        raise CloudRuntimeException("Day cannot be greater than 28 for monthly schedule")
     local = start.astimezone(_zone(timezone))
     midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
     if interval == "HOURLY":
@@ -103,7 +111,8 @@ def next_run_time(interval: str, schedule: str, timezone: str, start: dt.datetim
 
 def _add_interval(when: dt.datetime, interval: str) -> dt.datetime:
     if interval == "HOURLY":
-        return when + dt.timedelta(hours=1)
+        # Calendar.add(HOUR_OF_DAY, 1) adds 3,600,000 ms; the others add wall-clock days, weeks or months.
+        return (when.astimezone(dt.UTC) + dt.timedelta(hours=1)).astimezone(when.tzinfo)
     if interval == "DAILY":
         return when + dt.timedelta(days=1)
     if interval == "WEEKLY":
@@ -343,15 +352,17 @@ def schedule_next(rt: Runtime, policy: SnapshotPolicy) -> SnapshotSchedule | Non
         _remove_schedule(rt, policy)
         return None
     now = rt.clock.now()
-    when = next_run_time(INTERVALS[policy.interval], policy.schedule, policy.timezone, now, now).strftime(TIMESTAMP)
+    start = now if rt.scheduler_timestamp_ms is None else rt.clock.at(rt.scheduler_timestamp_ms)
+    when = next_run_time(INTERVALS[policy.interval], policy.schedule, policy.timezone, start, now)
+    when_text = when.strftime(TIMESTAMP)
     row = rt.store.first(SnapshotSchedule, "volume_id = ? AND policy_id = ?", (policy.volume_id, policy.id))
     if row is None:
         return rt.store.insert(
             SnapshotSchedule(
-                uuid=rt.new_uuid(), volume_id=policy.volume_id, policy_id=policy.id or 0, scheduled_timestamp=when
+                uuid=rt.new_uuid(), volume_id=policy.volume_id, policy_id=policy.id or 0, scheduled_timestamp=when_text
             )
         )
-    return rt.store.update(row, scheduled_timestamp=when, async_job_id=None, snapshot_id=None)
+    return rt.store.update(row, scheduled_timestamp=when_text, async_job_id=None, snapshot_id=None)
 
 
 def reschedule_all(rt: Runtime) -> None:
@@ -362,6 +373,7 @@ def reschedule_all(rt: Runtime) -> None:
 
 def poll(rt: Runtime) -> list[AsyncJob]:
     """One ``SnapshotPollTask`` run under the ``snapshot.poll`` lock; returns the jobs it submitted (spec §9.2)."""
+    rt.scheduler_timestamp_ms = rt.clock.now_ms
     env = rt.strategy_env
     if not env.acquire_lock(POLL_LOCK, owner="SnapshotPollTask"):
         return []
@@ -379,7 +391,9 @@ def _reschedule_finished(rt: Runtime) -> None:
         if job is not None and rt.store.state_of(job) == JobState.IN_PROGRESS:
             continue
         policy = rt.store.first(SnapshotPolicy, "id = ?", (row.policy_id,))
-        if policy is not None:
+        if policy is None:
+            rt.store.delete(row, by="SnapshotSchedulerImpl.scheduleNextSnapshotJob (policy removed)")
+        else:
             schedule_next(rt, policy)
 
 
@@ -415,7 +429,7 @@ def _dispatch_due(rt: Runtime) -> list[AsyncJob]:
                 rt, params, caller_id=SYSTEM_USER_ID, user_id=SYSTEM_USER_ID, execute_account_id=volume.account_id
             )
         except ApiError as exc:
-            log.warning("The scheduling of snapshot %s for volume %s failed due to %s", row.id, volume.id, exc)
+            log.warning("The scheduling of snapshot [%s] for volume [%s] failed due to [%s].", row.id, volume.id, exc)
             continue
         current = rt.store.first(SnapshotSchedule, "id = ?", (row.id,))
         if current is not None:
@@ -427,7 +441,9 @@ def _dispatch_due(rt: Runtime) -> list[AsyncJob]:
 def _can_schedule(rt: Runtime, row: SnapshotSchedule, volume: Volume) -> bool:
     """``canSnapshotBeScheduled``: skip removed volumes, volumes without a pool, removed or disabled accounts.
 
-    A schedule whose policy is gone is removed, and the snapshot for that tick is still dispatched.
+    A schedule whose policy is gone is removed and the tick is still let through; its create then fails on the
+    missing policy (``getSnapshotType``), so no snapshot is taken. Spec §9.2 says the tick is dispatched; the code
+    at upstream U cannot get that far.
     """
     if volume.removed is not None or volume.pool_id is None:
         return False
@@ -437,6 +453,11 @@ def _can_schedule(rt: Runtime, row: SnapshotSchedule, volume: Volume) -> bool:
     if rt.store.first(SnapshotPolicy, "id = ?", (row.policy_id,)) is None:
         rt.store.delete(row, by="SnapshotSchedulerImpl.canSnapshotBeScheduled (policy removed)")
     return True
+
+
+def configure(rt: Runtime) -> None:
+    """``SnapshotSchedulerImpl.configure``: the scheduler's current timestamp starts at the server's start time."""
+    rt.scheduler_timestamp_ms = rt.clock.now_ms
 
 
 def start_poller(rt: Runtime) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 
-from snapshotfsm.describe import snapshot_str
+from snapshotfsm.describe import snapshot_object_str
 from snapshotfsm.drivers.base import Answer
 from snapshotfsm.drivers.image import ImageStoreDriver
 from snapshotfsm.errors import (
@@ -92,7 +92,8 @@ def request(run: Run) -> None:
         # Allocated: NoTransition, caught, and the row stays Creating (spec §5.6 step 4).
         with contextlib.suppress(NoTransitionException):
             snapshot_event(rt.store, original, SnapshotEvent.OperationFailed)
-        raise CloudRuntimeException(f"Failed to take snapshot {snapshot_str(original)}", cause=exc) from exc
+        text = snapshot_object_str(original, take.pool.id, take.image_store_id)
+        raise CloudRuntimeException(f"Failed to take snapshot {text}", cause=exc) from exc
 
 
 @step("primary.answered")

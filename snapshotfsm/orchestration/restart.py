@@ -20,7 +20,6 @@ from snapshotfsm.orchestration import delete as deletes
 from snapshotfsm.orchestration import policies
 from snapshotfsm.orchestration.api import INTERNAL_ERROR
 from snapshotfsm.orchestration.dispatch import VM_WORK_TAKE_VOLUME_SNAPSHOT
-from snapshotfsm.orchestration.jobs import complete
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.store.records import (
     AsyncJob,
@@ -29,6 +28,7 @@ from snapshotfsm.store.records import (
     Snapshot,
     SnapshotDetail,
     SnapshotPolicy,
+    SnapshotSchedule,
     SnapshotStoreRef,
     VmWorkJob,
     Volume,
@@ -75,18 +75,32 @@ def restart(rt: Runtime) -> dict[str, int]:
     report["work_jobs_expunged"] = expunge_left_over_work_jobs(rt, rt.ms_id)
     report["destroying_redeleted"] = redelete_destroying(rt)
     report["orphan_policies"] = remove_orphan_policies(rt)
+    policies.configure(rt)
     policies.reschedule_all(rt)
     return report
 
 
 def node_left(rt: Runtime, peer_ms_id: int) -> dict[str, int]:
-    """``AsyncJobManagerImpl.onManagementNodeLeft``: a live server cleans up the left-over jobs of a dead peer."""
+    """A peer left the cluster: ``AsyncJobManagerImpl.onManagementNodeLeft`` as it behaves at upstream U.
+
+    The job manager is never registered as a cluster listener, and its handler passes the ``mshost`` row id where
+    the server id is expected, so the dead peer's jobs stay IN_PROGRESS until that server starts again (spec §10.1
+    says a peer cleans them; the code does not). Under a profile with ``peer_cleanup_on_node_left`` the live server
+    runs ``cleanupLeftOverJobs`` for the peer, as intended.
+    """
     mark_server(rt, peer_ms_id, "Down")
+    if not rt.profile.peer_cleanup_on_node_left:
+        return {"jobs_failed": 0, "ms_id_details": 0}
     return cleanup_left_over_jobs(rt, peer_ms_id)
 
 
 def cleanup_left_over_jobs(rt: Runtime, ms_id: int) -> dict[str, int]:
-    """``cleanupLeftOverJobs(msid)`` then ``cleanupFailedSnapshotsCreatedWithDefaultStrategy(msid)`` (§10.1)."""
+    """``cleanupLeftOverJobs(msid)`` then ``cleanupFailedSnapshotsCreatedWithDefaultStrategy(msid)`` (§10.1).
+
+    ``getResetJobs`` takes every IN_PROGRESS job this server executed (or created, when nobody executed it), removed
+    rows included, oldest first, VM work jobs too; each is set FAILED (530) and soft-deleted, whatever its
+    resource cleanup did.
+    """
     store = rt.store
     jobs_failed = 0
     with store.atomic():
@@ -100,13 +114,27 @@ def cleanup_left_over_jobs(rt: Runtime, ms_id: int) -> dict[str, int]:
             store.transit(work, WorkEvent.Cancel)
         pending = store.find(
             AsyncJob,
-            "job_status = 0 AND removed IS NULL AND"
-            " (job_executing_msid = ? OR (job_executing_msid IS NULL AND job_init_msid = ?))",
+            "job_status = 0 AND (job_executing_msid = ? OR (job_executing_msid IS NULL AND job_init_msid = ?))",
             (ms_id, ms_id),
+            order_by="created, id",
         )
         for job in pending:
-            _cleanup_resources(rt, job)
-            complete(rt, job, JobEvent.CompleteFailed, INTERNAL_ERROR, CANCELLED_TEXT)
+            try:
+                _cleanup_resources(rt, job)
+            except CloudException as exc:
+                log.warning(
+                    "Error while cleaning up resource: [%s] with Id: %s: %s", job.instance_type, job.instance_id, exc
+                )
+            failed = store.transit(job, JobEvent.CompleteFailed)
+            now = rt.clock.timestamp()
+            store.update(
+                failed,
+                job_result_code=INTERNAL_ERROR,
+                job_result=CANCELLED_TEXT,
+                job_complete_msid=ms_id,
+                last_updated=now,
+                removed=now,
+            )
             jobs_failed += 1
     details = _cleanup_ms_id_details(rt, ms_id)
     return {"jobs_failed": jobs_failed, "ms_id_details": details}
@@ -123,13 +151,16 @@ def _cleanup_resources(rt: Runtime, job: AsyncJob) -> None:
 
 
 def _cleanup_snapshot(rt: Runtime, snapshot_id: int) -> None:
-    """``AsyncJobManagerImpl.cleanupSnapshot``: Allocated is soft-removed, Creating is failed; others are left.
+    """``AsyncJobManagerImpl.cleanupSnapshot``: Allocated is soft-removed; Creating is failed; others are left.
 
-    Creating goes through ``updateOperationFailed``, or is set Error directly when an event is refused.
+    Creating goes through ``updateOperationFailed``: for each live ref the volume, the snapshot and the ref get
+    OperationFailed; a refused event sets the snapshot Error directly. Any other error goes up to
+    ``cleanupResources``, which only logs it.
     """
     store = rt.store
-    snapshot = store.first(Snapshot, "id = ?", (snapshot_id,))
+    snapshot = store.first(Snapshot, "id = ? AND removed IS NULL", (snapshot_id,))
     if snapshot is None:
+        log.warning("Snapshot not found. Skip Cleanup. SnapshotId: %s", snapshot_id)
         return
     if snapshot.status == "Allocated":
         store.remove(snapshot, by="AsyncJobManagerImpl.cleanupSnapshot")
@@ -139,22 +170,24 @@ def _cleanup_snapshot(rt: Runtime, snapshot_id: int) -> None:
     try:
         for ref in store.find(SnapshotStoreRef, "snapshot_id = ? AND state != 'Destroyed'", (snapshot_id,)):
             volume_transit(store, snapshot.volume_id, VolumeEvent.OperationFailed)
-            snapshot = snapshot_event(store, store.get(Snapshot, snapshot_id), SnapshotEvent.OperationFailed)
-            store_ref_event(store, ref, RefEvent.OperationFailed)
-    except CloudException:
+            snapshot_event(store, store.get(Snapshot, snapshot_id), SnapshotEvent.OperationFailed)
+            store_ref_event(store, store.get(SnapshotStoreRef, ref.id or 0), RefEvent.OperationFailed)
+    except NoTransitionException:
         store.write_state_directly(store.get(Snapshot, snapshot_id), "Error", by="AsyncJobManagerImpl.cleanupSnapshot")
 
 
 def _cleanup_ms_id_details(rt: Runtime, ms_id: int) -> int:
     """``cleanupFailedSnapshotsCreatedWithDefaultStrategy``: OperationFailed on snapshots with this server's MS_ID.
 
-    A refused event is only logged; the detail is removed either way.
+    BackingUp and Creating go to Error, Destroying back to BackedUp; CreatedOnPrimary and BackedUp have no such
+    transition (only logged). A removed snapshot, or one with no primary ref, only loses the detail.
     """
     store = rt.store
-    details = store.find(SnapshotDetail, "name = ? AND value = ?", (MS_ID, str(ms_id)))
+    details = store.find(SnapshotDetail, "name = ? AND value = ? AND display = 0", (MS_ID, str(ms_id)))
     for detail in details:
-        snapshot = store.first(Snapshot, "id = ?", (detail.snapshot_id,))
-        if snapshot is not None:
+        snapshot = store.first(Snapshot, "id = ? AND removed IS NULL", (detail.snapshot_id,))
+        on_primary = store.first(SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Primary'", (detail.snapshot_id,))
+        if snapshot is not None and on_primary is not None:
             with contextlib.suppress(NoTransitionException):
                 snapshot_event(store, snapshot, SnapshotEvent.OperationFailed)
         store.delete(detail, by="cleanupFailedSnapshotsCreatedWithDefaultStrategy")
@@ -197,12 +230,27 @@ def _cleanup_volume_during_snapshot_failure(rt: Runtime, volume_id: int, snapsho
 
 
 def expunge_left_over_work_jobs(rt: Runtime, ms_id: int) -> int:
-    """``expungeLeftoverWorkJobs(msid)``: this server's ``vm_work_job`` rows are deleted."""
+    """``expungeLeftoverWorkJobs(msid)``: this server's work jobs are hard-deleted, in every status.
+
+    Both rows go: ``vm_work_job`` and ``async_job``.
+    """
     store = rt.store
-    rows = store.find(VmWorkJob, "id IN (SELECT id FROM async_job WHERE job_init_msid = ?)", (ms_id,))
-    for row in rows:
-        store.delete(row, by="VirtualMachineManagerImpl.expungeLeftoverWorkJobs")
-    return len(rows)
+    jobs = store.find(
+        AsyncJob,
+        "job_init_msid = ? AND job_dispatcher IN ('VmWorkJobDispatcher', 'VmWorkJobPlaceHolder')",
+        (ms_id,),
+    )
+    with store.atomic():
+        for work in store.find(
+            VmWorkJob,
+            "id IN (SELECT id FROM async_job WHERE job_init_msid = ? AND job_dispatcher"
+            " IN ('VmWorkJobDispatcher', 'VmWorkJobPlaceHolder'))",
+            (ms_id,),
+        ):
+            store.delete(work, by="VmWorkJobDaoImpl.expungeLeftoverWorkJobs")
+        for job in jobs:
+            store.delete(job, by="VmWorkJobDaoImpl.expungeLeftoverWorkJobs")
+    return len(jobs)
 
 
 def redelete_destroying(rt: Runtime) -> int:
@@ -214,11 +262,16 @@ def redelete_destroying(rt: Runtime) -> int:
 
 
 def remove_orphan_policies(rt: Runtime) -> int:
-    """Policies whose volume is missing or Expunged are removed (§10.3)."""
+    """``cleanupOrphanSnapshotPolicies`` (§10.3): active policies of missing or Expunged volumes are deleted.
+
+    The volume lookup includes removed rows; the policy's waiting schedule goes with it.
+    """
     removed = 0
-    for policy in rt.store.find(SnapshotPolicy):
-        volume = rt.store.first(Volume, "id = ? AND removed IS NULL", (policy.volume_id,))
+    for policy in rt.store.find(SnapshotPolicy, "active = 1"):
+        volume = rt.store.first(Volume, "id = ?", (policy.volume_id,))
         if volume is None or volume.state == "Expunged":
-            rt.store.delete(policy, by="SnapshotManagerImpl.start (orphan policy)")
+            for row in rt.store.find(SnapshotSchedule, "policy_id = ? AND async_job_id IS NULL", (policy.id,)):
+                rt.store.delete(row, by="SnapshotManagerImpl.deletePolicy")
+            rt.store.delete(policy, by="SnapshotManagerImpl.deletePolicy")
             removed += 1
     return removed

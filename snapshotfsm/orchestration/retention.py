@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from snapshotfsm.describe import snapshot_str
 from snapshotfsm.names import MachineNames
 from snapshotfsm.orchestration import accounting
 from snapshotfsm.orchestration.delete import start_child as start_delete
@@ -67,8 +68,13 @@ def start(parent: Run, snapshot: Snapshot, policy_id: int, *, resume_event: str)
 
 @step("retention.delete_oldest")
 def delete_oldest(run: Run) -> None:
-    """``deleteSnapshot(snaps[0], null)`` through the full delete path; retention waits for it."""
-    start_delete(run, run.flags["snaps"][0], resume_event=Retention.Deleted)
+    """``deleteSnapshot(snaps[0], null)`` through the full delete path; retention waits for it.
+
+    The row is read first, as the list CloudStack walks holds it: the action event prints it as it was.
+    """
+    oldest = run.flags["snaps"][0]
+    run.flags["oldest"] = snapshot_str(run.rt.store.get(Snapshot, oldest))
+    start_delete(run, oldest, resume_event=Retention.Deleted)
 
 
 @step("retention.deleted")
@@ -82,10 +88,12 @@ def deleted(run: Run) -> str:
     if child.flags.get("result"):
         run.flags["deleted"].append(gone)
         snapshot = run.rt.store.get(Snapshot, gone)
+        # onCompletedActionEvent(User.UID_SYSTEM, ...): the internal deleteSnapshot call has no @ActionEvent of its
+        # own (a call on ``this`` bypasses the interceptor), so this is the one event of a retention delete.
         accounting.action_event(
             run.rt,
             "SNAPSHOT.DELETE",
-            f"Successfully deleted snapshot {gone} for retention",
+            f"Successfully deleted oldest snapshot: {run.flags['oldest']}",
             account_id=snapshot.account_id,
             resource_id=gone,
             state="Completed",

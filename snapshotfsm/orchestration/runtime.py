@@ -40,6 +40,8 @@ class Runtime:
     incarnation: int = 1
     down: bool = False
     """The server crashed and has not restarted: it takes no calls."""
+    scheduler_timestamp_ms: int | None = None
+    """``SnapshotSchedulerImpl._currentTimestamp``: set at configure and at each poll (spec §9.2)."""
     runner: Runner = attrs.field(init=False)
 
     def new_uuid(self) -> str:

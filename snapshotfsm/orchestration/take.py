@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import logging
 
-from snapshotfsm.describe import snapshot_str, volume_str
+from snapshotfsm.describe import snapshot_object_str, snapshot_str, volume_str
 from snapshotfsm.drivers.base import STORAGE_SYSTEM_SNAPSHOT
 from snapshotfsm.errors import (
     CloudException,
     CloudRuntimeException,
     InvalidParameterValueException,
+    NullPointerException,
     UnsupportedOperationException,
 )
 from snapshotfsm.names import RefState, Take, VolumeState
@@ -125,9 +126,8 @@ def prepare(run: Run) -> str:
     if file_based and backup_on:
         image = find_image_store(rt, snapshot)
         if image is None:
-            raise CloudRuntimeException(
-                f"Could not find any secondary storage to allocate snapshot [{snapshot_str(snapshot)}]."
-            )
+            text = snapshot_object_str(snapshot, pool.id)
+            raise CloudRuntimeException(f"Could not find any secondary storage to allocate snapshot [{text}].")
         run.flags["image_store_id"] = image.id
     payload = run.payload
     if pool.is_managed and payload.location_type is None:
@@ -136,7 +136,14 @@ def prepare(run: Run) -> str:
         payload.location_type = None
     if file_based and rt.config.flag("kvm.incremental.snapshot", cluster=cluster_id):
         payload.kvm_incremental = True
-    run.take = TakeState(snapshot=snapshot, volume=volume, pool=pool, payload=payload, cluster_id=cluster_id)
+    run.take = TakeState(
+        snapshot=snapshot,
+        volume=volume,
+        pool=pool,
+        payload=payload,
+        cluster_id=cluster_id,
+        image_store_id=run.flags.get("image_store_id"),
+    )
     return Take.ChooseStrategy
 
 
@@ -152,6 +159,10 @@ def choose_strategy(run: Run) -> str:
     rt = run.rt
     assert run.take is not None
     snapshot = run.take.snapshot
+    if rt.store.first(Snapshot, "id = ? AND removed IS NULL", (snapshot.id,)) is None:
+        # getSnapshot(snapshotId, store) wraps findById's null for a row soft-removed meanwhile (a deleteSnapshot
+        # of the Allocated snapshot while its work job waited in the VM's queue): canHandle dereferences it.
+        raise NullPointerException(f"snapshot {snapshot.id} was removed before its take began (null SnapshotVO)")
     strategy = rt.factory.best(rt.strategy_env, snapshot, Operation.TAKE)
     if strategy is None:
         rt.store.remove(snapshot, by="SnapshotManagerImpl.takeSnapshot (no strategy)")

@@ -78,6 +78,8 @@ class Take:
     payload: Payload
     cluster_id: int | None = None
     locked: bool = False
+    image_store_id: int | None = None
+    """The image store pre-selected for a KVM file-based snapshot (``SnapshotObject.setImageStore``), if any."""
 
 
 @attrs.frozen

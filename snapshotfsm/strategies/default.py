@@ -5,9 +5,10 @@ It takes the snapshots of every pool without a storage-system snapshot (spec §5
 
 from __future__ import annotations
 
+import json
 import logging
 
-from snapshotfsm.describe import snapshot_str
+from snapshotfsm.describe import snapshot_object_str, snapshot_str
 from snapshotfsm.errors import (
     CloudException,
     CloudRuntimeException,
@@ -64,7 +65,9 @@ class DefaultSnapshotStrategy(SnapshotStrategy):
             return Priority.CANT_HANDLE
         volume = env.store.get(Volume, snapshot.volume_id)
         if op is Operation.TAKE:
-            if volume.instance_id is None or env.store.first(VmInstance, "id = ?", (volume.instance_id,)) is None:
+            # vmInstanceDao.findById skips soft-removed rows: a removed VM's volume is handled like a detached one.
+            vm = env.store.first(VmInstance, "id = ? AND removed IS NULL", (volume.instance_id,))
+            if volume.instance_id is None or vm is None:
                 return Priority.DEFAULT
             vm_snaps = env.store.find(VmSnapshot, "vm_id = ? AND removed IS NULL", (volume.instance_id,))
             if any(v.type == "Disk" and v.kvm_file_based for v in vm_snaps) or any(
@@ -91,7 +94,8 @@ class DefaultSnapshotStrategy(SnapshotStrategy):
         if take.payload.quiescevm:
             raise InvalidParameterValueException("can't handle quiescevm equal true for volume snapshot")
         if not env.acquire_lock(lock_key(take.snapshot.id or 0), owner=f"job {take.payload.snapshot_id}"):
-            raise CloudRuntimeException(f"Failed to get lock on snapshot: {take.snapshot.name}")
+            text = snapshot_object_str(take.snapshot, take.pool.id, take.image_store_id)
+            raise CloudRuntimeException(f"Failed to get lock on snapshot: {text}")
         take.locked = True
         try:
             volume_transit(env.store, take.volume.id or 0, "SnapshotRequested")
@@ -286,9 +290,16 @@ class _DefaultDelete:
                     d.volume_id
                     for d in self.store.find(VolumeDetail, "name = 'SNAPSHOT_ID' AND value = ?", (str(snapshot.id),))
                 ]
+                # reflectOnlySelectedFields(snapshotVO, "id", "uuid", "volumeId", "name") and, for the details,
+                # a JSON array of {"resourceId": volume id}.
+                selected = json.dumps(
+                    {"id": current.id, "uuid": current.uuid, "volumeId": current.volume_id, "name": current.name},
+                    separators=(",", ":"),
+                )
+                used_by = ",".join(json.dumps({"resourceId": v}, separators=(",", ":")) for v in volumes)
                 raise CloudRuntimeException(
-                    f"Unable to delete snapshot [{snapshot_str(current)}] because it is being used by the following "
-                    f"volumes: {volumes}."
+                    f"Unable to delete snapshot [{selected}] because it is being used by the following volumes: "
+                    f"[{used_by}]."
                 )
             yield from self._delete_chain(ref)
             fresh = self.store.first(SnapshotStoreRef, "id = ?", (ref.id,))
@@ -314,7 +325,7 @@ class _DefaultDelete:
                 child = self.store.first(
                     SnapshotStoreRef,
                     "store_id = ? AND store_role = ? AND parent_snapshot_id = ?"
-                    " AND state NOT IN ('Destroyed', 'Destroying')",
+                    " AND state NOT IN ('Destroyed', 'Destroying', 'Error')",
                     (current.store_id, current.store_role, current.snapshot_id),
                 )
                 if child is not None:

@@ -1,0 +1,118 @@
+"""``snapshotfsm check``: counts and findings of a directory of definitions; a broken one is "Error: ...", exit 1."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from snapshotfsm.cli import main
+from snapshotfsm.definitions import default_states_dir, load_directory
+
+
+def _check(*args: str) -> Result:
+    return CliRunner().invoke(main, ["check", *args])
+
+
+def _table(output: str) -> dict[str, tuple[str, ...]]:
+    """The rows of the counts table: machine -> (kind, states, events, transitions, findings)."""
+    rows = {}
+    for line in output.splitlines():
+        cells = [c.strip() for c in re.split(r"[│┃]", line)[1:-1]]
+        if len(cells) == 6 and cells[2].isdigit():
+            rows[cells[0]] = tuple(cells[1:])
+    return rows
+
+
+@pytest.fixture(scope="module")
+def result() -> Result:
+    """One run of ``snapshotfsm check`` on the project's definitions, shared by the tests that read it."""
+    return _check()
+
+
+class TestCheckProjectDefinitions:
+    """``check`` with no argument reads the project's states/."""
+
+    def test_exits_zero(self, result: Result) -> None:
+        """Findings are warnings: the project's definitions are valid."""
+        assert result.exit_code == 0, result.output
+
+    def test_entity_machines_with_the_spec_counts(self, result: Result) -> None:
+        """The five entity machines, with the counts of spec §1.2, §2.3, §3, §4.1 and §4.3."""
+        rows = _table(result.output)
+        assert {name: row[:4] for name, row in rows.items() if row[0] == "entity"} == {
+            "async_job": ("entity", "4", "3", "3"),
+            "snapshot": ("entity", "10", "8", "18"),
+            "snapshot_store_ref": ("entity", "12", "16", "26"),
+            "vm_work_job": ("entity", "4", "4", "5"),
+            "volume": ("entity", "22", "24", "67"),
+        }
+
+    def test_every_machine_of_states_is_listed(self, result: Result) -> None:
+        """One row per definition file, entity and workflow alike, and the summary line counts them."""
+        definitions = load_directory(default_states_dir())
+        assert sorted(_table(result.output)) == sorted(definitions)
+        findings = sum(len(d.findings()) for d in definitions.values())
+        assert result.output.splitlines()[-1] == f"{len(definitions)} machines valid, {findings} warnings"
+
+    def test_snapshot_findings(self, result: Result) -> None:
+        """Hidden unreachable, Copying only through never-fired #11, BackedupToSecondary unused (spec §1.2 notes)."""
+        warnings = [line for line in result.output.splitlines() if line.startswith("warning: snapshot: ")]
+        assert warnings == [
+            "warning: snapshot: state 'Hidden' cannot be reached from 'Allocated'",
+            "warning: snapshot: state 'Copying' can be reached only through transitions that are never fired (#11)",
+            "warning: snapshot: state 'Hidden' has no exit to another state and is not tagged terminal",
+            "warning: snapshot: event 'BackedupToSecondary' is declared but no transition uses it",
+        ]
+        assert _table(result.output)["snapshot"][4] == "4"
+
+    def test_volume_findings(self, result: Result) -> None:
+        """CopySucceeded and CopyFailed appear in no transition (spec §2.2); Destroying is never entered."""
+        output = result.output
+        assert "warning: volume: event 'CopySucceeded' is declared but no transition uses it" in output
+        assert "warning: volume: event 'CopyFailed' is declared but no transition uses it" in output
+        assert "warning: volume: state 'Destroying' cannot be reached from 'Allocated'" in output
+
+
+class TestCheckErrors:
+    """A broken definition or a bad path: "Error: ..." on stderr, exit code 1."""
+
+    def test_broken_definition(
+        self, door: dict[str, Any], write_definition: Callable[..., Path], tmp_path: Path
+    ) -> None:
+        """The message names the file, the machine, the key and the problem."""
+        door["transitions"][0]["dest"] = "Opn"
+        path = write_definition(door)
+        result = _check(str(tmp_path))
+        assert result.exit_code == 1
+        assert result.stderr == (
+            f"Error: {path}: machine 'door', transition 1: dest: 'Opn' is not a state (did you mean 'Open'?)\n"
+        )
+        assert result.stdout == ""
+
+    def test_valid_directory_of_ones_own(
+        self, door: dict[str, Any], write_definition: Callable[..., Path], tmp_path: Path
+    ) -> None:
+        """A plugin author's directory is checked the same way."""
+        write_definition(door)
+        result = _check(str(tmp_path))
+        assert result.exit_code == 0, result.output
+        assert _table(result.output) == {"door": ("entity", "3", "3", "3", "0")}
+        assert result.output.splitlines()[-1] == "1 machines valid, 0 warnings"
+
+    def test_missing_path(self, tmp_path: Path) -> None:
+        """A path that does not exist is named, with what is wrong with it."""
+        missing = tmp_path / "no-such-dir"
+        result = _check(str(missing))
+        assert result.exit_code == 1
+        assert result.stderr == f"Error: {missing}: directory: does not exist or is not a directory\n"
+
+    def test_directory_without_definitions(self, tmp_path: Path) -> None:
+        """An empty directory is an error, not an empty report."""
+        result = _check(str(tmp_path))
+        assert result.exit_code == 1
+        assert result.stderr == f"Error: {tmp_path}: directory: holds no *.toml definitions\n"
