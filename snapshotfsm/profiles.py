@@ -19,16 +19,20 @@ class Profile:
     name: str
     snapshot_compare_and_swap: bool = attrs.field(default=False)
     """spec §11: ``SnapshotDaoImpl.updateState`` does no compare-and-swap, so the last writer wins on ``snapshots``."""
-    peer_cleanup_on_node_left: bool = attrs.field(default=False)
-    """spec §10.1: at U the job manager never hears that a peer left, so nobody cleans the peer's jobs."""
+    peer_cleanup_on_node_left: bool = attrs.field(default=True)
+    """spec §10.1: a live server runs ``cleanupLeftOverJobs`` for a peer that left (``onManagementNodeLeft``).
+
+    Read at U, the job manager is never registered as a cluster listener and its handler passes the ``mshost`` row
+    id where the server id belongs, so the peer's jobs would wait for that server's own restart. The spec is the
+    reference until it is corrected; ``Profile("cloudstack", peer_cleanup_on_node_left=False)`` models the reading.
+    """
 
 
 PROFILES: dict[str, Profile] = {
     "cloudstack": Profile("cloudstack"),
-    "hardened": Profile("hardened", snapshot_compare_and_swap=True, peer_cleanup_on_node_left=True),
+    "hardened": Profile("hardened", snapshot_compare_and_swap=True),
 }
-"""``hardened`` changes only named behaviours: snapshots get a compare-and-swap, and a live server cleans up after
-a peer that left, as ``onManagementNodeLeft`` intends."""
+"""``hardened`` changes only named behaviours: snapshots get a compare-and-swap."""
 
 
 def get_profile(name: str | Profile) -> Profile:

@@ -14,6 +14,7 @@ import attrs
 
 from snapshotfsm.drivers.base import FaultPlan
 from snapshotfsm.engine import Engine
+from snapshotfsm.profiles import Profile
 from snapshotfsm.store.records import (
     Account,
     AsyncJob,
@@ -67,7 +68,7 @@ class Cloud:
         self,
         *,
         faults: FaultPlan | None = None,
-        profile: str = "cloudstack",
+        profile: str | Profile = "cloudstack",
         config: dict[str, object] | None = None,
     ) -> None:
         self.faults = faults if faults is not None else FaultPlan()

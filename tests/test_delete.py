@@ -489,7 +489,6 @@ class TestZone:
         )
         assert snapshot(cloud.engine, sid) == ("CreatedOnPrimary", False)
 
-
     def test_an_unknown_zone_is_refused_before_the_strategy_runs(self):
         """getStoreRefsAndZonesForSnapshotDelete: 431, not wrapped (it is outside the try), nothing changed."""
         cloud, sid = _backed_up()

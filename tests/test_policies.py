@@ -192,7 +192,6 @@ class TestSchedulerAndRetention:
         created = [s.created for s in cloud.engine.store.find(Snapshot)]
         assert created == ["2026-01-01 00:10:00", "2026-01-01 02:15:00", "2026-01-01 03:10:00"]
 
-
     def test_a_policy_deleted_while_its_job_runs_loses_its_schedule_when_the_job_ends(self):
         """deleteSnapshotPolicies leaves a schedule that has a job; the poll after the job ends expunges it."""
         cloud = Cloud()
@@ -207,10 +206,10 @@ class TestSchedulerAndRetention:
         assert [(s.status, s.type_description) for s in cloud.engine.store.find(Snapshot)] == [("BackedUp", "HOURLY")]
 
     def test_a_due_schedule_whose_policy_is_gone_takes_no_snapshot(self, caplog):
-        """canSnapshotBeScheduled expunges the schedule and lets the tick through; the create then fails.
+        """canSnapshotBeScheduled expunges the schedule and the tick is dispatched (spec §9.2); the create fails.
 
         getSnapshotType dereferences the missing policy: the NullPointerException is logged, the Scheduled action
-        event stays, and no snapshot row, job or counter is written (spec §9.2 says the tick is dispatched).
+        event stays, and no snapshot row, job or counter is written.
         """
         cloud = Cloud()
         volume = cloud.volume("xen-nfs")

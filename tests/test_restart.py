@@ -30,6 +30,7 @@ from lifecycle_cloud import (
 from snapshotfsm.drivers.base import FaultPlan
 from snapshotfsm.engine import Engine
 from snapshotfsm.errors import ServerDown
+from snapshotfsm.profiles import Profile
 from snapshotfsm.store.records import ManagementServer, OpLock, Snapshot, TransitionLog, Volume
 
 LEAKED = {"snapshot": 1, "primary_storage": 0, "secondary_storage": SIZE}
@@ -301,7 +302,7 @@ class TestBackupCrash:
 
 class TestPeers:
     @staticmethod
-    def _two_servers(profile: str) -> tuple[Cloud, Engine, object, object]:
+    def _two_servers(profile: str | Profile) -> tuple[Cloud, Engine, object, object]:
         cloud = Cloud(faults=FaultPlan().crash("take_snapshot.PrimaryAnswered", ms_id=1), profile=profile)
         ms2 = cloud.engine.peer(2)
         mine = cloud.create(cloud.volume("xen-nfs"))
@@ -321,25 +322,13 @@ class TestPeers:
         assert ms2.get(Snapshot, job2.instance_id).status == "BackedUp"
         assert mine.status == "IN_PROGRESS"
 
-    def test_node_left_does_not_clean_the_peers_jobs_at_upstream(self):
-        """cloudstack profile: onManagementNodeLeft never runs the cleanup; server 1's own restart does it."""
+    def test_node_left_cleans_the_peers_jobs(self):
+        """spec §10.1: server 2 fails server 1's jobs and fails its Creating snapshot; its own job goes on."""
         cloud, ms2, mine, job2 = self._two_servers("cloudstack")
-        assert ms2.on_management_node_left(1) == {"jobs_failed": 0, "ms_id_details": 0}
-        rows = {r.msid: r.state for r in cloud.engine.store.find(ManagementServer)}
-        assert rows == {1: "Down", 2: "Up"}
-        assert mine.status == "IN_PROGRESS"
-        assert (mine.snapshot.status, mine.volume.state) == ("Creating", "Snapshotting")
-        cloud.engine.restart()
-        cloud.engine.run()
-        assert answer(cloud.engine, mine.job_id) == ("FAILED", 530, CANCELLED)
-        assert (mine.snapshot.status, mine.volume.state) == ("Error", "Ready")
-        assert ms2.job_status(job2.id) == "SUCCEEDED"
-
-    def test_node_left_cleans_the_peers_jobs_when_hardened(self):
-        """hardened profile: server 2 fails server 1's jobs and fails its Creating snapshot; its own go on."""
-        cloud, ms2, mine, job2 = self._two_servers("hardened")
         assert ms2.job_status(job2.id) == "IN_PROGRESS"
         assert ms2.on_management_node_left(1) == {"jobs_failed": 2, "ms_id_details": 0}
+        rows = {r.msid: r.state for r in cloud.engine.store.find(ManagementServer)}
+        assert rows == {1: "Down", 2: "Up"}
         assert answer(cloud.engine, mine.job_id) == ("FAILED", 530, CANCELLED)
         assert (mine.snapshot.status, mine.volume.state) == ("Error", "Ready")
         assert ms2.job_status(job2.id) == "IN_PROGRESS"
@@ -347,6 +336,18 @@ class TestPeers:
         assert ms2.job_status(job2.id) == "SUCCEEDED"
         assert ms2.get(Snapshot, job2.instance_id).status == "BackedUp"
         assert ms2.get(Volume, ms2.get(Snapshot, job2.instance_id).volume_id).state == "Ready"
+
+    def test_without_peer_cleanup_the_jobs_wait_for_their_servers_restart(self):
+        """The code as read at U (listener never registered): nothing is cleaned until server 1 restarts."""
+        cloud, ms2, mine, job2 = self._two_servers(Profile("cloudstack", peer_cleanup_on_node_left=False))
+        assert ms2.on_management_node_left(1) == {"jobs_failed": 0, "ms_id_details": 0}
+        assert mine.status == "IN_PROGRESS"
+        assert (mine.snapshot.status, mine.volume.state) == ("Creating", "Snapshotting")
+        cloud.engine.restart()
+        cloud.engine.run()
+        assert answer(cloud.engine, mine.job_id) == ("FAILED", 530, CANCELLED)
+        assert (mine.snapshot.status, mine.volume.state) == ("Error", "Ready")
+        assert ms2.job_status(job2.id) == "SUCCEEDED"
 
     def test_a_peer_refuses_to_clean_up_after_itself(self):
         """on_management_node_left names another server; a server's own cleanup is restart()."""

@@ -441,9 +441,8 @@ def _dispatch_due(rt: Runtime) -> list[AsyncJob]:
 def _can_schedule(rt: Runtime, row: SnapshotSchedule, volume: Volume) -> bool:
     """``canSnapshotBeScheduled``: skip removed volumes, volumes without a pool, removed or disabled accounts.
 
-    A schedule whose policy is gone is removed and the tick is still let through; its create then fails on the
-    missing policy (``getSnapshotType``), so no snapshot is taken. Spec §9.2 says the tick is dispatched; the code
-    at upstream U cannot get that far.
+    A schedule whose policy is gone is removed and the tick is still dispatched (spec §9.2); ``allocSnapshot`` then
+    fails on the missing policy (``getSnapshotType``), so no snapshot is taken.
     """
     if volume.removed is not None or volume.pool_id is None:
         return False

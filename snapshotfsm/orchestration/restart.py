@@ -81,12 +81,10 @@ def restart(rt: Runtime) -> dict[str, int]:
 
 
 def node_left(rt: Runtime, peer_ms_id: int) -> dict[str, int]:
-    """A peer left the cluster: ``AsyncJobManagerImpl.onManagementNodeLeft`` as it behaves at upstream U.
+    """A peer left the cluster: ``AsyncJobManagerImpl.onManagementNodeLeft`` runs ``cleanupLeftOverJobs`` for it.
 
-    The job manager is never registered as a cluster listener, and its handler passes the ``mshost`` row id where
-    the server id is expected, so the dead peer's jobs stay IN_PROGRESS until that server starts again (spec §10.1
-    says a peer cleans them; the code does not). Under a profile with ``peer_cleanup_on_node_left`` the live server
-    runs ``cleanupLeftOverJobs`` for the peer, as intended.
+    Spec §10.1. Under a profile without ``peer_cleanup_on_node_left`` (the code as read at U, where the listener is
+    never registered) nothing is cleaned, and the peer's jobs wait for that server's own restart.
     """
     mark_server(rt, peer_ms_id, "Down")
     if not rt.profile.peer_cleanup_on_node_left:
