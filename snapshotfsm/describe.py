@@ -1,6 +1,8 @@
 """How CloudStack prints its objects inside messages (the VOs' ``toString``), so that messages match verbatim.
 
-``ReflectionToStringBuilderUtils.reflectOnlySelectedFields`` prints the chosen fields in JSON style.
+``ReflectionToStringBuilderUtils.reflectOnlySelectedFields`` prints the chosen fields in JSON style, in the order the
+class declares them: commons-lang3 3.11 (CloudStack's version at U) walks ``getDeclaredFields`` unsorted, whatever
+order the ``toString`` names them in.
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ def _fields(**values: object) -> str:
 
 def volume_str(v: Volume) -> str:
     """``VolumeVO.toString``."""
-    return "Volume " + _fields(id=v.id, uuid=v.uuid, name=v.name, volumeType=v.volume_type, instanceId=v.instance_id)
+    return "Volume " + _fields(id=v.id, name=v.name, instanceId=v.instance_id, volumeType=v.volume_type, uuid=v.uuid)
 
 
 def snapshot_str(s: Snapshot) -> str:
     """``SnapshotVO.toString``."""
     return "Snapshot " + _fields(
-        id=s.id, uuid=s.uuid, name=s.name, volumeId=s.volume_id, version=s.version, state=s.status
+        id=s.id, volumeId=s.volume_id, name=s.name, state=s.status, version=s.version, uuid=s.uuid
     )
 
 
@@ -37,7 +39,7 @@ def snapshot_object_str(s: Snapshot, store_id: int | None, image_store_id: int |
 
 def vm_str(vm: VmInstance) -> str:
     """``VMInstanceVO.toString``."""
-    return "VM instance " + _fields(id=vm.id, instanceName=vm.name, uuid=vm.uuid, type=vm.type, state=vm.state)
+    return "VM instance " + _fields(id=vm.id, state=vm.state, instanceName=vm.name, type=vm.type, uuid=vm.uuid)
 
 
 def zone_str(z: Zone) -> str:
@@ -47,9 +49,9 @@ def zone_str(z: Zone) -> str:
 
 def account_str(a: Account) -> str:
     """``AccountVO.toString``."""
-    return "Account [" + _fields(uuid=a.uuid, accountName=a.account_name, id=a.id) + "]"
+    return "Account [" + _fields(id=a.id, accountName=a.account_name, uuid=a.uuid) + "]"
 
 
 def pool_str(p: StoragePool) -> str:
     """``StoragePoolVO.toString``."""
-    return "StoragePool " + _fields(id=p.id, uuid=p.uuid, name=p.name, poolType=p.pool_type)
+    return "StoragePool " + _fields(id=p.id, name=p.name, uuid=p.uuid, poolType=p.pool_type)

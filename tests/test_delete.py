@@ -370,7 +370,7 @@ class TestInUse:
         cloud.engine.add(VolumeDetail(volume_id=other.id, name="SNAPSHOT_ID", value=str(sid)))
         mark = len(cloud.engine.history())
         row = taken.snapshot
-        selected = f'{{"id":{sid},"uuid":"{row.uuid}","volumeId":{row.volume_id},"name":"{row.name}"}}'
+        selected = f'{{"id":{sid},"volumeId":{row.volume_id},"name":"{row.name}","uuid":"{row.uuid}"}}'
         text = (
             "Failed to delete snapshot:com.cloud.utils.exception.CloudRuntimeException: Unable to delete snapshot "
             f'[{selected}] because it is being used by the following volumes: [{{"resourceId":{other.id}}}].'

@@ -32,8 +32,8 @@ def snapshot_object(taken: Taken, *, image_store: int = 0) -> str:
     """``SnapshotObject.toString``: the VO as it was loaded (Allocated), its pool and its image store (0: none)."""
     s = taken.snapshot
     vo = (
-        f'Snapshot {{"id":{s.id},"uuid":"{s.uuid}","name":"{s.name}","volumeId":{s.volume_id},"version":"2.2",'
-        '"state":"Allocated"}'
+        f'Snapshot {{"id":{s.id},"volumeId":{s.volume_id},"name":"{s.name}","state":"Allocated","version":"2.2",'
+        f'"uuid":"{s.uuid}"}}'
     )
     return f"{vo}, dataStoreId {taken.volume.pool_id}, imageStore id {image_store}, checkpointPath null."
 
@@ -467,8 +467,8 @@ class TestNoStrategy:
     def _message(taken: Taken) -> str:
         s = taken.snapshot
         vo = (
-            f'Snapshot {{"id":{s.id},"uuid":"{s.uuid}","name":"{s.name}","volumeId":{s.volume_id},"version":"2.2",'
-            '"state":"Allocated"}'
+            f'Snapshot {{"id":{s.id},"volumeId":{s.volume_id},"name":"{s.name}","state":"Allocated","version":"2.2",'
+            f'"uuid":"{s.uuid}"}}'
         )
         volume = taken.volume.uuid
         return (

@@ -290,10 +290,10 @@ class _DefaultDelete:
                     d.volume_id
                     for d in self.store.find(VolumeDetail, "name = 'SNAPSHOT_ID' AND value = ?", (str(snapshot.id),))
                 ]
-                # reflectOnlySelectedFields(snapshotVO, "id", "uuid", "volumeId", "name") and, for the details,
-                # a JSON array of {"resourceId": volume id}.
+                # reflectOnlySelectedFields(snapshotVO, "id", "uuid", "volumeId", "name"), in declaration order, and
+                # for the details a JSON array of {"resourceId": volume id}.
                 selected = json.dumps(
-                    {"id": current.id, "uuid": current.uuid, "volumeId": current.volume_id, "name": current.name},
+                    {"id": current.id, "volumeId": current.volume_id, "name": current.name, "uuid": current.uuid},
                     separators=(",", ":"),
                 )
                 used_by = ",".join(json.dumps({"resourceId": v}, separators=(",", ":")) for v in volumes)
