@@ -241,6 +241,17 @@ class Driver:
             return Answer(result=False, details=rule.message or f"{op} failed on {self.kind} (injected fault)")
         return Answer(result=False, details=f"no answer from {self.kind} to {op} (timeout)")
 
+    def delete_snapshot(self, path: str, callback: Callback) -> None:
+        """``deleteAsync`` of the snapshot at ``path`` on this store; deleting what is already gone succeeds."""
+
+        def effect() -> Answer:
+            found = self.find(path)
+            if found is not None:
+                self.drop(found)
+            return Answer(result=True, path=path)
+
+        self.call("deleteAsync", callback, effect)
+
     # --- inventory -------------------------------------------------------------------------------------------------
 
     def put(self, path: str, **fields: object) -> StorageObject:

@@ -38,14 +38,3 @@ class ImageStoreDriver(Driver):
             return Answer(result=True, path=path, physical_size=physical_size)
 
         self.call("createAsync", callback, effect)
-
-    def delete_snapshot(self, path: str, callback: Callback) -> None:
-        """``deleteAsync``; deleting what is already gone succeeds."""
-
-        def effect() -> Answer:
-            found = self.find(path)
-            if found is not None:
-                self.drop(found)
-            return Answer(result=True, path=path)
-
-        self.call("deleteAsync", callback, effect)

@@ -111,17 +111,6 @@ class PrimaryDriver(Driver):
         """Hook for drivers that react to a failed backup (StorPool deletes its snapshot, spec §8)."""
         return callback
 
-    def delete_snapshot(self, path: str, callback: Callback) -> None:
-        """``deleteAsync`` of a snapshot on this pool; deleting what is already gone succeeds."""
-
-        def effect() -> Answer:
-            found = self.find(path)
-            if found is not None:
-                self.drop(found)
-            return Answer(result=True, path=path)
-
-        self.call("deleteAsync", callback, effect)
-
     def holds(self, path: str) -> StorageObject | None:
         """The object at ``path`` if this pool holds it."""
         return self.find(path)

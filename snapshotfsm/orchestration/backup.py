@@ -11,13 +11,12 @@ import logging
 
 from snapshotfsm.describe import snapshot_str
 from snapshotfsm.drivers.base import Answer
-from snapshotfsm.drivers.image import ImageStoreDriver
 from snapshotfsm.errors import CloudException, CloudRuntimeException, NoTransitionException, NullPointerException
 from snapshotfsm.names import RefEvent, RefState, SnapshotEvent, SnapshotState, Take
 from snapshotfsm.objects import snapshot_event, store_ref_event
 from snapshotfsm.orchestration.runner import Run, step
 from snapshotfsm.orchestration.runtime import Runtime
-from snapshotfsm.orchestration.take import find_image_store
+from snapshotfsm.orchestration.take import find_image_store, new_image_ref
 from snapshotfsm.store.records import Snapshot, SnapshotDetail, SnapshotStoreRef, StoragePool
 from snapshotfsm.strategies.base import BackupPlan
 from snapshotfsm.strategies.base import Take as TakeState
@@ -61,19 +60,7 @@ def start_backup(
                 'Cannot invoke "com.cloud.storage.SnapshotVO.getAccountId()" because the return value of '
                 '"com.cloud.storage.dao.SnapshotDao.findById(Object)" is null'
             )
-        dest = rt.store.insert(
-            SnapshotStoreRef(
-                store_id=image.id or 0,
-                store_role="Image",
-                snapshot_id=snapshot.id or 0,
-                volume_id=snapshot.volume_id,
-                state=RefState.Allocated,
-                size=snapshot.size,
-                install_path=ImageStoreDriver.install_path(snapshot),
-                created=rt.clock.timestamp(),
-                last_updated=rt.clock.timestamp(),
-            )
-        )
+        dest = new_image_ref(rt, snapshot, image.id or 0)
         moved = store_ref_event(rt.store, dest, RefEvent.CreateOnlyRequested)
         assert moved is not None
         src = primary_ref(rt, snapshot, take.pool)

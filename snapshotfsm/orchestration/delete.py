@@ -22,13 +22,13 @@ from snapshotfsm.errors import (
     PermissionDeniedException,
 )
 from snapshotfsm.names import JobEvent, MachineNames
-from snapshotfsm.orchestration import accounting
+from snapshotfsm.orchestration import accounting, driver_waits
 from snapshotfsm.orchestration.api import ACCOUNT_ERROR, INTERNAL_ERROR, PARAM_ERROR, check_access
 from snapshotfsm.orchestration.jobs import complete, serialized_response
 from snapshotfsm.orchestration.runner import Run, step
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.store.records import Account, AsyncJob, ImageStore, Snapshot, SnapshotStoreRef, StoragePool, Zone
-from snapshotfsm.strategies.base import DeleteRun, DriverDelete, Operation
+from snapshotfsm.strategies.base import Operation
 
 DELETE_SNAPSHOT_CMD = "org.apache.cloudstack.api.command.user.snapshot.DeleteSnapshotCmd"
 
@@ -163,30 +163,16 @@ def _zone_of(rt: Runtime, ref: SnapshotStoreRef) -> int:
 def _advance(run: Run, answer: Answer | None) -> str | None:
     """Resume the strategy's delete with ``answer``; wait on the next driver delete, or finish.
 
-    A driver that throws at the call has its exception thrown into the strategy's code at the point of the call,
-    where CloudStack's own try/catch around it sees it.
+    What the strategy raises leaves ``SnapshotManagerImpl.deleteSnapshot`` wrapped in its catch-all.
     """
-    gen: DeleteRun = run.continuation
-    error: CloudException | None = None
-    while True:
-        try:
-            request: DriverDelete = gen.throw(error) if error is not None else gen.send(answer)
-        except StopIteration as done:
-            run.flags["result"] = bool(done.value)
-            return Delete.Finish if done.value else Delete.GiveUp
-        except CloudException as exc:
-            raise CloudRuntimeException(f"Failed to delete snapshot:{exc.java_name}: {exc.message}", cause=exc) from exc
-
-        def answered(reply: Answer | None) -> None:
-            run.answer = reply
-            run.rt.runner.fire(run, Delete.DriverAnswered)
-
-        try:
-            request.driver.delete_snapshot(request.path, answered)
-        except CloudException as exc:
-            error, answer = exc, None
-            continue
+    try:
+        done = driver_waits.resume(run, answer, Delete.DriverAnswered)
+    except CloudException as exc:
+        raise CloudRuntimeException(f"Failed to delete snapshot:{exc.java_name}: {exc.message}", cause=exc) from exc
+    if done is None:
         return None
+    run.flags["result"] = bool(done.value)
+    return Delete.Finish if done.value else Delete.GiveUp
 
 
 @step("delete.answered")

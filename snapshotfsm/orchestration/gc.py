@@ -13,6 +13,7 @@ from typing import ClassVar
 from snapshotfsm.drivers.base import Answer
 from snapshotfsm.errors import CloudException
 from snapshotfsm.names import MachineNames
+from snapshotfsm.orchestration import driver_waits
 from snapshotfsm.orchestration.runner import Run, step
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.store.records import ImageStore, OpLock, Snapshot, SnapshotStoreRef
@@ -119,26 +120,8 @@ def _quietly(deletion: DeleteRun) -> Collection:
 
 
 def _advance(run: Run, answer: Answer | None) -> str | None:
-    """Resume the collector with ``answer``; a driver that throws at the call has it thrown into the collector."""
-    error: CloudException | None = None
-    while True:
-        try:
-            request: DriverDelete = (
-                run.continuation.throw(error) if error is not None else run.continuation.send(answer)
-            )
-        except StopIteration:
-            return Gc.Finish
-
-        def answered(reply: Answer | None) -> None:
-            run.answer = reply
-            run.rt.runner.fire(run, Gc.DriverAnswered)
-
-        try:
-            request.driver.delete_snapshot(request.path, answered)
-        except CloudException as exc:
-            error, answer = exc, None
-            continue
-        return None
+    """Resume the collector with ``answer``; finished when it has nothing left to wait for."""
+    return None if driver_waits.resume(run, answer, Gc.DriverAnswered) is None else Gc.Finish
 
 
 @step("gc.start")

@@ -9,7 +9,6 @@ import contextlib
 
 from snapshotfsm.describe import snapshot_object_str
 from snapshotfsm.drivers.base import Answer
-from snapshotfsm.drivers.image import ImageStoreDriver
 from snapshotfsm.errors import (
     CloudException,
     CloudRuntimeException,
@@ -21,6 +20,7 @@ from snapshotfsm.objects import snapshot_event, store_ref_event
 from snapshotfsm.orchestration import accounting
 from snapshotfsm.orchestration.runner import Run, step
 from snapshotfsm.orchestration.runtime import Runtime
+from snapshotfsm.orchestration.take import new_image_ref
 from snapshotfsm.store.records import ImageStore, Snapshot, SnapshotStoreRef
 
 
@@ -152,19 +152,7 @@ def _update_size(rt: Runtime, run: Run, answer: Answer) -> None:
     snapshot = run.take.snapshot
     image_id = run.flags.get("image_store_id")
     if image_id is not None:
-        ref = rt.store.insert(
-            SnapshotStoreRef(
-                store_id=image_id,
-                store_role="Image",
-                snapshot_id=snapshot.id or 0,
-                volume_id=snapshot.volume_id,
-                state=RefState.Allocated,
-                size=snapshot.size,
-                install_path=ImageStoreDriver.install_path(snapshot),
-                created=rt.clock.timestamp(),
-                last_updated=rt.clock.timestamp(),
-            )
-        )
+        ref = new_image_ref(rt, snapshot, image_id)
         run.flags["image_ref_id"] = ref.id
     else:
         ref = rt.store.get(SnapshotStoreRef, run.flags["primary_ref_id"])

@@ -9,6 +9,7 @@ import logging
 
 from snapshotfsm.describe import snapshot_object_str, snapshot_str, volume_str
 from snapshotfsm.drivers.base import STORAGE_SYSTEM_SNAPSHOT
+from snapshotfsm.drivers.image import ImageStoreDriver
 from snapshotfsm.errors import (
     CloudException,
     CloudRuntimeException,
@@ -105,6 +106,23 @@ def find_image_store(rt: Runtime, snapshot: Snapshot) -> ImageStore | None:
         if store.total_size == 0 or store.total_size - store.used_bytes >= snapshot.size:
             return store
     return None
+
+
+def new_image_ref(rt: Runtime, snapshot: Snapshot, image_store_id: int) -> SnapshotStoreRef:
+    """``ObjectInDataStoreManagerImpl.create`` on an image store: an Allocated ref at the snapshot's install path."""
+    return rt.store.insert(
+        SnapshotStoreRef(
+            store_id=image_store_id,
+            store_role="Image",
+            snapshot_id=snapshot.id or 0,
+            volume_id=snapshot.volume_id,
+            state=RefState.Allocated,
+            size=snapshot.size,
+            install_path=ImageStoreDriver.install_path(snapshot),
+            created=rt.clock.timestamp(),
+            last_updated=rt.clock.timestamp(),
+        )
+    )
 
 
 @step("take.prepare")
