@@ -20,7 +20,7 @@ from snapshotfsm.clock import SimClock
 from snapshotfsm.definitions import project_definitions
 from snapshotfsm.drivers.base import FaultPlan
 from snapshotfsm.engine import Engine
-from snapshotfsm.profiles import get_profile
+from snapshotfsm.profiles import Profile, get_profile
 from snapshotfsm.store.records import (
     Account,
     AsyncJob,
@@ -88,8 +88,8 @@ def _empty_schema() -> sqlite_utils.Database:
     return db
 
 
-def new_engine(faults: FaultPlan | None = None) -> Engine:
-    """``Engine.open(":memory:", faults=faults)``, with the empty schema copied rather than created (twice faster).
+def new_engine(faults: FaultPlan | None = None, profile: str | Profile = "cloudstack") -> Engine:
+    """``Engine.open(":memory:", faults=..., profile=...)``, with the empty schema copied, not created (twice faster).
 
     ``test_take_happy.test_the_cloud_engine_is_a_fresh_engine`` checks that both give the same database.
     """
@@ -100,7 +100,7 @@ def new_engine(faults: FaultPlan | None = None) -> Engine:
         path=":memory:",
         ms_id=1,
         clock=SimClock(),
-        profile=get_profile("cloudstack"),
+        profile=get_profile(profile),
         definitions=project_definitions(),
     )
     return Engine(store, faults=faults)
@@ -116,12 +116,13 @@ class Cloud:
         self,
         *,
         faults: FaultPlan | None = None,
+        profile: str | Profile = "cloudstack",
         zone_type: str = "Core",
         image_store: bool = True,
         config: dict[str, object] | None = None,
     ) -> None:
         self.faults = faults if faults is not None else FaultPlan()
-        e = self.engine = new_engine(self.faults)
+        e = self.engine = new_engine(self.faults, profile)
         if config:
             # Non-dynamic keys (snapshot.backup.to.secondary) are read when a server starts: set, then restart.
             for name, value in config.items():

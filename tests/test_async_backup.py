@@ -10,20 +10,8 @@ takes 30 s; the primary snapshot takes 2 s.
 from __future__ import annotations
 
 import pytest
-from lifecycle_cloud import (
-    PHYSICAL,
-    SIZE,
-    Cloud,
-    Taken,
-    answer,
-    delete,
-    details,
-    refs,
-    snapshot,
-    snapshot_log,
-    stored,
-    workflows,
-)
+from cloud import PHYSICAL, SIZE, Cloud, Taken
+from lifecycle_cloud import answer, delete, details, refs, snapshot, snapshot_log, stored, workflows
 
 from snapshotfsm.drivers.base import FaultKind, FaultPlan
 from snapshotfsm.store.records import Failure, SnapshotStoreRef

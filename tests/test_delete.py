@@ -12,9 +12,8 @@ from collections.abc import Callable
 
 import attrs
 import pytest
+from cloud import PHYSICAL, Cloud
 from lifecycle_cloud import (
-    PHYSICAL,
-    Cloud,
     answer,
     counts,
     delete,
@@ -48,7 +47,7 @@ PRIMARY, IMAGE = ("Primary", "Ready"), ("Image", "Ready")
 def _allocated() -> tuple[Cloud, int]:
     """Queued behind another volume's take on the same VM, whose primary snapshot never answers."""
     cloud = Cloud(faults=FaultPlan().fail("takeSnapshot", kind="no_answer"))
-    vm = cloud.vm("xen-nfs")
+    vm = cloud.vm("XenServer")
     cloud.create(cloud.volume("xen-nfs", vm=vm))
     queued = cloud.create(cloud.volume("xen-nfs", vm=vm))
     cloud.engine.run()
@@ -241,7 +240,7 @@ class TestByState:
         # The take's outer catch gives the counters back a second time, so the snapshot count ends one below what
         # exists; nothing reaches storage.
         cloud = Cloud()
-        vm = cloud.vm("xen-nfs")
+        vm = cloud.vm("XenServer")
         first = cloud.create(cloud.volume("xen-nfs", vm=vm))
         queued = cloud.create(cloud.volume("xen-nfs", vm=vm))
         cloud.engine.run(until_ms=1_000)

@@ -9,7 +9,8 @@ have every ref deleted on storage and expunged, then the row itself is expunged 
 from __future__ import annotations
 
 import pytest
-from lifecycle_cloud import Cloud, delete, refs, second_zone, snapshot, stored, workflows
+from cloud import Cloud
+from lifecycle_cloud import delete, refs, second_zone, snapshot, stored, workflows
 
 from snapshotfsm.drivers.base import FaultPlan
 from snapshotfsm.store.records import OpLock, Snapshot, SnapshotStoreRef, TransitionLog

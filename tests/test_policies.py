@@ -12,9 +12,10 @@ import datetime as dt
 import zoneinfo
 
 import pytest
+from cloud import PHYSICAL, SIZE, Cloud
 from hypothesis import given
 from hypothesis import strategies as st
-from lifecycle_cloud import PHYSICAL, SIZE, Cloud, jobs, second_zone, usage
+from lifecycle_cloud import jobs, second_zone, usage
 
 from snapshotfsm.describe import snapshot_str, volume_str
 from snapshotfsm.drivers.base import FaultPlan

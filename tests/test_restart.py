@@ -11,21 +11,8 @@ from __future__ import annotations
 
 import attrs
 import pytest
-from lifecycle_cloud import (
-    CANCELLED,
-    PHYSICAL,
-    SIZE,
-    Cloud,
-    answer,
-    counts,
-    details,
-    jobs,
-    refs,
-    snapshot,
-    snapshot_log,
-    stored,
-    work_jobs,
-)
+from cloud import PHYSICAL, SIZE, Cloud
+from lifecycle_cloud import CANCELLED, answer, counts, details, jobs, refs, snapshot, snapshot_log, stored, work_jobs
 
 from snapshotfsm.drivers.base import FaultPlan
 from snapshotfsm.engine import Engine
