@@ -55,10 +55,6 @@ def check(path: Path | None) -> None:
     console.print(f"{len(definitions)} machines valid, {len(findings)} warnings")
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
-
-
 def _clock(at_ms: int) -> str:
     seconds, ms = divmod(at_ms, 1000)
     minutes, seconds = divmod(seconds, 60)
@@ -158,3 +154,35 @@ def demo(db_path: str, seed: int) -> None:
     console.print(f"History of one snapshot:   snapshotfsm history --db {db_path} --snapshot 2")
     console.print(f"History of the whole run:  snapshotfsm history --db {db_path}")
     console.print("State diagrams:            diagrams/ (regenerate with: snapshotfsm diagrams)")
+
+
+@main.command()
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Directory to write into [default: diagrams/].")
+@click.option(
+    "--format", "formats", default="dot,mmd,svg", show_default=True, help="Comma-separated: dot, mmd, svg, png."
+)
+@click.option("--states", "states_dir", type=click.Path(path_type=Path), help="Definitions [default: states/].")
+def diagrams(out_dir: Path | None, formats: str, states_dir: Path | None) -> None:
+    """Write a state diagram of every machine: DOT and Mermaid always, SVG and PNG when graphviz's dot is installed.
+
+    Error transitions are red and dashed, terminal states have a double border, transitional states are yellow and
+    dashed, waiting states blue; each diagram carries a legend. Output is deterministic.
+
+    Example: snapshotfsm diagrams --out /tmp/d --format dot,svg
+    """
+    from snapshotfsm import diagrams as drawing  # noqa: PLC0415 - graphviz is only needed here
+
+    try:
+        chosen = drawing.parse_formats(formats)
+        definitions = load_directory(states_dir)
+        target = out_dir if out_dir is not None else drawing.default_out_dir(definitions)
+        written = drawing.write(definitions, target, chosen)
+    except SnapshotFSMError as exc:
+        raise click.ClickException(str(exc)) from exc
+    console.print(f"wrote {len(written.files)} files for {len(definitions)} machines to {target}")
+    if written.skipped:
+        console.print(f"note: no {'/'.join(written.skipped).upper()} written: {drawing.INSTALL_HINT}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
