@@ -19,7 +19,7 @@ from snapshotfsm.definitions import Definitions
 from snapshotfsm.drivers.base import DriverEnv, FaultPlan
 from snapshotfsm.drivers.registry import Drivers
 from snapshotfsm.errors import InvalidValue, NotFound, ServerDown
-from snapshotfsm.orchestration import api, delete, gc, policies, restart
+from snapshotfsm.orchestration import api, copy_api, delete, gc, policies, restart, storpool_recovery
 from snapshotfsm.orchestration.inventory import SYSTEM_ACCOUNT_ID, Inventory
 from snapshotfsm.orchestration.runner import MsCrash, Runner
 from snapshotfsm.orchestration.runtime import Runtime
@@ -234,6 +234,34 @@ class Engine(Inventory):
         with self._serving():
             return delete.submit_api_job(self.rt, snapshot_id, zone_id, caller_id)
 
+    def copy_snapshot(
+        self,
+        snapshot_id: int,
+        *,
+        dest_zone_ids: Iterable[int],
+        source_zone_id: int | None = None,
+        storage_ids: Iterable[int] = (),
+        use_storage_replication: bool = False,
+        caller: int | Account | None = None,
+    ) -> AsyncJob:
+        """``copySnapshot``: an async job copying a snapshot to other zones and pools (spec §7.4, §8).
+
+        Every check runs in the job (default caller: the owner); :meth:`run` advances the clock until it is done.
+        See :mod:`snapshotfsm.orchestration.copy_api`.
+
+        Raises:
+            InvalidValue: an argument of the wrong type.
+            ServerDown: the server is down, or a crash rule fired during the call (nothing of it is written).
+        """
+        params = copy_api.check_params(snapshot_id, dest_zone_ids, source_zone_id, storage_ids, use_storage_replication)
+        if caller is None:
+            found = self.store.first(Snapshot, "id = ?", (snapshot_id,))
+            caller_id = found.account_id if found is not None else SYSTEM_ACCOUNT_ID
+        else:
+            caller_id = self._account_id(caller)
+        with self._serving():
+            return copy_api.submit_api_job(self.rt, params, caller_id=caller_id)
+
     def _account_id(self, caller: int | Account) -> int:
         if isinstance(caller, Account):
             return caller.id or 0
@@ -297,11 +325,13 @@ class Engine(Inventory):
         """Start what a management server runs in the background: the snapshot scheduler and the storage GC.
 
         The scheduler polls every ``snapshot.poll.interval`` s (§9.2), the GC every ``storage.cleanup.interval`` s
-        (§10.5). These periodic tasks run when :meth:`run` is given ``until_ms``.
+        (§10.5), StorPool's recovery check every ``storpool.snapshot.recovery.from.remote.check`` s (§8; 0: off).
+        These periodic tasks run when :meth:`run` is given ``until_ms``.
         """
         with self._serving():
             policies.start_poller(self.rt)
             gc.start_collector(self.rt)
+            storpool_recovery.start_check(self.rt)  # StorPoolAbandonObjectsCollector's recovery check (spec §8)
 
     def collect_garbage(self) -> None:
         """Run the storage GC's snapshot work once now (spec §10.5)."""

@@ -5,6 +5,11 @@ This is the ``copy_snapshot`` machine.
 A caller starts a copy workflow with its targets and waits for it; the workflow copies each zone's missing part of
 the snapshot chain, oldest first, through the zone's image store (``queryCopySnapshot`` for a download URL, then
 ``createAsync``), and each pool through the COPY strategy. A target that fails is logged and skipped.
+
+A zone is planned when its turn comes (``copySnapshotChainToZone``): the chain, the destination store and the
+secondary-storage reservation, after the zones before it were copied. What CloudStack throws rather than returns
+(a zone with no image store, a strategy that throws) ends the workflow there, with the exception kept in
+``flags["thrown"]`` for the caller: the take job and the backup task log it, the copySnapshot API job fails with it.
 """
 
 from __future__ import annotations
@@ -12,8 +17,15 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
+import attrs
+
 from snapshotfsm.drivers.base import Answer
-from snapshotfsm.errors import CloudException, CloudRuntimeException, ResourceAllocationException
+from snapshotfsm.errors import (
+    CloudException,
+    CloudRuntimeException,
+    NullPointerException,
+    ResourceAllocationException,
+)
 from snapshotfsm.names import MachineNames, RefEvent, RefState
 from snapshotfsm.objects import store_ref_event
 from snapshotfsm.orchestration import accounting
@@ -21,6 +33,7 @@ from snapshotfsm.orchestration.runner import Run, step
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.store.records import (
     Account,
+    ActionEvent,
     ImageStore,
     Snapshot,
     SnapshotStoreRef,
@@ -32,6 +45,21 @@ from snapshotfsm.strategies.base import Operation
 
 log = logging.getLogger(__name__)
 SYSTEM_ACCOUNT_ID = 1
+
+
+# NOTE: belongs in snapshotfsm/errors.py with CloudStack's other exceptions (kept here so as not to edit that file).
+class StorageUnavailableException(CloudException):
+    """``com.cloud.exception.StorageUnavailableException`` (a ResourceUnavailableException).
+
+    Its message is ``ResourceUnavailableException``'s: "Resource [<scope>:<id>] is unreachable: <msg>".
+    """
+
+    java_name = "com.cloud.exception.StorageUnavailableException"
+
+    def __init__(self, message: str, *, scope: str, resource_id: int, cause: CloudException | None = None) -> None:
+        self.scope = scope
+        self.resource_id = resource_id
+        super().__init__(f"Resource [{scope}:{resource_id}] is unreachable: {message}", cause=cause)
 
 
 class Copy(MachineNames, machine="copy_snapshot", kind="event"):
@@ -56,8 +84,22 @@ def zone_image_store(rt: Runtime, snapshot_id: int, zone_id: int) -> ImageStore 
     return None
 
 
-def _plan_zone(rt: Runtime, snapshot: Snapshot, src: ImageStore, zone: Zone) -> dict[str, Any]:
-    """``copySnapshotChainToZone``: the chain back to a snapshot already in the zone, oldest first, and where to."""
+def _plan_zone(rt: Runtime, snapshot: Snapshot, src: ImageStore | None, zone: Zone | None) -> dict[str, Any]:
+    """``copySnapshotChainToZone``: the chain back to a snapshot already in the zone, oldest first, and where to.
+
+    Raises:
+        NullPointerException: no source image store (the copySnapshot API with pool copies only reaches here so), or
+            a destination zone that does not exist.
+        StorageUnavailableException: the zone has no image store (this aborts the remaining zones).
+        ResourceAllocationException: the chain's size would exceed the owner's secondary storage limit.
+    """
+    if src is None:
+        raise NullPointerException(
+            'Cannot invoke "org.apache.cloudstack.engine.subsystem.api.storage.DataStore.getId()" because '
+            '"srcSecStore" is null'
+        )
+    if zone is None:
+        raise NullPointerException('Cannot invoke "com.cloud.dc.DataCenterVO.getId()" because "destZone" is null')
     current = rt.store.first(
         SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Image' AND store_id = ?", (snapshot.id, src.id)
     )
@@ -86,17 +128,16 @@ def _plan_zone(rt: Runtime, snapshot: Snapshot, src: ImageStore, zone: Zone) -> 
             ImageStore, "data_center_id = ? AND removed IS NULL AND readonly = 0 AND role = 'Image'", (zone.id,)
         )
         if not stores:
-            raise CloudRuntimeException("Destination zone is not ready, no image store associated")
+            raise StorageUnavailableException(
+                "Destination zone is not ready, no image store associated", scope="DataCenter", resource_id=zone.id or 0
+            )
         dest = stores[0]
+    if chain:
+        # The CheckedReservation of the chain's size, for the snapshot's owner (root admins pass).
+        owner = rt.store.get(Account, snapshot.account_id)
+        accounting.check_limit(rt, owner, accounting.SECONDARY_STORAGE, size)
     chain.reverse()
-    return {
-        "kind": "zone",
-        "zone_id": zone.id,
-        "chain": chain,
-        "size": size,
-        "src": src.id,
-        "dest": dest.id if dest else None,
-    }
+    return {"chain": chain, "size": size, "dest": dest.id if dest else None}
 
 
 def _already_in_store(rt: Runtime, snapshot_id: int, dest: ImageStore) -> bool:
@@ -123,19 +164,30 @@ def _already_in_store(rt: Runtime, snapshot_id: int, dest: ImageStore) -> bool:
     return False
 
 
+def _calling(run: Run) -> tuple[int, int]:
+    """The calling user and account of CloudStack's CallContext (the system's, 1 and 1, in a background task)."""
+    user = run.user_id if run.user_id is not None else SYSTEM_ACCOUNT_ID
+    account = run.caller_id if run.caller_id is not None else SYSTEM_ACCOUNT_ID
+    return user, account
+
+
 def start_zone_copies(parent: Run, snapshot: Snapshot, zone_ids: list[int], *, resume_event: str) -> None:
-    """``copyNewSnapshotToZones``: action event started, then the copy workflow; ``parent`` waits for it."""
+    """``copyNewSnapshotToZones``: action event started, then the copy workflow; ``parent`` waits for it.
+
+    The action events are the calling user's and account's (the system's in the async backup task).
+    """
     rt = parent.rt
-    accounting.action_event(
+    user_id, account_id = _calling(parent)
+    action_event(
         rt,
-        "SNAPSHOT.COPY",
         f"Copying snapshot ID: {snapshot.uuid}",
-        account_id=snapshot.account_id,
+        user_id=user_id,
+        account_id=account_id,
         resource_id=snapshot.id,
         state="Started",
     )
-    targets: list[dict[str, Any]] = []
     src = zone_image_store(rt, snapshot.id or 0, snapshot.data_center_id)
+    targets: list[dict[str, Any]] = []
     failed: list[int] = []
     if src is None:
         log.error(
@@ -145,31 +197,50 @@ def start_zone_copies(parent: Run, snapshot: Snapshot, zone_ids: list[int], *, r
         )
         failed = list(zone_ids)
     else:
-        for zone_id in zone_ids:
-            zone = rt.store.first(Zone, "id = ?", (zone_id,))
-            try:
-                if zone is None:
-                    raise CloudRuntimeException(f"zone {zone_id} does not exist")
-                plan = _plan_zone(rt, snapshot, src, zone)
-                owner = rt.store.get(Account, snapshot.account_id)
-                accounting.check_limit(rt, owner, accounting.SECONDARY_STORAGE, plan["size"])
-                targets.append(plan)
-            except (CloudException, ResourceAllocationException) as exc:
-                log.warning("Error while copying snapshot %s to zone %s: %s", snapshot.id, zone_id, exc)
-                failed.append(zone_id)
-    _start(parent, snapshot, targets, resume_event, {"zone_ids": zone_ids, "failed_zones": failed, "event": True})
+        targets = [{"kind": "zone", "zone_id": zone_id} for zone_id in zone_ids]
+    _start(
+        parent,
+        snapshot,
+        targets,
+        resume_event,
+        {"zone_ids": zone_ids, "failed_zones": failed, "event": True, "src": src.id if src else None},
+    )
 
 
 def start_pool_copies(parent: Run, snapshot: Snapshot, pool_ids: list[int], *, resume_event: str) -> None:
     """``copyNewSnapshotToZonesOnPrimary``: the COPY strategy for each pool; none found is only logged."""
-    rt = parent.rt
+    _start(parent, snapshot, _pool_targets(parent.rt, snapshot, pool_ids), resume_event, {})
+
+
+def start_copies(
+    parent: Run,
+    snapshot: Snapshot,
+    *,
+    zone_ids: list[int],
+    pool_ids: list[int],
+    src_store_id: int | None,
+    resume_event: str,
+) -> Run:
+    """The copySnapshot API's copies (spec §7.4): the pools first, then the zones, in one workflow.
+
+    ``copySnapshotToPrimaryDifferentZone`` (``copyNewSnapshotToZonesOnPrimary``), then ``copySnapshotToZones`` from
+    the image store ``src_store_id`` (None when the snapshot is on no image store of the source zone: a zone copy
+    then dereferences it). Unlike ``copyNewSnapshotToZones`` this writes no SNAPSHOT.COPY action events of its own
+    (the API's ``@ActionEvent`` does). Returns the workflow; ``parent`` is resumed with ``resume_event`` when it ends.
+    """
+    targets = _pool_targets(parent.rt, snapshot, pool_ids) + [{"kind": "zone", "zone_id": z} for z in zone_ids]
+    _start(parent, snapshot, targets, resume_event, {"zone_ids": zone_ids, "failed_zones": [], "src": src_store_id})
+    return parent.children[-1]
+
+
+def _pool_targets(rt: Runtime, snapshot: Snapshot, pool_ids: list[int]) -> list[dict[str, Any]]:
+    if not pool_ids:
+        return []
     strategy = rt.factory.best(rt.strategy_env, snapshot, Operation.COPY)
-    targets: list[dict[str, Any]] = []
     if strategy is None:
         log.info("Unable to find snapshot strategy to handle the copy of a snapshot with id %s", snapshot.uuid)
-    else:
-        targets = [{"kind": "pool", "pool_id": pool_id} for pool_id in pool_ids]
-    _start(parent, snapshot, targets, resume_event, {"strategy": strategy.name if strategy else None})
+        return []
+    return [{"kind": "pool", "pool_id": pool_id} for pool_id in pool_ids]
 
 
 def _start(
@@ -193,16 +264,59 @@ def _start(
 
 
 def next_target(run: Run) -> str:
-    """The event for the next target, or Finish."""
+    """The event for the next target, or Finish.
+
+    A zone is planned when its turn comes, and snapshots of its chain already in the destination store
+    (``checkAndProcessSnapshotAlreadyExistInStore``: Ready, or Hidden made Ready) are passed over without a copy.
+    """
+    rt = run.rt
     flags = run.flags
     while flags["position"] < len(flags["targets"]):
         target = flags["targets"][flags["position"]]
         if target["kind"] == "pool":
             return Copy.CopyToPool
-        if flags["chain_index"] < len(target["chain"]):
-            return Copy.CopyToZone
+        if "chain" not in target and not _plan(run, target):
+            continue
+        while flags["chain_index"] < len(target["chain"]):
+            dest = rt.store.get(ImageStore, target["dest"])
+            if not _already_in_store(rt, target["chain"][flags["chain_index"]], dest):
+                return Copy.CopyToZone
+            flags["chain_index"] += 1
         _zone_done(run, target)
     return Copy.Finish
+
+
+def _plan(run: Run, target: dict[str, Any]) -> bool:
+    """Plan the zone ``target``; False when the zone failed (reservation refused) or the workflow was aborted."""
+    rt = run.rt
+    snapshot = rt.store.get(Snapshot, run.snapshot_id or 0)
+    src = rt.store.first(ImageStore, "id = ?", (run.flags.get("src"),))
+    zone = rt.store.first(Zone, "id = ?", (target["zone_id"],))
+    try:
+        target.update(_plan_zone(rt, snapshot, src, zone))
+    except ResourceAllocationException as exc:
+        log.warning("Unable to allocate secondary storage resources for snapshot chain for %s: %s", snapshot.id, exc)
+        _zone_failed(run, target, exc.message)
+        return False
+    except CloudException as exc:
+        abort(run, exc)
+        return False
+    return True
+
+
+def abort(run: Run, exc: CloudException) -> None:
+    """What CloudStack throws out of the copy loop: the remaining targets are skipped; the caller gets ``exc``."""
+    log.error("Error while copying snapshot %s: %s: %s", run.snapshot_id, exc.java_name, exc.message)
+    run.flags["thrown"] = {
+        "type": exc.java_name,
+        "message": exc.message,
+        # copyNewSnapshotToZones catches these and goes on to its completed action event.
+        "caught_by_zone_copies": isinstance(
+            exc, (ResourceAllocationException, StorageUnavailableException, CloudRuntimeException)
+        ),
+    }
+    run.flags["position"] = len(run.flags["targets"])
+    run.flags["chain_index"] = 0
 
 
 def _zone_done(run: Run, target: dict[str, Any]) -> None:
@@ -220,15 +334,12 @@ def _zone_failed(run: Run, target: dict[str, Any], why: str) -> None:
 
 @step("copies.start_zone_copy")
 def start_zone_copy(run: Run) -> str | None:
-    """``copySnapshotToZone`` for one snapshot of the chain: already there, or URL then destination ref and copy."""
+    """``copySnapshotToZone`` for one snapshot of the chain: the download URL, then the destination ref and copy."""
     rt = run.rt
     target = run.flags["targets"][run.flags["position"]]
     snapshot = rt.store.get(Snapshot, target["chain"][run.flags["chain_index"]])
     dest = rt.store.get(ImageStore, target["dest"])
-    if _already_in_store(rt, snapshot.id or 0, dest):
-        run.flags["chain_index"] += 1
-        return next_target(run)
-    src_store = rt.store.get(ImageStore, target["src"])
+    src_store = rt.store.get(ImageStore, run.flags["src"])
     src_ref = rt.store.first(
         SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Image' AND store_id = ?", (snapshot.id, src_store.id)
     )
@@ -264,7 +375,13 @@ def start_zone_copy(run: Run) -> str | None:
         run.answer = answer
         rt.runner.fire(run, Copy.ZoneAnswered)
 
-    rt.drivers.image(dest).copy_from(snapshot, query.path, src_ref.size, src_ref.physical_size, answered)
+    try:
+        rt.drivers.image(dest).copy_from(snapshot, query.path, src_ref.size, src_ref.physical_size, answered)
+    except CloudException:
+        # SnapshotServiceImpl.copySnapshot(snapshot, url, store) catches a createAsync that throws: the new ref
+        # OperationFailed (its row deleted), and the future fails with the message.
+        store_ref_event(rt.store, moved, RefEvent.OperationFailed)
+        raise
     return None
 
 
@@ -343,6 +460,7 @@ def copy_to_pool(run: Run) -> str:
             )
         )
     run.flags["position"] += 1
+    run.flags["pool_id"] = pool.id
     if src is None or strategy is None:
         raise CloudRuntimeException(f"Failed to copy snapshot{dest.id}")
     if dest.state == RefState.Allocated:
@@ -354,19 +472,33 @@ def copy_to_pool(run: Run) -> str:
             f"Cannot copy snapshot to another storage in different zone. It's not in the right state {src.state}"
         )
     assert moved is not None
-    error = strategy.copy_snapshot(rt.strategy_env, snapshot, src, pool)
+    try:
+        error = strategy.copy_snapshot(rt.strategy_env, snapshot, src, pool)
+    except CloudException as exc:
+        # SnapshotServiceImpl.copySnapshot: a strategy that throws fails the destination ref and throws on, out of
+        # copySnapshotOnPool and the loop over the pools (the remaining targets are not tried).
+        store_ref_event(rt.store, moved, RefEvent.OperationFailed)
+        thrown = CloudRuntimeException(f"Failed to copy snapshot{snapshot.id}", cause=exc)
+        abort(run, thrown)
+        raise thrown from exc
     if error is not None:
         store_ref_event(rt.store, moved, RefEvent.OperationFailed)
         raise CloudRuntimeException(f"Copy snapshot ID: {snapshot.id} failed for primary storage {pool.id}: {error}")
     moved = rt.store.update(moved, install_path=src.install_path)
     store_ref_event(rt.store, moved, RefEvent.OperationSucceeded)
     add_to_zone(rt, snapshot.id or 0, pool.data_center_id)
-    # The increment passes the calling *user* id where an account id is expected (spec §7.4).
-    caller = run.user_id if run.user_id is not None else SYSTEM_ACCOUNT_ID
-    accounting.change_count(rt, caller, accounting.PRIMARY_STORAGE, snapshot.size)
-    if caller != SYSTEM_ACCOUNT_ID:
+    # The increment passes the calling *user* id where an account id is expected (spec §7.4); the usage event,
+    # written unless that user id is the system account's id, goes to the calling account, not to the owner.
+    user_id, account_id = _calling(run)
+    accounting.change_count(rt, user_id, accounting.PRIMARY_STORAGE, snapshot.size)
+    if user_id != SYSTEM_ACCOUNT_ID:
         accounting.usage(
-            rt, "SNAPSHOT.COPY", snapshot, size=snapshot.size, virtual_size=snapshot.size, zone_id=pool.data_center_id
+            rt,
+            "SNAPSHOT.COPY",
+            attrs.evolve(snapshot, account_id=account_id),
+            size=snapshot.size,
+            virtual_size=snapshot.size,
+            zone_id=pool.data_center_id,
         )
     run.flags.setdefault("copied_pools", []).append(pool.id)
     return next_target(run)
@@ -376,31 +508,65 @@ def copy_to_pool(run: Run) -> str:
 def pool_failed(run: Run) -> str:
     """A pool copy failed: logged, next target."""
     log.debug("pool copy failed: %s", run.error.message if run.error else "")
-    run.flags.setdefault("failed_pools", []).append(run.flags["targets"][run.flags["position"] - 1]["pool_id"])
+    run.flags.setdefault("failed_pools", []).append(run.flags["pool_id"])
     return next_target(run)
 
 
 @step("copies.finish")
 def finish(run: Run) -> None:
-    """All targets tried; for zone copies, the completed action event names the zones that succeeded."""
+    """All targets tried; for ``copyNewSnapshotToZones``, the completed action event.
+
+    INFO "Completed copying ..." when fewer zones failed than were asked for, else ERROR "... failed". Upstream
+    filters the zone names it lists by comparing each zone's *uuid* with the failed zones' *names*, so every
+    destination zone is listed, failed ones included; and a zone without an image store aborts the loop with
+    nothing counted as failed, so the event says "Completed" then too.
+    """
     flags = run.flags
     if not flags.get("event"):
         return
+    thrown = flags.get("thrown")
+    if thrown is not None and not thrown["caught_by_zone_copies"]:
+        return  # the exception escapes copyNewSnapshotToZones before its completed event
     rt = run.rt
     snapshot = rt.store.get(Snapshot, run.snapshot_id or 0)
-    failed = set(flags.get("failed_zones", []))
-    ok = [z for z in flags["zone_ids"] if z not in failed]
-    if ok:
-        names = ", ".join(rt.store.get(Zone, z).name for z in ok)
+    zone_ids: list[int] = flags["zone_ids"]
+    if len(flags.get("failed_zones", [])) < len(zone_ids):
+        names = ", ".join(zone.name for z in zone_ids if (zone := rt.store.first(Zone, "id = ?", (z,))) is not None)
         text, level = f"Completed copying snapshot ID: {snapshot.uuid} to zone(s): {names}", "INFO"
     else:
         text, level = f"Copying snapshot ID: {snapshot.uuid} failed", "ERROR"
-    accounting.action_event(
+    user_id, account_id = _calling(run)
+    action_event(
         rt,
-        "SNAPSHOT.COPY",
         text,
-        account_id=snapshot.account_id,
+        user_id=user_id,
+        account_id=account_id,
         resource_id=snapshot.id,
         state="Completed",
         level=level,
+    )
+
+
+def action_event(
+    rt: Runtime,
+    description: str,
+    *,
+    user_id: int,
+    account_id: int,
+    resource_id: int | None,
+    state: str,
+    level: str = "INFO",
+) -> None:
+    """A SNAPSHOT.COPY ``event`` row with its calling user (``accounting.action_event`` leaves the user at 1)."""
+    rt.store.insert(
+        ActionEvent(
+            type="SNAPSHOT.COPY",
+            state=state,
+            description=description,
+            level=level,
+            user_id=user_id,
+            account_id=account_id,
+            resource_id=resource_id,
+            created=rt.clock.timestamp(),
+        )
     )

@@ -62,15 +62,17 @@ class Inventory:
 
     def ensure_system_account(self) -> Account:
         """Account 1, ``system``: every CloudStack database has it; scheduled snapshots run as its user (§9.2)."""
-        found = self.rt.store.first(Account, "id = ?", (SYSTEM_ACCOUNT_ID,))
-        if found is not None:
-            return found
-        account = self.rt.store.insert(
-            Account(id=SYSTEM_ACCOUNT_ID, account_name="system", uuid=self.rt.new_uuid(), type=1)
-        )
-        for resource in ("snapshot", "primary_storage", "secondary_storage"):
-            self.rt.store.insert(ResourceCount(type=resource, account_id=SYSTEM_ACCOUNT_ID, count=0))
-        return account
+        # One write transaction: servers opening a fresh database together must not both insert it.
+        with self.rt.store.atomic():
+            found = self.rt.store.first(Account, "id = ?", (SYSTEM_ACCOUNT_ID,))
+            if found is not None:
+                return found
+            account = self.rt.store.insert(
+                Account(id=SYSTEM_ACCOUNT_ID, account_name="system", uuid=self.rt.new_uuid(), type=1)
+            )
+            for resource in ("snapshot", "primary_storage", "secondary_storage"):
+                self.rt.store.insert(ResourceCount(type=resource, account_id=SYSTEM_ACCOUNT_ID, count=0))
+            return account
 
     def add_zone(
         self, name: str, *, type: str = "Core", enabled: bool = True, backup_provider: str | None = None

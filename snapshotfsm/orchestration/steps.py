@@ -5,6 +5,7 @@ from snapshotfsm.orchestration import (
     backup,
     backup_task,
     copies,
+    copy_api,  # copySnapshot API job (copy_snapshot_job machine)
     delete,
     dispatch,
     gc,
@@ -14,4 +15,17 @@ from snapshotfsm.orchestration import (
     take,
 )
 
-__all__ = ["api", "backup", "backup_task", "copies", "delete", "dispatch", "gc", "jobs", "primary", "retention", "take"]
+__all__ = [
+    "api",
+    "backup",
+    "backup_task",
+    "copies",
+    "copy_api",
+    "delete",
+    "dispatch",
+    "gc",
+    "jobs",
+    "primary",
+    "retention",
+    "take",
+]

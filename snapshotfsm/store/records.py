@@ -285,6 +285,7 @@ class SnapshotStoreRef(Record):
         ("snapshot_id", "store_role"),
         ("store_id", "store_role", "state"),
         ("state",),
+        ("volume_id", "store_role"),
     )
     store_id: int
     store_role: str
@@ -388,6 +389,8 @@ class AsyncJob(Record):
         ("job_status", "job_executing_msid"),
         ("job_status", "job_init_msid"),
         ("instance_type", "instance_id"),
+        ("job_init_msid",),
+        ("job_executing_msid",),
     )
     uuid: str = ""
     job_dispatcher: str = "ApiAsyncJobDispatcher"

@@ -1,0 +1,360 @@
+"""StorPool cross-zone copies and the recovery check (spec §8, §7.4).
+
+``StorPoolSnapshotStrategy.copySnapshot`` copies a snapshot to a StorPool pool of another zone in three API calls,
+each persisted before the next: ``snapshotExport`` on the source cluster (then the ``SP_RECOVERED_SNAPSHOT`` detail),
+``snapshotFromRemote`` and ``snapshotReconcile`` on the destination. A failure at any step fails the destination ref
+(its row is deleted) and leaves the rest as it was: an exported snapshot and its detail, a copy still recovering.
+``StorPoolSnapshotRecoveryCheck`` later unexports what it finds exported and clears the detail.
+"""
+
+from __future__ import annotations
+
+import pytest
+from cloud import PHYSICAL, SIZE
+from helpers_storpool import (
+    CHECK_MS,
+    StorPoolCloud,
+    copy_failures,
+    copy_usage,
+    count,
+    image_refs,
+    primary_refs,
+    recovered,
+    sp_objects,
+    zone_rows,
+)
+from lifecycle_cloud import answer
+
+from snapshotfsm.drivers.base import FaultPlan
+from snapshotfsm.drivers.storpool import sp_name
+from snapshotfsm.errors import ApiError
+from snapshotfsm.orchestration import storpool_recovery
+from snapshotfsm.orchestration.storpool_recovery import RecoveryReport
+from snapshotfsm.store.records import Snapshot
+
+SYSTEM = 1
+PLACEHOLDERS = {
+    "storpool.snapshotExport": "Failed to export snapshot [{}] from [{}] due to [{}]",
+    "storpool.snapshotFromRemote": "Failed to copy snapshot [{}] to [{}] due to [{}]",
+    "storpool.snapshotReconcile": "Failed to reconcile snapshot [{}] from [{}] due to [{}]",
+}
+"""The strategy's error texts: String.format with log4j ``{}`` placeholders, which it never fills."""
+
+
+def _path(cloud: StorPoolCloud, sid: int) -> str:
+    snapshot = cloud.engine.get(Snapshot, sid)
+    return f"/dev/storpool-byid/{cloud.pool_a.id}.{sid}.{snapshot.uuid[:8]}"
+
+
+class TestCrossZoneCopy:
+    """``createSnapshot`` of a StorPool volume with ``storageids`` or ``usestoragereplication``."""
+
+    def test_copy_to_a_pool_in_another_zone(self):
+        """Export, detail, copy from remote, reconcile: the destination ref Ready at the source's path."""
+        cloud = StorPoolCloud()
+        sid = cloud.take(storage_ids=[cloud.pool_b.id])
+        e = cloud.engine
+        path = _path(cloud, sid)
+        assert e.get(Snapshot, sid).status == "BackedUp"
+        assert primary_refs(e, sid) == [(cloud.pool_a.id, "Ready", path), (cloud.pool_b.id, "Ready", path)]
+        assert image_refs(e, sid) == [(cloud.image_a.id, "Ready")]
+        assert zone_rows(e, sid) == [cloud.zone_a.id, cloud.zone_b.id]
+        assert recovered(e) == [(sid, f"{sp_name(path)};loc-b")]
+        assert sp_objects(e, e.get(Snapshot, sid)) == [
+            (cloud.pool_a.id, "snapshot", "loc-b"),
+            (cloud.pool_b.id, "snapshot", None),
+        ]
+        assert count(e, cloud.alice.id, "primary_storage") == SIZE
+        assert count(e, cloud.alice.id, "secondary_storage") == PHYSICAL
+        assert copy_usage(e, sid) == [(cloud.alice.id, cloud.zone_b.id, SIZE)]
+        assert copy_failures(e) == []
+
+    def test_use_storage_replication_picks_the_pool_and_drops_the_zone_copy(self):
+        """The zone's pool with use.storage.replication=true is the target; zoneids are cleared (no image copy)."""
+        cloud = StorPoolCloud()
+        cloud.engine.set_config(
+            "use.storage.replication", value=True, scope="StoragePool", scope_id=cloud.pool_b.id or 0
+        )
+        sid = cloud.take(zone_ids=[cloud.zone_b.id], use_storage_replication=True)
+        e = cloud.engine
+        assert [r[:2] for r in primary_refs(e, sid)] == [(cloud.pool_a.id, "Ready"), (cloud.pool_b.id, "Ready")]
+        assert image_refs(e, sid) == [(cloud.image_a.id, "Ready")]
+        assert zone_rows(e, sid) == [cloud.zone_a.id, cloud.zone_b.id]
+        assert copy_usage(e, sid) == [(cloud.alice.id, cloud.zone_b.id, SIZE)]
+
+    def test_use_storage_replication_without_a_replicating_pool(self):
+        """No pool of the zone has use.storage.replication: ``findFirst().get()`` throws in the create phase (530)."""
+        cloud = StorPoolCloud()
+        with pytest.raises(ApiError) as refused:
+            cloud.engine.create_snapshot(
+                cloud.volume.id or 0, zone_ids=[cloud.zone_b.id], use_storage_replication=True, caller=cloud.root
+            )
+        assert (refused.value.code, refused.value.text) == (
+            530,
+            "No value present (java.util.NoSuchElementException from findFirst().get())",
+        )
+
+    @pytest.mark.parametrize(
+        ("op", "objects", "detail"),
+        [
+            ("storpool.snapshotExport", [("a", "snapshot", None)], False),
+            ("storpool.snapshotFromRemote", [("a", "snapshot", "loc-b")], True),
+            ("storpool.snapshotReconcile", [("a", "snapshot", "loc-b"), ("b", "recovering", None)], True),
+        ],
+    )
+    def test_a_failing_step_leaves_what_the_steps_before_it_did(self, op, objects, detail):
+        """The destination ref is failed and deleted; no zone row, no count, no usage; earlier steps stay done."""
+        cloud = StorPoolCloud(FaultPlan().fail(op))
+        sid = cloud.take(storage_ids=[cloud.pool_b.id])
+        e = cloud.engine
+        path = _path(cloud, sid)
+        pools = {"a": cloud.pool_a.id, "b": cloud.pool_b.id}
+        assert e.get(Snapshot, sid).status == "BackedUp"
+        assert primary_refs(e, sid) == [(cloud.pool_a.id, "Ready", path)]
+        assert zone_rows(e, sid) == [cloud.zone_a.id]
+        assert sp_objects(e, e.get(Snapshot, sid)) == [(pools[p], kind, to) for p, kind, to in objects]
+        assert recovered(e) == ([(sid, f"{sp_name(path)};loc-b")] if detail else [])
+        assert count(e, cloud.alice.id, "primary_storage") == 0
+        assert copy_usage(e, sid) == []
+        assert copy_failures(e) == [
+            (
+                "copies.copy_to_pool",
+                "CloudRuntimeException",
+                f"Copy snapshot ID: {sid} failed for primary storage {cloud.pool_b.id}: {PLACEHOLDERS[op]}",
+            )
+        ]
+        dest = [r for r in e.history(machine="snapshot_store_ref") if r.entity_id == 3]
+        assert [(r.source, r.event, r.dest) for r in dest] == [
+            ("", "create", "Allocated"),
+            ("Allocated", "CreateOnlyRequested", "Creating"),
+            ("Creating", "OperationFailed", "Allocated"),
+            ("Allocated", "SnapshotObject.deleteIfNotReady", ""),
+        ]
+
+    def test_no_cluster_location_on_the_destination(self):
+        """``sp.cluster.location`` unset on the destination pool: nothing is exported and the copy fails.
+
+        Upstream then completes the callback a second time with no error; that finds the ref already deleted.
+        """
+        cloud = StorPoolCloud(locations=("loc-a", None))
+        sid = cloud.take(storage_ids=[cloud.pool_b.id])
+        e = cloud.engine
+        assert [r[:2] for r in primary_refs(e, sid)] == [(cloud.pool_a.id, "Ready")]
+        assert zone_rows(e, sid) == [cloud.zone_a.id]
+        assert recovered(e) == []
+        assert sp_objects(e, e.get(Snapshot, sid)) == [(cloud.pool_a.id, "snapshot", None)]
+        assert copy_failures(e) == [
+            (
+                "copies.copy_to_pool",
+                "CloudRuntimeException",
+                (
+                    f"Copy snapshot ID: {sid} failed for primary storage {cloud.pool_b.id}: "
+                    "The snapshot is not in the right location"
+                ),
+            )
+        ]
+
+    def test_a_throwing_api_call_stops_the_remaining_pools(self):
+        """An exception (not an error answer): the destination ref is failed, the next pool is never tried."""
+        cloud = StorPoolCloud(FaultPlan().fail("storpool.snapshotExport", kind="exception"))
+        _, pool_c = cloud.add_zone("zone-c")
+        sid = cloud.take(storage_ids=[cloud.pool_b.id, pool_c.id])
+        e = cloud.engine
+        assert [r[:2] for r in primary_refs(e, sid)] == [(cloud.pool_a.id, "Ready")]
+        assert copy_failures(e) == [("copies.copy_to_pool", "CloudRuntimeException", f"Failed to copy snapshot{sid}")]
+        assert [f.op for f in cloud.faults.fired] == ["storpool.snapshotExport"]
+
+    def test_pools_are_copied_in_turn(self):
+        """Two destination zones: each pool copy exports to its own location, one detail per export."""
+        cloud = StorPoolCloud()
+        zone_c, pool_c = cloud.add_zone("zone-c")
+        sid = cloud.take(storage_ids=[cloud.pool_b.id, pool_c.id])
+        e = cloud.engine
+        name = sp_name(_path(cloud, sid))
+        assert [r[:2] for r in primary_refs(e, sid)] == [
+            (cloud.pool_a.id, "Ready"),
+            (cloud.pool_b.id, "Ready"),
+            (pool_c.id, "Ready"),
+        ]
+        assert zone_rows(e, sid) == [cloud.zone_a.id, cloud.zone_b.id, zone_c.id]
+        assert recovered(e) == [(sid, f"{name};loc-b"), (sid, f"{name};loc-zone-c")]
+        assert count(e, cloud.alice.id, "primary_storage") == 2 * SIZE
+
+
+class TestSystemCaller:
+    """The pool copy charges primary_storage to the calling *user* id, read as an account id (spec §7.4)."""
+
+    def test_a_scheduled_snapshot_charges_the_system_account(self):
+        """The scheduler's job runs as user 1: the system account is charged and no usage event is written."""
+        cloud = StorPoolCloud()
+        e = cloud.engine
+        e.create_snapshot_policy(
+            cloud.volume.id or 0, interval="hourly", schedule="5", max_snaps=3, storage_ids=[cloud.pool_b.id]
+        )
+        e.start_background_tasks()
+        e.run(until_ms=11 * 60_000)
+        sid = e.store.find(Snapshot)[0].id or 0
+        assert [r[:2] for r in primary_refs(e, sid)] == [(cloud.pool_a.id, "Ready"), (cloud.pool_b.id, "Ready")]
+        assert count(e, SYSTEM, "primary_storage") == SIZE
+        assert count(e, cloud.alice.id, "primary_storage") == 0
+        assert copy_usage(e, sid) == []
+
+    def test_the_async_backup_task_charges_the_system_account(self):
+        """The backup task runs in the system context; with pool ids it only copies (no secondary backup)."""
+        cloud = StorPoolCloud()
+        sid = cloud.take(storage_ids=[cloud.pool_b.id], async_backup=True)
+        e = cloud.engine
+        assert e.get(Snapshot, sid).status == "CreatedOnPrimary"
+        assert image_refs(e, sid) == []
+        assert [r[:2] for r in primary_refs(e, sid)] == [(cloud.pool_a.id, "Ready"), (cloud.pool_b.id, "Ready")]
+        assert count(e, SYSTEM, "primary_storage") == SIZE
+        assert copy_usage(e, sid) == []
+
+    def test_an_admin_caller_gets_the_usage_event(self):
+        """The usage event goes to the calling account, not to the snapshot's owner."""
+        cloud = StorPoolCloud()
+        job = cloud.engine.create_snapshot(cloud.volume.id or 0, storage_ids=[cloud.pool_b.id], caller=cloud.root)
+        cloud.engine.run()
+        sid = job.instance_id or 0
+        assert copy_usage(cloud.engine, sid) == [(cloud.root.id, cloud.zone_b.id, SIZE)]
+        assert count(cloud.engine, cloud.root.id, "primary_storage") == SIZE
+
+
+class TestRecoveryCheck:
+    """``StorPoolSnapshotRecoveryCheck`` on the simulated clock (``storpool.snapshot.recovery.from.remote.check``)."""
+
+    def test_unexports_and_clears_the_detail_after_one_period(self):
+        """Nothing before 300 s; at 300 s the snapshot is unexported and its detail deleted."""
+        cloud = StorPoolCloud()
+        sid = cloud.take(storage_ids=[cloud.pool_b.id])
+        e = cloud.engine
+        start = e.clock.now_ms
+        e.start_background_tasks()
+        e.run(until_ms=start + CHECK_MS - 1)
+        assert len(recovered(e)) == 1
+        assert sp_objects(e, e.get(Snapshot, sid))[0] == (cloud.pool_a.id, "snapshot", "loc-b")
+        e.run(until_ms=start + CHECK_MS)
+        assert recovered(e) == []
+        assert sp_objects(e, e.get(Snapshot, sid)) == [
+            (cloud.pool_a.id, "snapshot", None),
+            (cloud.pool_b.id, "snapshot", None),
+        ]
+
+    def test_the_unexported_snapshot_can_be_deleted(self):
+        """While exported, deleteSnapshot is refused ("exported to another cluster"); after the check it goes."""
+        cloud = StorPoolCloud()
+        sid = cloud.take(storage_ids=[cloud.pool_b.id])
+        e = cloud.engine
+        uuid = e.get(Snapshot, sid).uuid
+        job = e.delete_snapshot(sid)
+        e.run()
+        assert answer(e, job.id or 0) == (
+            "FAILED",
+            530,
+            (
+                "Failed to delete snapshot:com.cloud.utils.exception.CloudRuntimeException: "
+                f"The snapshot {uuid} is exported to another cluster, it can't be deleted"
+            ),
+        )
+        assert storpool_recovery.run_once(e.rt).removed_details == 1
+        job = e.delete_snapshot(sid)
+        e.run()
+        assert answer(e, job.id or 0)[0] == "SUCCEEDED"
+
+    def test_the_source_clusters_listing_unexports_a_copy_still_recovering(self):
+        """Every zone's pool is listed, the source's too, where the snapshot is never recovering: it matches there.
+
+        So a copy whose reconcile failed (still recovering in zone B) is unexported on the first run all the same.
+        """
+        cloud = StorPoolCloud(FaultPlan().fail("storpool.snapshotReconcile"))
+        sid = cloud.take(storage_ids=[cloud.pool_b.id])
+        e = cloud.engine
+        name = sp_name(_path(cloud, sid))
+        report = storpool_recovery.run_once(e.rt)
+        assert report == RecoveryReport(
+            zones=(cloud.zone_a.id, cloud.zone_b.id), unexported=(name,), removed_details=1, failed_zones=()
+        )
+        assert sp_objects(e, e.get(Snapshot, sid)) == [
+            (cloud.pool_a.id, "snapshot", None),
+            (cloud.pool_b.id, "recovering", None),
+        ]
+
+    def test_a_snapshot_still_recovering_is_left_alone(self):
+        """When the source pool is not its zone's checked pool (the last one is), only the recovering copy is listed.
+
+        Left alone while it recovers; unexported on the first run after the remote cluster finished.
+        """
+        cloud = StorPoolCloud(FaultPlan().fail("storpool.snapshotReconcile"))
+        sid = cloud.take(storage_ids=[cloud.pool_b.id])
+        e = cloud.engine
+        cloud.add_pool(cloud.zone_a, "sp-a2", "loc-a")  # the last pool of zone A is the one checked
+        name = sp_name(_path(cloud, sid))
+        start = e.clock.now_ms
+        e.start_background_tasks()
+        e.run(until_ms=start + 2 * CHECK_MS)
+        assert recovered(e) == [(sid, f"{name};loc-b")]
+        assert sp_objects(e, e.get(Snapshot, sid)) == [
+            (cloud.pool_a.id, "snapshot", "loc-b"),
+            (cloud.pool_b.id, "recovering", None),
+        ]
+        assert cloud.driver(cloud.pool_b).snapshot_reconcile(name).result
+        e.run(until_ms=start + 3 * CHECK_MS)
+        assert recovered(e) == []
+        assert sp_objects(e, e.get(Snapshot, sid)) == [
+            (cloud.pool_a.id, "snapshot", None),
+            (cloud.pool_b.id, "snapshot", None),
+        ]
+
+    def test_an_unexport_error_keeps_the_detail_for_the_next_run(self):
+        """An error answer keeps the detail; the next run retries and clears it."""
+        cloud = StorPoolCloud(FaultPlan().fail("storpool.snapshotUnexport", times=2))
+        sid = cloud.take(storage_ids=[cloud.pool_b.id])
+        e = cloud.engine
+        first = storpool_recovery.run_once(e.rt)
+        assert (first.unexported, first.removed_details) == ((), 0)
+        assert len(recovered(e)) == 1
+        assert sp_objects(e, e.get(Snapshot, sid))[0][2] == "loc-b"
+        second = storpool_recovery.run_once(e.rt)
+        assert second.removed_details == 1
+        assert recovered(e) == []
+
+    def test_a_failed_listing_aborts_only_that_zone(self):
+        """Zone A's listing fails; zone B's pass still finds the name and unexports it on the owning cluster."""
+        cloud = StorPoolCloud(FaultPlan().fail("storpool.snapshotsList"))
+        sid = cloud.take(storage_ids=[cloud.pool_b.id])
+        e = cloud.engine
+        report = storpool_recovery.run_once(e.rt)
+        assert report.failed_zones == (cloud.zone_a.id,)
+        assert report.removed_details == 1
+        assert sp_objects(e, e.get(Snapshot, sid))[0] == (cloud.pool_a.id, "snapshot", None)
+
+    def test_zero_disables_the_check(self):
+        """``storpool.snapshot.recovery.from.remote.check`` = 0: never scheduled."""
+        cloud = StorPoolCloud()
+        cloud.engine.set_config("storpool.snapshot.recovery.from.remote.check", 0)
+        cloud.take(storage_ids=[cloud.pool_b.id])
+        e = cloud.engine
+        e.start_background_tasks()
+        assert all(t.label != "StorPoolSnapshotRecoveryCheck" for t in e.scheduler.pending())
+        e.run(until_ms=e.clock.now_ms + 10 * CHECK_MS)
+        assert len(recovered(e)) == 1
+
+    def test_a_crash_drops_the_check(self):
+        """The check lives in the server's memory: after a crash and restart it runs only once started again."""
+        cloud = StorPoolCloud()
+        cloud.take(storage_ids=[cloud.pool_b.id])
+        e = cloud.engine
+        e.start_background_tasks()
+        e.crash()
+        e.restart()
+        e.run(until_ms=e.clock.now_ms + 2 * CHECK_MS)
+        assert len(recovered(e)) == 1
+        e.start_background_tasks()
+        e.run(until_ms=e.clock.now_ms + CHECK_MS)
+        assert recovered(e) == []
+
+    def test_no_detail_does_nothing(self):
+        """No SP_RECOVERED_SNAPSHOT detail: the run returns before listing any cluster."""
+        cloud = StorPoolCloud()
+        cloud.take()
+        assert storpool_recovery.run_once(cloud.engine.rt) == RecoveryReport()
