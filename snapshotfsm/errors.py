@@ -182,6 +182,20 @@ class PermissionDeniedException(CloudRuntimeException):
     java_name = "com.cloud.exception.PermissionDeniedException"
 
 
+class StorageUnavailableException(CloudException):
+    """``com.cloud.exception.StorageUnavailableException`` (a ResourceUnavailableException).
+
+    Its message is ``ResourceUnavailableException``'s: "Resource [<scope>:<id>] is unreachable: <msg>".
+    """
+
+    java_name = "com.cloud.exception.StorageUnavailableException"
+
+    def __init__(self, message: str, *, scope: str, resource_id: int, cause: CloudException | None = None) -> None:
+        self.scope = scope
+        self.resource_id = resource_id
+        super().__init__(f"Resource [{scope}:{resource_id}] is unreachable: {message}", cause=cause)
+
+
 class ResourceAllocationException(CloudException):
     """``com.cloud.exception.ResourceAllocationException``: a resource limit would be exceeded."""
 

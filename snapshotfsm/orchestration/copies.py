@@ -25,6 +25,7 @@ from snapshotfsm.errors import (
     CloudRuntimeException,
     NullPointerException,
     ResourceAllocationException,
+    StorageUnavailableException,
 )
 from snapshotfsm.names import MachineNames, RefEvent, RefState
 from snapshotfsm.objects import store_ref_event
@@ -45,21 +46,6 @@ from snapshotfsm.strategies.base import Operation
 
 log = logging.getLogger(__name__)
 SYSTEM_ACCOUNT_ID = 1
-
-
-# NOTE: belongs in snapshotfsm/errors.py with CloudStack's other exceptions (kept here so as not to edit that file).
-class StorageUnavailableException(CloudException):
-    """``com.cloud.exception.StorageUnavailableException`` (a ResourceUnavailableException).
-
-    Its message is ``ResourceUnavailableException``'s: "Resource [<scope>:<id>] is unreachable: <msg>".
-    """
-
-    java_name = "com.cloud.exception.StorageUnavailableException"
-
-    def __init__(self, message: str, *, scope: str, resource_id: int, cause: CloudException | None = None) -> None:
-        self.scope = scope
-        self.resource_id = resource_id
-        super().__init__(f"Resource [{scope}:{resource_id}] is unreachable: {message}", cause=cause)
 
 
 class Copy(MachineNames, machine="copy_snapshot", kind="event"):

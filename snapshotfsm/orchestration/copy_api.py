@@ -33,6 +33,7 @@ from snapshotfsm.errors import (
     NullPointerException,
     PermissionDeniedException,
     ServerApiException,
+    StorageUnavailableException,
 )
 from snapshotfsm.names import JobEvent, MachineNames, SnapshotState
 from snapshotfsm.orchestration import copies
@@ -316,7 +317,7 @@ def succeed(run: Run) -> None:
 def _rethrown(thrown: dict[str, Any]) -> CloudException:
     """What the copies threw, as ``CopySnapshotCmd.execute`` lets it out of the job."""
     kind, message = thrown["type"], thrown["message"]
-    if kind == copies.StorageUnavailableException.java_name:
+    if kind == StorageUnavailableException.java_name:
         return ServerApiException(RESOURCE_UNAVAILABLE_ERROR, message)
     if kind == "com.cloud.exception.ResourceAllocationException":
         return ServerApiException(RESOURCE_ALLOCATION_ERROR, message)
