@@ -25,7 +25,12 @@ RENDERED = frozenset({"svg", "png"})
 INSTALL_HINT = "install graphviz for SVG/PNG diagrams (Debian/Ubuntu: apt-get install graphviz)"
 
 BIG_MACHINE = 15
-"""States above which a machine is drawn tighter."""
+"""States above which a workflow machine (drawn top to bottom) is drawn tighter."""
+RANKSEP_ACROSS = "1.0"
+"""Entity machines run left to right with a label over each edge: the ranks need room for the labels."""
+HUB_EDGES = 7
+"""Edges at a state from which it is drawn stretched (see :func:`_hub_size`)."""
+HUB_INCHES_PER_EDGE = 0.2
 ERROR_COLOUR = "#c0392b"
 NEVER_COLOUR = "#9e9e9e"
 FONT = "Helvetica"
@@ -92,6 +97,8 @@ def state_kind(state: StateDef) -> str:
 def to_dot(definition: Definition) -> graphviz.Digraph:
     """The graphviz graph of one machine, with its legend."""
     big = len(definition.states) > BIG_MACHINE
+    across = definition.kind != "workflow"
+    drawn = edges(definition)
     graph = graphviz.Digraph(
         definition.name,
         graph_attr={
@@ -99,25 +106,63 @@ def to_dot(definition: Definition) -> graphviz.Digraph:
             "labelloc": "t",
             "fontname": FONT,
             "fontsize": "16",
-            "rankdir": "TB" if definition.kind == "workflow" else "LR",
+            "rankdir": "LR" if across else "TB",
             "nodesep": "0.35" if big else "0.5",
-            "ranksep": "0.45" if big else "0.6",
+            "ranksep": RANKSEP_ACROSS if across else ("0.45" if big else "0.6"),
             "newrank": "true",
         },
         node_attr={"shape": "box", "style": "rounded,filled", "fontname": FONT, "fontsize": "11"},
         edge_attr={"fontname": FONT, "fontsize": "9", "arrowsize": "0.7"},
     )
     graph.node("__initial__", "", shape="point", width="0.15", style="filled", fillcolor="black")
+    degree = _degrees(drawn)
     for state in definition.states:
         attrs_ = dict(STATE_STYLES[state_kind(state)])
         if state.terminal:
             attrs_.update(STATE_STYLES["terminal"])
+        attrs_.update(_hub_size(degree.get(state.name, 0), across=across))
         graph.node(state.name, state.name, **attrs_)
     graph.edge("__initial__", definition.initial)
-    for edge in edges(definition):
-        graph.edge(edge.source, edge.dest, label="\\l".join(edge.labels) + "\\l", **_edge_style(edge.kind))
+    for edge in drawn:
+        style = _edge_style(edge.kind)
+        if edge.source == edge.dest:
+            style.update(_loop_ports(edge.kind, across=across))
+        graph.edge(edge.source, edge.dest, label="\\l".join(edge.labels) + "\\l", **style)
     _legend(graph, definition)
     return graph
+
+
+def _degrees(drawn: Sequence[Edge]) -> dict[str, int]:
+    """How many drawn edges (self-loops aside) touch each state."""
+    degree: dict[str, int] = {}
+    for edge in drawn:
+        if edge.source != edge.dest:
+            degree[edge.source] = degree.get(edge.source, 0) + 1
+            degree[edge.dest] = degree.get(edge.dest, 0) + 1
+    return degree
+
+
+def _hub_size(degree: int, *, across: bool) -> dict[str, str]:
+    """Stretch a hub state along the side its edges arrive on, so that they fan out instead of meeting in one point.
+
+    Without it the volume's ``Ready`` (25 edges: a request, a success and a failure for each operation) is a knot
+    of arrowheads whose labels cannot be told apart.
+    """
+    if degree < HUB_EDGES:
+        return {}
+    if across:
+        return {"height": f"{HUB_INCHES_PER_EDGE * degree:.1f}"}
+    return {"width": f"{HUB_INCHES_PER_EDGE * 1.5 * degree:.1f}"}
+
+
+def _loop_ports(kind: str, *, across: bool) -> dict[str, str]:
+    """Self-loops on opposite sides of the state: normal ones on one side, error and never-fired on the other.
+
+    Left to itself dot stacks every loop of a state on one side with their labels over each other (volume's
+    ``Allocated``, ``Ready``, ``Destroy`` and ``Expunged`` each have a success and a failure loop).
+    """
+    side = ("n" if across else "e") if kind == "normal" else ("s" if across else "w")
+    return {"tailport": side, "headport": side}
 
 
 def _title(definition: Definition) -> str:

@@ -413,12 +413,16 @@ class TestStrategies:
         assert snapshot_log(cloud.engine, sid)[-1] == (
             "direct",
             "BackedUp",
-            "StorPoolSnapshotStrategy.deleteSnapshot",
+            "StorPoolSnapshotStrategy.updateSnapshotToDestroyed",
             "Destroyed",
         )
 
     def test_storpool_refuses_a_snapshot_still_exported(self):
-        """An exported snapshot: the primary refs fail (they stay Destroying) and the delete throws (530)."""
+        """An exported snapshot: the primary refs fail (they stay Destroying) and the delete throws (530).
+
+        The text is StorPool's: the global name and SpApiError's "name: descr", wrapped by SPS ("Cannot delete
+        snapshot due to") and again by SnapshotManagerImpl.
+        """
         # Once unexported, the next delete finds no Ready StorPool ref, so the Default strategy deletes it through the
         # driver's deleteAsync.
         cloud = Cloud(config={"snapshot.backup.to.secondary": False})
@@ -430,8 +434,9 @@ class TestStrategies:
         status, code, text = delete(cloud, sid)
         assert (status, code) == ("FAILED", 530)
         assert text == (
-            "Failed to delete snapshot:com.cloud.utils.exception.CloudRuntimeException: "
-            f"The snapshot {taken.snapshot.uuid} is exported to another cluster, it can't be deleted"
+            "Failed to delete snapshot:com.cloud.utils.exception.CloudRuntimeException: Cannot delete snapshot due to "
+            f"The snapshot [{name}] was exported to another cluster. "
+            f"[snapshot {name} is still exported to remote-cluster]"
         )
         assert snapshot(cloud.engine, sid) == ("BackedUp", False)
         assert refs(cloud.engine, sid) == [("Primary", "Destroying")]

@@ -10,7 +10,7 @@ each persisted before the next: ``snapshotExport`` on the source cluster (then t
 from __future__ import annotations
 
 import pytest
-from cloud import PHYSICAL, SIZE
+from cloud import PHYSICAL, SIZE, Cloud
 from helpers_storpool import (
     CHECK_MS,
     StorPoolCloud,
@@ -23,14 +23,14 @@ from helpers_storpool import (
     sp_objects,
     zone_rows,
 )
-from lifecycle_cloud import answer
+from lifecycle_cloud import answer, delete, details, refs, snapshot, stored
 
 from snapshotfsm.drivers.base import FaultPlan
 from snapshotfsm.drivers.storpool import sp_name
 from snapshotfsm.errors import ApiError
 from snapshotfsm.orchestration import storpool_recovery
 from snapshotfsm.orchestration.storpool_recovery import RecoveryReport
-from snapshotfsm.store.records import Snapshot
+from snapshotfsm.store.records import Snapshot, SnapshotDetail, SnapshotStoreRef
 
 SYSTEM = 1
 PLACEHOLDERS = {
@@ -245,17 +245,15 @@ class TestRecoveryCheck:
         cloud = StorPoolCloud()
         sid = cloud.take(storage_ids=[cloud.pool_b.id])
         e = cloud.engine
-        uuid = e.get(Snapshot, sid).uuid
         job = e.delete_snapshot(sid)
         e.run()
-        assert answer(e, job.id or 0) == (
-            "FAILED",
-            530,
-            (
-                "Failed to delete snapshot:com.cloud.utils.exception.CloudRuntimeException: "
-                f"The snapshot {uuid} is exported to another cluster, it can't be deleted"
-            ),
+        status, code, text = answer(e, job.id or 0)
+        assert (status, code) == ("FAILED", 530)
+        assert text.startswith(
+            "Failed to delete snapshot:com.cloud.utils.exception.CloudRuntimeException: Cannot delete snapshot due to "
+            "The snapshot [~"
         )
+        assert "] was exported to another cluster. [snapshot ~" in text
         assert storpool_recovery.run_once(e.rt).removed_details == 1
         job = e.delete_snapshot(sid)
         e.run()
@@ -358,3 +356,72 @@ class TestRecoveryCheck:
         cloud = StorPoolCloud()
         cloud.take()
         assert storpool_recovery.run_once(cloud.engine.rt) == RecoveryReport()
+
+
+class TestDelete:
+    """``StorPoolSnapshotStrategy.deleteSnapshot`` (spec §8): what each StorPool answer leaves behind."""
+
+    @staticmethod
+    def _taken(**config: object) -> tuple[Cloud, int]:
+        cloud = Cloud(config=config or None, faults=FaultPlan())
+        return cloud, cloud.take(cloud.volume("storpool")).snapshot.id
+
+    def test_the_backup_on_secondary_is_deleted_and_hidden_from_listings(self):
+        """The image ref's path is not StorPool's, so the chain delete removes the file; the ref gets display=0."""
+        cloud, sid = self._taken()
+        assert delete(cloud, sid)[0] == "SUCCEEDED"
+        assert snapshot(cloud.engine, sid) == ("Destroyed", False)
+        assert stored(cloud.engine, sid) == [("primary", False), ("image", False)]
+        [image] = cloud.engine.store.find(SnapshotStoreRef, "snapshot_id = ?", (sid,))
+        assert (image.store_role, image.state, image.display) == ("Image", "Destroyed", False)
+
+    def test_a_storpool_snapshot_already_gone_counts_as_deleted(self):
+        """objectDoesNotExist returns true at once: the primary ref stays Destroying, no row rule runs.
+
+        Every ref left is then Destroyed or Destroying, so the snapshot is written Destroyed.
+        """
+        cloud, sid = self._taken(**{"snapshot.backup.to.secondary": False})
+        driver = cloud.engine.rt.drivers.primary(cloud.pool("storpool"))
+        for obj in driver.objects():
+            driver.drop(obj)
+        assert delete(cloud, sid)[0] == "SUCCEEDED"
+        assert refs(cloud.engine, sid) == [("Primary", "Destroying")]
+        assert snapshot(cloud.engine, sid) == ("Destroyed", False)
+
+    def test_another_storpool_error_fails_the_refs_and_the_delete(self):
+        """A StorPool error other than those two: res=false, the primary refs fail (stay Destroying), nothing else.
+
+        With a Ready backup left on secondary the strategy returns false: "Failed to delete Snapshot" (530).
+        """
+        cloud = Cloud(faults=FaultPlan().fail("storpool.snapshotDelete"))
+        sid = cloud.take(cloud.volume("storpool")).snapshot.id
+        assert delete(cloud, sid) == ("FAILED", 530, "Failed to delete Snapshot")
+        assert refs(cloud.engine, sid) == [("Primary", "Destroying"), ("Image", "Ready")]
+        assert snapshot(cloud.engine, sid) == ("BackedUp", False)
+        assert stored(cloud.engine, sid) == [("primary", True), ("image", True)]
+
+    def test_another_storpool_error_without_a_backup_still_destroys_the_row(self):
+        """Only the (Destroying) primary ref is left, so the sweep writes Destroyed: the job succeeds, the
+        StorPool snapshot stays on the array."""
+        cloud = Cloud(
+            faults=FaultPlan().fail("storpool.snapshotDelete"), config={"snapshot.backup.to.secondary": False}
+        )
+        sid = cloud.take(cloud.volume("storpool")).snapshot.id
+        assert delete(cloud, sid)[0] == "SUCCEEDED"
+        assert snapshot(cloud.engine, sid) == ("Destroyed", False)
+        assert stored(cloud.engine, sid) == [("primary", True)]
+
+    def test_the_detail_removed_is_the_row_whose_id_is_the_snapshot_id(self):
+        """deleteSnapshotFromDbIfNeeded calls remove(snapshotId) on snapshot_details: a primary-key delete.
+
+        Deleting snapshot 2 removes detail row 2, which belongs to snapshot 1; snapshot 2's own name detail stays.
+        """
+        cloud = Cloud(config={"snapshot.backup.to.secondary": False})
+        volume = cloud.volume("storpool")
+        first = cloud.take(volume).snapshot
+        second = cloud.take(volume).snapshot
+        row_2 = cloud.engine.get(SnapshotDetail, second.id)
+        assert row_2.snapshot_id == first.id
+        assert delete(cloud, second.id)[0] == "SUCCEEDED"
+        assert cloud.engine.store.first(SnapshotDetail, "id = ?", (second.id,)) is None
+        assert second.uuid in details(cloud.engine, second.id)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import time
 import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -114,6 +115,28 @@ def _inspect(path: Path) -> None:
         )
 
 
+def _enable_wal(db: sqlite_utils.Database) -> None:
+    """Switch the file to WAL, waiting (up to the busy timeout) for servers that open a new file at the same moment.
+
+    Changing the journal mode upgrades a read lock to an exclusive one. When two connections do that at once, SQLite
+    sees a deadlock and answers "database is locked" at once, without calling the busy handler (see
+    ``sqlite3_busy_handler``): the busy timeout does not cover it, so the switch is retried here. Once one of them has
+    switched, the others find the file in WAL mode and have nothing to do.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    pause = 0.001
+    while True:
+        try:
+            db.enable_wal()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+        else:
+            return
+
+
 def _initialise(db: sqlite_utils.Database, where: str) -> None:
     """Create the schema in an empty database, inside the caller's write transaction (so only one process does)."""
     app = db.conn.execute("PRAGMA application_id").fetchone()[0]
@@ -185,7 +208,7 @@ class Store:
         try:
             db.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             if not memory:
-                db.enable_wal()
+                _enable_wal(db)
                 db.conn.execute("PRAGMA synchronous = NORMAL")
             db.conn.execute("BEGIN IMMEDIATE")
             try:
@@ -425,6 +448,10 @@ class Store:
         b = self.binding(entity)
         source = b.state_of(getattr(entity, b.column))
         entity_id = _id_of(entity)
+        if type(event) is not str:
+            raise InvalidValue("event", event, "an event name (str)")
+        if job_id is not None and type(job_id) is not int:
+            raise InvalidValue("job_id", job_id, "an async_job id (int) or None")
         dest = self.machines[b.machine].check(entity_id, source, event)
         if fields:
             _refuse_id(entity.table, fields)
@@ -584,11 +611,17 @@ class Store:
 
 def _id_of(record: Record) -> int:
     """The id of a record that names a row; a record never inserted has none."""
-    if record.id is None:
-        raise InvalidValue(
-            f"{record.table} id", None, "an integer", message=f"{record.table}: the record has no id (insert it first)"
-        )
-    return record.id
+    entity_id = record.id
+    if type(entity_id) is not int:
+        if entity_id is None:
+            raise InvalidValue(
+                f"{record.table} id",
+                None,
+                "an integer",
+                message=f"{record.table}: the record has no id (insert it first)",
+            )
+        raise InvalidValue(f"{record.table} id", entity_id, "an integer")
+    return entity_id
 
 
 def _refuse_id(table: str, fields: Mapping[str, object]) -> None:

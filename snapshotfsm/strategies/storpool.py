@@ -6,11 +6,36 @@ strategy's own take and revert are never selected.
 
 from __future__ import annotations
 
+import logging
+
+from snapshotfsm.describe import snapshot_str
 from snapshotfsm.drivers.storpool import SP_DEV_PATH, StorPoolDriver, sp_name
-from snapshotfsm.errors import CloudRuntimeException, InvalidParameterValueException
+from snapshotfsm.errors import (
+    CloudException,
+    CloudRuntimeException,
+    InvalidParameterValueException,
+    NullPointerException,
+)
 from snapshotfsm.objects import store_ref_event
-from snapshotfsm.store.records import Snapshot, SnapshotStoreRef, SnapshotZoneRef, StoragePool
-from snapshotfsm.strategies.base import DeleteRun, Operation, Priority, SnapshotStrategy, StrategyEnv
+from snapshotfsm.store.records import (
+    ImageStore,
+    Snapshot,
+    SnapshotDetail,
+    SnapshotStoreRef,
+    SnapshotZoneRef,
+    StoragePool,
+)
+from snapshotfsm.strategies.base import (
+    DeleteRun,
+    Operation,
+    Priority,
+    SnapshotStrategy,
+    StrategyEnv,
+    service_delete,
+)
+
+log = logging.getLogger(__name__)
+SPS = "StorPoolSnapshotStrategy"
 
 SP_RECOVERED_SNAPSHOT = "SP_RECOVERED_SNAPSHOT"
 
@@ -75,74 +100,217 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
         return None
 
     def delete(self, env: StrategyEnv, snapshot_id: int, zone_id: int | None) -> DeleteRun:
-        """``StorPoolSnapshotStrategy.deleteSnapshot`` (spec §8).
+        """``StorPoolSnapshotStrategy.deleteSnapshot`` (spec §8): per primary row of ``snapshot_view``, then the sweep.
 
-        For each live primary ref (of the zone, when given): the StorPool ``snapshotDelete`` and DestroyRequested on
-        every primary ref. "Still exported" fails the refs (they stay Destroying) and throws; objectDoesNotExist counts
-        as success. Then the database rules of the default strategy, the primary refs Destroyed and their rows
-        removed, and the snapshot set Destroyed directly once every ref is Destroyed or Destroying.
+        Each primary row (only the zone's first, when a zone is given) deletes the StorPool snapshot by its global
+        name; the ``snapshot_view`` check meant to skip Destroyed rows compares two different enums, so none is
+        skipped and a second row finds the object gone (``objectDoesNotExist``: true). Whatever the rows returned,
+        when every ref left is Destroyed or Destroying the snapshot is written Destroyed directly. No Snapshot event
+        is fired anywhere.
+
+        Raises:
+            CloudRuntimeException: "Cannot delete snapshot due to ..." around anything a row threw.
         """
         store = env.store
         snapshot = store.get(Snapshot, snapshot_id)
-        refs = [
-            r
-            for r in env.primary_refs(snapshot_id)
-            if r.state != "Destroyed"
-            and (zone_id is None or store.get(StoragePool, r.store_id).data_center_id == zone_id)
-        ]
-        for ref in refs:
-            driver = env.driver(store.get(StoragePool, ref.store_id))
-            assert isinstance(driver, StorPoolDriver)
-            answer = driver.snapshot_delete(sp_name(ref.install_path or ""))
-            primaries = [
-                moved
-                for r in env.primary_refs(snapshot_id)
-                if r.state in ("Ready", "Hidden", "Failed", "Allocated", "Destroying")
-                and (moved := store_ref_event(store, r, "DestroyRequested") if r.state != "Destroying" else r)
-            ]
-            if not answer.result and "still exported" in answer.details:
-                for r in primaries:
-                    store_ref_event(store, r, "OperationFailed")
-                raise CloudRuntimeException(
-                    f"The snapshot {snapshot.uuid} is exported to another cluster, it can't be deleted"
-                )
-            if not answer.result and not answer.details.startswith("objectDoesNotExist"):
-                raise CloudRuntimeException(
-                    f"Failed to delete snapshot {snapshot.uuid} from StorPool: {answer.details}"
-                )
-        self._delete_from_db(env, snapshot, zone_id)
-        for ref in env.primary_refs(snapshot_id):
-            if ref.state == "Destroying":
-                moved = store_ref_event(store, ref, "OperationSucceeded")
-                if moved is not None and (moved.install_path or "").startswith(SP_DEV_PATH):
-                    store.delete(moved, by="StorPoolSnapshotStrategy.deleteSnapshot")
+        name = self._snapshot_name(env, snapshot)
+        result = False
+        try:
+            for ref in env.primary_refs(snapshot_id):
+                pool = store.get(StoragePool, ref.store_id)
+                if zone_id is not None:
+                    if pool.data_center_id != zone_id:
+                        continue
+                    result = yield from self._delete_on(env, snapshot, zone_id, name, pool)
+                    break
+                result = yield from self._delete_on(env, snapshot, zone_id, name, pool)
+        except CloudException as exc:
+            raise CloudRuntimeException(f"Cannot delete snapshot due to {exc.message}") from exc
         remaining = store.find(SnapshotStoreRef, "snapshot_id = ?", (snapshot_id,))
         if all(r.state in ("Destroyed", "Destroying") for r in remaining):
             current = store.first(Snapshot, "id = ?", (snapshot_id,))
             if current is not None and current.status != "Destroyed":
-                store.write_state_directly(current, "Destroyed", by="StorPoolSnapshotStrategy.deleteSnapshot")
-        return True
-        yield  # pragma: no cover - StorPool's API calls are synchronous: nothing to wait for
+                store.write_state_directly(
+                    current, "Destroyed", by="StorPoolSnapshotStrategy.updateSnapshotToDestroyed"
+                )
+            return True
+        return result
 
     @staticmethod
-    def _delete_from_db(env: StrategyEnv, snapshot: Snapshot, zone_id: int | None) -> None:
-        """``deleteSnapshotFromDbIfNeeded``: the default strategy's rules on the rows, image refs and zone rows."""
+    def _snapshot_name(env: StrategyEnv, snapshot: Snapshot) -> str | None:
+        """``StorPoolHelper.getSnapshotName``: from the detail named after the uuid, else the first StorPool ref.
+
+        In the second case the detail is added, so the next delete finds the name even when the ref is gone.
+        """
+        detail = env.store.first(SnapshotDetail, "snapshot_id = ? AND name = ?", (snapshot.id, snapshot.uuid))
+        if detail is not None:
+            return sp_name(detail.value) if detail.value.startswith(SP_DEV_PATH) else None
+        for ref in env.store.find(SnapshotStoreRef, "snapshot_id = ? AND state != 'Destroyed'", (snapshot.id,)):
+            if (ref.install_path or "").startswith(SP_DEV_PATH):
+                env.add_detail(snapshot.id or 0, snapshot.uuid, ref.install_path or "", display=False)
+                return sp_name(ref.install_path or "")
+        return None
+
+    def _delete_on(
+        self, env: StrategyEnv, snapshot: Snapshot, zone_id: int | None, name: str | None, pool: StoragePool
+    ) -> DeleteRun:
+        """The inner ``deleteSnapshot``: StorPool's ``snapshotDelete``, then the rows, with the primary refs moved."""
+        driver = env.driver(pool)
+        assert isinstance(driver, StorPoolDriver)
+        answer = driver.snapshot_delete(name or "null")
+        primaries = [
+            r.id or 0
+            for r in env.store.find(SnapshotStoreRef, "snapshot_id = ? AND state != 'Destroyed'", (snapshot.id,))
+            if r.store_role == "Primary" and (zone_id is None or _zone_of(env, r) == zone_id)
+        ]
+        _process(env, primaries, "DestroyRequested")
+        if not answer.result:
+            if "still exported" in answer.details:
+                _process(env, primaries, "OperationFailed")
+                raise CloudRuntimeException(
+                    f"The snapshot [{name}] was exported to another cluster. [{answer.details}]"
+                )
+            log.warning("Failed to clean-up Storpool snapshot %s. Error: %s", name, answer.details)
+            if answer.details.startswith("objectDoesNotExist"):
+                return True
+            result = False
+        else:
+            result = yield from self._delete_from_db(env, snapshot, zone_id)
+        if result:
+            _process(env, primaries, "OperationSucceeded")
+            for ref in env.store.find(SnapshotStoreRef, "snapshot_id = ? AND state = 'Destroyed'", (snapshot.id,)):
+                if SP_DEV_PATH.rstrip("/") in (ref.install_path or ""):
+                    env.store.delete(ref, by="StorPoolSnapshotStrategy.cleanUpDestroyedRecords")
+        else:
+            _process(env, primaries, "OperationFailed")
+        return result
+
+    def _delete_from_db(self, env: StrategyEnv, snapshot: Snapshot, zone_id: int | None) -> DeleteRun:
+        """``deleteSnapshotFromDbIfNeeded``: the rows, after the StorPool snapshot is already gone.
+
+        Upstream removes the ``snapshot_details`` row whose *id* is the snapshot's id (not the detail it found), and
+        checks the snapshot's state only now, so a refused state leaves the storage side deleted.
+
+        Raises:
+            InvalidParameterValueException: a zone delete of an Allocated or CreatedOnPrimary snapshot, or a state
+                that cannot be deleted.
+        """
         store = env.store
+        if store.first(SnapshotDetail, "snapshot_id = ? AND name = ?", (snapshot.id, snapshot.uuid)) is not None:
+            wrong = store.first(SnapshotDetail, "id = ?", (snapshot.id,))
+            if wrong is not None:
+                store.delete(wrong, by="SnapshotDetailsDao.remove(snapshotId)")
         state = snapshot.status
+        if zone_id is not None and state in ("Allocated", "CreatedOnPrimary"):
+            raise InvalidParameterValueException(f"Snapshot in {state} can not be deleted for a zone")
         if state == "Allocated":
-            store.remove(snapshot, by="StorPoolSnapshotStrategy.deleteSnapshotFromDbIfNeeded")
-            return
+            store.remove(
+                store.get(Snapshot, snapshot.id or 0), by="StorPoolSnapshotStrategy.deleteSnapshotFromDbIfNeeded"
+            )
+            return True
         if state == "Destroyed":
-            return
+            return True
         if state == "Error":
-            for ref in store.find(SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Image'", (snapshot.id,)):
+            refs = store.find(SnapshotStoreRef, "snapshot_id = ? AND state != 'Destroyed'", (snapshot.id,))
+            gone = [r for r in refs if zone_id is None or _zone_of(env, r) == zone_id]
+            for ref in gone:
                 store.delete(ref, by="StorPoolSnapshotStrategy.deleteSnapshotFromDbIfNeeded (expunge)")
-            return
-        if state not in ("BackedUp", "Error", "Destroying"):
-            raise InvalidParameterValueException(f"Can't delete snapshot {snapshot.id} due to it is in {state} Status")
-        for ref in store.find(SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Image'", (snapshot.id,)):
-            if ref.state != "Destroyed":
-                store.delete(ref, by="StorPoolSnapshotStrategy.deleteSnapshotFromDbIfNeeded")
+            if len(gone) == len(refs):
+                store.remove(
+                    store.get(Snapshot, snapshot.id or 0), by="StorPoolSnapshotStrategy.deleteSnapshotFromDbIfNeeded"
+                )
+            return True
+        if state not in ("BackedUp", "Destroying"):
+            raise InvalidParameterValueException(
+                f"Can't delete snapshot {snapshot_str(snapshot)} due to it is in {state} Status"
+            )
+        images = [
+            r
+            for r in env.image_refs(snapshot.id or 0)
+            if (zone_id is not None and _zone_of(env, r) == zone_id) or (zone_id is None and r.state == "Ready")
+        ]
+        for ref in images:
+            deleted = yield from self._delete_on_image(env, ref)
+            if not deleted:
+                return False
         for zone_ref in store.find(SnapshotZoneRef, "snapshot_id = ? AND removed IS NULL", (snapshot.id,)):
             if zone_id is None or zone_ref.zone_id == zone_id:
                 store.remove(zone_ref, by="SnapshotZoneDao.removeSnapshotFromZone")
+        return True
+
+    def _delete_on_image(self, env: StrategyEnv, ref: SnapshotStoreRef) -> DeleteRun:
+        """``deleteSnapshotOnImageAndPrimary``: SPS's own chain delete on the image store, then ``display=false``.
+
+        The walk goes up the parents while the snapshot is Destroying, Destroyed, Error or BackedUp and has no live
+        child; it deletes on the image store only when the image ref's path is not a StorPool path (a backup that
+        StorPool keeps itself); storage errors are logged and the walk goes on.
+        """
+        store = env.store
+        on_storpool = (ref.install_path or "").startswith(SP_DEV_PATH)
+        result = False
+        result_set = False
+        current: SnapshotStoreRef | None = ref
+        while current is not None and store.get(Snapshot, current.snapshot_id).status in SPS_CHAIN_STATES:
+            child = store.first(
+                SnapshotStoreRef,
+                "store_id = ? AND store_role = ? AND parent_snapshot_id = ?"
+                " AND state NOT IN ('Destroyed', 'Destroying', 'Error')",
+                (current.store_id, current.store_role, current.snapshot_id),
+            )
+            if child is not None:
+                break
+            parent = None
+            if current.parent_snapshot_id:
+                parent = store.first(
+                    SnapshotStoreRef,
+                    "store_id = ? AND store_role = ? AND snapshot_id = ?",
+                    (current.store_id, current.store_role, current.parent_snapshot_id),
+                )
+            if (
+                parent is not None
+                and parent.install_path
+                and parent.install_path.lower() == (current.install_path or "").lower()
+            ):
+                moved = store_ref_event(store, current, "DestroyRequested")
+                if moved is not None:
+                    store_ref_event(store, moved, "OperationSucceeded")
+                result, result_set = True, True
+            elif not on_storpool:
+                try:
+                    deleted = yield from service_delete(env, current)
+                except CloudException as exc:
+                    log.debug("Failed to delete snapshot on storage. %s", exc)
+                else:
+                    if not result_set:
+                        result, result_set = deleted, True
+            current = parent
+        fresh = store.first(SnapshotStoreRef, "id = ?", (ref.id,))
+        if fresh is not None:
+            store.update(fresh, display=False)
+        return result
+
+
+SPS_CHAIN_STATES = ("Destroying", "Destroyed", "Error", "BackedUp")
+"""The snapshot states SPS's ``deleteSnapshotChain`` walks through (BackedUp too, unlike the default strategy's)."""
+
+
+def _zone_of(env: StrategyEnv, ref: SnapshotStoreRef) -> int:
+    if ref.store_role == "Primary":
+        return env.store.get(StoragePool, ref.store_id).data_center_id
+    return env.store.get(ImageStore, ref.store_id).data_center_id
+
+
+def _process(env: StrategyEnv, ref_ids: list[int], event: str) -> None:
+    """``processResult``: the event on each primary ref, read afresh as ``ObjectInDataStoreManager.update`` does.
+
+    Raises:
+        CloudRuntimeException: "Failed to update state:..." when a ref has no such transition or is gone.
+    """
+    for ref_id in ref_ids:
+        ref = env.store.first(SnapshotStoreRef, "id = ?", (ref_id,))
+        try:
+            if ref is None:
+                raise NullPointerException(f"snapshot_store_ref {ref_id} is gone")
+            store_ref_event(env.store, ref, event)
+        except CloudException as exc:
+            raise CloudRuntimeException(f"Failed to update state:{exc.java_name}: {exc.message}", cause=exc) from exc
