@@ -338,6 +338,11 @@ class Engine(Inventory):
         with self._serving():
             gc.run_once(self.rt)
 
+    def check_storpool_recovery(self) -> storpool_recovery.RecoveryReport:
+        """Run StorPool's recovery check once now: unexport copied snapshots, clear their details (spec §8)."""
+        with self._serving():
+            return storpool_recovery.run_once(self.rt)
+
     def crash(self, ms_id: int | None = None) -> int:
         """Crash this management server: what it held only in memory is lost (spec §10); returns the tasks lost.
 

@@ -27,7 +27,8 @@ from lifecycle_cloud import answer, delete, details, refs, snapshot, stored
 
 from snapshotfsm.drivers.base import FaultPlan
 from snapshotfsm.drivers.storpool import sp_name
-from snapshotfsm.errors import ApiError
+from snapshotfsm.engine import Engine
+from snapshotfsm.errors import ApiError, ServerDown
 from snapshotfsm.orchestration import storpool_recovery
 from snapshotfsm.orchestration.storpool_recovery import RecoveryReport
 from snapshotfsm.store.records import Snapshot, SnapshotDetail, SnapshotStoreRef
@@ -181,6 +182,59 @@ class TestCrossZoneCopy:
         assert count(e, cloud.alice.id, "primary_storage") == 2 * SIZE
 
 
+class TestBackupTaskPoolCopies:
+    """``BackupSnapshotTask`` with pool ids copies to the pools; what a copy throws reaches ``runInContext`` (§7.2)."""
+
+    def test_a_throwing_copy_is_retried_after_the_interval(self):
+        """The first try throws at the export: the task retries 300 s later and copies the snapshot."""
+        cloud = StorPoolCloud(FaultPlan().fail("storpool.snapshotExport", kind="exception"))
+        sid = cloud.take(storage_ids=[cloud.pool_b.id], async_backup=True)
+        e = cloud.engine
+        assert _task_states(e) == [
+            "Scheduled",
+            "Running",
+            "CopyingOnPools",
+            "RetryScheduled",
+            "Running",
+            "CopyingOnPools",
+            "Done",
+        ]
+        task = [row for row in e.history() if row.machine == "backup_task"]
+        assert task[4].at_ms - task[3].at_ms == 300_000
+        assert [r[:2] for r in primary_refs(e, sid)] == [(cloud.pool_a.id, "Ready"), (cloud.pool_b.id, "Ready")]
+        assert count(e, SYSTEM, "primary_storage") == SIZE
+        assert e.get(Snapshot, sid).status == "CreatedOnPrimary"
+
+    def test_a_copy_failing_on_every_try_ends_in_a_cleanup_that_changes_nothing(self):
+        """backup.retry + 1 tries, then cleanupOnSnapshotBackupFailure, whose transaction rolls back.
+
+        The snapshot was never backed up: CreatedOnPrimary has no OperationFailed, the cleanup throws and its
+        transaction undoes the primary ref's Destroyed. The snapshot stays as it was, on pool A only.
+        """
+        cloud = StorPoolCloud(FaultPlan().fail("storpool.snapshotExport", kind="exception", times=4))
+        sid = cloud.take(storage_ids=[cloud.pool_b.id], async_backup=True)
+        e = cloud.engine
+        assert [f.op for f in cloud.faults.fired] == ["storpool.snapshotExport"] * 4
+        states = _task_states(e)
+        assert states.count("CopyingOnPools") == 4
+        assert states[-1] == "CleanedUp"
+        assert [r[:2] for r in primary_refs(e, sid)] == [(cloud.pool_a.id, "Ready")]
+        snapshot = e.get(Snapshot, sid)
+        assert (snapshot.status, snapshot.removed) == ("CreatedOnPrimary", None)
+
+    def test_a_failed_answer_is_not_retried(self):
+        """An error answer is only logged by copySnapshotOnPool: the task is done after one try."""
+        cloud = StorPoolCloud(FaultPlan().fail("storpool.snapshotExport"))
+        sid = cloud.take(storage_ids=[cloud.pool_b.id], async_backup=True)
+        assert _task_states(cloud.engine) == ["Scheduled", "Running", "CopyingOnPools", "Done"]
+        assert [r[:2] for r in primary_refs(cloud.engine, sid)] == [(cloud.pool_a.id, "Ready")]
+
+
+def _task_states(e: Engine) -> list[str]:
+    """The states the backup task went through, in order."""
+    return [row.dest for row in e.history() if row.machine == "backup_task"]
+
+
 class TestSystemCaller:
     """The pool copy charges primary_storage to the calling *user* id, read as an account id (spec §7.4)."""
 
@@ -276,6 +330,19 @@ class TestRecoveryCheck:
             (cloud.pool_a.id, "snapshot", None),
             (cloud.pool_b.id, "recovering", None),
         ]
+
+    def test_the_engine_runs_the_check_on_demand_while_up(self):
+        """``Engine.check_storpool_recovery`` is one run of the check; a server that is down refuses it."""
+        cloud = StorPoolCloud()
+        sid = cloud.take(storage_ids=[cloud.pool_b.id])
+        e = cloud.engine
+        e.crash()
+        with pytest.raises(ServerDown, match="management server 1 is down"):
+            e.check_storpool_recovery()
+        assert recovered(e) == [(sid, f"{sp_name(_path(cloud, sid))};loc-b")]
+        e.restart()
+        assert e.check_storpool_recovery().removed_details == 1
+        assert recovered(e) == []
 
     def test_a_snapshot_still_recovering_is_left_alone(self):
         """When the source pool is not its zone's checked pool (the last one is), only the recovering copy is listed.

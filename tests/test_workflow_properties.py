@@ -24,7 +24,18 @@ from snapshotfsm.store.records import (
 )
 
 GIB = 1 << 30
-OPS = ("takeSnapshot", "copyAsync", "deleteAsync", "createAsync", "storpool.snapshotExport")
+OPS = (
+    "takeSnapshot",
+    "copyAsync",
+    "deleteAsync",
+    "createAsync",
+    "storpool.snapshotExport",
+    "storpool.snapshotFromRemote",
+    "storpool.snapshotReconcile",
+    "storpool.snapshotUnexport",
+)
+COPIES = ("none", "zone", "pool")
+"""What ``createSnapshot`` also asks for: nothing, a copy to zone2's image store, a copy to zone2's StorPool pool."""
 CRASH_POINTS = (
     "take_snapshot.Execute",
     "take_snapshot.RequestPrimary",
@@ -34,6 +45,9 @@ CRASH_POINTS = (
     "backup_task.Run",
     "backup_task.CopyAnswered",
     "delete_snapshot.DriverAnswered",
+    "copy_snapshot.CopyToZone",
+    "copy_snapshot.CopyToPool",
+    "copy_snapshot_job.Start",
 )
 
 
@@ -58,6 +72,11 @@ class CloudMachine(RuleBasedStateMachine):
         nfs_xen = e.add_pool(zone, "nfs-xen", cluster=xen)
         nfs_kvm = e.add_pool(zone, "nfs-kvm", cluster=kvm)
         storpool = e.add_pool(zone, "sp", pool_type="StorPool", provider="StorPool", cluster=kvm)
+        kvm2 = e.add_cluster(self.zone2, "kvm2", hypervisor="KVM")
+        self.storpool2 = e.add_pool(self.zone2, "sp2", pool_type="StorPool", provider="StorPool", cluster=kvm2)
+        for pool, location in ((storpool, "loc-1"), (self.storpool2, "loc-2")):
+            e.set_config("sp.cluster.location", location, scope="StoragePool", scope_id=pool.id or 0)
+        self.zones = [zone, self.zone2]
         managed = e.add_pool(zone, "sf", pool_type="IscsiLUN", provider="SolidFire", managed=True, hypervisor="Any")
         db = e.add_vm(alice, zone, "db", hypervisor="XenServer", host=xen_host)
         web = e.add_vm(alice, zone, "web", hypervisor="KVM", host=kvm_host)
@@ -74,15 +93,47 @@ class CloudMachine(RuleBasedStateMachine):
     # --- rules -----------------------------------------------------------------------------------------------------
 
     @precondition(lambda self: not self.engine.down)
-    @rule(index=st.integers(0, 5), async_backup=st.booleans(), copy=st.booleans())
-    def create_snapshot(self, index: int, async_backup: bool, copy: bool) -> None:
+    @rule(index=st.integers(0, 5), async_backup=st.booleans(), copy=st.sampled_from(COPIES))
+    def create_snapshot(self, index: int, async_backup: bool, copy: str) -> None:
         """The API may refuse; any other exception is a bug."""
         volume = self.volumes[index]
-        zone_ids = [self.zone2.id or 0] if copy else []
+        zone_ids = [self.zone2.id or 0] if copy == "zone" else []
+        storage_ids = [self.storpool2.id or 0] if copy == "pool" else []
         try:
-            self.engine.create_snapshot(volume.id or 0, async_backup=async_backup, zone_ids=zone_ids)
+            self.engine.create_snapshot(
+                volume.id or 0, async_backup=async_backup, zone_ids=zone_ids, storage_ids=storage_ids
+            )
         except ApiError:
             self.refusals += 1
+
+    @precondition(lambda self: not self.engine.down)
+    @rule(data=st.data(), to_pool=st.booleans())
+    def copy_any_snapshot(self, data: st.DataObject, to_pool: bool) -> None:
+        """``copySnapshot`` of any row, to either zone or to zone2's StorPool pool: the job mostly fails."""
+        self._copy(data, self.engine.store.find(Snapshot), to_pool)
+
+    @precondition(lambda self: not self.engine.down and self._backed_up())
+    @rule(data=st.data(), to_pool=st.booleans())
+    def copy_backed_up_snapshot(self, data: st.DataObject, to_pool: bool) -> None:
+        """``copySnapshot`` of a BackedUp snapshot, which the API accepts, then run the job."""
+        self._copy(data, self._backed_up(), to_pool)
+        self.engine.run()
+
+    def _backed_up(self) -> list[Snapshot]:
+        return self.engine.store.find(Snapshot, "status = 'BackedUp' AND removed IS NULL")
+
+    def _copy(self, data: st.DataObject, snapshots: list[Snapshot], to_pool: bool) -> None:
+        if snapshots:
+            snapshot = data.draw(st.sampled_from(snapshots))
+            zone = data.draw(st.sampled_from(self.zones))
+            storage_ids = [self.storpool2.id or 0] if to_pool else []
+            self.engine.copy_snapshot(snapshot.id or 0, dest_zone_ids=[zone.id or 0], storage_ids=storage_ids)
+
+    @precondition(lambda self: not self.engine.down)
+    @rule()
+    def check_storpool_recovery(self) -> None:
+        """One run of StorPool's recovery check."""
+        self.engine.check_storpool_recovery()
 
     @precondition(lambda self: not self.engine.down)
     @rule(data=st.data())

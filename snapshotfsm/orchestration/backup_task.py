@@ -167,6 +167,19 @@ def copy_on_pools(run: Run) -> None:
     copies.start_pool_copies(run, snapshot, run.flags["pool_ids"], resume_event=Task.PoolCopiesDone)
 
 
+@step("backup_task.copies_done")
+def copies_done(run: Run) -> None:
+    """The copies ended: what escaped them fails this try, as it reaches ``runInContext``'s catch (spec §7.2).
+
+    ``copyNewSnapshotToZones`` catches what a zone copy throws but a NullPointerException; ``copySnapshotOnPool``
+    catches nothing the strategy throws.
+    """
+    thrown = run.children[-1].flags.get("thrown")
+    if thrown is None or (not run.flags["pool_ids"] and thrown["caught_by_zone_copies"]):
+        return
+    raise CloudRuntimeException(f"{thrown['type']}: {thrown['message']}")
+
+
 @step("backup_task.finish")
 def finish(run: Run) -> None:
     """The task ends."""
