@@ -20,12 +20,21 @@ from snapshotfsm.drivers.base import DriverEnv, FaultPlan
 from snapshotfsm.drivers.registry import Drivers
 from snapshotfsm.errors import InvalidValue, NotFound, ServerDown
 from snapshotfsm.orchestration import api, copy_api, delete, gc, policies, restart, storpool_recovery
-from snapshotfsm.orchestration.inventory import SYSTEM_ACCOUNT_ID, Inventory
+from snapshotfsm.orchestration.inventory import Inventory
 from snapshotfsm.orchestration.runner import MsCrash, Runner
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.profiles import Profile
 from snapshotfsm.scheduler import Scheduler
-from snapshotfsm.store.records import Account, AsyncJob, R, Snapshot, SnapshotPolicy, TransitionLog, Volume
+from snapshotfsm.store.records import (
+    SYSTEM_ACCOUNT_ID,
+    Account,
+    AsyncJob,
+    R,
+    Snapshot,
+    SnapshotPolicy,
+    TransitionLog,
+    Volume,
+)
 from snapshotfsm.store.store import Store
 from snapshotfsm.strategies.base import StrategyEnv
 from snapshotfsm.strategies.factory import StrategyFactory, builtin_strategies, plugin_strategies
@@ -226,11 +235,7 @@ class Engine(Inventory):
         for name, value in (("id", snapshot_id), ("zoneid", zone_id)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
                 raise InvalidValue(f"deleteSnapshot {name}", value, "an integer id")
-        if caller is None:
-            found = self.store.first(Snapshot, "id = ?", (snapshot_id,))
-            caller_id = found.account_id if found is not None else SYSTEM_ACCOUNT_ID
-        else:
-            caller_id = self._account_id(caller)
+        caller_id = self._snapshot_caller_id(caller, snapshot_id)
         with self._serving():
             return delete.submit_api_job(self.rt, snapshot_id, zone_id, caller_id)
 
@@ -254,11 +259,7 @@ class Engine(Inventory):
             ServerDown: the server is down, or a crash rule fired during the call (nothing of it is written).
         """
         params = copy_api.check_params(snapshot_id, dest_zone_ids, source_zone_id, storage_ids, use_storage_replication)
-        if caller is None:
-            found = self.store.first(Snapshot, "id = ?", (snapshot_id,))
-            caller_id = found.account_id if found is not None else SYSTEM_ACCOUNT_ID
-        else:
-            caller_id = self._account_id(caller)
+        caller_id = self._snapshot_caller_id(caller, snapshot_id)
         with self._serving():
             return copy_api.submit_api_job(self.rt, params, caller_id=caller_id)
 
@@ -268,6 +269,13 @@ class Engine(Inventory):
         if self.store.first(Account, "id = ?", (caller,)) is None:
             raise NotFound("account", caller)
         return caller
+
+    def _snapshot_caller_id(self, caller: int | Account | None, snapshot_id: int) -> int:
+        """The caller, by default the snapshot's owner (the system for an unknown snapshot, which the job refuses)."""
+        if caller is None:
+            found = self.store.first(Snapshot, "id = ?", (snapshot_id,))
+            return found.account_id if found is not None else SYSTEM_ACCOUNT_ID
+        return self._account_id(caller)
 
     def _caller_id(self, caller: int | Account | None, volume_id: int) -> int:
         if caller is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from snapshotfsm.errors import ResourceAllocationException
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.store.records import (
+    SYSTEM_USER_ID,
     Account,
     ActionEvent,
     Alert,
@@ -121,14 +122,16 @@ def action_event(
     resource_id: int | None,
     state: str,
     level: str = "INFO",
+    user_id: int = SYSTEM_USER_ID,
 ) -> None:
-    """An ``event`` row, as an ``@ActionEvent`` method writes (spec §5.10)."""
+    """An ``event`` row, as an ``@ActionEvent`` method writes (spec §5.10); the user is the system's unless given."""
     rt.store.insert(
         ActionEvent(
             type=event_type,
             state=state,
             description=description,
             level=level,
+            user_id=user_id,
             account_id=account_id,
             resource_id=resource_id,
             created=rt.clock.timestamp(),

@@ -33,8 +33,8 @@ from snapshotfsm.orchestration import accounting
 from snapshotfsm.orchestration.runner import Run, step
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.store.records import (
+    SYSTEM_ACCOUNT_ID,
     Account,
-    ActionEvent,
     ImageStore,
     Snapshot,
     SnapshotStoreRef,
@@ -45,7 +45,6 @@ from snapshotfsm.store.records import (
 from snapshotfsm.strategies.base import Operation
 
 log = logging.getLogger(__name__)
-SYSTEM_ACCOUNT_ID = 1
 
 
 class Copy(MachineNames, machine="copy_snapshot", kind="event"):
@@ -164,8 +163,9 @@ def start_zone_copies(parent: Run, snapshot: Snapshot, zone_ids: list[int], *, r
     """
     rt = parent.rt
     user_id, account_id = _calling(parent)
-    action_event(
+    accounting.action_event(
         rt,
+        "SNAPSHOT.COPY",
         f"Copying snapshot ID: {snapshot.uuid}",
         user_id=user_id,
         account_id=account_id,
@@ -522,37 +522,13 @@ def finish(run: Run) -> None:
     else:
         text, level = f"Copying snapshot ID: {snapshot.uuid} failed", "ERROR"
     user_id, account_id = _calling(run)
-    action_event(
+    accounting.action_event(
         rt,
+        "SNAPSHOT.COPY",
         text,
         user_id=user_id,
         account_id=account_id,
         resource_id=snapshot.id,
         state="Completed",
         level=level,
-    )
-
-
-def action_event(
-    rt: Runtime,
-    description: str,
-    *,
-    user_id: int,
-    account_id: int,
-    resource_id: int | None,
-    state: str,
-    level: str = "INFO",
-) -> None:
-    """A SNAPSHOT.COPY ``event`` row with its calling user (``accounting.action_event`` leaves the user at 1)."""
-    rt.store.insert(
-        ActionEvent(
-            type="SNAPSHOT.COPY",
-            state=state,
-            description=description,
-            level=level,
-            user_id=user_id,
-            account_id=account_id,
-            resource_id=resource_id,
-            created=rt.clock.timestamp(),
-        )
     )

@@ -19,7 +19,6 @@ snapshot. <details>".
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from typing import Any, ClassVar
@@ -36,7 +35,7 @@ from snapshotfsm.errors import (
     StorageUnavailableException,
 )
 from snapshotfsm.names import JobEvent, MachineNames, SnapshotState
-from snapshotfsm.orchestration import copies
+from snapshotfsm.orchestration import accounting, copies
 from snapshotfsm.orchestration.api import (
     INTERNAL_ERROR,
     PARAM_ERROR,
@@ -44,16 +43,24 @@ from snapshotfsm.orchestration.api import (
     add_pools_for_copy_to_primary,
     check_access,
 )
-from snapshotfsm.orchestration.jobs import complete, serialized_response
+from snapshotfsm.orchestration.jobs import complete, insert_api_job, serialized_response, succeed_with_snapshot
 from snapshotfsm.orchestration.runner import Run, step
 from snapshotfsm.orchestration.runtime import Runtime
-from snapshotfsm.store.records import Account, AsyncJob, Snapshot, SnapshotStoreRef, StoragePool, Volume, Zone
+from snapshotfsm.store.records import (
+    SYSTEM_ACCOUNT_ID,
+    Account,
+    AsyncJob,
+    Snapshot,
+    SnapshotStoreRef,
+    StoragePool,
+    Volume,
+    Zone,
+)
 
 log = logging.getLogger(__name__)
 
 COPY_SNAPSHOT_CMD = "org.apache.cloudstack.api.command.user.snapshot.CopySnapshotCmd"
 RESOURCE_UNAVAILABLE_ERROR = 534
-SYSTEM_ACCOUNT_ID = 1
 EVENT_DESCRIPTION = "copying snapshot"
 """The ``@ActionEvent`` description of ``SnapshotManagerImpl.copySnapshot``."""
 
@@ -115,23 +122,13 @@ def submit_api_job(rt: Runtime, params: dict[str, Any], *, caller_id: int) -> As
     snapshot_id: int = params["id"]
     snapshot = rt.store.first(Snapshot, "id = ?", (snapshot_id,))
     live = snapshot if snapshot is not None and snapshot.removed is None else None
-    job = rt.store.insert(
-        AsyncJob(
-            uuid=rt.new_uuid(),
-            user_id=caller_id,
-            account_id=caller_id,
-            job_cmd=COPY_SNAPSHOT_CMD,
-            job_cmd_info=json.dumps(params, sort_keys=True),
-            instance_type="Snapshot",
-            instance_id=snapshot_id,
-            job_init_msid=rt.ms_id,
-            created=rt.clock.timestamp(),
-            last_updated=rt.clock.timestamp(),
-        )
+    job = insert_api_job(
+        rt, COPY_SNAPSHOT_CMD, params, user_id=caller_id, account_id=caller_id, snapshot_id=snapshot_id
     )
     # onScheduledActionEvent: the caller's user, the entity owner's account (the system's for an unknown snapshot).
-    copies.action_event(
+    accounting.action_event(
         rt,
+        "SNAPSHOT.COPY",
         event_details(rt, params),
         user_id=caller_id,
         account_id=live.account_id if live is not None else SYSTEM_ACCOUNT_ID,
@@ -303,14 +300,7 @@ def succeed(run: Run) -> None:
         names = ", ".join(z.name for i in failed if (z := rt.store.first(Zone, "id = ?", (i,))) is not None)
         log.error("There were failures when copying snapshot to zones: %s", names)
     snapshot = rt.store.get(Snapshot, run.snapshot_id or 0)
-    response = {
-        "id": snapshot.uuid,
-        "name": snapshot.name,
-        "state": snapshot.status,
-        "snapshottype": snapshot.type_description,
-    }
-    result = serialized_response("SnapshotResponse", "snapshot", response)
-    complete(rt, rt.store.get(AsyncJob, run.job_id or 0), JobEvent.CompleteSucceeded, 0, result)
+    succeed_with_snapshot(rt, run.job_id or 0, snapshot)
     _completed_event(run, f"Successfully completed {EVENT_DESCRIPTION}. {event_details(rt, run.params)}", "INFO")
 
 
@@ -348,8 +338,9 @@ def fail(run: Run) -> None:
 
 def _completed_event(run: Run, text: str, level: str) -> None:
     """``interceptComplete`` / ``interceptException``: the calling user's and account's completed event."""
-    copies.action_event(
+    accounting.action_event(
         run.rt,
+        "SNAPSHOT.COPY",
         text,
         user_id=run.user_id or SYSTEM_ACCOUNT_ID,
         account_id=run.caller_id or SYSTEM_ACCOUNT_ID,

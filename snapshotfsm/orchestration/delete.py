@@ -9,7 +9,6 @@ held in the run's memory, as CloudStack's thread holds its stack: a crash loses 
 
 from __future__ import annotations
 
-import json
 from typing import Any, ClassVar
 
 from snapshotfsm.describe import snapshot_str
@@ -24,7 +23,7 @@ from snapshotfsm.errors import (
 from snapshotfsm.names import JobEvent, MachineNames
 from snapshotfsm.orchestration import accounting, driver_waits
 from snapshotfsm.orchestration.api import ACCOUNT_ERROR, INTERNAL_ERROR, PARAM_ERROR, check_access
-from snapshotfsm.orchestration.jobs import complete, serialized_response
+from snapshotfsm.orchestration.jobs import complete, insert_api_job, serialized_response
 from snapshotfsm.orchestration.runner import Run, step
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.store.records import Account, AsyncJob, ImageStore, Snapshot, SnapshotStoreRef, StoragePool, Zone
@@ -58,19 +57,13 @@ def submit_api_job(rt: Runtime, snapshot_id: int, zone_id: int | None, caller_id
             check_access(rt, rt.store.get(Account, caller_id), live.account_id)
         except PermissionDeniedException as exc:
             raise ApiError(ACCOUNT_ERROR, exc.message, exception=exc) from None
-    job = rt.store.insert(
-        AsyncJob(
-            uuid=rt.new_uuid(),
-            user_id=caller_id,
-            account_id=caller_id,
-            job_cmd=DELETE_SNAPSHOT_CMD,
-            job_cmd_info=json.dumps({"id": snapshot_id, "zoneid": zone_id}),
-            instance_type="Snapshot",
-            instance_id=snapshot_id,
-            job_init_msid=rt.ms_id,
-            created=rt.clock.timestamp(),
-            last_updated=rt.clock.timestamp(),
-        )
+    job = insert_api_job(
+        rt,
+        DELETE_SNAPSHOT_CMD,
+        {"id": snapshot_id, "zoneid": zone_id},
+        user_id=caller_id,
+        account_id=caller_id,
+        snapshot_id=snapshot_id,
     )
     run = rt.runner.start(
         "delete_snapshot",

@@ -11,6 +11,7 @@ from __future__ import annotations
 from snapshotfsm.errors import InvalidValue
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.store.records import (
+    SYSTEM_ACCOUNT_ID,
     Account,
     Cluster,
     Host,
@@ -50,9 +51,6 @@ ZONE_TYPES = ("Core", "Edge")
 def _one_of(what: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise InvalidValue(what, value, "one of " + ", ".join(allowed))
-
-
-SYSTEM_ACCOUNT_ID = 1
 
 
 class Inventory:

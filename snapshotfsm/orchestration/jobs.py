@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Any
 
 from snapshotfsm.errors import CloudException, ServerApiException
 from snapshotfsm.names import JobEvent, JobState, Take
@@ -16,26 +17,39 @@ from snapshotfsm.store.records import AsyncJob, ResourceTag, Snapshot, Volume
 CREATE_SNAPSHOT_CMD = "org.apache.cloudstack.api.command.user.snapshot.CreateSnapshotCmd"
 
 
+def insert_api_job(
+    rt: Runtime, cmd: str, params: Mapping[str, Any], *, user_id: int, account_id: int, snapshot_id: int | None
+) -> AsyncJob:
+    """The IN_PROGRESS ``async_job`` row of an API command on a snapshot, as ``ApiServer.queueCommand`` writes it."""
+    return rt.store.insert(
+        AsyncJob(
+            uuid=rt.new_uuid(),
+            user_id=user_id,
+            account_id=account_id,
+            job_cmd=cmd,
+            job_cmd_info=json.dumps(params, sort_keys=True),
+            instance_type="Snapshot",
+            instance_id=snapshot_id,
+            job_init_msid=rt.ms_id,
+            created=rt.clock.timestamp(),
+            last_updated=rt.clock.timestamp(),
+        )
+    )
+
+
 @step("jobs.submit")
 def submit(run: Run) -> None:
     """``ApiServer.processAsyncCmd``: an IN_PROGRESS job for the new snapshot, then the dispatcher picks it up."""
     rt = run.rt
     if run.flags.get("execute_account_id"):
         run.caller_id = run.flags["execute_account_id"]
-    job = rt.store.insert(
-        AsyncJob(
-            uuid=rt.new_uuid(),
-            user_id=run.user_id if run.user_id is not None else run.caller_id or 0,
-            account_id=run.caller_id or 0,
-            job_cmd=CREATE_SNAPSHOT_CMD,
-            job_cmd_info=json.dumps(run.params, sort_keys=True),
-            job_status=0,
-            instance_type="Snapshot",
-            instance_id=run.snapshot_id,
-            job_init_msid=rt.ms_id,
-            created=rt.clock.timestamp(),
-            last_updated=rt.clock.timestamp(),
-        )
+    job = insert_api_job(
+        rt,
+        CREATE_SNAPSHOT_CMD,
+        run.params,
+        user_id=run.user_id if run.user_id is not None else run.caller_id or 0,
+        account_id=run.caller_id or 0,
+        snapshot_id=run.snapshot_id,
     )
     run.job_id = job.id
     run.workflow = rt.store.update(run.workflow, job_id=job.id)
@@ -85,6 +99,18 @@ def serialized_response(kind: str, name: str, body: Mapping[str, object]) -> str
     return f"org.apache.cloudstack.api.response.{kind}/{name}/{json.dumps(body, separators=(',', ':'))}"
 
 
+def succeed_with_snapshot(rt: Runtime, job_id: int, snapshot: Snapshot) -> None:
+    """The job SUCCEEDED with the ``SnapshotResponse`` the command sets (the fields the model keeps of it)."""
+    response = {
+        "id": snapshot.uuid,
+        "name": snapshot.name,
+        "state": snapshot.status,
+        "snapshottype": snapshot.type_description,
+    }
+    result = serialized_response("SnapshotResponse", "snapshot", response)
+    complete(rt, rt.store.get(AsyncJob, job_id), JobEvent.CompleteSucceeded, 0, result)
+
+
 @step("jobs.succeed")
 def succeed(run: Run) -> None:
     """``VolumeApiServiceImpl.takeSnapshot`` returns: the tags are put on the snapshot, the job SUCCEEDED (§5.2).
@@ -111,14 +137,7 @@ def succeed(run: Run) -> None:
                 domain_id=snapshot.domain_id,
             )
         )
-    response = {
-        "id": snapshot.uuid,
-        "name": snapshot.name,
-        "state": snapshot.status,
-        "snapshottype": snapshot.type_description,
-    }
-    result = serialized_response("SnapshotResponse", "snapshot", response)
-    complete(rt, rt.store.get(AsyncJob, run.job_id or 0), JobEvent.CompleteSucceeded, 0, result)
+    succeed_with_snapshot(rt, run.job_id or 0, snapshot)
     accounting.action_event(
         rt,
         "SNAPSHOT.CREATE",

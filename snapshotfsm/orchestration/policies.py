@@ -33,6 +33,7 @@ from snapshotfsm.orchestration.api import (
 )
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.store.records import (
+    SYSTEM_USER_ID,
     Account,
     AsyncJob,
     SnapshotPolicy,
@@ -49,7 +50,6 @@ log = logging.getLogger(__name__)
 
 INTERVALS = ("HOURLY", "DAILY", "WEEKLY", "MONTHLY")
 """``DateUtil.IntervalType``: a policy's ``interval`` column holds the ordinal."""
-SYSTEM_USER_ID = 1
 POLL_LOCK = "snapshot.poll"
 TIMESTAMP = "%Y-%m-%d %H:%M:%S"
 DECEMBER = 12

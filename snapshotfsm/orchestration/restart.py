@@ -22,6 +22,7 @@ from snapshotfsm.orchestration.api import INTERNAL_ERROR
 from snapshotfsm.orchestration.dispatch import VM_WORK_TAKE_VOLUME_SNAPSHOT
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.store.records import (
+    SYSTEM_ACCOUNT_ID,
     AsyncJob,
     ManagementServer,
     OpLock,
@@ -38,7 +39,6 @@ from snapshotfsm.strategies.default import MS_ID
 log = logging.getLogger(__name__)
 
 CANCELLED_TEXT = "job cancelled because of management server restart or shutdown"
-SYSTEM_ACCOUNT_ID = 1
 
 
 def mark_server(rt: Runtime, ms_id: int, state: str) -> None:

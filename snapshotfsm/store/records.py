@@ -55,6 +55,12 @@ class Domain(Record):
     uuid: str = ""
 
 
+SYSTEM_ACCOUNT_ID = 1
+"""CloudStack's system account, which the scheduler, the restart cleanup and the async backup task act as."""
+SYSTEM_USER_ID = 1
+"""The system account's user: ``Account.ACCOUNT_ID_SYSTEM`` and ``User.UID_SYSTEM`` are both 1."""
+
+
 @attrs.frozen(kw_only=True)
 class Account(Record):
     """An account; ``type`` 1 is a root admin, who may act on any account's volumes."""

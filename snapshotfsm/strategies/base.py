@@ -191,6 +191,40 @@ def service_delete(env: StrategyEnv, ref: SnapshotStoreRef) -> DeleteRun:
     return True
 
 
+def live_child(store: Store, ref: SnapshotStoreRef) -> SnapshotStoreRef | None:
+    """A ref on the same store whose parent is ``ref``'s snapshot and that is not being or already deleted.
+
+    A delta with such a child cannot go: the chain deletes of spec §9.4 stop (or hide the ref) there.
+    """
+    return store.first(
+        SnapshotStoreRef,
+        "store_id = ? AND store_role = ? AND parent_snapshot_id = ?"
+        " AND state NOT IN ('Destroyed', 'Destroying', 'Error')",
+        (ref.store_id, ref.store_role, ref.snapshot_id),
+    )
+
+
+def parent_of(store: Store, ref: SnapshotStoreRef) -> SnapshotStoreRef | None:
+    """The ref of ``ref``'s parent snapshot on the same store, if it has one."""
+    if not ref.parent_snapshot_id:
+        return None
+    return store.first(
+        SnapshotStoreRef,
+        "store_id = ? AND store_role = ? AND snapshot_id = ?",
+        (ref.store_id, ref.store_role, ref.parent_snapshot_id),
+    )
+
+
+def shares_parent_path(store: Store, ref: SnapshotStoreRef) -> bool:
+    """The parent's ref has the same install path (case-insensitive): an empty delta, nothing of its own to delete."""
+    parent = parent_of(store, ref)
+    return (
+        parent is not None
+        and bool(parent.install_path)
+        and (parent.install_path or "").lower() == (ref.install_path or "").lower()
+    )
+
+
 class SnapshotStrategy:
     """Base of the snapshot strategies; the default hooks do nothing, so a strategy overrides what it changes."""
 

@@ -36,8 +36,11 @@ from snapshotfsm.strategies.base import (
     SnapshotStrategy,
     StrategyEnv,
     Take,
+    live_child,
     lock_key,
+    parent_of,
     service_delete,
+    shares_parent_path,
 )
 
 log = logging.getLogger(__name__)
@@ -322,27 +325,11 @@ class _DefaultDelete:
         current: SnapshotStoreRef | None = ref
         try:
             while current is not None:
-                child = self.store.first(
-                    SnapshotStoreRef,
-                    "store_id = ? AND store_role = ? AND parent_snapshot_id = ?"
-                    " AND state NOT IN ('Destroyed', 'Destroying', 'Error')",
-                    (current.store_id, current.store_role, current.snapshot_id),
-                )
-                if child is not None:
+                if live_child(self.store, current) is not None:
                     self.store.write_state_directly(current, "Hidden", by="DefaultSnapshotStrategy.deleteSnapshotChain")
                     break
-                parent = None
-                if current.parent_snapshot_id:
-                    parent = self.store.first(
-                        SnapshotStoreRef,
-                        "store_id = ? AND store_role = ? AND snapshot_id = ?",
-                        (current.store_id, current.store_role, current.parent_snapshot_id),
-                    )
-                if (
-                    parent is not None
-                    and parent.install_path
-                    and parent.install_path.lower() == (current.install_path or "").lower()
-                ):
+                parent = parent_of(self.store, current)
+                if shares_parent_path(self.store, current):
                     if not result_set:
                         result, result_set = True, True
                 else:

@@ -31,7 +31,10 @@ from snapshotfsm.strategies.base import (
     Priority,
     SnapshotStrategy,
     StrategyEnv,
+    live_child,
+    parent_of,
     service_delete,
+    shares_parent_path,
 )
 
 log = logging.getLogger(__name__)
@@ -251,26 +254,10 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
         result_set = False
         current: SnapshotStoreRef | None = ref
         while current is not None and store.get(Snapshot, current.snapshot_id).status in SPS_CHAIN_STATES:
-            child = store.first(
-                SnapshotStoreRef,
-                "store_id = ? AND store_role = ? AND parent_snapshot_id = ?"
-                " AND state NOT IN ('Destroyed', 'Destroying', 'Error')",
-                (current.store_id, current.store_role, current.snapshot_id),
-            )
-            if child is not None:
+            if live_child(store, current) is not None:
                 break
-            parent = None
-            if current.parent_snapshot_id:
-                parent = store.first(
-                    SnapshotStoreRef,
-                    "store_id = ? AND store_role = ? AND snapshot_id = ?",
-                    (current.store_id, current.store_role, current.parent_snapshot_id),
-                )
-            if (
-                parent is not None
-                and parent.install_path
-                and parent.install_path.lower() == (current.install_path or "").lower()
-            ):
+            parent = parent_of(store, current)
+            if shares_parent_path(store, current):
                 moved = store_ref_event(store, current, "DestroyRequested")
                 if moved is not None:
                     store_ref_event(store, moved, "OperationSucceeded")
