@@ -598,44 +598,32 @@ class TestDefinitionLookups:
         path = write_definition(door)
         return path, load_file(path)
 
-    def test_state_returns_a_known_name(self, loaded: tuple[Path, Definition]) -> None:
-        """A declared state comes back unchanged."""
-        assert loaded[1].state("Open") == "Open"
+    @pytest.mark.parametrize(("lookup", "name"), [("state", "Open"), ("event", "Close")])
+    def test_a_known_name_comes_back_unchanged(self, loaded: tuple[Path, Definition], lookup: str, name: str) -> None:
+        """A declared state or event is returned as it is."""
+        assert getattr(loaded[1], lookup)(name) == name
 
-    def test_state_did_you_mean(self, loaded: tuple[Path, Definition]) -> None:
-        """A misspelt state fails with the file, the machine and the nearest state."""
+    @pytest.mark.parametrize(
+        ("lookup", "typo", "text"),
+        [
+            ("state", "Opn", "is not a state (did you mean 'Open'?)"),
+            ("event", "Remov", "is not a declared event (did you mean 'Remove'?)"),
+        ],
+    )
+    def test_a_misspelt_name_gets_a_did_you_mean(
+        self, loaded: tuple[Path, Definition], lookup: str, typo: str, text: str
+    ) -> None:
+        """A misspelt state or event fails with the file, the machine and the nearest declared name."""
         path, d = loaded
         with pytest.raises(DefinitionError) as caught:
-            d.state("Opn")
-        _assert_error(
-            caught.value,
-            path,
-            "machine 'door', state 'Opn': is not a state (did you mean 'Open'?)",
-            machine="door",
-            key="state 'Opn'",
-        )
+            getattr(d, lookup)(typo)
+        key = f"{lookup} '{typo}'"
+        _assert_error(caught.value, path, f"machine 'door', {key}: {text}", machine="door", key=key)
 
     def test_state_def_of_an_unknown_state(self, loaded: tuple[Path, Definition]) -> None:
         """``state_def`` refuses an unknown name the same way."""
         with pytest.raises(DefinitionError, match=r"state 'Gon': is not a state \(did you mean 'Gone'\?\)$"):
             loaded[1].state_def("Gon")
-
-    def test_event_returns_a_known_name(self, loaded: tuple[Path, Definition]) -> None:
-        """A declared event comes back unchanged."""
-        assert loaded[1].event("Close") == "Close"
-
-    def test_event_did_you_mean(self, loaded: tuple[Path, Definition]) -> None:
-        """A misspelt event fails with the file, the machine and the nearest event."""
-        path, d = loaded
-        with pytest.raises(DefinitionError) as caught:
-            d.event("Remov")
-        _assert_error(
-            caught.value,
-            path,
-            "machine 'door', event 'Remov': is not a declared event (did you mean 'Remove'?)",
-            machine="door",
-            key="event 'Remov'",
-        )
 
     def test_table_lookups(self, loaded: tuple[Path, Definition]) -> None:
         """``transition``, ``exits`` and ``allowed`` read the table in file order."""
