@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import attrs
 
-from snapshotfsm.errors import DefinitionError, did_you_mean
+from snapshotfsm.errors import DefinitionError, UnknownMachine, did_you_mean
 
 TAGS = frozenset({"transitional", "terminal", "error", "waiting"})
 KINDS = ("entity", "workflow")
@@ -252,7 +252,7 @@ class Definitions(Mapping[str, Definition]):
         try:
             return self.machines[name]
         except KeyError:
-            raise KeyError(f"no machine named {name!r}{did_you_mean(name, self.machines)}") from None
+            raise UnknownMachine(name, self.machines) from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.machines)

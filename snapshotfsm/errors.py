@@ -37,6 +37,17 @@ class DefinitionError(SnapshotFSMError, ValueError):
         super().__init__(f"{path}: {where}{key}: {problem}")
 
 
+class UnknownMachine(SnapshotFSMError, KeyError):
+    """No machine of that name: a ``KeyError``, as a mapping raises, whose text is not quoted twice."""
+
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        self.name = name
+        super().__init__(f"no machine named {name!r}{did_you_mean(name, known)}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class IllegalTransition(SnapshotFSMError, MachineError):
     """An event the machine refuses; nothing was changed.
 

@@ -513,11 +513,12 @@ class TestLoadDirectory:
         assert loaded["a_door"].path == str(tmp_path / "a_door.toml")
 
     def test_unknown_machine_name_suggests_the_nearest(self, door: dict[str, Any], write_definition: Writer) -> None:
-        """Looking up a missing machine raises KeyError with a did-you-mean."""
+        """Looking up a missing machine raises a KeyError with a did-you-mean, printed without extra quotes."""
         loaded = load_directory(write_definition(door).parent)
         with pytest.raises(KeyError) as caught:
             loaded["dor"]
-        assert caught.value.args == ("no machine named 'dor' (did you mean 'door'?)",)
+        assert str(caught.value) == "no machine named 'dor' (did you mean 'door'?)"
+        assert "dor" not in loaded
 
     def test_a_broken_file_is_named(self, door: dict[str, Any], write_definition: Writer, tmp_path: Path) -> None:
         """The first bad file fails the whole directory, naming that file."""

@@ -416,12 +416,12 @@ class TestWriteStateDirectly:
         )
 
     def test_a_direct_write_over_a_stale_record_logs_what_it_overwrote(self, store: Store) -> None:
-        """The row's real state is the logged source; ``overwrote`` marks that the caller believed otherwise."""
+        """As for an event: ``source`` is what the caller's record said, ``overwrote`` the state the row really held."""
         stale = new_snapshot(store)
         store.transit(stale, "CreateRequested")
         store.write_state_directly(stale, "Destroyed", by="DefaultSnapshotStrategy.deleteSnapshot")
         last = store.history()[-1]
-        assert (last.source, last.dest, last.kind, last.overwrote) == ("Creating", "Destroyed", "direct", "Creating")
+        assert (last.source, last.dest, last.kind, last.overwrote) == ("Allocated", "Destroyed", "direct", "Creating")
         assert consistency_problems(store) == []
 
     def test_a_state_the_machine_lacks_is_refused(self, store: Store) -> None:

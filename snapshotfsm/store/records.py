@@ -542,8 +542,9 @@ class TransitionLog(Record):
     """One transition, as the durable primitive wrote it; ``seq`` orders the whole run without gaps.
 
     ``kind`` is ``event`` for a transition of the machine, ``direct`` for one of CloudStack's writes that bypass it
-    (spec §1.2 notes, §3), where ``event`` names the CloudStack method. ``overwrote`` is the state the row really held
-    when it differed from ``source``: only possible on ``snapshots``, which has no compare-and-swap (spec §11).
+    (spec §1.2 notes, §3), where ``event`` names the CloudStack method. ``source`` is the state the caller's record
+    held; ``overwrote`` the state the row really held when that differed: an event can do that only on ``snapshots``,
+    which has no compare-and-swap (spec §11), a direct write on any table.
     """
 
     table: ClassVar[str] = "transition_log"

@@ -531,7 +531,8 @@ class Store:
         """One of CloudStack's writes that bypass its state machine (spec §1.2 notes, §3), logged as ``direct``.
 
         ``by`` names the CloudStack method that does it (e.g. ``DefaultSnapshotStrategy.deleteSnapshot``). The
-        state must exist in the machine; no legality check is made, as in CloudStack.
+        state must exist in the machine; no legality check is made, as in CloudStack. The log row reads like an
+        event's: ``source`` as the record says, ``overwrote`` when the row held another state.
         """
         b = self.binding(entity)
         if state not in self.definitions[b.machine].state_names:
@@ -552,7 +553,7 @@ class Store:
             self._log(
                 b.machine,
                 entity.id,
-                found,
+                source,
                 by,
                 state,
                 kind="direct",
