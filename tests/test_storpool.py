@@ -28,10 +28,11 @@ from lifecycle_cloud import answer, delete, details, refs, snapshot, stored
 from snapshotfsm.drivers.base import FaultPlan
 from snapshotfsm.drivers.storpool import sp_name
 from snapshotfsm.engine import Engine
-from snapshotfsm.errors import ApiError, ServerDown
+from snapshotfsm.errors import ApiError, CloudRuntimeException, ServerDown
 from snapshotfsm.orchestration import storpool_recovery
 from snapshotfsm.orchestration.storpool_recovery import RecoveryReport
 from snapshotfsm.store.records import Snapshot, SnapshotDetail, SnapshotStoreRef
+from snapshotfsm.strategies.storpool import NO_STORE_ROLE, StorPoolSnapshotStrategy, ViewRow, view_rows
 
 SYSTEM = 1
 PLACEHOLDERS = {
@@ -477,6 +478,54 @@ class TestDelete:
         assert delete(cloud, sid)[0] == "SUCCEEDED"
         assert snapshot(cloud.engine, sid) == ("Destroyed", False)
         assert stored(cloud.engine, sid) == [("primary", True)]
+
+    def test_a_zone_delete_deletes_only_that_zones_copy(self):
+        """With a zone, only that zone's primary row of ``snapshot_view`` is deleted; the source stays as it was."""
+        cloud = StorPoolCloud()
+        sid = cloud.take(storage_ids=[cloud.pool_b.id])
+        e = cloud.engine
+        job = e.delete_snapshot(sid, zone_id=cloud.zone_b.id)
+        e.run()
+        assert answer(e, job.id or 0)[0] == "SUCCEEDED"
+        assert [r[:2] for r in primary_refs(e, sid)] == [(cloud.pool_a.id, "Ready")]
+        assert e.get(Snapshot, sid).status == "BackedUp"
+
+    def test_hidden_refs_are_not_storpools_to_delete(self):
+        """``canHandle`` reads ``snapshot_view``, which joins only displayed refs: with every ref hidden the snapshot
+        is not on StorPool as far as the factory knows, and the default strategy deletes it, Snapshot events and all.
+        """
+        cloud, sid = self._taken(**{"snapshot.backup.to.secondary": False})
+        e = cloud.engine
+        for ref in e.store.find(SnapshotStoreRef, "snapshot_id = ?", (sid,)):
+            e.store.update(ref, display=False)
+        assert delete(cloud, sid)[0] == "SUCCEEDED"
+        deleted = [(r.event, r.dest) for r in e.history(snapshot=sid) if r.machine == "snapshot"][-3:]
+        assert deleted == [
+            ("DestroyRequested", "Destroying"),
+            ("OperationSucceeded", "Destroyed"),
+            ("DefaultSnapshotStrategy.updateSnapshotToDestroyed", "Destroyed"),
+        ]
+
+    def test_the_views_empty_row_has_no_store_role(self):
+        """With no ref to show, a snapshot still has one row per zone, with no store role; a removed one has none.
+
+        The delete loop dereferences that role (reached only by calling the strategy: the factory never picks it
+        for such a snapshot).
+        """
+        cloud, sid = self._taken(**{"snapshot.backup.to.secondary": False})
+        e = cloud.engine
+        env = e.rt.strategy_env
+        zone = cloud.zone.id
+        assert view_rows(env, sid, None) == [ViewRow("Primary", cloud.pool("storpool").id, zone)]
+        for ref in e.store.find(SnapshotStoreRef, "snapshot_id = ?", (sid,)):
+            e.store.update(ref, display=False)
+        assert view_rows(env, sid, None) == [ViewRow(None, None, zone)]
+        assert view_rows(env, sid, zone + 1) == []
+        with pytest.raises(CloudRuntimeException) as caught:
+            next(StorPoolSnapshotStrategy().delete(env, sid, None))
+        assert caught.value.message == f"Cannot delete snapshot due to {NO_STORE_ROLE}"
+        e.store.remove(e.get(Snapshot, sid), by="test")
+        assert view_rows(env, sid, None) == []
 
     def test_the_detail_removed_is_the_row_whose_id_is_the_snapshot_id(self):
         """deleteSnapshotFromDbIfNeeded calls remove(snapshotId) on snapshot_details: a primary-key delete.

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 
+import attrs
+
 from snapshotfsm.describe import snapshot_str
 from snapshotfsm.drivers.storpool import SP_DEV_PATH, StorPoolDriver, sp_name
 from snapshotfsm.errors import (
@@ -51,26 +53,27 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
     def can_handle(self, env: StrategyEnv, snapshot: Snapshot, op: Operation, zone_id: int | None) -> Priority:
         """Spec §6.2: only DELETE and COPY; no StorPool pool at all no; then by where the snapshot's refs are.
 
-        ``snapshot_view`` joins the refs with their stores' zones: with a zone, only that zone's refs count.
+        With no primary row in ``snapshot_view`` (of the zone, when given), HIGHEST when the snapshot's first image
+        ref has a StorPool path; else HIGHEST when a StorPool pool, of any zone, holds a Ready or Created ref.
         """
         if op not in (Operation.DELETE, Operation.COPY):
             return Priority.CANT_HANDLE
         pools = env.store.find(StoragePool, "pool_type = 'StorPool' AND removed IS NULL")
         if not pools:
             return Priority.CANT_HANDLE
-        by_id = {p.id: p for p in pools}
-        primary = [
-            r
-            for r in env.primary_refs(snapshot.id or 0)
-            if zone_id is None or env.store.get(StoragePool, r.store_id).data_center_id == zone_id
-        ]
-        if not primary:
-            images = env.image_refs(snapshot.id or 0)
-            if any((r.install_path or "").startswith(SP_DEV_PATH) for r in images):
+        rows = view_rows(env, snapshot.id or 0, zone_id)
+        if not any(row.role == "Primary" for row in rows):
+            first_image = env.store.first(SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Image'", (snapshot.id,))
+            on_storpool = first_image is not None and (first_image.install_path or "").startswith(SP_DEV_PATH)
+            return Priority.HIGHEST if rows and on_storpool else Priority.CANT_HANDLE
+        for pool in pools:
+            ref = env.store.first(
+                SnapshotStoreRef,
+                "store_role = 'Primary' AND store_id = ? AND snapshot_id = ?",
+                (pool.id, snapshot.id),
+            )
+            if ref is not None and ref.state in ("Ready", "Created"):
                 return Priority.HIGHEST
-            return Priority.CANT_HANDLE
-        if any(r.store_id in by_id and r.state in ("Ready", "Created") for r in primary):
-            return Priority.HIGHEST
         return Priority.CANT_HANDLE
 
     def copy_snapshot(
@@ -106,10 +109,10 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
         """``StorPoolSnapshotStrategy.deleteSnapshot`` (spec §8): per primary row of ``snapshot_view``, then the sweep.
 
         Each primary row (only the zone's first, when a zone is given) deletes the StorPool snapshot by its global
-        name; the ``snapshot_view`` check meant to skip Destroyed rows compares two different enums, so none is
-        skipped and a second row finds the object gone (``objectDoesNotExist``: true). Whatever the rows returned,
-        when every ref left is Destroyed or Destroying the snapshot is written Destroyed directly. No Snapshot event
-        is fired anywhere.
+        name, so a second row finds the object gone (``objectDoesNotExist``: true). A snapshot with no row left to
+        show but the view's empty one (every ref Destroyed or hidden) fails on that row's null store role. Whatever
+        the rows returned, when every ref left is Destroyed or Destroying the snapshot is written Destroyed directly.
+        No Snapshot event is fired anywhere.
 
         Raises:
             CloudRuntimeException: "Cannot delete snapshot due to ..." around anything a row threw.
@@ -119,10 +122,14 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
         name = self._snapshot_name(env, snapshot)
         result = False
         try:
-            for ref in env.primary_refs(snapshot_id):
-                pool = store.get(StoragePool, ref.store_id)
+            for row in view_rows(env, snapshot_id, zone_id):
+                if row.role is None:
+                    raise NullPointerException(NO_STORE_ROLE)
+                if row.role == "Image":
+                    continue
+                pool = store.get(StoragePool, row.store_id or 0)
                 if zone_id is not None:
-                    if pool.data_center_id != zone_id:
+                    if row.zone_id != zone_id:
                         continue
                     result = yield from self._delete_on(env, snapshot, zone_id, name, pool)
                     break
@@ -276,6 +283,39 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
             store.update(fresh, display=False)
         return result
 
+
+@attrs.frozen
+class ViewRow:
+    """What the strategy reads of a ``snapshot_view`` row: the ref's store role and id, and its zone."""
+
+    role: str | None
+    store_id: int | None
+    zone_id: int | None
+
+
+def view_rows(env: StrategyEnv, snapshot_id: int, zone_id: int | None) -> list[ViewRow]:
+    """``SnapshotJoinDao.listBySnapshotIdAndZoneId``: the snapshot's rows of ``snapshot_view``, of the zone if given.
+
+    The view joins only refs that are not Destroyed and are displayed; with none, the snapshot still has a row, with
+    no store role, one for each of its zones (``snapshot_zone_ref``), or one with no zone at all. A removed
+    snapshot has no row.
+    """
+    store = env.store
+    if store.first(Snapshot, "id = ? AND removed IS NULL", (snapshot_id,)) is None:
+        return []
+    refs = store.find(SnapshotStoreRef, "snapshot_id = ? AND state != 'Destroyed' AND display = 1", (snapshot_id,))
+    rows = [ViewRow(r.store_role, r.store_id, _zone_of(env, r)) for r in refs]
+    if not rows:
+        zones = store.find(SnapshotZoneRef, "snapshot_id = ? AND removed IS NULL", (snapshot_id,))
+        rows = [ViewRow(None, None, z.zone_id) for z in zones] or [ViewRow(None, None, None)]
+    return [row for row in rows if zone_id is None or row.zone_id == zone_id]
+
+
+NO_STORE_ROLE = (
+    'Cannot invoke "com.cloud.storage.DataStoreRole.isImageStore()" because the return value of '
+    '"com.cloud.api.query.vo.SnapshotJoinVO.getStoreRole()" is null'
+)
+"""Java 17's message for the view row of a snapshot with no ref to show."""
 
 SPS_CHAIN_STATES = ("Destroying", "Destroyed", "Error", "BackedUp")
 """The snapshot states SPS's ``deleteSnapshotChain`` walks through (BackedUp too, unlike the default strategy's)."""
