@@ -194,6 +194,30 @@ def can_copy_on_primary(rt: Runtime, pool_ids: list[int], volume: Volume) -> boo
     return True
 
 
+def refuse_system_template_volume(rt: Runtime, volume: Volume, vm: VmInstance | None) -> None:
+    """``isOperationSupported``: a volume made from a SYSTEM template can't be snapshotted, nor given a policy (§5.1).
+
+    It tests ``!CKS || !SHAREDFS``, true for every VM type: no such volume passes, although the intent (and spec
+    §5.1) exempts CKS and SharedFS VMs.
+
+    Raises:
+        InvalidParameterValueException: the volume's template is a SYSTEM one.
+    """
+    if volume.template_id is None:
+        return
+    template = rt.store.first(Template, "id = ?", (volume.template_id,))
+    user_vm_type = vm.user_vm_type if vm is not None else None
+    if (
+        template is not None
+        and template.type == "SYSTEM"
+        and (user_vm_type is None or user_vm_type != "CKSNode" or user_vm_type != "SharedFSVM")
+    ):
+        raise InvalidParameterValueException(
+            f"Volume: {volume_str(volume)} is for System VM , Creating snapshot against System VM volumes is not"
+            " supported"
+        )
+
+
 # --- the create phase (§5.1) -------------------------------------------------------------------------------------
 
 
@@ -220,20 +244,7 @@ def allocate(run: Run) -> str:
     if volume.format == "DIR":
         raise InvalidParameterValueException(f"Snapshot not supported for volume: {volume_str(volume)}")
     vm = live(rt, VmInstance, volume.instance_id)
-    if volume.template_id is not None:
-        template = rt.store.first(Template, "id = ?", (volume.template_id,))
-        user_vm_type = vm.user_vm_type if isinstance(vm, VmInstance) else None
-        # isOperationSupported tests `!CKS || !SHAREDFS`, true for every type: no SYSTEM-template volume passes,
-        # although the intent (and spec §5.1) exempts CKS and SharedFS VMs.
-        if (
-            template is not None
-            and template.type == "SYSTEM"
-            and (user_vm_type is None or user_vm_type != "CKSNode" or user_vm_type != "SharedFSVM")
-        ):
-            raise InvalidParameterValueException(
-                f"Volume: {volume_str(volume)} is for System VM , Creating snapshot against System VM volumes is not"
-                " supported"
-            )
+    refuse_system_template_volume(rt, volume, vm if isinstance(vm, VmInstance) else None)
     zone_ids = list(p.get("zone_ids", ()))
     pool_ids = list(p.get("storage_ids", ()))
     replicate = bool(p.get("use_storage_replication", False))

@@ -18,7 +18,7 @@ from snapshotfsm.orchestration.runner import Run, step
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.orchestration.take import find_image_store, new_image_ref
 from snapshotfsm.store.records import Snapshot, SnapshotDetail, SnapshotStoreRef, StoragePool
-from snapshotfsm.strategies.base import BackupPlan
+from snapshotfsm.strategies.base import BackupPlan, primary_ref
 from snapshotfsm.strategies.base import Take as TakeState
 from snapshotfsm.strategies.default import MS_ID
 
@@ -63,7 +63,7 @@ def start_backup(
         dest = new_image_ref(rt, snapshot, image.id or 0)
         moved = store_ref_event(rt.store, dest, RefEvent.CreateOnlyRequested)
         assert moved is not None
-        src = primary_ref(rt, snapshot, take.pool)
+        src = primary_ref(rt.store, snapshot.id, take.pool.id)
         if src is None or src.install_path is None:
             raise CloudRuntimeException(f"no snapshot on primary storage to back up for {snapshot_str(snapshot)}")
         driver = rt.drivers.primary(take.pool)
@@ -87,13 +87,6 @@ def start_backup(
         raise CloudRuntimeException(f"Failed to copy snapshot:{exc.java_name}: {exc.message}", cause=exc) from exc
     del plan
     return snapshot, moved
-
-
-def primary_ref(rt: Runtime, snapshot: Snapshot, pool: StoragePool) -> SnapshotStoreRef | None:
-    """The snapshot's ref on ``pool``."""
-    return rt.store.first(
-        SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Primary' AND store_id = ?", (snapshot.id, pool.id)
-    )
 
 
 @step("backup.request")
@@ -156,7 +149,7 @@ def answered(run: Run) -> str:
         raise CloudRuntimeException(failure)
     post_snapshot_creation(run)
     if run.take.pool.pool_type == "CLVM":
-        ref = primary_ref(rt, run.take.snapshot, run.take.pool)
+        ref = primary_ref(rt.store, run.take.snapshot.id, run.take.pool.id)
         if ref is not None:
             rt.store.delete(ref, by="SnapshotManagerImpl.removeClvmPrimarySnapshotStoreRefIfNeeded")
     return Take.PostProcess
@@ -183,7 +176,7 @@ def cleanup_on_backup_failure(rt: Runtime, snapshot: Snapshot, pool: StoragePool
     """
     with rt.store.atomic():
         try:
-            ref = primary_ref(rt, snapshot, pool)
+            ref = primary_ref(rt.store, snapshot.id, pool.id)
             if ref is not None:
                 moved = store_ref_event(rt.store, ref, RefEvent.DestroyRequested)
                 if moved is not None:
@@ -259,7 +252,7 @@ def post_directly(run: Run) -> str:
     image_ref = rt.store.first(
         SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Image' AND state = ?", (snapshot.id, RefState.Allocated)
     )
-    primary = primary_ref(rt, snapshot, run.take.pool)
+    primary = primary_ref(rt.store, snapshot.id, run.take.pool.id)
     if image_ref is None or primary is None:
         raise CloudRuntimeException(f"no Allocated image ref for {snapshot_str(snapshot)}")
     image_ref = rt.store.update(image_ref, install_path=primary.install_path)

@@ -14,13 +14,12 @@ from snapshotfsm.names import MachineNames
 from snapshotfsm.orchestration.backup import (
     cleanup_on_backup_failure,
     finish_backup,
-    primary_ref,
     start_backup,
 )
 from snapshotfsm.orchestration.runner import Run, step
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.store.records import Snapshot, StoragePool, Volume
-from snapshotfsm.strategies.base import BackupPlan
+from snapshotfsm.strategies.base import BackupPlan, primary_ref
 from snapshotfsm.strategies.base import Take as TakeState
 
 log = logging.getLogger(__name__)
@@ -143,7 +142,7 @@ def _after_backup(run: Run, take: TakeState) -> str:
     except CloudException as exc:
         log.debug("postSnapshotCreation failed: %s", exc)
     if take.pool.pool_type == "CLVM":
-        ref = primary_ref(rt, take.snapshot, take.pool)
+        ref = primary_ref(rt.store, take.snapshot.id, take.pool.id)
         if ref is not None:
             rt.store.delete(ref, by="SnapshotManagerImpl.removeClvmPrimarySnapshotStoreRefIfNeeded")
     return Task.CopyToZones if run.flags["zone_ids"] else Task.Finish

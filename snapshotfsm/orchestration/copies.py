@@ -42,7 +42,7 @@ from snapshotfsm.store.records import (
     StoragePool,
     Zone,
 )
-from snapshotfsm.strategies.base import Operation
+from snapshotfsm.strategies.base import Operation, primary_ref
 
 log = logging.getLogger(__name__)
 
@@ -428,9 +428,7 @@ def copy_to_pool(run: Run) -> str:
         "snapshot_id = ? AND store_role = 'Primary' AND store_id != ?",
         (snapshot.id, pool.id),
     )
-    dest = rt.store.first(
-        SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Primary' AND store_id = ?", (snapshot.id, pool.id)
-    )
+    dest = primary_ref(rt.store, snapshot.id, pool.id)
     if dest is None:
         dest = rt.store.insert(
             SnapshotStoreRef(

@@ -51,11 +51,11 @@ from snapshotfsm.store.records import (
     Account,
     AsyncJob,
     Snapshot,
-    SnapshotStoreRef,
     StoragePool,
     Volume,
     Zone,
 )
+from snapshotfsm.strategies.base import primary_ref
 
 log = logging.getLogger(__name__)
 
@@ -240,9 +240,7 @@ def _can_copy_on_primary(rt: Runtime, pool_ids: list[int], snapshot: Snapshot) -
         if pool is None:
             dropped.append(pool_id)
             continue
-        if rt.store.first(
-            SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Primary' AND store_id = ?", (snapshot.id, pool_id)
-        ):
+        if primary_ref(rt.store, snapshot.id, pool_id):
             log.debug("Snapshot [%s] already exist on pool [%s]", snapshot.uuid, pool.name)
             continue  # upstream logs it and keeps the pool in the list
         volume = rt.store.first(Volume, "id = ? AND removed IS NULL", (snapshot.volume_id,))

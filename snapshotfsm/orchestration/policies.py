@@ -29,6 +29,7 @@ from snapshotfsm.orchestration.api import (
     can_copy_on_primary,
     check_access,
     create_phase_error,
+    refuse_system_template_volume,
     submit_create,
 )
 from snapshotfsm.orchestration.runtime import Runtime
@@ -40,7 +41,6 @@ from snapshotfsm.store.records import (
     SnapshotPolicyDetail,
     SnapshotSchedule,
     StoragePool,
-    Template,
     VmInstance,
     Volume,
     Zone,
@@ -193,18 +193,7 @@ def _create_policy(
             f"Volume: {volume_str(volume)} is not in Ready state but {volume.state}. Cannot take snapshot."
         )
     vm = rt.store.first(VmInstance, "id = ?", (volume.instance_id,)) if volume.instance_id is not None else None
-    if volume.template_id is not None:
-        template = rt.store.first(Template, "id = ?", (volume.template_id,))
-        user_vm_type = vm.user_vm_type if vm is not None else None
-        if (
-            template is not None
-            and template.type == "SYSTEM"
-            and (user_vm_type is None or user_vm_type != "CKSNode" or user_vm_type != "SharedFSVM")
-        ):
-            raise InvalidParameterValueException(
-                f"Volume: {volume_str(volume)} is for System VM , Creating snapshot against System VM volumes is not "
-                "supported"
-            )
+    refuse_system_template_volume(rt, volume, vm)
     if volume.instance_id is not None and (vm is None or vm.type != "User"):
         raise InvalidParameterValueException(
             f"Failed to create snapshot policy [{interval}] for volume {volume_str(volume)}; Snapshots of volumes "

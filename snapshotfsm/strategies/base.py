@@ -191,6 +191,13 @@ def service_delete(env: StrategyEnv, ref: SnapshotStoreRef) -> DeleteRun:
     return True
 
 
+def primary_ref(store: Store, snapshot_id: int | None, pool_id: int | None) -> SnapshotStoreRef | None:
+    """The snapshot's ref on primary storage ``pool_id``, if it has one."""
+    return store.first(
+        SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Primary' AND store_id = ?", (snapshot_id, pool_id)
+    )
+
+
 def live_child(store: Store, ref: SnapshotStoreRef) -> SnapshotStoreRef | None:
     """A ref on the same store whose parent is ``ref``'s snapshot and that is not being or already deleted.
 

@@ -39,6 +39,7 @@ from snapshotfsm.strategies.base import (
     live_child,
     lock_key,
     parent_of,
+    primary_ref,
     service_delete,
     shares_parent_path,
 )
@@ -177,21 +178,13 @@ class DefaultSnapshotStrategy(SnapshotStrategy):
         snapshot_id = take.snapshot.id or 0
         with env.store.atomic():
             env.remove_detail(snapshot_id, MS_ID)
-            current = env.store.first(
-                SnapshotStoreRef,
-                "snapshot_id = ? AND store_role = 'Primary' AND store_id = ?",
-                (snapshot_id, take.pool.id),
-            )
+            current = primary_ref(env.store, snapshot_id, take.pool.id)
             if current is None:
                 return
             if current.parent_snapshot_id and take.pool.pool_type != "RBD":
                 parent_id = current.parent_snapshot_id
                 while parent_id:
-                    parent = env.store.first(
-                        SnapshotStoreRef,
-                        "snapshot_id = ? AND store_role = 'Primary' AND store_id = ?",
-                        (parent_id, take.pool.id),
-                    )
+                    parent = primary_ref(env.store, parent_id, take.pool.id)
                     if parent is None:
                         break
                     parent_id = parent.parent_snapshot_id
