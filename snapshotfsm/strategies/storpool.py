@@ -294,7 +294,7 @@ class ViewRow:
 
 
 def view_rows(env: StrategyEnv, snapshot_id: int, zone_id: int | None) -> list[ViewRow]:
-    """``SnapshotJoinDao.listBySnapshotIdAndZoneId``: the snapshot's rows of ``snapshot_view``, of the zone if given.
+    """``SnapshotJoinDao.listBySnapshotIdAndZoneId`` (spec §8): the snapshot's ``snapshot_view`` rows, by zone if given.
 
     The view joins only refs that are not Destroyed and are displayed; with none, the snapshot still has a row, with
     no store role, one for each of its zones (``snapshot_zone_ref``), or one with no zone at all. A removed
