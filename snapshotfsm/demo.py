@@ -67,7 +67,7 @@ def run_demo(path: str = "snapshotfsm-demo.db", *, seed: int = 0) -> tuple[Engin
     outcomes: list[Outcome] = []
 
     def take(label: str, volume: Volume, note: str, **kwargs: object) -> None:
-        job = engine.create_snapshot(volume.id or 0, **kwargs)  # type: ignore[arg-type]
+        job = engine.create_snapshot(volume.id, **kwargs)  # type: ignore[arg-type]
         engine.run()
         outcomes.append(_outcome(engine, label, volume, job, note))
 
@@ -93,7 +93,7 @@ def run_demo(path: str = "snapshotfsm-demo.db", *, seed: int = 0) -> tuple[Engin
     take("async backup", cloud.xen_volume, "the job completes, the backup task runs later (§7.2)", async_backup=True)
     take("zone copy", cloud.xen_volume, "copied to zone2's image store (§7.4)", zone_ids=[cloud.zone2.id])
 
-    engine.create_snapshot_policy(cloud.kvm_volume.id or 0, interval="HOURLY", schedule="0", max_snaps=2)
+    engine.create_snapshot_policy(cloud.kvm_volume.id, interval="HOURLY", schedule="0", max_snaps=2)
     engine.start_background_tasks()
     engine.run(until_ms=engine.clock.now_ms + 3 * HOUR_MS + 60_000)
     engine.run()
@@ -126,9 +126,9 @@ def _pool_name(engine: Engine, volume: Volume) -> str:
 
 
 def _outcome(engine: Engine, label: str, volume: Volume, job: AsyncJob, note: str) -> Outcome:
-    job = engine.get(AsyncJob, job.id or 0)
+    job = engine.get(AsyncJob, job.id)
     snapshot = engine.store.first(Snapshot, "id = ?", (job.instance_id,))
-    status = engine.job_status(job.id or 0)
+    status = engine.job_status(job.id)
     if status == "FAILED":
         status += f" {job.job_result_code}" if job.job_result_code else ""
     flow = engine.store.first(Workflow, "job_id = ? AND machine = 'take_snapshot'", (job.id,))

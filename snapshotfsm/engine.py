@@ -265,7 +265,7 @@ class Engine(Inventory):
 
     def _account_id(self, caller: int | Account) -> int:
         if isinstance(caller, Account):
-            return caller.id or 0
+            return caller.id
         if self.store.first(Account, "id = ?", (caller,)) is None:
             raise NotFound("account", caller)
         return caller

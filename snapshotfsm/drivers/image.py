@@ -20,7 +20,6 @@ class ImageStoreDriver(Driver):
     latency_defaults: ClassVar[Mapping[str, int]] = {"createAsync": 20_000, "deleteAsync": 1_000}
 
     def __init__(self, env: DriverEnv, image: ImageStore) -> None:
-        assert image.id is not None
         super().__init__(env, image.id)
         self.image = image
 

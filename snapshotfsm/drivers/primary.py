@@ -28,7 +28,6 @@ class PrimaryDriver(Driver):
     latency_defaults: ClassVar[Mapping[str, int]] = {"takeSnapshot": 2_000, "copyAsync": 30_000, "deleteAsync": 1_000}
 
     def __init__(self, env: DriverEnv, pool: StoragePool) -> None:
-        assert pool.id is not None
         super().__init__(env, pool.id, aliases=(pool.pool_type,))
         self.pool = pool
 

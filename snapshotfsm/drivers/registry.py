@@ -30,7 +30,6 @@ class Drivers:
 
     def primary(self, pool: StoragePool) -> PrimaryDriver:
         """The driver of ``pool``: by its provider, else by pool type (StorPool, PowerFlex), else the default."""
-        assert pool.id is not None
         found = self._primary.get(pool.id)
         if found is None:
             cls = PROVIDERS.get(pool.storage_provider_name) or PROVIDERS.get(pool.pool_type) or DefaultPrimaryDriver
@@ -39,7 +38,6 @@ class Drivers:
 
     def image(self, image: ImageStore) -> ImageStoreDriver:
         """The driver of an image store."""
-        assert image.id is not None
         found = self._image.get(image.id)
         if found is None:
             found = self._image[image.id] = ImageStoreDriver(self.env, image)

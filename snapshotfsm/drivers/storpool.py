@@ -55,7 +55,6 @@ class StorPoolDriver(PrimaryDriver):
 
     def after_take(self, snapshot: Snapshot, path: str) -> None:
         """``StorPoolHelper.addSnapshotDetails``: ``<uuid>`` = path and ``spStoragePoolId`` = pool id (spec §7.5)."""
-        assert snapshot.id is not None
         store = self.env.store
         store.insert(SnapshotDetail(snapshot_id=snapshot.id, name=snapshot.uuid, value=path))
         store.insert(SnapshotDetail(snapshot_id=snapshot.id, name=SP_STORAGE_POOL_ID, value=str(self.pool.id)))

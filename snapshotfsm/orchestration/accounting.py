@@ -65,7 +65,7 @@ def check_limit(rt: Runtime, account: Account, resource: str, amount: int) -> No
     if account.type == 1:
         return
     limit = limit_of(rt, account, resource)
-    current = count_of(rt, account.id or 0, resource)
+    current = count_of(rt, account.id, resource)
     if limit == -1 or current + amount <= limit:
         return
     show = readable_size if resource in STORAGE_TYPES else str
@@ -103,7 +103,7 @@ def usage(
             created=rt.clock.timestamp(),
             account_id=snapshot.account_id,
             zone_id=snapshot.data_center_id if zone_id is None else zone_id,
-            resource_id=snapshot.id or 0,
+            resource_id=snapshot.id,
             resource_name=snapshot.name,
             offering_id=snapshot.disk_offering_id,
             size=size,

@@ -162,7 +162,7 @@ def add_pools_for_copy_to_primary(
                 chosen = [p for p in candidates if rt.config.flag("use.storage.replication", pool=p.id)]
                 if not chosen:
                     raise CloudException("No value present (java.util.NoSuchElementException from findFirst().get())")
-                pool_ids.append(chosen[0].id or 0)
+                pool_ids.append(chosen[0].id)
         if not pool_ids:
             raise InvalidParameterValueException(
                 "Cannot copy snapshot to primary storage. There aren't storage pools that support this operation"
@@ -457,7 +457,7 @@ def _alloc(
             data_center_id=volume.data_center_id,
             account_id=volume.account_id,
             domain_id=volume.domain_id,
-            volume_id=volume.id or 0,
+            volume_id=volume.id,
             name=str(name),
             status=SnapshotState.Allocated,
             snapshot_type=SNAPSHOT_TYPES.index(kind),
@@ -532,7 +532,7 @@ def validate(run: Run) -> str:
         raise InvalidParameterValueException(
             f"Volume: {volume_str(volume)} is not in Ready state but {volume.state}. Cannot take snapshot."
         )
-    location_type = parse_location_type(p.get("location_type"), volume.id or 0)
+    location_type = parse_location_type(p.get("location_type"), volume.id)
     pool = rt.store.get(StoragePool, volume.pool_id or 0)
     if pool.is_managed and location_type is None:
         location_type = "PRIMARY"
@@ -574,7 +574,7 @@ def submit_create(
     except _Refused:
         assert run is not None
         assert run.error is not None
-        rt.runner.live.pop(run.workflow.id or 0, None)
+        rt.runner.live.pop(run.workflow.id, None)
         code, text = run.flags["api_error"]
         raise ApiError(code, text, exception=run.error) from None
     assert run.job_id is not None

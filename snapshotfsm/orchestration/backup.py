@@ -46,7 +46,7 @@ def start_backup(
     An exception before the copy starts puts the snapshot back: OperationNotPerformed when it was BackedUp (an
     archived original must not be deleted), else OperationFailed (Error); the failure is then rethrown.
     """
-    snapshot = rt.store.get(Snapshot, take.snapshot.id or 0)
+    snapshot = rt.store.get(Snapshot, take.snapshot.id)
     orig_state = snapshot.status
     try:
         snapshot = snapshot_event(rt.store, snapshot, SnapshotEvent.BackupToSecondary)
@@ -60,7 +60,7 @@ def start_backup(
                 'Cannot invoke "com.cloud.storage.SnapshotVO.getAccountId()" because the return value of '
                 '"com.cloud.storage.dao.SnapshotDao.findById(Object)" is null'
             )
-        dest = new_image_ref(rt, snapshot, image.id or 0)
+        dest = new_image_ref(rt, snapshot, image.id)
         moved = store_ref_event(rt.store, dest, RefEvent.CreateOnlyRequested)
         assert moved is not None
         src = primary_ref(rt.store, snapshot.id, take.pool.id)
@@ -115,7 +115,7 @@ def finish_backup(
     backup: the image ref fails, then ``cleanupOnSnapshotBackupFailure``.
     """
     dest = rt.store.get(SnapshotStoreRef, dest_id)
-    snapshot = rt.store.get(Snapshot, take.snapshot.id or 0)
+    snapshot = rt.store.get(Snapshot, take.snapshot.id)
     if answer is None:
         # A null answer is not a failed CopyCommandResult: processEvent(OperationSucceeded, null) throws on
         # answer.getClass(), the callback catches it and completes the future with its text; nothing moves.
@@ -194,7 +194,7 @@ def mark_storage_system_backed_up(rt: Runtime, take: TakeState) -> None:
 
     A refused event is answered with OperationFailed, itself only logged when refused.
     """
-    snapshot = rt.store.get(Snapshot, take.snapshot.id or 0)
+    snapshot = rt.store.get(Snapshot, take.snapshot.id)
     try:
         snapshot = snapshot_event(rt.store, snapshot, SnapshotEvent.BackupToSecondary)
         snapshot = snapshot_event(rt.store, snapshot, SnapshotEvent.OperationSucceeded)
@@ -230,7 +230,7 @@ def skip(run: Run) -> str:
     rt = run.rt
     assert run.take is not None
     assert run.payload is not None
-    snapshot = rt.store.get(Snapshot, run.take.snapshot.id or 0)
+    snapshot = rt.store.get(Snapshot, run.take.snapshot.id)
     if run.payload.pool_ids and run.payload.async_backup:
         from snapshotfsm.orchestration import backup_task  # noqa: PLC0415
 
@@ -248,7 +248,7 @@ def post_directly(run: Run) -> str:
     """
     rt = run.rt
     assert run.take is not None
-    snapshot = rt.store.get(Snapshot, run.take.snapshot.id or 0)
+    snapshot = rt.store.get(Snapshot, run.take.snapshot.id)
     image_ref = rt.store.first(
         SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Image' AND state = ?", (snapshot.id, RefState.Allocated)
     )

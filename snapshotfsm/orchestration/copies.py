@@ -93,7 +93,7 @@ def _plan_zone(rt: Runtime, snapshot: Snapshot, src: ImageStore | None, zone: Zo
     dest: ImageStore | None = None
     incremental = current is not None and current.kvm_checkpoint_path is not None
     while current is not None:
-        dest = zone_image_store(rt, current.snapshot_id, zone.id or 0)
+        dest = zone_image_store(rt, current.snapshot_id, zone.id)
         if dest is not None:
             if current.snapshot_id == snapshot.id:
                 _already_in_store(rt, current.snapshot_id, dest)
@@ -114,7 +114,7 @@ def _plan_zone(rt: Runtime, snapshot: Snapshot, src: ImageStore | None, zone: Zo
         )
         if not stores:
             raise StorageUnavailableException(
-                "Destination zone is not ready, no image store associated", scope="DataCenter", resource_id=zone.id or 0
+                "Destination zone is not ready, no image store associated", scope="DataCenter", resource_id=zone.id
             )
         dest = stores[0]
     if chain:
@@ -172,7 +172,7 @@ def start_zone_copies(parent: Run, snapshot: Snapshot, zone_ids: list[int], *, r
         resource_id=snapshot.id,
         state="Started",
     )
-    src = zone_image_store(rt, snapshot.id or 0, snapshot.data_center_id)
+    src = zone_image_store(rt, snapshot.id, snapshot.data_center_id)
     targets: list[dict[str, Any]] = []
     failed: list[int] = []
     if src is None:
@@ -341,9 +341,9 @@ def start_zone_copy(run: Run) -> str | None:
         )
     ref = rt.store.insert(
         SnapshotStoreRef(
-            store_id=dest.id or 0,
+            store_id=dest.id,
             store_role="Image",
-            snapshot_id=snapshot.id or 0,
+            snapshot_id=snapshot.id,
             volume_id=snapshot.volume_id,
             state=RefState.Allocated,
             size=src_ref.size,
@@ -386,7 +386,7 @@ def zone_answered(run: Run) -> str:
             f"{answer.details if answer else 'null answer'}"
         )
     store_ref_event(rt.store, ref, RefEvent.OperationSucceeded, answer)
-    add_to_zone(rt, snapshot.id or 0, target["zone_id"])
+    add_to_zone(rt, snapshot.id, target["zone_id"])
     accounting.change_count(rt, snapshot.account_id, accounting.SECONDARY_STORAGE, ref.size)
     if snapshot.account_id != SYSTEM_ACCOUNT_ID:
         accounting.usage(
@@ -432,9 +432,9 @@ def copy_to_pool(run: Run) -> str:
     if dest is None:
         dest = rt.store.insert(
             SnapshotStoreRef(
-                store_id=pool.id or 0,
+                store_id=pool.id,
                 store_role="Primary",
-                snapshot_id=snapshot.id or 0,
+                snapshot_id=snapshot.id,
                 volume_id=snapshot.volume_id,
                 state=RefState.Allocated,
                 size=snapshot.size,
@@ -470,7 +470,7 @@ def copy_to_pool(run: Run) -> str:
         raise CloudRuntimeException(f"Copy snapshot ID: {snapshot.id} failed for primary storage {pool.id}: {error}")
     moved = rt.store.update(moved, install_path=src.install_path)
     store_ref_event(rt.store, moved, RefEvent.OperationSucceeded)
-    add_to_zone(rt, snapshot.id or 0, pool.data_center_id)
+    add_to_zone(rt, snapshot.id, pool.data_center_id)
     # The increment passes the calling *user* id where an account id is expected (spec §7.4); the usage event,
     # written unless that user id is the system account's id, goes to the calling account, not to the owner.
     user_id, account_id = _calling(run)

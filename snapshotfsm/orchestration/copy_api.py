@@ -183,7 +183,7 @@ def start(run: Run) -> None:
     for zone_id in dest_zone_ids:
         zones[zone_id] = _checked_destination_zone(rt, zone_id, admin=caller.type == 1)
     check_access(rt, caller, snapshot.account_id)
-    src = copies.zone_image_store(rt, snapshot.id or 0, source_zone_id)
+    src = copies.zone_image_store(rt, snapshot.id, source_zone_id)
     if src is None and not can_copy:
         raise InvalidParameterValueException(f"There is no snapshot ID: {snapshot.uuid} ready on image store")
     if can_copy:

@@ -93,7 +93,7 @@ class Inventory:
             raise InvalidValue("account name", name, "a name not yet used")
         account = self.rt.store.insert(Account(account_name=name, uuid=self.rt.new_uuid(), type=1 if admin else 0))
         for resource in ("snapshot", "primary_storage", "secondary_storage"):
-            self.rt.store.insert(ResourceCount(type=resource, account_id=account.id or 0, count=0))
+            self.rt.store.insert(ResourceCount(type=resource, account_id=account.id, count=0))
         for resource, value in (limits or {}).items():
             self.set_limit(account, resource, value)
         return account
@@ -106,7 +106,7 @@ class Inventory:
         _one_of("resource type", resource, ("snapshot", "primary_storage", "secondary_storage"))
         row = self.rt.store.first(ResourceLimit, "account_id = ? AND type = ?", (account.id, resource))
         if row is None:
-            self.rt.store.insert(ResourceLimit(type=resource, account_id=account.id or 0, max=value))
+            self.rt.store.insert(ResourceLimit(type=resource, account_id=account.id, max=value))
         else:
             self.rt.store.update(row, max=value)
 
@@ -114,7 +114,7 @@ class Inventory:
         """A cluster of one hypervisor; ``supports_resign`` is XenServer's "supports resigning" for managed storage."""
         _one_of("hypervisor", hypervisor, HYPERVISORS)
         return self.rt.store.insert(
-            Cluster(name=name, data_center_id=zone.id or 0, hypervisor_type=hypervisor, supports_resign=supports_resign)
+            Cluster(name=name, data_center_id=zone.id, hypervisor_type=hypervisor, supports_resign=supports_resign)
         )
 
     def add_host(self, cluster: Cluster, name: str, *, status: str = "Up", capabilities: str | None = None) -> Host:
@@ -128,7 +128,7 @@ class Inventory:
             Host(
                 name=name,
                 data_center_id=cluster.data_center_id,
-                cluster_id=cluster.id or 0,
+                cluster_id=cluster.id,
                 hypervisor_type=cluster.hypervisor_type,
                 status=status,
                 capabilities=caps,
@@ -159,7 +159,7 @@ class Inventory:
             StoragePool(
                 name=name,
                 uuid=self.rt.new_uuid(),
-                data_center_id=zone.id or 0,
+                data_center_id=zone.id,
                 cluster_id=cluster.id if cluster else None,
                 pool_type=pool_type,
                 storage_provider_name=provider,
@@ -170,12 +170,12 @@ class Inventory:
             )
         )
         for cap, on in (capabilities or {}).items():
-            self.rt.store.insert(StoragePoolDetail(pool_id=pool.id or 0, name=cap, value="true" if on else "false"))
+            self.rt.store.insert(StoragePoolDetail(pool_id=pool.id, name=cap, value="true" if on else "false"))
         return pool
 
     def add_image_store(self, zone: Zone, name: str, *, total_size: int = 0) -> ImageStore:
         """Secondary storage of a zone; ``total_size`` 0 means unbounded."""
-        return self.rt.store.insert(ImageStore(name=name, data_center_id=zone.id or 0, total_size=total_size))
+        return self.rt.store.insert(ImageStore(name=name, data_center_id=zone.id, total_size=total_size))
 
     def add_template(self, name: str, *, system: bool = False) -> Template:
         """A template; volumes of a SYSTEM template are refused (spec §5.1 step 1)."""
@@ -203,8 +203,8 @@ class Inventory:
                 uuid=self.rt.new_uuid(),
                 state=state,
                 hypervisor_type=hypervisor,
-                account_id=account.id or 0,
-                data_center_id=zone.id or 0,
+                account_id=account.id,
+                data_center_id=zone.id,
                 host_id=host.id if host else None,
                 last_host_id=host.id if host else None,
                 user_vm_type=user_vm_type,
@@ -217,7 +217,7 @@ class Inventory:
     ) -> VmSnapshot:
         """A VM snapshot (spec §5.1 step 6, §6.2 Default TAKE)."""
         _one_of("VM snapshot type", type, ("Disk", "DiskAndMemory"))
-        return self.rt.store.insert(VmSnapshot(vm_id=vm.id or 0, type=type, state=state, kvm_file_based=kvm_file_based))
+        return self.rt.store.insert(VmSnapshot(vm_id=vm.id, type=type, state=state, kvm_file_based=kvm_file_based))
 
     def add_volume(
         self,
@@ -243,7 +243,7 @@ class Inventory:
             Volume(
                 name=name,
                 uuid=uuid,
-                account_id=account.id or 0,
+                account_id=account.id,
                 domain_id=account.domain_id,
                 data_center_id=pool.data_center_id,
                 pool_id=pool.id,

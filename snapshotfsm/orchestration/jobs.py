@@ -130,7 +130,7 @@ def succeed(run: Run) -> None:
                 uuid=rt.new_uuid(),
                 key=key,
                 value=value,
-                resource_id=snapshot.id or 0,
+                resource_id=snapshot.id,
                 resource_uuid=snapshot.uuid,
                 resource_type="Snapshot",
                 account_id=snapshot.account_id,

@@ -289,7 +289,7 @@ def _persist(
         policy = rt.store.insert(
             SnapshotPolicy(
                 uuid=rt.new_uuid(),
-                volume_id=volume.id or 0,
+                volume_id=volume.id,
                 schedule=schedule,
                 timezone=timezone,
                 interval=interval,
@@ -301,7 +301,7 @@ def _persist(
         )
         for name, ids in (("zoneid", zone_ids), ("storageid", pool_ids)):
             for value in ids:
-                rt.store.insert(SnapshotPolicyDetail(policy_id=policy.id or 0, name=name, value=str(value)))
+                rt.store.insert(SnapshotPolicyDetail(policy_id=policy.id, name=name, value=str(value)))
         schedule_next(rt, policy)
     else:
         was_displayed = policy.display
@@ -348,7 +348,7 @@ def schedule_next(rt: Runtime, policy: SnapshotPolicy) -> SnapshotSchedule | Non
     if row is None:
         return rt.store.insert(
             SnapshotSchedule(
-                uuid=rt.new_uuid(), volume_id=policy.volume_id, policy_id=policy.id or 0, scheduled_timestamp=when_text
+                uuid=rt.new_uuid(), volume_id=policy.volume_id, policy_id=policy.id, scheduled_timestamp=when_text
             )
         )
     return rt.store.update(row, scheduled_timestamp=when_text, async_job_id=None, snapshot_id=None)

@@ -54,14 +54,14 @@ def request(run: Run) -> None:
     original = take.snapshot
     ref = rt.store.insert(
         SnapshotStoreRef(
-            store_id=take.pool.id or 0,
+            store_id=take.pool.id,
             store_role="Primary",
-            snapshot_id=original.id or 0,
+            snapshot_id=original.id,
             volume_id=take.volume.id,
             state=RefState.Allocated,
             size=take.volume.size,
             physical_size=take.volume.size,
-            parent_snapshot_id=parent_on_store(rt, original, take.pool.id or 0),
+            parent_snapshot_id=parent_on_store(rt, original, take.pool.id),
             created=rt.clock.timestamp(),
             last_updated=rt.clock.timestamp(),
         )
@@ -114,7 +114,7 @@ def answered(run: Run) -> str:
         raise NullPointerException("answer is null in updateSnapSizeAndCheckpointPathIfPossible")
     if answer.result:
         _update_size(rt, run, answer)
-    snapshot = rt.store.get(Snapshot, take.snapshot.id or 0)
+    snapshot = rt.store.get(Snapshot, take.snapshot.id)
     accounting.usage(rt, "SNAPSHOT.ON_PRIMARY", snapshot, size=snapshot.size, virtual_size=snapshot.size)
     if failure is not None:
         raise CloudRuntimeException(failure)

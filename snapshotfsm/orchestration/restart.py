@@ -169,7 +169,7 @@ def _cleanup_snapshot(rt: Runtime, snapshot_id: int) -> None:
         for ref in store.find(SnapshotStoreRef, "snapshot_id = ? AND state != 'Destroyed'", (snapshot_id,)):
             volume_transit(store, snapshot.volume_id, VolumeEvent.OperationFailed)
             snapshot_event(store, store.get(Snapshot, snapshot_id), SnapshotEvent.OperationFailed)
-            store_ref_event(store, store.get(SnapshotStoreRef, ref.id or 0), RefEvent.OperationFailed)
+            store_ref_event(store, store.get(SnapshotStoreRef, ref.id), RefEvent.OperationFailed)
     except NoTransitionException:
         store.write_state_directly(store.get(Snapshot, snapshot_id), "Error", by="AsyncJobManagerImpl.cleanupSnapshot")
 
@@ -255,7 +255,7 @@ def redelete_destroying(rt: Runtime) -> int:
     """``SnapshotManagerImpl.start``: every Destroying snapshot goes through deleteSnapshot again (§10.3)."""
     destroying = rt.store.find(Snapshot, "status = 'Destroying' AND removed IS NULL")
     for snapshot in destroying:
-        deletes.start_detached(rt, snapshot.id or 0, caller_id=SYSTEM_ACCOUNT_ID)
+        deletes.start_detached(rt, snapshot.id, caller_id=SYSTEM_ACCOUNT_ID)
     return len(destroying)
 
 

@@ -41,7 +41,7 @@ def counted(rt: Runtime, snapshot: Snapshot) -> list[int]:
         "volume_id = ? AND snapshot_type = ? AND status != 'Destroyed' AND removed IS NULL",
         (snapshot.volume_id, snapshot.snapshot_type),
     )
-    return [s.id or 0 for s in rows]
+    return [s.id for s in rows]
 
 
 def start(parent: Run, snapshot: Snapshot, policy_id: int, *, resume_event: str) -> bool:

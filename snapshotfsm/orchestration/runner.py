@@ -157,7 +157,6 @@ class Runner:
             )
         )
         run = Run(rt=self.rt, workflow=workflow, **run_fields)
-        assert workflow.id is not None
         self.live[workflow.id] = run
         return run
 
@@ -191,7 +190,7 @@ class Runner:
             self._persist(run, event)
             if run.next_event is None:
                 if machine.definition.state_def(run.state).terminal:
-                    self.live.pop(run.workflow.id or 0, None)
+                    self.live.pop(run.workflow.id, None)
                     if run.parent is not None and run.resume_event is not None:
                         self.fire_later(run.parent, run.resume_event, label=f"{run.machine} {run.workflow.id} done")
                 return run
@@ -202,7 +201,7 @@ class Runner:
         incarnation = self.rt.incarnation
 
         def go() -> None:
-            if self.rt.incarnation == incarnation and self.live.get(run.workflow.id or 0) is run:
+            if self.rt.incarnation == incarnation and self.live.get(run.workflow.id) is run:
                 self.fire(run, event)
 
         self.rt.scheduler.call_later(
@@ -224,7 +223,7 @@ class Runner:
         log.info("%s %s: step %s failed: %s", run.machine, run.workflow.id, step_name, exc.message)
         self.rt.store.insert(
             Failure(
-                workflow_id=run.workflow.id or 0,
+                workflow_id=run.workflow.id,
                 job_id=run.job_id,
                 machine=run.machine,
                 state=run.state,

@@ -124,7 +124,7 @@ def _collect(
         answer = _owner(rt, name, driver).snapshot_unexport(name, location)
         if answer.result:
             log.debug("Unexport of snapshot %s was successful", name)
-            queued.append(detail.id or 0)
+            queued.append(detail.id)
             unexported.append(name)
         else:
             log.info("Could not recover StorPool snapshot %s", answer.details)

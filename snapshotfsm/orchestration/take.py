@@ -114,7 +114,7 @@ def new_image_ref(rt: Runtime, snapshot: Snapshot, image_store_id: int) -> Snaps
         SnapshotStoreRef(
             store_id=image_store_id,
             store_role="Image",
-            snapshot_id=snapshot.id or 0,
+            snapshot_id=snapshot.id,
             volume_id=snapshot.volume_id,
             state=RefState.Allocated,
             size=snapshot.size,
@@ -335,7 +335,7 @@ def _post_process(run: Run) -> None:
     volume = rt.store.get(Volume, snapshot.volume_id)
     from snapshotfsm.orchestration.copies import add_to_zone  # noqa: PLC0415
 
-    add_to_zone(rt, snapshot.id or 0, snapshot.data_center_id)
+    add_to_zone(rt, snapshot.id, snapshot.data_center_id)
     role = data_store_role(rt, run, snapshot)
     ready = rt.store.find(
         SnapshotStoreRef, "snapshot_id = ? AND store_role = ? AND state = ?", (snapshot.id, role, RefState.Ready)

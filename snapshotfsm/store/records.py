@@ -19,12 +19,17 @@ def _flag(default: bool = False) -> Any:
 
 @attrs.frozen(kw_only=True)
 class Record:
-    """Base of every record: an integer ``id`` primary key unless the class says otherwise."""
+    """Base of every record: an integer ``id`` primary key.
+
+    ``id`` is 0 on a record built in Python and not yet inserted: :meth:`Store.insert` returns the record with the
+    id SQLite gave it (rowids start at 1), so that every stored record, and every id code passes on, is a plain
+    ``int``.
+    """
 
     table: ClassVar[str]
     indexes: ClassVar[tuple[tuple[str, ...], ...]] = ()
     unique: ClassVar[tuple[tuple[str, ...], ...]] = ()
-    id: int | None = None
+    id: int = 0
 
 
 R = TypeVar("R", bound=Record)
@@ -563,7 +568,7 @@ class TransitionLog(Record):
     @property
     def seq(self) -> int:
         """The position of this transition in the run (the row id)."""
-        return self.id or 0
+        return self.id
 
 
 @attrs.frozen(kw_only=True)

@@ -62,7 +62,7 @@ def create_schema(db: sqlite_utils.Database) -> None:
         for cls in ALL_RECORDS:
             cols = columns(cls)
             spec: dict[str, Any] = {name: _SQL_TYPES[c.type] for name, c in cols.items()}
-            not_null = [name for name, c in cols.items() if not c.nullable]
+            not_null = [name for name, c in cols.items() if not c.nullable and name != "id"]
             db.table(cls.table).create(spec, pk="id", not_null=not_null, strict=True)
             for index in cls.indexes:
                 db.table(cls.table).create_index(index, index_name=f"ix_{cls.table}_{'_'.join(index)}")

@@ -301,8 +301,8 @@ class Store:
             InvalidValue: a value of the wrong type, or a state the entity's machine does not have.
         """
         row = attrs.asdict(record, recurse=False)
-        if row.get("id") is None:
-            row.pop("id", None)
+        if row["id"] == 0:
+            del row["id"]
         self._check(type(record), row)
         binding = self._by_record.get(type(record)) or (
             self.bindings.get(record.machine) if isinstance(record, Workflow) else None
@@ -366,7 +366,6 @@ class Store:
 
     def reload(self, record: R) -> R:
         """The same row as it is in the database now."""
-        assert record.id is not None
         return self.get(type(record), record.id)
 
     def update(self, record: R, **fields: object) -> R:
@@ -411,7 +410,7 @@ class Store:
             if cur.rowcount == 0:
                 raise NotFound(record.table, record.id)
             binding = self._by_record.get(type(record))
-            if binding is not None and record.id is not None:
+            if binding is not None:
                 state = self.state_of(self.get(type(record), record.id))
                 self._log(binding.machine, record.id, state, by, state, kind="remove")
         return _evolve(record, {"removed": stamp})
@@ -421,12 +420,12 @@ class Store:
         with self.atomic():
             binding = self._by_record.get(type(record))
             state = None
-            if binding is not None and record.id is not None:
+            if binding is not None:
                 state = self.state_of(self.get(type(record), record.id))
             cur = self.conn.execute(f"DELETE FROM {record.table} WHERE id = ?", (record.id,))
             if cur.rowcount == 0:
                 raise NotFound(record.table, record.id)
-            if binding is not None and state is not None and record.id is not None:
+            if binding is not None and state is not None:
                 self._log(binding.machine, record.id, state, by, "", kind="delete")
 
     # --- the durable transition ------------------------------------------------------------------------------------
@@ -539,7 +538,6 @@ class Store:
             raise InvalidValue(f"{entity.table}.{b.column}", state, f"a state of machine {b.machine!r}")
         source = b.state_of(getattr(entity, b.column))
         _id_of(entity)
-        assert entity.id is not None
         updated = self._timestamp() if b.updated else None
         sets = f"{b.column} = ?" + (f", {b.counter} = {b.counter} + 1" if b.counter else "")
         sets += f", {b.updated} = ?" if b.updated else ""
@@ -614,14 +612,11 @@ def _id_of(record: Record) -> int:
     """The id of a record that names a row; a record never inserted has none."""
     entity_id = record.id
     if type(entity_id) is not int:
-        if entity_id is None:
-            raise InvalidValue(
-                f"{record.table} id",
-                None,
-                "an integer",
-                message=f"{record.table}: the record has no id (insert it first)",
-            )
         raise InvalidValue(f"{record.table} id", entity_id, "an integer")
+    if entity_id == 0:
+        raise InvalidValue(
+            f"{record.table} id", 0, "an integer", message=f"{record.table}: the record has no id (insert it first)"
+        )
     return entity_id
 
 

@@ -26,7 +26,7 @@ class _ArrayStrategy(StorageSystemSnapshotStrategy):
         if volume.removed is not None:
             return Priority.CANT_HANDLE
         on_type = False
-        for ref in env.primary_refs(snapshot.id or 0):
+        for ref in env.primary_refs(snapshot.id):
             pool = env.store.get(StoragePool, ref.store_id)
             if pool.pool_type == self.pool_type and (zone_id is None or pool.data_center_id == zone_id):
                 on_type = True

@@ -97,12 +97,12 @@ class DefaultSnapshotStrategy(SnapshotStrategy):
         """
         if take.payload.quiescevm:
             raise InvalidParameterValueException("can't handle quiescevm equal true for volume snapshot")
-        if not env.acquire_lock(lock_key(take.snapshot.id or 0), owner=f"job {take.payload.snapshot_id}"):
+        if not env.acquire_lock(lock_key(take.snapshot.id), owner=f"job {take.payload.snapshot_id}"):
             text = snapshot_object_str(take.snapshot, take.pool.id, take.image_store_id)
             raise CloudRuntimeException(f"Failed to get lock on snapshot: {text}")
         take.locked = True
         try:
-            volume_transit(env.store, take.volume.id or 0, "SnapshotRequested")
+            volume_transit(env.store, take.volume.id, "SnapshotRequested")
         except BaseException:
             self.release(env, take)
             raise
@@ -110,9 +110,9 @@ class DefaultSnapshotStrategy(SnapshotStrategy):
     def after_take(self, env: StrategyEnv, take: Take, *, ok: bool) -> None:
         """Spec §5.5 steps 5-6: volume back to Ready, the MS_ID detail on success, and the lock released."""
         try:
-            volume_transit(env.store, take.volume.id or 0, "OperationSucceeded" if ok else "OperationFailed")
+            volume_transit(env.store, take.volume.id, "OperationSucceeded" if ok else "OperationFailed")
             if ok:
-                env.add_detail(take.snapshot.id or 0, MS_ID, str(env.ms_id), display=False)
+                env.add_detail(take.snapshot.id, MS_ID, str(env.ms_id), display=False)
         finally:
             self.release(env, take)
 
@@ -120,7 +120,7 @@ class DefaultSnapshotStrategy(SnapshotStrategy):
     def release(env: StrategyEnv, take: Take) -> None:
         """Release the snapshot's lock (the outer ``finally`` of DefaultSnapshotStrategy.takeSnapshot)."""
         if take.locked:
-            env.release_lock(lock_key(take.snapshot.id or 0))
+            env.release_lock(lock_key(take.snapshot.id))
             take.locked = False
 
     def delete(self, env: StrategyEnv, snapshot_id: int, zone_id: int | None) -> DeleteRun:
@@ -175,7 +175,7 @@ class DefaultSnapshotStrategy(SnapshotStrategy):
         Unless the pool is RBD, each parent's primary ref on this pool is deleted with a usage OFF_PRIMARY; the
         current primary ref gets ``parent_snapshot_id = 0``.
         """
-        snapshot_id = take.snapshot.id or 0
+        snapshot_id = take.snapshot.id
         with env.store.atomic():
             env.remove_detail(snapshot_id, MS_ID)
             current = primary_ref(env.store, snapshot_id, take.pool.id)
@@ -255,10 +255,10 @@ class _DefaultDelete:
         for zone_ref in self.store.find(SnapshotZoneRef, "snapshot_id = ? AND removed IS NULL", (snapshot.id,)):
             if zone_id is None or zone_ref.zone_id == zone_id:
                 self.store.remove(zone_ref, by="SnapshotZoneDao.removeSnapshotFromZone")
-        if [r for r in self._refs(snapshot.id or 0, None) if r.state != "Destroyed"]:
+        if [r for r in self._refs(snapshot.id, None) if r.state != "Destroyed"]:
             return True
         self.store.write_state_directly(
-            self.store.get(Snapshot, snapshot.id or 0),
+            self.store.get(Snapshot, snapshot.id),
             "Destroyed",
             by="DefaultSnapshotStrategy.updateSnapshotToDestroyed",
         )
@@ -267,16 +267,16 @@ class _DefaultDelete:
     def _delete_infos(self, snapshot: Snapshot, zone_id: int | None) -> DeleteRun:
         """``deleteSnapshotInfos``: under the chain root's lock, each ref of the snapshot (in the zone)."""
         result = False
-        for ref in [r for r in self._refs(snapshot.id or 0, zone_id) if r.state != "Destroyed"]:
+        for ref in [r for r in self._refs(snapshot.id, zone_id) if r.state != "Destroyed"]:
             if (yield from self._delete_info(snapshot, ref)):
                 result = True
         return result
 
     def _delete_info(self, snapshot: Snapshot, ref: SnapshotStoreRef) -> DeleteRun:
         """``deleteSnapshotInfo``: the last live ref moves the snapshot through Destroying to Destroyed."""
-        alive = [r for r in self._refs(snapshot.id or 0, None) if r.state not in ("Destroyed", "Hidden")]
+        alive = [r for r in self._refs(snapshot.id, None) if r.state not in ("Destroyed", "Hidden")]
         last = len(alive) <= 1
-        current = self.store.get(Snapshot, snapshot.id or 0)
+        current = self.store.get(Snapshot, snapshot.id)
         try:
             if last:
                 current = snapshot_event(self.store, current, "DestroyRequested")
@@ -302,7 +302,7 @@ class _DefaultDelete:
             if fresh is not None:
                 self.store.update(fresh, display=False)
             if last:
-                snapshot_event(self.store, self.store.get(Snapshot, snapshot.id or 0), "OperationSucceeded")
+                snapshot_event(self.store, self.store.get(Snapshot, snapshot.id), "OperationSucceeded")
         except NoTransitionException as exc:
             log.warning("Failed to delete %s: %s", snapshot_str(snapshot), exc)
             return False

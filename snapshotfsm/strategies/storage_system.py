@@ -67,9 +67,9 @@ class StorageSystemSnapshotStrategy(SnapshotStrategy):
     def _can_delete(self, env: StrategyEnv, snapshot: Snapshot, zone_id: int | None) -> Priority:
         if snapshot.location_type == "SECONDARY":
             return Priority.CANT_HANDLE
-        if any(r.state == "Ready" for r in env.image_refs(snapshot.id or 0)):
+        if any(r.state == "Ready" for r in env.image_refs(snapshot.id)):
             return Priority.CANT_HANDLE
-        primary = env.primary_refs(snapshot.id or 0)
+        primary = env.primary_refs(snapshot.id)
         if not primary:
             return Priority.CANT_HANDLE
         pool = env.store.get(StoragePool, primary[0].store_id)
@@ -90,7 +90,7 @@ class StorageSystemSnapshotStrategy(SnapshotStrategy):
 
     @staticmethod
     def _snapshot_pools(env: StrategyEnv, snapshot: Snapshot) -> list[StoragePool]:
-        return [env.store.get(StoragePool, r.store_id) for r in env.primary_refs(snapshot.id or 0)]
+        return [env.store.get(StoragePool, r.store_id) for r in env.primary_refs(snapshot.id)]
 
     def before_take(self, env: StrategyEnv, take: Take) -> None:
         """Spec §5.7: verify format and location type, lock, then the volume's SnapshotRequested.
@@ -112,15 +112,15 @@ class StorageSystemSnapshotStrategy(SnapshotStrategy):
             clone = cluster is not None and cluster.supports_resign
         else:
             clone = True
-        if not env.acquire_lock(lock_key(take.snapshot.id or 0), owner=f"job {take.payload.snapshot_id}"):
+        if not env.acquire_lock(lock_key(take.snapshot.id), owner=f"job {take.payload.snapshot_id}"):
             raise CloudRuntimeException(f"Failed to acquire lock on the following snapshot: {take.snapshot.id}")
         take.locked = True
         try:
-            volume_transit(env.store, volume.id or 0, "SnapshotRequested")
+            volume_transit(env.store, volume.id, "SnapshotRequested")
             if CAN_CREATE_VOLUME_FROM_SNAPSHOT in env.capabilities(take.pool) and clone:
-                env.add_detail(take.snapshot.id or 0, "takeSnapshot", "true", display=False)
+                env.add_detail(take.snapshot.id, "takeSnapshot", "true", display=False)
         except BaseException:
-            volume_transit(env.store, volume.id or 0, "OperationFailed")
+            volume_transit(env.store, volume.id, "OperationFailed")
             raise
 
     def after_take(self, env: StrategyEnv, take: Take, *, ok: bool) -> None:
@@ -129,9 +129,9 @@ class StorageSystemSnapshotStrategy(SnapshotStrategy):
         The lock is released only on success: its release sits after the finally block and is skipped when the
         take throws.
         """
-        volume_transit(env.store, take.volume.id or 0, "OperationSucceeded" if ok else "OperationFailed")
+        volume_transit(env.store, take.volume.id, "OperationSucceeded" if ok else "OperationFailed")
         if ok and take.locked:
-            env.release_lock(lock_key(take.snapshot.id or 0))
+            env.release_lock(lock_key(take.snapshot.id))
             take.locked = False
 
     def backup_plan(self, env: StrategyEnv, take: Take) -> BackupPlan:
@@ -153,7 +153,7 @@ class StorageSystemSnapshotStrategy(SnapshotStrategy):
 
         A SECONDARY snapshot is then removed from primary storage (its failure only logged) by the workflow.
         """
-        snapshot = env.store.get(Snapshot, take.snapshot.id or 0)
+        snapshot = env.store.get(Snapshot, take.snapshot.id)
         env.store.update(snapshot, location_type=take.payload.location_type)
 
     def delete(self, env: StrategyEnv, snapshot_id: int, zone_id: int | None) -> DeleteRun:
@@ -176,7 +176,7 @@ class StorageSystemSnapshotStrategy(SnapshotStrategy):
 
         A failed delete puts the snapshot back to BackedUp and returns false.
         """
-        ref = self.primary_ref(env, snapshot.id or 0)
+        ref = self.primary_ref(env, snapshot.id)
         if ref is None:
             env.store.remove(snapshot, by="StorageSystemSnapshotStrategy.cleanupSnapshotOnPrimaryStore")
             return True
@@ -203,7 +203,7 @@ class StorageSystemSnapshotStrategy(SnapshotStrategy):
                     created=env.store.clock.timestamp(),
                     account_id=snapshot.account_id,
                     zone_id=snapshot.data_center_id,
-                    resource_id=snapshot.id or 0,
+                    resource_id=snapshot.id,
                     resource_name=snapshot.name,
                     size=0,
                     resource_type="Snapshot",
@@ -211,7 +211,7 @@ class StorageSystemSnapshotStrategy(SnapshotStrategy):
             )
         except CloudException:
             with contextlib.suppress(NoTransitionException):
-                snapshot_event(env.store, env.store.get(Snapshot, snapshot.id or 0), "OperationFailed")
+                snapshot_event(env.store, env.store.get(Snapshot, snapshot.id), "OperationFailed")
             return False
         return True
 

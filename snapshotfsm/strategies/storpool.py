@@ -61,7 +61,7 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
         pools = env.store.find(StoragePool, "pool_type = 'StorPool' AND removed IS NULL")
         if not pools:
             return Priority.CANT_HANDLE
-        rows = view_rows(env, snapshot.id or 0, zone_id)
+        rows = view_rows(env, snapshot.id, zone_id)
         if not any(row.role == "Primary" for row in rows):
             first_image = env.store.first(SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Image'", (snapshot.id,))
             on_storpool = first_image is not None and (first_image.install_path or "").startswith(SP_DEV_PATH)
@@ -98,7 +98,7 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
         name = sp_name(src_ref.install_path or "")
         if not source.snapshot_export(name, location).result:
             return "Failed to export snapshot [{}] from [{}] due to [{}]"
-        env.add_detail(snapshot.id or 0, SP_RECOVERED_SNAPSHOT, f"{name};{location}", display=True)
+        env.add_detail(snapshot.id, SP_RECOVERED_SNAPSHOT, f"{name};{location}", display=True)
         if not dest.snapshot_from_remote(name, source, snapshot.size, snapshot.id).result:
             return "Failed to copy snapshot [{}] to [{}] due to [{}]"
         if not dest.snapshot_reconcile(name).result:
@@ -157,7 +157,7 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
             return sp_name(detail.value) if detail.value.startswith(SP_DEV_PATH) else None
         for ref in env.store.find(SnapshotStoreRef, "snapshot_id = ? AND state != 'Destroyed'", (snapshot.id,)):
             if (ref.install_path or "").startswith(SP_DEV_PATH):
-                env.add_detail(snapshot.id or 0, snapshot.uuid, ref.install_path or "", display=False)
+                env.add_detail(snapshot.id, snapshot.uuid, ref.install_path or "", display=False)
                 return sp_name(ref.install_path or "")
         return None
 
@@ -169,7 +169,7 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
         assert isinstance(driver, StorPoolDriver)
         answer = driver.snapshot_delete(name or "null")
         primaries = [
-            r.id or 0
+            r.id
             for r in env.store.find(SnapshotStoreRef, "snapshot_id = ? AND state != 'Destroyed'", (snapshot.id,))
             if r.store_role == "Primary" and (zone_id is None or _zone_of(env, r) == zone_id)
         ]
@@ -215,7 +215,7 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
             raise InvalidParameterValueException(f"Snapshot in {state} can not be deleted for a zone")
         if state == "Allocated":
             store.remove(
-                store.get(Snapshot, snapshot.id or 0), by="StorPoolSnapshotStrategy.deleteSnapshotFromDbIfNeeded"
+                store.get(Snapshot, snapshot.id), by="StorPoolSnapshotStrategy.deleteSnapshotFromDbIfNeeded"
             )
             return True
         if state == "Destroyed":
@@ -227,7 +227,7 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
                 store.delete(ref, by="StorPoolSnapshotStrategy.deleteSnapshotFromDbIfNeeded (expunge)")
             if len(gone) == len(refs):
                 store.remove(
-                    store.get(Snapshot, snapshot.id or 0), by="StorPoolSnapshotStrategy.deleteSnapshotFromDbIfNeeded"
+                    store.get(Snapshot, snapshot.id), by="StorPoolSnapshotStrategy.deleteSnapshotFromDbIfNeeded"
                 )
             return True
         if state not in ("BackedUp", "Destroying"):
@@ -236,7 +236,7 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
             )
         images = [
             r
-            for r in env.image_refs(snapshot.id or 0)
+            for r in env.image_refs(snapshot.id)
             if (zone_id is not None and _zone_of(env, r) == zone_id) or (zone_id is None and r.state == "Ready")
         ]
         for ref in images:
