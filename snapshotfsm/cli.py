@@ -13,7 +13,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from snapshotfsm.definitions import load_directory
+from snapshotfsm.definitions import load_directory, unresolved_calls
 from snapshotfsm.errors import SnapshotFSMError
 from snapshotfsm.store.store import Store
 
@@ -31,9 +31,10 @@ def main() -> None:
 def check(path: Path | None) -> None:
     """Validate every definition in PATH (default: the project's states/) and report findings.
 
-    Prints, per machine, its counts of states, events and transitions, then static findings as warnings:
-    unreachable states, states with no exit that are not tagged terminal, declared events with no transition.
-    Exit code 0 with only warnings, 1 on an error.
+    Every workflow step named in a `calls` must be a registered step. Prints, per machine, its counts of states,
+    events and transitions (one per source and event; "rows" says how many [[transitions]] rows write them), then
+    static findings as warnings: unreachable states, states with no exit that are not tagged terminal, declared
+    events with no transition. Exit code 0 with only warnings, 1 on an error.
 
     Example: snapshotfsm check states/
     """
@@ -41,18 +42,33 @@ def check(path: Path | None) -> None:
         definitions = load_directory(path)
     except SnapshotFSMError as exc:
         raise click.ClickException(str(exc)) from exc
+    if any(t.calls for d in definitions.values() for t in d.transitions):
+        known = _known_steps()
+        unresolved = [error for d in definitions.values() for error in unresolved_calls(d, known)]
+        if unresolved:
+            # One "Error: ..." line per unknown step, the way a load error is shown.
+            raise click.ClickException("\nError: ".join(str(error) for error in unresolved))
     table = Table(title=f"definitions in {definitions.directory}")
-    for column in ("machine", "kind", "states", "events", "transitions", "findings"):
+    for column in ("machine", "kind", "states", "events", "transitions", "rows", "findings"):
         table.add_column(column, justify="left" if column in ("machine", "kind") else "right")
     findings = []
     for name, d in definitions.items():
         found = d.findings()
         findings.extend(found)
-        table.add_row(name, d.kind, str(len(d.states)), str(len(d.events)), str(len(d.transitions)), str(len(found)))
+        counts = (len(d.states), len(d.events), len(d.transitions), d.row_count, len(found))
+        table.add_row(name, d.kind, *(str(n) for n in counts))
     console.print(table)
     for f in findings:
         console.print(f"warning: {f.machine}: {f.message}")
     console.print(f"{len(definitions)} machines valid, {len(findings)} warnings")
+
+
+def _known_steps() -> frozenset[str]:
+    """The step names a workflow's ``calls`` may use: every step the orchestration registers."""
+    import snapshotfsm.orchestration.steps  # noqa: F401, PLC0415 - registers the steps; only check needs them
+    from snapshotfsm.orchestration.runner import STEPS  # noqa: PLC0415
+
+    return frozenset(STEPS)
 
 
 def _clock(at_ms: int) -> str:

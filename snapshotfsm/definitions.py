@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -70,7 +70,11 @@ class EventDef:
 
 @attrs.frozen
 class TransitionDef:
-    """One row of a transition table, numbered from 1 in file order (CloudStack's registration order)."""
+    """One ``(source, event)`` pair of a transition table, with the number of its row.
+
+    Rows are numbered from 1 in file order (CloudStack's registration order). A workflow row whose ``source`` is a
+    list gives one record per source, in list order, all carrying that row's number and the rest of the row.
+    """
 
     number: int
     source: str
@@ -132,6 +136,11 @@ class Definition:
     def event_names(self) -> tuple[str, ...]:
         """Event names in declaration order."""
         return tuple(e.name for e in self.events)
+
+    @property
+    def row_count(self) -> int:
+        """How many ``[[transitions]]`` rows the file writes; ``len(transitions)`` counts ``(source, event)`` pairs."""
+        return len({t.number for t in self.transitions})
 
     def state(self, name: str) -> str:
         """Return ``name`` if it is a state of this machine; the way code names a state."""
@@ -203,7 +212,8 @@ class Definition:
         in_practice = self.reachable(in_practice=True)
         for s in self.states:
             if s.name in reachable and s.name not in in_practice:
-                rows = ", ".join(f"#{t.number}" for t in self.transitions if t.never_fired and t.dest == s.name)
+                numbers = dict.fromkeys(t.number for t in self.transitions if t.never_fired and t.dest == s.name)
+                rows = ", ".join(f"#{n}" for n in numbers)
                 out.append(
                     Finding(
                         self.name,
@@ -230,6 +240,31 @@ class Definition:
             if e.name not in used
         )
         return out
+
+
+def unresolved_calls(definition: Definition, known: Collection[str]) -> list[DefinitionError]:
+    """The rows whose ``calls`` names no known step, one error per row in file order (empty when all resolve).
+
+    The loader cannot tell a misspelt step on its own: steps are registered by the orchestration layer, above this
+    one, so the caller passes their names in (``snapshotfsm check`` passes every registered step).
+
+    Args:
+        definition: a loaded machine; entity machines have no ``calls`` and give no errors.
+        known: the step names a ``calls`` may use.
+
+    Returns:
+        A :class:`DefinitionError` per row with an unknown step, keyed ``transition N: calls``, with the nearest
+        known name: "'api.alocate' is not a step (did you mean 'api.allocate'?)".
+    """
+    out: list[DefinitionError] = []
+    done: set[int] = set()
+    for t in definition.transitions:
+        if t.calls is None or t.calls in known or t.number in done:
+            continue
+        done.add(t.number)  # a row with several sources is one mistake, reported once
+        problem = f"{t.calls!r} is not a step" + did_you_mean(t.calls, known)
+        out.append(DefinitionError(definition.path, definition.name, f"transition {t.number}: calls", problem))
+    return out
 
 
 def default_states_dir() -> Path:
@@ -441,56 +476,98 @@ class _Parser:
             out.append(EventDef(name, self.text(row, "note", where), self.text(row, "spec", where), failure))
         return out
 
+    def sources(self, row: Mapping[str, Any], kind: str, where: str) -> list[str]:
+        """A row's ``source``: one state name, or (workflow machines) a list of distinct names, one pair each.
+
+        Only the shape is checked here; the names are checked against the states together with ``dest``.
+        """
+        value = row.get("source")
+        if not isinstance(value, list):
+            if kind == "workflow" and value is not None and not isinstance(value, str):
+                raise self.fail(f"{where}source", f"must be a state name or a non-empty list of them (got {value!r})")
+            return [self.text(row, "source", where, required=True)]
+        if kind == "entity":
+            raise self.fail(
+                f"{where}source",
+                "a list of sources is for workflow machines; an entity machine is CloudStack's table verbatim, "
+                "one row per registration as the spec numbers them: write one row per source",
+            )
+        if not value:
+            raise self.fail(f"{where}source", "must be a state name or a non-empty list of them (got [])")
+        names: list[str] = []
+        for i, name in enumerate(value, 1):
+            if not isinstance(name, str) or not name.strip():
+                raise self.fail(f"{where}source", f"element {i} must be a non-empty string (got {name!r})")
+            if name in names:
+                raise self.fail(
+                    f"{where}source",
+                    f"{name!r} (element {i}) is already element {names.index(name) + 1}; list a source once",
+                )
+            names.append(name)
+        return names
+
+    def steps(self, row: Mapping[str, Any], kind: str, events: list[str], where: str) -> tuple[str | None, str | None]:
+        """A row's ``calls`` and ``on_error``: workflow machines only; ``on_error`` needs a step and names an event."""
+        calls = row.get("calls")
+        on_error = row.get("on_error")
+        if kind == "entity" and (calls is not None or on_error is not None):
+            key = "calls" if calls is not None else "on_error"
+            raise self.fail(f"{where}{key}", "only workflow machines run step callbacks (set machine.kind)")
+        if calls is not None:
+            calls = self.text(row, "calls", where, required=True)
+        if on_error is not None:
+            on_error = self.text(row, "on_error", where, required=True)
+            if calls is None:
+                raise self.fail(f"{where}on_error", "needs a step (calls) whose failure it handles")
+            if on_error not in events:
+                raise self.fail(
+                    f"{where}on_error", f"{on_error!r} is not a declared event" + did_you_mean(on_error, events)
+                )
+        return calls, on_error
+
     def transitions(self, kind: str, states: set[str], events: list[str]) -> list[TransitionDef]:
         out: list[TransitionDef] = []
         seen: dict[tuple[str, str], int] = {}
         for number, row in enumerate(self.table_list("transitions"), 1):
             where = f"transition {number}: "
             self.check_keys(row, _TRANSITION_KEYS, where)
-            source = self.text(row, "source", where, required=True)
+            sources = self.sources(row, kind, where)
             event = self.text(row, "event", where, required=True)
             dest = self.text(row, "dest", where, required=True)
-            for key, value in (("source", source), ("dest", dest)):
-                if value not in states:
-                    raise self.fail(f"{where}{key}", f"{value!r} is not a state" + did_you_mean(value, states))
+            for i, source in enumerate(sources, 1):
+                if source not in states:
+                    element = f" (element {i})" if isinstance(row["source"], list) else ""
+                    problem = f"{source!r}{element} is not a state" + did_you_mean(source, states)
+                    raise self.fail(f"{where}source", problem)
+            if dest not in states:
+                raise self.fail(f"{where}dest", f"{dest!r} is not a state" + did_you_mean(dest, states))
             if event not in events:
                 raise self.fail(f"{where}event", f"{event!r} is not a declared event" + did_you_mean(event, events))
-            if (source, event) in seen:
-                raise self.fail(
-                    f"{where}event",
-                    f"({source}, {event}) is already transition {seen[(source, event)]}; a pair has one destination",
-                )
-            seen[(source, event)] = number
+            for source in sources:
+                if (source, event) in seen:
+                    earlier = seen[(source, event)]
+                    problem = f"({source}, {event}) is already transition {earlier}; a pair has one destination"
+                    raise self.fail(f"{where}event", problem)
+                seen[(source, event)] = number
             usage = self.flag(row, "usage", where)
             never_fired = self.flag(row, "never_fired", where)
-            calls = row.get("calls")
-            on_error = row.get("on_error")
-            if kind == "entity" and (calls is not None or on_error is not None):
-                key = "calls" if calls is not None else "on_error"
-                raise self.fail(f"{where}{key}", "only workflow machines run step callbacks (set machine.kind)")
-            if calls is not None:
-                calls = self.text(row, "calls", where, required=True)
-            if on_error is not None:
-                on_error = self.text(row, "on_error", where, required=True)
-                if calls is None:
-                    raise self.fail(f"{where}on_error", "needs a step (calls) whose failure it handles")
-                if on_error not in events:
-                    raise self.fail(
-                        f"{where}on_error", f"{on_error!r} is not a declared event" + did_you_mean(on_error, events)
-                    )
-            out.append(
+            calls, on_error = self.steps(row, kind, events, where)
+            spec = self.text(row, "spec", where)
+            note = self.text(row, "note", where)
+            out.extend(
                 TransitionDef(
                     number=number,
                     source=source,
                     event=event,
                     dest=dest,
-                    spec=self.text(row, "spec", where),
-                    note=self.text(row, "note", where),
+                    spec=spec,
+                    note=note,
                     usage=usage,
                     calls=calls,
                     on_error=on_error,
                     never_fired=never_fired,
                 )
+                for source in sources
             )
         for t in out:
             if t.on_error is not None and (t.source, t.on_error) not in seen:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,11 @@ def _check(*args: str) -> Result:
 
 
 def _table(output: str) -> dict[str, tuple[str, ...]]:
-    """The rows of the counts table: machine -> (kind, states, events, transitions, findings)."""
+    """The rows of the counts table: machine -> (kind, states, events, transitions, rows, findings)."""
     rows = {}
     for line in output.splitlines():
         cells = [c.strip() for c in re.split(r"[│┃]", line)[1:-1]]
-        if len(cells) == 6 and cells[2].isdigit():
+        if len(cells) == 7 and cells[2].isdigit():
             rows[cells[0]] = tuple(cells[1:])
     return rows
 
@@ -42,14 +43,27 @@ class TestCheckProjectDefinitions:
         assert result.exit_code == 0, result.output
 
     def test_entity_machines_with_the_spec_counts(self, result: Result) -> None:
-        """The five entity machines, with the counts of spec §1.2, §2.3, §3, §4.1 and §4.3."""
+        """The five entity machines, with the counts of spec §1.2, §2.3, §3, §4.1 and §4.3: one row per transition."""
         rows = _table(result.output)
-        assert {name: row[:4] for name, row in rows.items() if row[0] == "entity"} == {
-            "async_job": ("entity", "4", "3", "3"),
-            "snapshot": ("entity", "10", "8", "18"),
-            "snapshot_store_ref": ("entity", "12", "16", "26"),
-            "vm_work_job": ("entity", "4", "4", "5"),
-            "volume": ("entity", "22", "24", "67"),
+        assert {name: row[:5] for name, row in rows.items() if row[0] == "entity"} == {
+            "async_job": ("entity", "4", "3", "3", "3"),
+            "snapshot": ("entity", "10", "8", "18", "18"),
+            "snapshot_store_ref": ("entity", "12", "16", "26", "26"),
+            "vm_work_job": ("entity", "4", "4", "5", "5"),
+            "volume": ("entity", "22", "24", "67", "67"),
+        }
+
+    def test_workflow_transitions_count_pairs_and_rows_count_rows(self, result: Result) -> None:
+        """A row with a list of sources counts as one transition per source in "transitions", as one in "rows"."""
+        rows = _table(result.output)
+        assert {name: row[:5] for name, row in rows.items() if row[0] == "workflow"} == {
+            "backup_task": ("workflow", "9", "12", "18", "12"),
+            "copy_snapshot": ("workflow", "3", "6", "7", "6"),
+            "copy_snapshot_job": ("workflow", "4", "3", "4", "3"),
+            "delete_snapshot": ("workflow", "5", "5", "6", "5"),
+            "retention": ("workflow", "4", "4", "5", "4"),
+            "storage_gc": ("workflow", "3", "3", "3", "3"),
+            "take_snapshot": ("workflow", "29", "33", "52", "33"),
         }
 
     def test_every_machine_of_states_is_listed(self, result: Result) -> None:
@@ -68,7 +82,7 @@ class TestCheckProjectDefinitions:
             "warning: snapshot: state 'Hidden' has no exit to another state and is not tagged terminal",
             "warning: snapshot: event 'BackedupToSecondary' is declared but no transition uses it",
         ]
-        assert _table(result.output)["snapshot"][4] == "4"
+        assert _table(result.output)["snapshot"][5] == "4"
 
     def test_volume_findings(self, result: Result) -> None:
         """CopySucceeded and CopyFailed appear in no transition (spec §2.2); Destroying is never entered."""
@@ -101,7 +115,7 @@ class TestCheckErrors:
         write_definition(door)
         result = _check(str(tmp_path))
         assert result.exit_code == 0, result.output
-        assert _table(result.output) == {"door": ("entity", "3", "3", "3", "0")}
+        assert _table(result.output) == {"door": ("entity", "3", "3", "3", "3", "0")}
         assert result.output.splitlines()[-1] == "1 machines valid, 0 warnings"
 
     def test_missing_path(self, tmp_path: Path) -> None:
@@ -116,3 +130,52 @@ class TestCheckErrors:
         result = _check(str(tmp_path))
         assert result.exit_code == 1
         assert result.stderr == f"Error: {tmp_path}: directory: holds no *.toml definitions\n"
+
+
+class TestCheckSteps:
+    """Every ``calls`` must name a registered step: a misspelt one is an error of ``check``, not of the first run."""
+
+    @pytest.fixture
+    def states(self, tmp_path: Path) -> Path:
+        """A copy of the project's states/, to misspell a step in."""
+        return Path(shutil.copytree(default_states_dir(), tmp_path / "states"))
+
+    @staticmethod
+    def _misspell(path: Path, right: str, wrong: str) -> None:
+        text = path.read_text(encoding="utf-8")
+        assert text.count(f'calls = "{right}"') == 1
+        path.write_text(text.replace(f'calls = "{right}"', f'calls = "{wrong}"'), encoding="utf-8")
+
+    def test_the_project_calls_only_registered_steps(self, states: Path) -> None:
+        """The project's own definitions pass: every ``calls`` resolves."""
+        result = _check(str(states))
+        assert result.exit_code == 0, result.output
+        assert result.stderr == ""
+
+    def test_a_misspelt_step(self, states: Path) -> None:
+        """File, machine, row and the nearest step are named; exit 1 and nothing on stdout."""
+        path = states / "take_snapshot.toml"
+        self._misspell(path, "api.allocate", "api.alocate")
+        result = _check(str(states))
+        assert result.exit_code == 1
+        assert result.stderr == (
+            f"Error: {path}: machine 'take_snapshot', transition 1: calls: 'api.alocate' is not a step "
+            "(did you mean 'api.allocate'?)\n"
+        )
+        assert result.stdout == ""
+
+    def test_every_misspelt_step_is_reported(self, states: Path) -> None:
+        """One "Error:" line per row with an unknown step, a row listing several sources once, in machine order."""
+        take = states / "take_snapshot.toml"
+        self._misspell(take, "take.unwind", "take.unwnd")
+        retention = states / "retention.toml"
+        self._misspell(retention, "retention.finish", "xyzzy")
+        result = _check(str(states))
+        assert result.exit_code == 1
+        assert result.stderr.splitlines() == [
+            f"Error: {retention}: machine 'retention', transition 2: calls: 'xyzzy' is not a step",
+            (
+                f"Error: {take}: machine 'take_snapshot', transition 23: calls: 'take.unwnd' is not a step "
+                "(did you mean 'take.unwind'?)"
+            ),
+        ]

@@ -19,10 +19,120 @@ from snapshotfsm.definitions import (
     load_directory,
     load_file,
     project_definitions,
+    unresolved_calls,
 )
 from snapshotfsm.errors import DefinitionError
 
 Writer = Callable[..., Path]
+
+# Every (source, event, dest, calls, on_error) of the workflow machines as states/ had them before rows could
+# list several sources (one row per pair); the rewrite with lists must give exactly these.
+_PAIRS_BEFORE_SOURCE_LISTS = {
+    "take_snapshot": {
+        ("Requested", "Allocate", "Allocated", "api.allocate", "Reject"),
+        ("Requested", "Reject", "Rejected", "api.reject", None),
+        ("Allocated", "Submit", "Submitted", "jobs.submit", None),
+        ("Submitted", "Execute", "Validated", "api.validate", "Fail"),
+        ("Submitted", "Fail", "Failed", "jobs.fail", None),
+        ("Validated", "Enqueue", "Queued", "dispatch.enqueue", None),
+        ("Validated", "RunDirect", "Preparing", "dispatch.run_direct", None),
+        ("Queued", "Dispatch", "Orchestrating", "dispatch.start_work", None),
+        ("Orchestrating", "Orchestrate", "Preparing", "take.orchestrate", "FailWork"),
+        ("Orchestrating", "FailWork", "WorkFailed", "dispatch.fail_work", None),
+        ("Preparing", "Prepare", "Prepared", "take.prepare", "Abandon"),
+        ("Preparing", "Abandon", "NotTaken", "take.abandon", None),
+        ("NotTaken", "FailWork", "WorkFailed", "dispatch.fail_work", None),
+        ("NotTaken", "Fail", "Failed", "jobs.fail", None),
+        ("Prepared", "ChooseStrategy", "StrategyChosen", "take.choose_strategy", "Unwind"),
+        ("Prepared", "Unwind", "Unwound", "take.unwind", None),
+        ("StrategyChosen", "BeginTake", "TakeBegun", "primary.begin", "Unwind"),
+        ("StrategyChosen", "Unwind", "Unwound", "take.unwind", None),
+        ("TakeBegun", "RequestPrimary", "AwaitingPrimary", "primary.request", "AbortTake"),
+        ("TakeBegun", "AbortTake", "TakeAborted", "primary.abort", None),
+        ("AwaitingPrimary", "PrimaryAnswered", "OnPrimary", "primary.answered", "AbortTake"),
+        ("AwaitingPrimary", "AbortTake", "TakeAborted", "primary.abort", None),
+        ("TakeAborted", "Unwind", "Unwound", "take.unwind", None),
+        ("OnPrimary", "BackUp", "BackupChosen", "backup.choose", "Unwind"),
+        ("BackupChosen", "Copy", "AwaitingBackup", "backup.request", "Unwind"),
+        ("BackupChosen", "MarkBackedUp", "BackedUp", "backup.mark_as_backed_up", "Unwind"),
+        ("BackupChosen", "Unwind", "Unwound", "take.unwind", None),
+        ("OnPrimary", "BackUpLater", "BackupScheduled", "backup.schedule", None),
+        ("OnPrimary", "BackUpDirectly", "BackedUp", "backup.post_directly", "Unwind"),
+        ("OnPrimary", "SkipBackup", "BackedUp", "backup.skip", "Unwind"),
+        ("OnPrimary", "Unwind", "Unwound", "take.unwind", None),
+        ("AwaitingBackup", "BackupAnswered", "BackedUp", "backup.answered", "Unwind"),
+        ("AwaitingBackup", "Unwind", "Unwound", "take.unwind", None),
+        ("BackedUp", "PostProcess", "Retaining", "take.post_create", None),
+        ("BackupScheduled", "PostProcess", "Retaining", "take.post_create", None),
+        ("Retaining", "Retained", "PostProcessed", "take.post_process", None),
+        ("PostProcessed", "CopyToZones", "CopyingToZones", "take.copy_to_zones", None),
+        ("PostProcessed", "CopyToPools", "CopyingToPools", "take.copy_to_pools", None),
+        ("CopyingToZones", "ZonesCopied", "Copied", "take.copies_done", None),
+        ("Copied", "CopyToPools", "CopyingToPools", "take.copy_to_pools", None),
+        ("CopyingToPools", "PoolsCopied", "Copied", "take.copies_done", None),
+        ("PostProcessed", "CompleteWork", "WorkDone", "dispatch.complete_work", None),
+        ("Copied", "CompleteWork", "WorkDone", "dispatch.complete_work", None),
+        ("PostProcessed", "Complete", "Succeeded", "jobs.succeed", "Fail"),
+        ("Copied", "Complete", "Succeeded", "jobs.succeed", "Fail"),
+        ("WorkDone", "Complete", "Succeeded", "jobs.succeed", "Fail"),
+        ("PostProcessed", "Fail", "Failed", "jobs.fail", None),
+        ("Copied", "Fail", "Failed", "jobs.fail", None),
+        ("WorkDone", "Fail", "Failed", "jobs.fail", None),
+        ("Unwound", "FailWork", "WorkFailed", "dispatch.fail_work", None),
+        ("Unwound", "Fail", "Failed", "jobs.fail", None),
+        ("WorkFailed", "Fail", "Failed", "jobs.fail", None),
+    },
+    "backup_task": {
+        ("Scheduled", "Run", "Running", "backup_task.run", "Fail"),
+        ("Scheduled", "Fail", "RetryScheduled", "backup_task.decrease_attempts", None),
+        ("Running", "Backup", "AwaitingCopy", "backup_task.backup", "Fail"),
+        ("Running", "MarkBackedUp", "BackedUp", "backup_task.mark_backed_up", "Fail"),
+        ("Running", "CopyOnPools", "CopyingOnPools", "backup_task.copy_on_pools", "Fail"),
+        ("Running", "Finish", "Done", "backup_task.finish", None),
+        ("Running", "Fail", "RetryScheduled", "backup_task.decrease_attempts", None),
+        ("AwaitingCopy", "CopyAnswered", "BackedUp", "backup_task.answered", "Fail"),
+        ("AwaitingCopy", "Fail", "RetryScheduled", "backup_task.decrease_attempts", None),
+        ("BackedUp", "CopyToZones", "CopyingToZones", "backup_task.copy_to_zones", None),
+        ("BackedUp", "Finish", "Done", "backup_task.finish", None),
+        ("CopyingToZones", "ZoneCopiesDone", "Done", "backup_task.copies_done", "Fail"),
+        ("CopyingToZones", "Fail", "RetryScheduled", "backup_task.decrease_attempts", None),
+        ("CopyingOnPools", "PoolCopiesDone", "Done", "backup_task.copies_done", "Fail"),
+        ("CopyingOnPools", "Fail", "RetryScheduled", "backup_task.decrease_attempts", None),
+        ("RetryScheduled", "Retry", "Running", "backup_task.run", "Fail"),
+        ("RetryScheduled", "Fail", "RetryScheduled", "backup_task.decrease_attempts", None),
+        ("RetryScheduled", "CleanUp", "CleanedUp", "backup_task.cleanup", None),
+    },
+    "copy_snapshot": {
+        ("Selecting", "CopyToZone", "AwaitingZoneCopy", "copies.start_zone_copy", "ZoneFailed"),
+        ("Selecting", "ZoneFailed", "Selecting", "copies.zone_failed", None),
+        ("AwaitingZoneCopy", "ZoneAnswered", "Selecting", "copies.zone_answered", "ZoneFailed"),
+        ("AwaitingZoneCopy", "ZoneFailed", "Selecting", "copies.zone_failed", None),
+        ("Selecting", "CopyToPool", "Selecting", "copies.copy_to_pool", "PoolFailed"),
+        ("Selecting", "PoolFailed", "Selecting", "copies.pool_failed", None),
+        ("Selecting", "Finish", "Finished", "copies.finish", None),
+    },
+    "copy_snapshot_job": {
+        ("Requested", "Start", "Copying", "copy_api.start", "Fail"),
+        ("Requested", "Fail", "Failed", "copy_api.fail", None),
+        ("Copying", "Copied", "Succeeded", "copy_api.succeed", "Fail"),
+        ("Copying", "Fail", "Failed", "copy_api.fail", None),
+    },
+    "delete_snapshot": {
+        ("Requested", "Start", "Deleting", "delete.start", "Fail"),
+        ("Requested", "Fail", "Failed", "delete.fail", None),
+        ("Deleting", "DriverAnswered", "Deleting", "delete.answered", "Fail"),
+        ("Deleting", "Finish", "Deleted", "delete.finish", None),
+        ("Deleting", "GiveUp", "NotDeleted", "delete.give_up", None),
+        ("Deleting", "Fail", "Failed", "delete.fail", None),
+    },
+    "retention": {
+        ("Evaluating", "DeleteOldest", "Deleting", "retention.delete_oldest", "Fail"),
+        ("Evaluating", "Finish", "Done", "retention.finish", None),
+        ("Evaluating", "Fail", "Failed", "retention.fail", None),
+        ("Deleting", "Deleted", "Evaluating", "retention.deleted", "Fail"),
+        ("Deleting", "Fail", "Failed", "retention.fail", None),
+    },
+}
 
 
 def _refusal(path: Path) -> DefinitionError:
@@ -494,6 +604,230 @@ class TestLoadFile:
         assert load_file(write_definition(door)).exits("Gone")[0].dest == "Gone"
 
 
+class TestSourceLists:
+    """A workflow row's ``source`` may list several states: one transition per source, each checked like a row."""
+
+    def test_a_list_expands_into_one_transition_per_source(
+        self, door_workflow: dict[str, Any], write_definition: Writer
+    ) -> None:
+        """In list order, at the row's place, sharing its number, event, dest, steps, spec and note."""
+        door_workflow["transitions"][1].update(source=["Closed", "Open"], spec="§1", note="jams either way")
+        d = load_file(write_definition(door_workflow))
+        assert [(t.number, t.source, t.event, t.dest, t.calls, t.on_error) for t in d.transitions] == [
+            (1, "Closed", "Open", "Open", "door.open", "Jam"),
+            (2, "Closed", "Jam", "Jammed", "door.jam", None),
+            (2, "Open", "Jam", "Jammed", "door.jam", None),
+            (3, "Open", "Close", "Closed", "door.close", None),
+        ]
+        assert {(t.spec, t.note) for t in d.transitions if t.number == 2} == {("§1", "jams either way")}
+        assert (len(d.transitions), d.row_count) == (4, 3)
+        assert d.allowed("Open") == ("Jam", "Close")
+
+    def test_each_source_of_a_list_can_be_an_error_transition(
+        self, door_workflow: dict[str, Any], write_definition: Writer
+    ) -> None:
+        """``on_error`` finds ``(source, on_error)`` among the expanded pairs."""
+        door_workflow["transitions"][1]["source"] = ["Closed", "Open"]
+        door_workflow["transitions"][2]["on_error"] = "Jam"
+        d = load_file(write_definition(door_workflow))
+        close = d.transition("Open", "Close")
+        assert close is not None
+        assert d.error_transition(close) == d.transition("Open", "Jam")
+
+    def test_unknown_state_in_a_list(self, door_workflow: dict[str, Any], write_definition: Writer) -> None:
+        """The element is named by its place in the list, with the nearest state."""
+        door_workflow["transitions"][1]["source"] = ["Closed", "Opn"]
+        path = write_definition(door_workflow)
+        _assert_error(
+            _refusal(path),
+            path,
+            "machine 'door', transition 2: source: 'Opn' (element 2) is not a state (did you mean 'Open'?)",
+            machine="door",
+            key="transition 2: source",
+        )
+
+    def test_empty_list(self, door_workflow: dict[str, Any], write_definition: Writer) -> None:
+        """A list names at least one state."""
+        door_workflow["transitions"][1]["source"] = []
+        path = write_definition(door_workflow)
+        _assert_error(
+            _refusal(path),
+            path,
+            "machine 'door', transition 2: source: must be a state name or a non-empty list of them (got [])",
+            machine="door",
+            key="transition 2: source",
+        )
+
+    @pytest.mark.parametrize(("element", "shown"), [(3, "3"), ("", "''"), (True, "True")])
+    def test_an_element_that_is_not_a_name(
+        self, door_workflow: dict[str, Any], write_definition: Writer, element: object, shown: str
+    ) -> None:
+        """Every element is a non-empty string; the first that is not is named with its value."""
+        door_workflow["transitions"][1]["source"] = ["Closed", element]
+        path = write_definition(door_workflow)
+        _assert_error(
+            _refusal(path),
+            path,
+            f"machine 'door', transition 2: source: element 2 must be a non-empty string (got {shown})",
+            machine="door",
+            key="transition 2: source",
+        )
+
+    def test_a_source_that_is_neither_a_name_nor_a_list(
+        self, door_workflow: dict[str, Any], write_definition: Writer
+    ) -> None:
+        """A workflow's message says that a list is allowed too."""
+        door_workflow["transitions"][1]["source"] = 5
+        path = write_definition(door_workflow)
+        _assert_error(
+            _refusal(path),
+            path,
+            "machine 'door', transition 2: source: must be a state name or a non-empty list of them (got 5)",
+            machine="door",
+            key="transition 2: source",
+        )
+
+    def test_a_state_listed_twice(self, door_workflow: dict[str, Any], write_definition: Writer) -> None:
+        """A list names each source once; both places are given."""
+        door_workflow["transitions"][1]["source"] = ["Closed", "Open", "Closed"]
+        path = write_definition(door_workflow)
+        _assert_error(
+            _refusal(path),
+            path,
+            "machine 'door', transition 2: source: 'Closed' (element 3) is already element 1; list a source once",
+            machine="door",
+            key="transition 2: source",
+        )
+
+    def test_a_listed_pair_already_in_an_earlier_row(
+        self, door_workflow: dict[str, Any], write_definition: Writer
+    ) -> None:
+        """A pair has one row even when a list writes it; both row numbers are named."""
+        door_workflow["transitions"].append(
+            {"source": ["Closed", "Open"], "event": "Close", "dest": "Closed", "calls": "door.close"}
+        )
+        path = write_definition(door_workflow)
+        _assert_error(
+            _refusal(path),
+            path,
+            "machine 'door', transition 4: event: (Open, Close) is already transition 3; a pair has one destination",
+            machine="door",
+            key="transition 4: event",
+        )
+
+    def test_a_pair_already_written_by_an_earlier_list(
+        self, door_workflow: dict[str, Any], write_definition: Writer
+    ) -> None:
+        """The other way round: a single-source row repeats a pair of an earlier list row."""
+        door_workflow["transitions"][1]["source"] = ["Closed", "Open"]
+        door_workflow["transitions"].append({"source": "Open", "event": "Jam", "dest": "Closed", "calls": "door.jam"})
+        path = write_definition(door_workflow)
+        _assert_error(
+            _refusal(path),
+            path,
+            "machine 'door', transition 4: event: (Open, Jam) is already transition 2; a pair has one destination",
+            machine="door",
+            key="transition 4: event",
+        )
+
+    def test_on_error_is_checked_for_every_source(
+        self, door_workflow: dict[str, Any], write_definition: Writer
+    ) -> None:
+        """The error transition must exist from each source of the list; the one missing is named."""
+        door_workflow["transitions"][0]["source"] = ["Closed", "Open"]
+        path = write_definition(door_workflow)
+        _assert_error(
+            _refusal(path),
+            path,
+            "machine 'door', transition 1: on_error: no transition (Open, Jam) exists to take when step 'door.open' "
+            "fails",
+            machine="door",
+            key="transition 1: on_error",
+        )
+
+    def test_a_terminal_state_in_a_list(self, door_workflow: dict[str, Any], write_definition: Writer) -> None:
+        """A list cannot make a terminal state a source of a move to another state."""
+        door_workflow["transitions"][2]["source"] = ["Open", "Jammed"]
+        path = write_definition(door_workflow)
+        _assert_error(
+            _refusal(path),
+            path,
+            "machine 'door', state 'Jammed': tags: is tagged terminal but transition 3 leaves it for 'Closed'",
+            machine="door",
+            key="state 'Jammed': tags",
+        )
+
+    def test_entity_machines_keep_one_row_per_source(self, door: dict[str, Any], write_definition: Writer) -> None:
+        """An entity machine is CloudStack's table verbatim, with the spec's row numbers: no lists."""
+        door["transitions"][0]["source"] = ["Closed"]
+        path = write_definition(door)
+        _assert_error(
+            _refusal(path),
+            path,
+            "machine 'door', transition 1: source: a list of sources is for workflow machines; an entity machine is "
+            "CloudStack's table verbatim, one row per registration as the spec numbers them: write one row per source",
+            machine="door",
+            key="transition 1: source",
+        )
+
+    @pytest.mark.parametrize("machine", sorted(_PAIRS_BEFORE_SOURCE_LISTS))
+    def test_the_project_workflows_kept_every_pair(self, machine: str) -> None:
+        """Writing shared rows once with a list of sources lost no pair and added none."""
+        d = project_definitions()[machine]
+        pairs = [(t.source, t.event, t.dest, t.calls, t.on_error) for t in d.transitions]
+        assert len(pairs) == len(set(pairs))
+        assert set(pairs) == _PAIRS_BEFORE_SOURCE_LISTS[machine]
+
+    def test_take_snapshot_writes_its_52_transitions_in_33_rows(self) -> None:
+        """The counts ``snapshotfsm check`` prints for the biggest workflow."""
+        d = project_definitions()["take_snapshot"]
+        assert (len(d.transitions), d.row_count) == (52, 33)
+
+
+class TestUnresolvedCalls:
+    """``unresolved_calls``: every ``calls`` of a workflow against the step names the caller knows."""
+
+    def test_every_step_known(self, door_workflow: dict[str, Any], write_definition: Writer) -> None:
+        """Nothing to report when every step is known."""
+        d = load_file(write_definition(door_workflow))
+        assert unresolved_calls(d, {"door.open", "door.jam", "door.close"}) == []
+
+    def test_a_misspelt_step(self, door_workflow: dict[str, Any], write_definition: Writer) -> None:
+        """The row, the step and the nearest known step are named, one error per row in file order."""
+        door_workflow["transitions"][0]["calls"] = "door.opn"
+        door_workflow["transitions"][2]["calls"] = "slam"
+        path = write_definition(door_workflow)
+        errors = unresolved_calls(load_file(path), frozenset({"door.open", "door.jam", "door.close"}))
+        assert len(errors) == 2
+        _assert_error(
+            errors[0],
+            path,
+            "machine 'door', transition 1: calls: 'door.opn' is not a step (did you mean 'door.open'?)",
+            machine="door",
+            key="transition 1: calls",
+        )
+        _assert_error(
+            errors[1],
+            path,
+            "machine 'door', transition 3: calls: 'slam' is not a step",
+            machine="door",
+            key="transition 3: calls",
+        )
+
+    def test_a_list_row_is_reported_once(self, door_workflow: dict[str, Any], write_definition: Writer) -> None:
+        """A row with several sources is one mistake, however many pairs it writes."""
+        door_workflow["transitions"][1].update(source=["Closed", "Open"], calls="door.jamm")
+        path = write_definition(door_workflow)
+        errors = unresolved_calls(load_file(path), ["door.open", "door.jam", "door.close"])
+        assert [str(e) for e in errors] == [
+            f"{path}: machine 'door', transition 2: calls: 'door.jamm' is not a step (did you mean 'door.jam'?)"
+        ]
+
+    def test_entity_machines_call_nothing(self, door: dict[str, Any], write_definition: Writer) -> None:
+        """No steps, nothing unresolved, whatever is known."""
+        assert unresolved_calls(load_file(write_definition(door)), ()) == []
+
+
 class TestLoadDirectory:
     """``load_directory``: every *.toml of a directory, by name; a bad file or directory is named."""
 
@@ -687,6 +1021,14 @@ class TestFindings:
             Finding("lab", "dead-end", "Loop", "state 'Loop' has no exit to another state and is not tagged terminal"),
             Finding("lab", "unused-event", "Unused", "event 'Unused' is declared but no transition uses it"),
         ]
+
+    def test_a_never_fired_list_row_is_cited_once(
+        self, door_workflow: dict[str, Any], write_definition: Writer
+    ) -> None:
+        """Two pairs of one row reaching the same state: the row's number appears once."""
+        door_workflow["transitions"][1].update(source=["Closed", "Open"], never_fired=True)
+        finding = load_file(write_definition(door_workflow)).findings()[0]
+        assert finding.message == "state 'Jammed' can be reached only through transitions that are never fired (#2)"
 
     def test_a_clean_definition_has_no_findings(self, door: dict[str, Any], write_definition: Writer) -> None:
         """Every state reachable, every non-terminal state with an exit, every event used: nothing to report."""

@@ -171,3 +171,15 @@ def test_a_broken_definition_is_reported_and_nothing_is_written(tmp_path: Path) 
 
 def test_the_default_output_is_the_repository_diagrams_directory() -> None:
     assert diagrams.default_out_dir(load_directory()) == REPO / "diagrams"
+
+
+def test_a_row_with_several_sources_is_drawn_from_each(rendered: Path) -> None:
+    """take_snapshot writes Unwind once for six sources: six error edges into Unwound, each with the rollback step."""
+    dot = (rendered / "take_snapshot.dot").read_text()
+    row = next(t for t in project_definitions()["take_snapshot"].transitions if t.event == "Unwind")
+    sources = [t.source for t in project_definitions()["take_snapshot"].transitions if t.number == row.number]
+    assert len(sources) == 6
+    for source in sources:
+        [edge] = _edges(dot, source, "Unwound")
+        assert "Unwind / take.unwind" in edge
+        assert "style=dashed" in edge
