@@ -64,11 +64,10 @@ def check(path: Path | None) -> None:
 
 
 def _known_steps() -> frozenset[str]:
-    """The step names a workflow's ``calls`` may use: every step the orchestration registers."""
-    import snapshotfsm.orchestration.steps  # noqa: F401, PLC0415 - registers the steps; only check needs them
-    from snapshotfsm.orchestration.runner import STEPS  # noqa: PLC0415
+    """The step names a workflow's ``calls`` may use: every step the orchestration modules declare."""
+    from snapshotfsm.orchestration.workflows import step_names  # noqa: PLC0415 - only check needs the steps
 
-    return frozenset(STEPS)
+    return step_names()
 
 
 def _clock(at_ms: int) -> str:

@@ -7,12 +7,14 @@ explored with ``snapshotfsm history``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import attrs
 
 from snapshotfsm.drivers.base import FaultPlan
 from snapshotfsm.engine import Engine
+from snapshotfsm.names import JobState, SnapshotState
 from snapshotfsm.store.records import (
     AsyncJob,
     Failure,
@@ -98,7 +100,7 @@ def run_demo(path: str = "snapshotfsm-demo.db", *, seed: int = 0) -> tuple[Engin
     engine.run(until_ms=engine.clock.now_ms + 3 * HOUR_MS + 60_000)
     engine.run()
     recurring = engine.store.find(Snapshot, "type_description = 'HOURLY'")
-    kept = [s for s in recurring if s.status != "Destroyed"]
+    kept = [s for s in recurring if s.status != SnapshotState.Destroyed]
     outcomes.append(
         Outcome(
             "hourly policy, max_snaps=2",
@@ -121,7 +123,9 @@ def _last_job(engine: Engine, cmd: str) -> AsyncJob:
 def _pool_name(engine: Engine, volume: Volume) -> str:
     from snapshotfsm.store.records import StoragePool  # noqa: PLC0415
 
-    pool = engine.get(StoragePool, volume.pool_id or 0)
+    if volume.pool_id is None:
+        return "-"
+    pool = engine.get(StoragePool, volume.pool_id)
     return f"{pool.name} ({pool.pool_type})"
 
 
@@ -129,14 +133,12 @@ def _outcome(engine: Engine, label: str, volume: Volume, job: AsyncJob, note: st
     job = engine.get(AsyncJob, job.id)
     snapshot = engine.store.first(Snapshot, "id = ?", (job.instance_id,))
     status = engine.job_status(job.id)
-    if status == "FAILED":
+    if status == JobState.FAILED:
         status += f" {job.job_result_code}" if job.job_result_code else ""
     flow = engine.store.first(Workflow, "job_id = ? AND machine = 'take_snapshot'", (job.id,))
     strategy = "-"
     if flow is not None:
-        import json  # noqa: PLC0415
-
-        strategy = json.loads(flow.context).get("flags", {}).get("strategy", "-").replace("SnapshotStrategy", "")
+        strategy = json.loads(flow.context).get("strategy", "-").replace("SnapshotStrategy", "")
     state = "-"
     if snapshot is not None:
         state = snapshot.status + (" (removed)" if snapshot.removed else "")

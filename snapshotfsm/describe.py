@@ -33,8 +33,13 @@ def snapshot_object_str(s: Snapshot, store_id: int | None, image_store_id: int |
 
     Messages that print a ``SnapshotInfo`` rather than its VO use this form.
     """
-    stores = f"dataStoreId {store_id or 0}, imageStore id {image_store_id or 0}"
+    stores = f"dataStoreId {_long(store_id)}, imageStore id {_long(image_store_id)}"
     return f"{snapshot_str(s)}, {stores}, checkpointPath null."
+
+
+def _long(value: int | None) -> int:
+    """A ``long`` field as Java prints it: an id never set is 0."""
+    return 0 if value is None else value
 
 
 def vm_str(vm: VmInstance) -> str:

@@ -12,17 +12,18 @@ import random
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
-import snapshotfsm.orchestration.steps  # noqa: F401  (registers every step callback)
 from snapshotfsm.clock import SimClock
 from snapshotfsm.config import Config
-from snapshotfsm.definitions import Definitions
+from snapshotfsm.definitions import Definitions, project_definitions
 from snapshotfsm.drivers.base import DriverEnv, FaultPlan
 from snapshotfsm.drivers.registry import Drivers
-from snapshotfsm.errors import InvalidValue, NotFound, ServerDown
+from snapshotfsm.errors import InvalidValue, MsCrash, NotFound, ServerDown
 from snapshotfsm.orchestration import api, copy_api, delete, gc, policies, restart, storpool_recovery
+from snapshotfsm.orchestration.contexts import CONTEXTS, SnapshotRequest
 from snapshotfsm.orchestration.inventory import Inventory
-from snapshotfsm.orchestration.runner import MsCrash, Runner
+from snapshotfsm.orchestration.runner import Runner
 from snapshotfsm.orchestration.runtime import Runtime
+from snapshotfsm.orchestration.workflows import engine_machines
 from snapshotfsm.profiles import Profile
 from snapshotfsm.scheduler import Scheduler
 from snapshotfsm.store.records import (
@@ -57,7 +58,7 @@ class Engine(Inventory):
         >>> job = engine.create_snapshot(volume.id)
         >>> engine.run() > 0
         True
-        >>> engine.job_status(job.id), engine.get(Snapshot, job.instance_id).status
+        >>> engine.job_status(job.id), engine.snapshot_of(job).status
         ('SUCCEEDED', 'BackedUp')
     """
 
@@ -65,6 +66,8 @@ class Engine(Inventory):
         self, store: Store, *, faults: FaultPlan | None = None, seed: int = 0, scheduler: Scheduler | None = None
     ) -> None:
         self.store = store
+        # The store checks every move against the machines the runner fires: the same objects, built once.
+        store.machines = engine_machines(store.definitions)
         self.clock = store.clock
         self.ms_id = store.ms_id
         self.scheduler = scheduler or Scheduler(self.clock)
@@ -92,8 +95,7 @@ class Engine(Inventory):
             ms_id=self.ms_id,
             rng=random.Random(seed * 1_000_003 + self.ms_id),  # noqa: S311 - ids, not secrets
         )
-        self.runner = Runner(self.rt, store.definitions)
-        self.rt.runner = self.runner
+        self.runner = Runner(self.rt, store.machines, CONTEXTS)
         self.ensure_system_account()
         policies.configure(self.rt)
         restart.mark_server(self.rt, self.ms_id, "Up")
@@ -118,7 +120,9 @@ class Engine(Inventory):
             StoreError: not a snapshotfsm database, or another schema version; the file is left as it was.
             InvalidValue: an unknown profile name.
         """
-        store = Store.open(path, ms_id=ms_id, profile=profile, clock=clock, definitions=definitions)
+        definitions = definitions or project_definitions()
+        machines = engine_machines(definitions)
+        store = Store.open(path, ms_id=ms_id, profile=profile, clock=clock, definitions=definitions, machines=machines)
         return cls(store, faults=faults, seed=seed)
 
     def close(self) -> None:
@@ -206,7 +210,7 @@ class Engine(Inventory):
             InvalidValue: an argument of the wrong type.
             ServerDown: the server is down, or a crash rule fired during the call (nothing of it is written).
         """
-        params = _check_params(
+        request = _check_params(
             volume_id=volume_id,
             policy_id=policy_id,
             name=name,
@@ -220,7 +224,7 @@ class Engine(Inventory):
         )
         caller_id = self._caller_id(caller, volume_id)
         with self._serving():
-            return api.submit_create(self.rt, params, caller_id=caller_id, user_id=caller_id)
+            return api.submit_create(self.runner, request, caller_id=caller_id, user_id=caller_id)
 
     def delete_snapshot(
         self, snapshot_id: int, *, zone_id: int | None = None, caller: int | Account | None = None
@@ -237,7 +241,7 @@ class Engine(Inventory):
                 raise InvalidValue(f"deleteSnapshot {name}", value, "an integer id")
         caller_id = self._snapshot_caller_id(caller, snapshot_id)
         with self._serving():
-            return delete.submit_api_job(self.rt, snapshot_id, zone_id, caller_id)
+            return delete.submit_api_job(self.runner, snapshot_id, zone_id, caller_id)
 
     def copy_snapshot(
         self,
@@ -258,10 +262,12 @@ class Engine(Inventory):
             InvalidValue: an argument of the wrong type.
             ServerDown: the server is down, or a crash rule fired during the call (nothing of it is written).
         """
-        params = copy_api.check_params(snapshot_id, dest_zone_ids, source_zone_id, storage_ids, use_storage_replication)
+        request = copy_api.check_params(
+            snapshot_id, dest_zone_ids, source_zone_id, storage_ids, use_storage_replication
+        )
         caller_id = self._snapshot_caller_id(caller, snapshot_id)
         with self._serving():
-            return copy_api.submit_api_job(self.rt, params, caller_id=caller_id)
+            return copy_api.submit_api_job(self.runner, request, caller_id=caller_id)
 
     def _account_id(self, caller: int | Account) -> int:
         if isinstance(caller, Account):
@@ -327,7 +333,7 @@ class Engine(Inventory):
     def poll_snapshot_schedules(self) -> list[AsyncJob]:
         """One run of the snapshot scheduler's poll now (spec §9.2); returns the jobs it submitted."""
         with self._serving():
-            return policies.poll(self.rt)
+            return policies.poll(self.runner)
 
     def start_background_tasks(self) -> None:
         """Start what a management server runs in the background: the snapshot scheduler and the storage GC.
@@ -337,14 +343,14 @@ class Engine(Inventory):
         These periodic tasks run when :meth:`run` is given ``until_ms``.
         """
         with self._serving():
-            policies.start_poller(self.rt)
-            gc.start_collector(self.rt)
+            policies.start_poller(self.runner)
+            gc.start_collector(self.runner)
             storpool_recovery.start_check(self.rt)  # StorPoolAbandonObjectsCollector's recovery check (spec §8)
 
     def collect_garbage(self) -> None:
         """Run the storage GC's snapshot work once now (spec §10.5)."""
         with self._serving():
-            gc.run_once(self.rt)
+            gc.run_once(self.runner)
 
     def check_storpool_recovery(self) -> storpool_recovery.RecoveryReport:
         """Run StorPool's recovery check once now: unexport copied snapshots, clear their details (spec §8)."""
@@ -358,12 +364,12 @@ class Engine(Inventory):
             InvalidValue: ``ms_id`` is another server's (crash that server's engine instead).
         """
         self._own(ms_id)
-        return restart.crash(self.rt)
+        return restart.crash(self.runner)
 
     def restart(self, ms_id: int | None = None) -> dict[str, int]:
         """Start this server again: the start-up cleanup of spec §10, in order; returns what each step touched."""
         self._own(ms_id)
-        return restart.restart(self.rt)
+        return restart.restart(self.runner)
 
     def on_management_node_left(self, ms_id: int) -> dict[str, int]:
         """A peer left: clean up its left-over jobs as ``onManagementNodeLeft`` does (spec §10.1)."""
@@ -386,6 +392,7 @@ class Engine(Inventory):
             clock=self.clock,
             profile=self.store.profile,
             definitions=self.store.definitions,
+            machines=self.store.machines,
         )
         return Engine(store, faults=self.faults, seed=seed, scheduler=self.scheduler)
 
@@ -439,8 +446,20 @@ class Engine(Inventory):
         """The job's status name (IN_PROGRESS, SUCCEEDED, FAILED, CANCELLED)."""
         return self.store.state_of(self.store.get(AsyncJob, job_id))
 
+    def snapshot_of(self, job: AsyncJob | int) -> Snapshot:
+        """The snapshot a createSnapshot, deleteSnapshot or copySnapshot job is about (its ``instance_id``).
 
-def _check_params(**params: object) -> dict[str, object]:
+        Raises:
+            NotFound: no such job, or its snapshot row is gone.
+            InvalidValue: the job is not about a snapshot (a VM work job).
+        """
+        row = self.store.get(AsyncJob, job if isinstance(job, int) else job.id)
+        if row.instance_type != "Snapshot" or row.instance_id is None:
+            raise InvalidValue("job", row.id, "a job about a snapshot (instance_type Snapshot)")
+        return self.store.get(Snapshot, row.instance_id)
+
+
+def _check_params(**params: object) -> SnapshotRequest:
     """Python-level argument checks (the tool's own bad input), before anything runs."""
     checks: dict[str, tuple[type | tuple[type, ...], str]] = {
         "volume_id": (int, "an integer volume id"),
@@ -455,21 +474,29 @@ def _check_params(**params: object) -> dict[str, object]:
         value = params[key]
         if not isinstance(value, types) or (isinstance(value, bool) and types is int):
             raise InvalidValue(f"createSnapshot {key}", value, expected)
-    out = dict(params)
+    ids: dict[str, tuple[int, ...]] = {}
     for key in ("zone_ids", "storage_ids"):
         values = params[key]
         if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
             raise InvalidValue(f"createSnapshot {key}", values, "a list of integer ids")
-        ids = list(values)
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in ids):
-            raise InvalidValue(f"createSnapshot {key}", ids, "a list of integer ids")
-        out[key] = ids
+        found = list(values)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in found):
+            raise InvalidValue(f"createSnapshot {key}", found, "a list of integer ids")
+        ids[key] = tuple(found)
     tags = params["tags"]
     if tags is not None and not (
         isinstance(tags, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items())
     ):
         raise InvalidValue("createSnapshot tags", tags, "a mapping of strings to strings")
-    out["tags"] = dict(tags) if isinstance(tags, Mapping) else {}
-    if out["name"] is None:
-        del out["name"]
-    return out
+    return SnapshotRequest(
+        volume_id=params["volume_id"],  # type: ignore[arg-type]
+        policy_id=params["policy_id"],  # type: ignore[arg-type]
+        name=params["name"],  # type: ignore[arg-type]
+        location_type=params["location_type"],  # type: ignore[arg-type]
+        async_backup=params["async_backup"],  # type: ignore[arg-type]
+        quiescevm=params["quiescevm"],  # type: ignore[arg-type]
+        zone_ids=ids["zone_ids"],
+        storage_ids=ids["storage_ids"],
+        use_storage_replication=params["use_storage_replication"],  # type: ignore[arg-type]
+        tags=tuple(tags.items()) if isinstance(tags, Mapping) else (),
+    )

@@ -256,3 +256,29 @@ class NoTransitionException(CloudException):
     """``com.cloud.utils.fsm.NoTransitionException``: CloudStack's StateMachine2 refusing an event (spec §1.2)."""
 
     java_name = "com.cloud.utils.fsm.NoTransitionException"
+
+
+class StepWithoutErrorTransition(SnapshotFSMError, RuntimeError):
+    """A step raised, but its transition names no ``on_error``: the definition misses an error transition."""
+
+
+class StepOrderError(SnapshotFSMError, RuntimeError):
+    """A step read what an earlier step of its workflow should have set: the definition runs steps out of order."""
+
+    def __init__(self, machine: str, field: str, setter: str) -> None:
+        self.machine = machine
+        self.field = field
+        super().__init__(f"{machine}: {field!r} is read before step {setter} sets it")
+
+
+class MsCrash(BaseException):
+    """Raised to stop a management server at a named point (fault plan ``crash``); unwinds to the engine.
+
+    A ``BaseException``, so that no ``except Exception`` on the way catches it: a crash is not an error the model
+    handles, it ends the server.
+    """
+
+    def __init__(self, ms_id: int, where: str) -> None:
+        self.ms_id = ms_id
+        self.where = where
+        super().__init__(f"management server {ms_id} crashed at {where}")

@@ -32,6 +32,7 @@ class SnapshotState(MachineNames, machine="snapshot", kind="state"):
     BackedUp: ClassVar[str]
     Destroying: ClassVar[str]
     Destroyed: ClassVar[str]
+    Hidden: ClassVar[str]
     Error: ClassVar[str]
 
 
@@ -67,7 +68,9 @@ class RefState(MachineNames, machine="snapshot_store_ref", kind="state"):
 
     Allocated: ClassVar[str]
     Creating: ClassVar[str]
+    Created: ClassVar[str]
     Ready: ClassVar[str]
+    Copying: ClassVar[str]
     Destroying: ClassVar[str]
     Destroyed: ClassVar[str]
     Hidden: ClassVar[str]
@@ -84,12 +87,26 @@ class RefEvent(MachineNames, machine="snapshot_store_ref", kind="event"):
 
 
 class JobState(MachineNames, machine="async_job", kind="state"):
-    """``JobInfo.Status`` (spec §4.1)."""
+    """``JobInfo.Status`` (spec §4.1); ``async_job.job_status`` stores the :meth:`ordinal` of one, not its name."""
 
     IN_PROGRESS: ClassVar[str]
     SUCCEEDED: ClassVar[str]
     FAILED: ClassVar[str]
     CANCELLED: ClassVar[str]
+
+    @staticmethod
+    def ordinal(name: str) -> int:
+        """The integer ``async_job.job_status`` holds for state ``name``, from ``states/async_job.toml``.
+
+        For SQL on the column: ``"job_status = ?", (JobState.ordinal(JobState.FAILED),)``; ``Store.state_of`` turns
+        a stored ordinal back into the name.
+
+        Raises:
+            DefinitionError: ``name`` is not a state of ``async_job``.
+        """
+        ordinal = project_definitions()["async_job"].state_def(name).ordinal
+        assert ordinal is not None  # the loader gives every state of a machine an ordinal, or none
+        return ordinal
 
 
 class JobEvent(MachineNames, machine="async_job", kind="event"):
@@ -161,3 +178,64 @@ class TakeState(MachineNames, machine="take_snapshot", kind="state"):
     Rejected: ClassVar[str]
     Succeeded: ClassVar[str]
     Failed: ClassVar[str]
+
+
+class Task(MachineNames, machine="backup_task", kind="event"):
+    """Events of the async backup task (states/backup_task.toml)."""
+
+    Run: ClassVar[str]
+    Backup: ClassVar[str]
+    MarkBackedUp: ClassVar[str]
+    CopyOnPools: ClassVar[str]
+    CopyAnswered: ClassVar[str]
+    CopyToZones: ClassVar[str]
+    ZoneCopiesDone: ClassVar[str]
+    PoolCopiesDone: ClassVar[str]
+    Finish: ClassVar[str]
+    Retry: ClassVar[str]
+    CleanUp: ClassVar[str]
+
+
+class Copy(MachineNames, machine="copy_snapshot", kind="event"):
+    """Events of the copy workflow (states/copy_snapshot.toml)."""
+
+    CopyToZone: ClassVar[str]
+    ZoneAnswered: ClassVar[str]
+    ZoneFailed: ClassVar[str]
+    CopyToPool: ClassVar[str]
+    PoolFailed: ClassVar[str]
+    Finish: ClassVar[str]
+
+
+class CopyJob(MachineNames, machine="copy_snapshot_job", kind="event"):
+    """Events of the copySnapshot job (states/copy_snapshot_job.toml)."""
+
+    Start: ClassVar[str]
+    Copied: ClassVar[str]
+    Fail: ClassVar[str]
+
+
+class Delete(MachineNames, machine="delete_snapshot", kind="event"):
+    """Events of the delete workflow (states/delete_snapshot.toml)."""
+
+    Start: ClassVar[str]
+    DriverAnswered: ClassVar[str]
+    Finish: ClassVar[str]
+    GiveUp: ClassVar[str]
+    Fail: ClassVar[str]
+
+
+class Retention(MachineNames, machine="retention", kind="event"):
+    """Events of retention (states/retention.toml)."""
+
+    DeleteOldest: ClassVar[str]
+    Deleted: ClassVar[str]
+    Finish: ClassVar[str]
+
+
+class Gc(MachineNames, machine="storage_gc", kind="event"):
+    """Events of the storage GC (states/storage_gc.toml)."""
+
+    Start: ClassVar[str]
+    DriverAnswered: ClassVar[str]
+    Finish: ClassVar[str]

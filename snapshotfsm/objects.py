@@ -21,6 +21,7 @@ from snapshotfsm.errors import (
     NoTransitionException,
     NullPointerException,
 )
+from snapshotfsm.names import RefEvent, RefState
 from snapshotfsm.store.records import Snapshot, SnapshotStoreRef, Volume
 from snapshotfsm.store.store import Store
 
@@ -68,14 +69,12 @@ def snapshot_event(store: Store, snapshot: Snapshot, event: str) -> Snapshot:
         raise NullPointerException(f"{exc} (the row was removed)") from exc
 
 
-def store_ref_event(
-    store: Store, ref: SnapshotStoreRef, event: str, answer: Answer | None = None
-) -> SnapshotStoreRef | None:
-    """``SnapshotObject.processEvent(ObjectInDataStore event[, answer])`` (spec §3).
+def store_ref_event(store: Store, ref: SnapshotStoreRef, event: str, answer: Answer | None = None) -> SnapshotStoreRef:
+    """``SnapshotObject.processEvent(ObjectInDataStore event[, answer])`` (spec §3); the ref as the move wrote it.
 
     With an answer, its install path and physical size are copied onto the ref first (here: in the same write).
     After ``OperationFailed``, a ref that is not ``Destroying`` is hard-deleted unless it is ``Ready``
-    (``deleteIfNotReady``); None is returned when the row is gone.
+    (``deleteIfNotReady``): the record returned is then the last state of a row that is gone.
 
     Raises:
         NoTransitionException: the store-ref machine has no such transition.
@@ -97,7 +96,6 @@ def store_ref_event(
         raise ConcurrentOperationException(
             f"Multiple threads are trying to update data object state, racing condition: {exc}"
         ) from exc
-    if event == "OperationFailed" and moved.state not in ("Destroying", "Ready"):
+    if event == RefEvent.OperationFailed and moved.state not in (RefState.Destroying, RefState.Ready):
         store.delete(moved, by="SnapshotObject.deleteIfNotReady")
-        return None
     return moved

@@ -137,8 +137,7 @@ class TestStateMachine:
         with pytest.raises(DefinitionError) as caught:
             StateMachine(load_file(path), steps)
         assert str(caught.value) == (
-            f"{path}: machine 'door', transition 1: calls: 'door.open' is not a registered step "
-            "(did you mean 'door.opening'?)"
+            f"{path}: machine 'door', transition 1: calls: 'door.open' is not a step (did you mean 'door.opening'?)"
         )
         assert (caught.value.path, caught.value.machine, caught.value.key) == (
             str(path),
@@ -153,7 +152,7 @@ class TestStateMachine:
         path = write_definition(door_workflow)
         with pytest.raises(DefinitionError) as caught:
             StateMachine(load_file(path))
-        assert str(caught.value) == f"{path}: machine 'door', transition 1: calls: 'door.open' is not a registered step"
+        assert str(caught.value) == f"{path}: machine 'door', transition 1: calls: 'door.open' is not a step"
 
     def test_structure_builds_a_workflow_without_its_steps(
         self, door_workflow: dict[str, Any], write_definition: Callable[..., Path]

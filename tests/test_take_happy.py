@@ -76,7 +76,7 @@ def strategy_of(cloud: Cloud, job_id: int) -> str:
     """The TAKE strategy the factory chose for the job, as the workflow row recorded it."""
     flow = cloud.engine.store.first(Workflow, "job_id = ? AND machine = 'take_snapshot'", (job_id,))
     assert flow is not None
-    return str(json.loads(flow.context)["flags"]["strategy"])
+    return str(json.loads(flow.context)["strategy"])
 
 
 def primary_path(cloud: Cloud, shape: str, taken: object) -> str:

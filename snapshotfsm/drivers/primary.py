@@ -86,9 +86,20 @@ class PrimaryDriver(Driver):
         """A driver's own bookkeeping once its snapshot exists (StorPool writes details, spec §8)."""
 
     def backup_snapshot(
-        self, snapshot: Snapshot, src_path: str, target: ImageStoreDriver, dest_path: str, callback: Callback
+        self,
+        snapshot: Snapshot,
+        src_path: str,
+        target: ImageStoreDriver,
+        dest_path: str,
+        callback: Callback,
+        *,
+        full: bool = True,
     ) -> None:
-        """``copyAsync`` of a snapshot from this pool to an image store (the backup of spec §5.8)."""
+        """``copyAsync`` of a snapshot from this pool to an image store (the backup of spec §5.8).
+
+        ``full`` is the strategy's backup plan (spec §7.3): a delta is written as an object of kind ``delta``. The
+        simulated copy holds the whole snapshot either way; sizes and parents of deltas are not modelled yet.
+        """
 
         def effect() -> Answer:
             source = self.find(src_path)
@@ -96,6 +107,7 @@ class PrimaryDriver(Driver):
                 return Answer(result=False, details=f"snapshot {src_path} does not exist on {self.pool.name}")
             target.put(
                 dest_path,
+                kind="snapshot" if full else "delta",
                 size=source.size,
                 physical_size=source.physical_size,
                 snapshot_id=snapshot.id,

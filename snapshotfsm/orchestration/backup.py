@@ -12,14 +12,14 @@ import logging
 from snapshotfsm.describe import snapshot_str
 from snapshotfsm.drivers.base import Answer
 from snapshotfsm.errors import CloudException, CloudRuntimeException, NoTransitionException, NullPointerException
-from snapshotfsm.names import RefEvent, RefState, SnapshotEvent, SnapshotState, Take
+from snapshotfsm.names import RefEvent, RefState, SnapshotEvent, SnapshotState, Take, Task
 from snapshotfsm.objects import snapshot_event, store_ref_event
-from snapshotfsm.orchestration.runner import Run, step
+from snapshotfsm.orchestration.contexts import BackupTaskContext, Machine, TakeContext
+from snapshotfsm.orchestration.contract import Reply, StepTable, Turn
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.orchestration.take import find_image_store, new_image_ref
 from snapshotfsm.store.records import Snapshot, SnapshotDetail, SnapshotStoreRef, StoragePool
-from snapshotfsm.strategies.base import BackupPlan, primary_ref
-from snapshotfsm.strategies.base import Take as TakeState
+from snapshotfsm.strategies.base import BackupKind, BackupPlan, SnapshotStrategy, SnapshotTake, primary_ref
 from snapshotfsm.strategies.default import MS_ID
 
 log = logging.getLogger(__name__)
@@ -28,20 +28,17 @@ NULL_COPY_ANSWER = 'java.lang.NullPointerException: Cannot invoke "Object.getCla
 """``e.toString()`` of the NullPointerException a null copy answer raises in ``SnapshotObject.processEvent``."""
 
 
-@step("backup.choose")
-def choose(run: Run) -> str:
+def choose(t: Turn[TakeContext]) -> str:
     """The TAKE strategy's ``backupSnapshot`` decides how (spec §5.4 step 7: the same strategy object backs up)."""
-    assert run.strategy is not None
-    assert run.take is not None
-    plan = run.strategy.backup_plan(run.rt.strategy_env, run.take)
-    run.flags["backup_plan"] = {"kind": plan.kind, "full": plan.full}
-    return Take.MarkBackedUp if plan.kind == "mark_backed_up" else Take.Copy
+    ctx = t.ctx
+    ctx.backup_plan = ctx.strategy.backup_plan(t.rt.strategy_env, ctx.take)
+    return Take.MarkBackedUp if ctx.backup_plan.kind is BackupKind.MARK_BACKED_UP else Take.Copy
 
 
 def start_backup(
-    rt: Runtime, take: TakeState, plan: BackupPlan, on_answer: object
+    rt: Runtime, take: SnapshotTake, plan: BackupPlan, on_answer: Reply
 ) -> tuple[Snapshot, SnapshotStoreRef]:
-    """``SnapshotServiceImpl.backupSnapshot`` up to ``copyAsync`` (spec §5.8 steps 1-3).
+    """``SnapshotServiceImpl.backupSnapshot`` up to ``copyAsync`` (spec §5.8 steps 1-3), as ``plan`` says.
 
     An exception before the copy starts puts the snapshot back: OperationNotPerformed when it was BackedUp (an
     archived original must not be deleted), else OperationFailed (Error); the failure is then rethrown.
@@ -62,7 +59,6 @@ def start_backup(
             )
         dest = new_image_ref(rt, snapshot, image.id)
         moved = store_ref_event(rt.store, dest, RefEvent.CreateOnlyRequested)
-        assert moved is not None
         src = primary_ref(rt.store, snapshot.id, take.pool.id)
         if src is None or src.install_path is None:
             raise CloudRuntimeException(f"no snapshot on primary storage to back up for {snapshot_str(snapshot)}")
@@ -72,7 +68,8 @@ def start_backup(
             src.install_path,
             rt.drivers.image(image),
             moved.install_path or "",
-            on_answer,  # type: ignore[arg-type]
+            on_answer,
+            full=plan.full,
         )
     except CloudException as exc:
         try:
@@ -85,28 +82,19 @@ def start_backup(
         except NoTransitionException:
             pass
         raise CloudRuntimeException(f"Failed to copy snapshot:{exc.java_name}: {exc.message}", cause=exc) from exc
-    del plan
     return snapshot, moved
 
 
-@step("backup.request")
-def request(run: Run) -> None:
+def request(t: Turn[TakeContext]) -> None:
     """Start the sync backup (spec §5.8 steps 1-3) and wait for the copy's answer."""
-    rt = run.rt
-    assert run.take is not None
-    plan = BackupPlan(**run.flags["backup_plan"])
-
-    def answered(answer: Answer | None) -> None:
-        run.answer = answer
-        rt.runner.fire(run, Take.BackupAnswered)
-
-    snapshot, dest = start_backup(rt, run.take, plan, answered)
-    run.take.snapshot = snapshot
-    run.flags["image_ref_id"] = dest.id
+    ctx = t.ctx
+    snapshot, dest = start_backup(t.rt, ctx.take, ctx.plan, t.reply(Take.BackupAnswered))
+    ctx.take.snapshot = snapshot
+    ctx.image_ref_id = dest.id
 
 
 def finish_backup(
-    rt: Runtime, take: TakeState, dest_id: int, answer: Answer | None, *, async_backup: bool
+    rt: Runtime, take: SnapshotTake, dest_id: int, answer: Answer | None, *, async_backup: bool
 ) -> str | None:
     """``copySnapshotAsyncCallback`` (spec §5.8 step 4); the failure text, or None on success.
 
@@ -138,29 +126,32 @@ def finish_backup(
     return None
 
 
-@step("backup.answered")
-def answered(run: Run) -> str:
+def answered(t: Turn[TakeContext]) -> str:
     """The copy answered: finish the backup; on success ``postSnapshotCreation`` and the CLVM ref removal."""
-    rt = run.rt
-    assert run.take is not None
-    assert run.strategy is not None
-    failure = finish_backup(rt, run.take, run.flags["image_ref_id"], run.answer, async_backup=False)
+    rt, ctx = t.rt, t.ctx
+    failure = finish_backup(rt, ctx.take, ctx.image_ref_id, t.answer, async_backup=False)
     if failure is not None:
         raise CloudRuntimeException(failure)
-    post_snapshot_creation(run)
-    if run.take.pool.pool_type == "CLVM":
-        ref = primary_ref(rt.store, run.take.snapshot.id, run.take.pool.id)
-        if ref is not None:
-            rt.store.delete(ref, by="SnapshotManagerImpl.removeClvmPrimarySnapshotStoreRefIfNeeded")
+    after_backup(rt, ctx.strategy, ctx.take)
     return Take.PostProcess
 
 
-def post_snapshot_creation(run: Run) -> None:
+def after_backup(rt: Runtime, strategy: SnapshotStrategy, take: SnapshotTake) -> None:
+    """After a backup: ``postSnapshotCreation`` (errors only logged, spec §5.9), then the CLVM primary ref removal.
+
+    ``removeClvmPrimarySnapshotStoreRefIfNeeded`` deletes a CLVM snapshot's primary ref once it is on secondary.
+    """
+    post_snapshot_creation(rt, strategy, take)
+    if take.pool.pool_type == "CLVM":
+        ref = primary_ref(rt.store, take.snapshot.id, take.pool.id)
+        if ref is not None:
+            rt.store.delete(ref, by="SnapshotManagerImpl.removeClvmPrimarySnapshotStoreRefIfNeeded")
+
+
+def post_snapshot_creation(rt: Runtime, strategy: SnapshotStrategy, take: SnapshotTake) -> None:
     """The strategy's ``postSnapshotCreation``; its errors are only logged (spec §5.9)."""
-    assert run.strategy is not None
-    assert run.take is not None
     try:
-        run.strategy.post_snapshot_creation(run.rt.strategy_env, run.take)
+        strategy.post_snapshot_creation(rt.strategy_env, take)
     except CloudException as exc:
         log.debug("postSnapshotCreation failed: %s", exc)
 
@@ -179,8 +170,7 @@ def cleanup_on_backup_failure(rt: Runtime, snapshot: Snapshot, pool: StoragePool
             ref = primary_ref(rt.store, snapshot.id, pool.id)
             if ref is not None:
                 moved = store_ref_event(rt.store, ref, RefEvent.DestroyRequested)
-                if moved is not None:
-                    store_ref_event(rt.store, moved, RefEvent.OperationSucceeded)
+                store_ref_event(rt.store, moved, RefEvent.OperationSucceeded)
             snapshot = snapshot_event(rt.store, snapshot, SnapshotEvent.OperationFailed)
         except NoTransitionException as exc:
             raise CloudRuntimeException(f"Failed to backup snapshot{snapshot_str(snapshot)}") from exc
@@ -189,7 +179,7 @@ def cleanup_on_backup_failure(rt: Runtime, snapshot: Snapshot, pool: StoragePool
         rt.store.remove(snapshot, by="cleanupOnSnapshotBackupFailure")
 
 
-def mark_storage_system_backed_up(rt: Runtime, take: TakeState) -> None:
+def mark_storage_system_backed_up(rt: Runtime, take: SnapshotTake) -> None:
     """``StorageSystemSnapshotStrategy.markAsBackedUp``: BackupToSecondary then OperationSucceeded, no copy.
 
     A refused event is answered with OperationFailed, itself only logged when refused.
@@ -204,12 +194,11 @@ def mark_storage_system_backed_up(rt: Runtime, take: TakeState) -> None:
     take.snapshot = snapshot
 
 
-@step("backup.mark_as_backed_up")
-def mark_as_backed_up(run: Run) -> str:
+def mark_as_backed_up(t: Turn[TakeContext]) -> str:
     """A StorageSystem snapshot that is not SECONDARY is marked BackedUp (spec §5.7), then postSnapshotCreation."""
-    assert run.take is not None
-    mark_storage_system_backed_up(run.rt, run.take)
-    post_snapshot_creation(run)
+    ctx = t.ctx
+    mark_storage_system_backed_up(t.rt, ctx.take)
+    post_snapshot_creation(t.rt, ctx.strategy, ctx.take)
     return Take.PostProcess
 
 
@@ -221,54 +210,76 @@ def mark_backed_up(rt: Runtime, snapshot: Snapshot) -> Snapshot:
         raise CloudRuntimeException(exc.message, cause=exc) from exc
 
 
-@step("backup.skip")
-def skip(run: Run) -> str:
+def skip(t: Turn[TakeContext]) -> str:
     """Backup off (spec §5.4 step 8): ``markBackedUp`` always, after scheduling a COPY task if asked for one.
 
     With pool ids and asyncbackup, a COPY task is scheduled first. The MS_ID detail is left behind (spec §13.3).
     """
-    rt = run.rt
-    assert run.take is not None
-    assert run.payload is not None
-    snapshot = rt.store.get(Snapshot, run.take.snapshot.id)
-    if run.payload.pool_ids and run.payload.async_backup:
-        from snapshotfsm.orchestration import backup_task  # noqa: PLC0415
-
-        backup_task.schedule_copy_task(run, snapshot)
-    run.take.snapshot = mark_backed_up(rt, snapshot)
+    rt, ctx = t.rt, t.ctx
+    snapshot = rt.store.get(Snapshot, ctx.take.snapshot.id)
+    if ctx.payload.pool_ids and ctx.payload.async_backup:
+        _schedule_task(t, snapshot, copy_only=True)
+    ctx.take.snapshot = mark_backed_up(rt, snapshot)
     return Take.PostProcess
 
 
-@step("backup.post_directly")
-def post_directly(run: Run) -> str:
+def post_directly(t: Turn[TakeContext]) -> str:
     """``postSnapshotDirectlyToSecondary`` (KVM file-based, backup on; spec §5.4 step 7, §13.2).
 
     The pre-created Allocated image ref gets the path and is set Ready directly; the snapshot is markBackedUp; the
     primary ref row is deleted and the MS_ID detail removed. asyncbackup is ignored on this path.
     """
-    rt = run.rt
-    assert run.take is not None
-    snapshot = rt.store.get(Snapshot, run.take.snapshot.id)
+    rt, ctx = t.rt, t.ctx
+    snapshot = rt.store.get(Snapshot, ctx.take.snapshot.id)
     image_ref = rt.store.first(
         SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Image' AND state = ?", (snapshot.id, RefState.Allocated)
     )
-    primary = primary_ref(rt.store, snapshot.id, run.take.pool.id)
+    primary = primary_ref(rt.store, snapshot.id, ctx.take.pool.id)
     if image_ref is None or primary is None:
         raise CloudRuntimeException(f"no Allocated image ref for {snapshot_str(snapshot)}")
     image_ref = rt.store.update(image_ref, install_path=primary.install_path)
     rt.store.write_state_directly(image_ref, RefState.Ready, by="postSnapshotDirectlyToSecondary")
-    run.take.snapshot = mark_backed_up(rt, snapshot)
+    ctx.take.snapshot = mark_backed_up(rt, snapshot)
     rt.store.delete(primary, by="postSnapshotDirectlyToSecondary (removeBySnapshotStore)")
     for detail in rt.store.find(SnapshotDetail, "snapshot_id = ? AND name = ?", (snapshot.id, MS_ID)):
         rt.store.delete(detail, by="SnapshotDetailsDao.removeDetail")
     return Take.PostProcess
 
 
-@step("backup.schedule")
-def schedule(run: Run) -> str:
+def schedule(t: Turn[TakeContext]) -> str:
     """asyncbackup: a BackupSnapshotTask is scheduled with delay 0 and the API job goes on (spec §7.2)."""
-    from snapshotfsm.orchestration import backup_task  # noqa: PLC0415
-
-    assert run.take is not None
-    backup_task.schedule_backup_task(run)
+    _schedule_task(t, t.ctx.take.snapshot, copy_only=False)
     return Take.PostProcess
+
+
+def _schedule_task(t: Turn[TakeContext], snapshot: Snapshot, *, copy_only: bool) -> None:
+    """``backupSnapshotToSecondary(async=true)``: a BackupSnapshotTask with ``attempts = backup.retry - 1``.
+
+    With ``copy_only`` (backup off, pool ids and asyncbackup, spec §5.4 step 8) the task only copies to the pools.
+    """
+    ctx = t.ctx
+    task = BackupTaskContext(
+        job_id=ctx.job_id,
+        snapshot_id=snapshot.id,
+        volume_id=snapshot.volume_id,
+        account_id=snapshot.account_id,
+        strategy=ctx.strategy,
+        payload=ctx.payload,
+        pool_id=ctx.take.pool.id,
+        attempts=t.rt.config.number("backup.retry") - 1,
+        zone_ids=ctx.payload.zone_ids,
+        pool_ids=ctx.payload.pool_ids,
+        copy_only=copy_only,
+    )
+    t.schedule(Machine.BACKUP_TASK, task, Task.Run, label=f"BackupSnapshotTask for snapshot {snapshot.id}")
+
+
+STEPS: StepTable = {
+    "backup.choose": choose,
+    "backup.request": request,
+    "backup.answered": answered,
+    "backup.mark_as_backed_up": mark_as_backed_up,
+    "backup.skip": skip,
+    "backup.post_directly": post_directly,
+    "backup.schedule": schedule,
+}

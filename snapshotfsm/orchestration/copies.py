@@ -8,14 +8,13 @@ the snapshot chain, oldest first, through the zone's image store (``queryCopySna
 
 A zone is planned when its turn comes (``copySnapshotChainToZone``): the chain, the destination store and the
 secondary-storage reservation, after the zones before it were copied. What CloudStack throws rather than returns
-(a zone with no image store, a strategy that throws) ends the workflow there, with the exception kept in
-``flags["thrown"]`` for the caller: the take job and the backup task log it, the copySnapshot API job fails with it.
+(a zone with no image store, a strategy that throws) ends the workflow there, with the exception kept in the
+context's ``thrown`` for the caller: the take job and the backup task log it, the copySnapshot API job fails with it.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar
 
 import attrs
 
@@ -27,10 +26,11 @@ from snapshotfsm.errors import (
     ResourceAllocationException,
     StorageUnavailableException,
 )
-from snapshotfsm.names import MachineNames, RefEvent, RefState
+from snapshotfsm.names import Copy, RefEvent, RefState
 from snapshotfsm.objects import store_ref_event
 from snapshotfsm.orchestration import accounting
-from snapshotfsm.orchestration.runner import Run, step
+from snapshotfsm.orchestration.contexts import CopyContext, PoolTarget, Thrown, ZoneTarget
+from snapshotfsm.orchestration.contract import StepTable, Turn
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.store.records import (
     SYSTEM_ACCOUNT_ID,
@@ -47,17 +47,6 @@ from snapshotfsm.strategies.base import Operation, primary_ref
 log = logging.getLogger(__name__)
 
 
-class Copy(MachineNames, machine="copy_snapshot", kind="event"):
-    """Events of the copy workflow (states/copy_snapshot.toml)."""
-
-    CopyToZone: ClassVar[str]
-    ZoneAnswered: ClassVar[str]
-    ZoneFailed: ClassVar[str]
-    CopyToPool: ClassVar[str]
-    PoolFailed: ClassVar[str]
-    Finish: ClassVar[str]
-
-
 def zone_image_store(rt: Runtime, snapshot_id: int, zone_id: int) -> ImageStore | None:
     """``getSnapshotZoneImageStore``: an image store of the zone holding a Ready ref of the snapshot."""
     for ref in rt.store.find(
@@ -69,7 +58,7 @@ def zone_image_store(rt: Runtime, snapshot_id: int, zone_id: int) -> ImageStore 
     return None
 
 
-def _plan_zone(rt: Runtime, snapshot: Snapshot, src: ImageStore | None, zone: Zone | None) -> dict[str, Any]:
+def _plan_zone(rt: Runtime, snapshot: Snapshot, src: ImageStore | None, zone: Zone | None, target: ZoneTarget) -> None:
     """``copySnapshotChainToZone``: the chain back to a snapshot already in the zone, oldest first, and where to.
 
     Raises:
@@ -122,7 +111,10 @@ def _plan_zone(rt: Runtime, snapshot: Snapshot, src: ImageStore | None, zone: Zo
         owner = rt.store.get(Account, snapshot.account_id)
         accounting.check_limit(rt, owner, accounting.SECONDARY_STORAGE, size)
     chain.reverse()
-    return {"chain": chain, "size": size, "dest": dest.id if dest else None}
+    target.planned = True
+    target.chain = tuple(chain)
+    target.size = size
+    target.dest = dest.id if dest is not None else None
 
 
 def _already_in_store(rt: Runtime, snapshot_id: int, dest: ImageStore) -> bool:
@@ -144,25 +136,33 @@ def _already_in_store(rt: Runtime, snapshot_id: int, dest: ImageStore) -> bool:
         ref = rt.store.update(ref, display=True)
         rt.store.write_state_directly(ref, RefState.Ready, by="checkAndProcessSnapshotAlreadyExistInStore")
         return True
-    if ref.state not in (RefState.Creating, "Copying"):
+    if ref.state not in (RefState.Creating, RefState.Copying):
         rt.store.delete(ref, by="checkAndProcessSnapshotAlreadyExistInStore (removeBySnapshotStore)")
     return False
 
 
-def _calling(run: Run) -> tuple[int, int]:
-    """The calling user and account of CloudStack's CallContext (the system's, 1 and 1, in a background task)."""
-    user = run.user_id if run.user_id is not None else SYSTEM_ACCOUNT_ID
-    account = run.caller_id if run.caller_id is not None else SYSTEM_ACCOUNT_ID
-    return user, account
+def _copy_context(
+    snapshot: Snapshot, targets: list[ZoneTarget | PoolTarget], *, user_id: int, account_id: int, job_id: int
+) -> CopyContext:
+    return CopyContext(
+        job_id=job_id,
+        snapshot_id=snapshot.id,
+        volume_id=snapshot.volume_id,
+        account_id=snapshot.account_id,
+        calling_user_id=user_id,
+        calling_account_id=account_id,
+        targets=targets,
+    )
 
 
-def start_zone_copies(parent: Run, snapshot: Snapshot, zone_ids: list[int], *, resume_event: str) -> None:
-    """``copyNewSnapshotToZones``: action event started, then the copy workflow; ``parent`` waits for it.
+def zone_copies(
+    rt: Runtime, snapshot: Snapshot, zone_ids: list[int], *, user_id: int, account_id: int, job_id: int
+) -> CopyContext:
+    """``copyNewSnapshotToZones`` up to its copy loop: the action event started, the copy workflow's context.
 
-    The action events are the calling user's and account's (the system's in the async backup task).
+    The action events are the calling user's and account's (the system's in the async backup task). The caller
+    spawns the workflow with :func:`next_target` and waits for it.
     """
-    rt = parent.rt
-    user_id, account_id = _calling(parent)
     accounting.action_event(
         rt,
         "SNAPSHOT.COPY",
@@ -173,163 +173,152 @@ def start_zone_copies(parent: Run, snapshot: Snapshot, zone_ids: list[int], *, r
         state="Started",
     )
     src = zone_image_store(rt, snapshot.id, snapshot.data_center_id)
-    targets: list[dict[str, Any]] = []
-    failed: list[int] = []
+    ctx = _copy_context(snapshot, [], user_id=user_id, account_id=account_id, job_id=job_id)
+    ctx.zone_ids = tuple(zone_ids)
+    ctx.action_event = True
     if src is None:
         log.error(
             "Unable to find an image store for zone %s where snapshot %s is in Ready state",
             snapshot.data_center_id,
             snapshot.id,
         )
-        failed = list(zone_ids)
+        ctx.failed_zones = list(zone_ids)
     else:
-        targets = [{"kind": "zone", "zone_id": zone_id} for zone_id in zone_ids]
-    _start(
-        parent,
-        snapshot,
-        targets,
-        resume_event,
-        {"zone_ids": zone_ids, "failed_zones": failed, "event": True, "src": src.id if src else None},
-    )
+        ctx.src = src.id
+        ctx.targets = [ZoneTarget(zone_id=zone_id) for zone_id in zone_ids]
+    return ctx
 
 
-def start_pool_copies(parent: Run, snapshot: Snapshot, pool_ids: list[int], *, resume_event: str) -> None:
+def pool_copies(
+    rt: Runtime, snapshot: Snapshot, pool_ids: list[int], *, user_id: int, account_id: int, job_id: int
+) -> CopyContext:
     """``copyNewSnapshotToZonesOnPrimary``: the COPY strategy for each pool; none found is only logged."""
-    _start(parent, snapshot, _pool_targets(parent.rt, snapshot, pool_ids), resume_event, {})
+    targets: list[ZoneTarget | PoolTarget] = list(_pool_targets(rt, snapshot, pool_ids))
+    return _copy_context(snapshot, targets, user_id=user_id, account_id=account_id, job_id=job_id)
 
 
-def start_copies(
-    parent: Run,
+def api_copies(
+    rt: Runtime,
     snapshot: Snapshot,
     *,
     zone_ids: list[int],
     pool_ids: list[int],
     src_store_id: int | None,
-    resume_event: str,
-) -> Run:
+    user_id: int,
+    account_id: int,
+    job_id: int,
+) -> CopyContext:
     """The copySnapshot API's copies (spec §7.4): the pools first, then the zones, in one workflow.
 
     ``copySnapshotToPrimaryDifferentZone`` (``copyNewSnapshotToZonesOnPrimary``), then ``copySnapshotToZones`` from
     the image store ``src_store_id`` (None when the snapshot is on no image store of the source zone: a zone copy
     then dereferences it). Unlike ``copyNewSnapshotToZones`` this writes no SNAPSHOT.COPY action events of its own
-    (the API's ``@ActionEvent`` does). Returns the workflow; ``parent`` is resumed with ``resume_event`` when it ends.
+    (the API's ``@ActionEvent`` does).
     """
-    targets = _pool_targets(parent.rt, snapshot, pool_ids) + [{"kind": "zone", "zone_id": z} for z in zone_ids]
-    _start(parent, snapshot, targets, resume_event, {"zone_ids": zone_ids, "failed_zones": [], "src": src_store_id})
-    return parent.children[-1]
+    targets: list[ZoneTarget | PoolTarget] = [*_pool_targets(rt, snapshot, pool_ids)]
+    targets.extend(ZoneTarget(zone_id=z) for z in zone_ids)
+    ctx = _copy_context(snapshot, targets, user_id=user_id, account_id=account_id, job_id=job_id)
+    ctx.zone_ids = tuple(zone_ids)
+    ctx.src = src_store_id
+    return ctx
 
 
-def _pool_targets(rt: Runtime, snapshot: Snapshot, pool_ids: list[int]) -> list[dict[str, Any]]:
+def _pool_targets(rt: Runtime, snapshot: Snapshot, pool_ids: list[int]) -> list[PoolTarget]:
     if not pool_ids:
         return []
     strategy = rt.factory.best(rt.strategy_env, snapshot, Operation.COPY)
     if strategy is None:
         log.info("Unable to find snapshot strategy to handle the copy of a snapshot with id %s", snapshot.uuid)
         return []
-    return [{"kind": "pool", "pool_id": pool_id} for pool_id in pool_ids]
+    return [PoolTarget(pool_id) for pool_id in pool_ids]
 
 
-def _start(
-    parent: Run, snapshot: Snapshot, targets: list[dict[str, Any]], resume_event: str, extra: dict[str, Any]
-) -> None:
-    rt = parent.rt
-    child = rt.runner.start_child(
-        parent,
-        "copy_snapshot",
-        {
-            "snapshot_id": snapshot.id,
-            "volume_id": snapshot.volume_id,
-            "account_id": snapshot.account_id,
-            "caller_id": parent.caller_id,
-            "user_id": parent.user_id,
-            "flags": {"targets": targets, "position": 0, "chain_index": 0, "done": [], **extra},
-        },
-        resume_event=resume_event,
-    )
-    rt.runner.fire(child, next_target(child))
-
-
-def next_target(run: Run) -> str:
+def next_target(rt: Runtime, ctx: CopyContext) -> str:
     """The event for the next target, or Finish.
 
     A zone is planned when its turn comes, and snapshots of its chain already in the destination store
     (``checkAndProcessSnapshotAlreadyExistInStore``: Ready, or Hidden made Ready) are passed over without a copy.
     """
-    rt = run.rt
-    flags = run.flags
-    while flags["position"] < len(flags["targets"]):
-        target = flags["targets"][flags["position"]]
-        if target["kind"] == "pool":
+    while ctx.position < len(ctx.targets):
+        target = ctx.targets[ctx.position]
+        if isinstance(target, PoolTarget):
             return Copy.CopyToPool
-        if "chain" not in target and not _plan(run, target):
+        if not target.planned and not _plan(rt, ctx, target):
             continue
-        while flags["chain_index"] < len(target["chain"]):
-            dest = rt.store.get(ImageStore, target["dest"])
-            if not _already_in_store(rt, target["chain"][flags["chain_index"]], dest):
+        while ctx.chain_index < len(target.chain):
+            dest = rt.store.get(ImageStore, _dest(target))
+            if not _already_in_store(rt, target.chain[ctx.chain_index], dest):
                 return Copy.CopyToZone
-            flags["chain_index"] += 1
-        _zone_done(run, target)
+            ctx.chain_index += 1
+        _zone_done(ctx, target)
     return Copy.Finish
 
 
-def _plan(run: Run, target: dict[str, Any]) -> bool:
+def _dest(target: ZoneTarget) -> int:
+    if target.dest is None:
+        raise CloudRuntimeException(f"zone {target.zone_id} has a chain to copy but no destination image store")
+    return target.dest
+
+
+def _plan(rt: Runtime, ctx: CopyContext, target: ZoneTarget) -> bool:
     """Plan the zone ``target``; False when the zone failed (reservation refused) or the workflow was aborted."""
-    rt = run.rt
-    snapshot = rt.store.get(Snapshot, run.snapshot_id or 0)
-    src = rt.store.first(ImageStore, "id = ?", (run.flags.get("src"),))
-    zone = rt.store.first(Zone, "id = ?", (target["zone_id"],))
+    snapshot = rt.store.get(Snapshot, ctx.snapshot_id)
+    src = rt.store.first(ImageStore, "id = ?", (ctx.src,))
+    zone = rt.store.first(Zone, "id = ?", (target.zone_id,))
     try:
-        target.update(_plan_zone(rt, snapshot, src, zone))
+        _plan_zone(rt, snapshot, src, zone, target)
     except ResourceAllocationException as exc:
         log.warning("Unable to allocate secondary storage resources for snapshot chain for %s: %s", snapshot.id, exc)
-        _zone_failed(run, target, exc.message)
+        _zone_failed(ctx, target, exc.message)
         return False
     except CloudException as exc:
-        abort(run, exc)
+        abort(ctx, exc)
         return False
     return True
 
 
-def abort(run: Run, exc: CloudException) -> None:
+def abort(ctx: CopyContext, exc: CloudException) -> None:
     """What CloudStack throws out of the copy loop: the remaining targets are skipped; the caller gets ``exc``."""
-    log.error("Error while copying snapshot %s: %s: %s", run.snapshot_id, exc.java_name, exc.message)
-    run.flags["thrown"] = {
-        "type": exc.java_name,
-        "message": exc.message,
+    log.error("Error while copying snapshot %s: %s: %s", ctx.snapshot_id, exc.java_name, exc.message)
+    ctx.thrown = Thrown(
+        type=exc.java_name,
+        message=exc.message,
         # copyNewSnapshotToZones catches these and goes on to its completed action event.
-        "caught_by_zone_copies": isinstance(
+        caught_by_zone_copies=isinstance(
             exc, (ResourceAllocationException, StorageUnavailableException, CloudRuntimeException)
         ),
-    }
-    run.flags["position"] = len(run.flags["targets"])
-    run.flags["chain_index"] = 0
+    )
+    ctx.position = len(ctx.targets)
+    ctx.chain_index = 0
 
 
-def _zone_done(run: Run, target: dict[str, Any]) -> None:
-    run.flags["done"].append(target["zone_id"])
-    run.flags["position"] += 1
-    run.flags["chain_index"] = 0
+def _zone_done(ctx: CopyContext, target: ZoneTarget) -> None:
+    ctx.done.append(target.zone_id)
+    ctx.position += 1
+    ctx.chain_index = 0
 
 
-def _zone_failed(run: Run, target: dict[str, Any], why: str) -> None:
-    log.error("Failed to copy snapshot %s to zone %s: %s", run.snapshot_id, target["zone_id"], why)
-    run.flags.setdefault("failed_zones", []).append(target["zone_id"])
-    run.flags["position"] += 1
-    run.flags["chain_index"] = 0
+def _zone_failed(ctx: CopyContext, target: ZoneTarget, why: str) -> None:
+    log.error("Failed to copy snapshot %s to zone %s: %s", ctx.snapshot_id, target.zone_id, why)
+    ctx.failed_zones.append(target.zone_id)
+    ctx.position += 1
+    ctx.chain_index = 0
 
 
-@step("copies.start_zone_copy")
-def start_zone_copy(run: Run) -> str | None:
+def start_zone_copy(t: Turn[CopyContext]) -> None:
     """``copySnapshotToZone`` for one snapshot of the chain: the download URL, then the destination ref and copy."""
-    rt = run.rt
-    target = run.flags["targets"][run.flags["position"]]
-    snapshot = rt.store.get(Snapshot, target["chain"][run.flags["chain_index"]])
-    dest = rt.store.get(ImageStore, target["dest"])
-    src_store = rt.store.get(ImageStore, run.flags["src"])
+    rt, ctx = t.rt, t.ctx
+    target = ctx.zone_target()
+    snapshot = rt.store.get(Snapshot, target.chain[ctx.chain_index])
+    dest = rt.store.get(ImageStore, _dest(target))
+    src_store = rt.store.get(ImageStore, ctx.src) if ctx.src is not None else None
+    if src_store is None:
+        raise NullPointerException('Cannot invoke "DataStore.getId()" because "srcSecStore" is null')
     src_ref = rt.store.first(
         SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Image' AND store_id = ?", (snapshot.id, src_store.id)
     )
-    assert src_ref is not None
+    if src_ref is None:
+        raise NullPointerException(f"snapshot {snapshot.id} has no ref on image store {src_store.id} to copy from")
     source = rt.drivers.image(src_store)
     query = source.call_sync(
         "querySnapshotZoneCopy",
@@ -354,54 +343,47 @@ def start_zone_copy(run: Run) -> str | None:
         )
     )
     moved = store_ref_event(rt.store, ref, RefEvent.CreateOnlyRequested)
-    assert moved is not None
-    run.flags["dest_ref_id"] = moved.id
-
-    def answered(answer: Answer | None) -> None:
-        run.answer = answer
-        rt.runner.fire(run, Copy.ZoneAnswered)
-
+    ctx.dest_ref_id = moved.id
     try:
-        rt.drivers.image(dest).copy_from(snapshot, query.path, src_ref.size, src_ref.physical_size, answered)
+        rt.drivers.image(dest).copy_from(
+            snapshot, query.path, src_ref.size, src_ref.physical_size, t.reply(Copy.ZoneAnswered)
+        )
     except CloudException:
         # SnapshotServiceImpl.copySnapshot(snapshot, url, store) catches a createAsync that throws: the new ref
         # OperationFailed (its row deleted), and the future fails with the message.
         store_ref_event(rt.store, moved, RefEvent.OperationFailed)
         raise
-    return None
 
 
-@step("copies.zone_answered")
-def zone_answered(run: Run) -> str:
+def zone_answered(t: Turn[CopyContext]) -> str:
     """The copy's answer: the destination ref Ready and the bookkeeping of one copied snapshot, or a failure."""
-    rt = run.rt
-    target = run.flags["targets"][run.flags["position"]]
-    snapshot = rt.store.get(Snapshot, target["chain"][run.flags["chain_index"]])
-    ref = rt.store.get(SnapshotStoreRef, run.flags["dest_ref_id"])
-    answer: Answer | None = run.answer
+    rt, ctx = t.rt, t.ctx
+    target = ctx.zone_target()
+    snapshot = rt.store.get(Snapshot, target.chain[ctx.chain_index])
+    ref = rt.store.get(SnapshotStoreRef, ctx.dest_ref_id)
+    answer = t.answer
     if answer is None or not answer.result:
         store_ref_event(rt.store, ref, RefEvent.OperationFailed)
         raise CloudRuntimeException(
-            f"Copy snapshot ID: {snapshot.id} failed for image store {target['dest']}: "
+            f"Copy snapshot ID: {snapshot.id} failed for image store {target.dest}: "
             f"{answer.details if answer else 'null answer'}"
         )
     store_ref_event(rt.store, ref, RefEvent.OperationSucceeded, answer)
-    add_to_zone(rt, snapshot.id, target["zone_id"])
+    add_to_zone(rt, snapshot.id, target.zone_id)
     accounting.change_count(rt, snapshot.account_id, accounting.SECONDARY_STORAGE, ref.size)
     if snapshot.account_id != SYSTEM_ACCOUNT_ID:
         accounting.usage(
-            rt, "SNAPSHOT.COPY", snapshot, size=snapshot.size, virtual_size=snapshot.size, zone_id=target["zone_id"]
+            rt, "SNAPSHOT.COPY", snapshot, size=snapshot.size, virtual_size=snapshot.size, zone_id=target.zone_id
         )
-    run.flags["chain_index"] += 1
-    return next_target(run)
+    ctx.chain_index += 1
+    return next_target(rt, ctx)
 
 
-@step("copies.zone_failed")
-def zone_failed(run: Run) -> str:
+def zone_failed(t: Turn[CopyContext]) -> str:
     """A zone's copy failed: the rest of its chain is skipped and the next target tried."""
-    target = run.flags["targets"][run.flags["position"]]
-    _zone_failed(run, target, run.error.message if run.error else "failed")
-    return next_target(run)
+    ctx = t.ctx
+    _zone_failed(ctx, ctx.zone_target(), ctx.failure().message)
+    return next_target(t.rt, ctx)
 
 
 def add_to_zone(rt: Runtime, snapshot_id: int, zone_id: int) -> None:
@@ -415,13 +397,14 @@ def add_to_zone(rt: Runtime, snapshot_id: int, zone_id: int) -> None:
     )
 
 
-@step("copies.copy_to_pool")
-def copy_to_pool(run: Run) -> str:
+def copy_to_pool(t: Turn[CopyContext]) -> str:
     """``copySnapshotOnPool`` (spec §7.4): destination primary ref, the COPY strategy, then the bookkeeping."""
-    rt = run.rt
-    target = run.flags["targets"][run.flags["position"]]
-    snapshot = rt.store.get(Snapshot, run.snapshot_id or 0)
-    pool = rt.store.get(StoragePool, target["pool_id"])
+    rt, ctx = t.rt, t.ctx
+    target = ctx.target()
+    if not isinstance(target, PoolTarget):
+        raise CloudRuntimeException(f"copy target {ctx.position} is not a pool")
+    snapshot = rt.store.get(Snapshot, ctx.snapshot_id)
+    pool = rt.store.get(StoragePool, target.pool_id)
     strategy = rt.factory.best(rt.strategy_env, snapshot, Operation.COPY)
     src = rt.store.first(
         SnapshotStoreRef,
@@ -443,8 +426,8 @@ def copy_to_pool(run: Run) -> str:
                 last_updated=rt.clock.timestamp(),
             )
         )
-    run.flags["position"] += 1
-    run.flags["pool_id"] = pool.id
+    ctx.position += 1
+    ctx.pool_id = pool.id
     if src is None or strategy is None:
         raise CloudRuntimeException(f"Failed to copy snapshot{dest.id}")
     if dest.state == RefState.Allocated:
@@ -455,7 +438,6 @@ def copy_to_pool(run: Run) -> str:
         raise CloudRuntimeException(
             f"Cannot copy snapshot to another storage in different zone. It's not in the right state {src.state}"
         )
-    assert moved is not None
     try:
         error = strategy.copy_snapshot(rt.strategy_env, snapshot, src, pool)
     except CloudException as exc:
@@ -463,7 +445,7 @@ def copy_to_pool(run: Run) -> str:
         # copySnapshotOnPool and the loop over the pools (the remaining targets are not tried).
         store_ref_event(rt.store, moved, RefEvent.OperationFailed)
         thrown = CloudRuntimeException(f"Failed to copy snapshot{snapshot.id}", cause=exc)
-        abort(run, thrown)
+        abort(ctx, thrown)
         raise thrown from exc
     if error is not None:
         store_ref_event(rt.store, moved, RefEvent.OperationFailed)
@@ -473,7 +455,7 @@ def copy_to_pool(run: Run) -> str:
     add_to_zone(rt, snapshot.id, pool.data_center_id)
     # The increment passes the calling *user* id where an account id is expected (spec §7.4); the usage event,
     # written unless that user id is the system account's id, goes to the calling account, not to the owner.
-    user_id, account_id = _calling(run)
+    user_id, account_id = ctx.calling_user_id, ctx.calling_account_id
     accounting.change_count(rt, user_id, accounting.PRIMARY_STORAGE, snapshot.size)
     if user_id != SYSTEM_ACCOUNT_ID:
         accounting.usage(
@@ -484,20 +466,19 @@ def copy_to_pool(run: Run) -> str:
             virtual_size=snapshot.size,
             zone_id=pool.data_center_id,
         )
-    run.flags.setdefault("copied_pools", []).append(pool.id)
-    return next_target(run)
+    ctx.copied_pools.append(pool.id)
+    return next_target(rt, ctx)
 
 
-@step("copies.pool_failed")
-def pool_failed(run: Run) -> str:
+def pool_failed(t: Turn[CopyContext]) -> str:
     """A pool copy failed: logged, next target."""
-    log.debug("pool copy failed: %s", run.error.message if run.error else "")
-    run.flags.setdefault("failed_pools", []).append(run.flags["pool_id"])
-    return next_target(run)
+    ctx = t.ctx
+    log.debug("pool copy failed: %s", ctx.failure().message)
+    ctx.failed_pools.append(ctx.pool_id)
+    return next_target(t.rt, ctx)
 
 
-@step("copies.finish")
-def finish(run: Run) -> None:
+def finish(t: Turn[CopyContext]) -> None:
     """All targets tried; for ``copyNewSnapshotToZones``, the completed action event.
 
     INFO "Completed copying ..." when fewer zones failed than were asked for, else ERROR "... failed". Upstream
@@ -505,28 +486,34 @@ def finish(run: Run) -> None:
     destination zone is listed, failed ones included; and a zone without an image store aborts the loop with
     nothing counted as failed, so the event says "Completed" then too.
     """
-    flags = run.flags
-    if not flags.get("event"):
+    rt, ctx = t.rt, t.ctx
+    if not ctx.action_event:
         return
-    thrown = flags.get("thrown")
-    if thrown is not None and not thrown["caught_by_zone_copies"]:
+    if ctx.thrown is not None and not ctx.thrown.caught_by_zone_copies:
         return  # the exception escapes copyNewSnapshotToZones before its completed event
-    rt = run.rt
-    snapshot = rt.store.get(Snapshot, run.snapshot_id or 0)
-    zone_ids: list[int] = flags["zone_ids"]
-    if len(flags.get("failed_zones", [])) < len(zone_ids):
-        names = ", ".join(zone.name for z in zone_ids if (zone := rt.store.first(Zone, "id = ?", (z,))) is not None)
+    snapshot = rt.store.get(Snapshot, ctx.snapshot_id)
+    if len(ctx.failed_zones) < len(ctx.zone_ids):
+        names = ", ".join(zone.name for z in ctx.zone_ids if (zone := rt.store.first(Zone, "id = ?", (z,))) is not None)
         text, level = f"Completed copying snapshot ID: {snapshot.uuid} to zone(s): {names}", "INFO"
     else:
         text, level = f"Copying snapshot ID: {snapshot.uuid} failed", "ERROR"
-    user_id, account_id = _calling(run)
     accounting.action_event(
         rt,
         "SNAPSHOT.COPY",
         text,
-        user_id=user_id,
-        account_id=account_id,
+        user_id=ctx.calling_user_id,
+        account_id=ctx.calling_account_id,
         resource_id=snapshot.id,
         state="Completed",
         level=level,
     )
+
+
+STEPS: StepTable = {
+    "copies.start_zone_copy": start_zone_copy,
+    "copies.zone_answered": zone_answered,
+    "copies.zone_failed": zone_failed,
+    "copies.copy_to_pool": copy_to_pool,
+    "copies.pool_failed": pool_failed,
+    "copies.finish": finish,
+}

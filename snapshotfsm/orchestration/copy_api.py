@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any, ClassVar
 
 from snapshotfsm.drivers.base import CAN_COPY_SNAPSHOT_BETWEEN_ZONES_AND_SAME_POOL_TYPE
 from snapshotfsm.errors import (
@@ -34,17 +33,19 @@ from snapshotfsm.errors import (
     ServerApiException,
     StorageUnavailableException,
 )
-from snapshotfsm.names import JobEvent, MachineNames, SnapshotState
+from snapshotfsm.names import CopyJob, JobEvent, SnapshotState
 from snapshotfsm.orchestration import accounting, copies
-from snapshotfsm.orchestration.api import (
+from snapshotfsm.orchestration.api_errors import (
     INTERNAL_ERROR,
     PARAM_ERROR,
     RESOURCE_ALLOCATION_ERROR,
-    add_pools_for_copy_to_primary,
-    check_access,
+    RESOURCE_UNAVAILABLE_ERROR,
 )
+from snapshotfsm.orchestration.contexts import CopyJobContext, CopyRequest, Machine, Thrown
+from snapshotfsm.orchestration.contract import StepTable, Turn
 from snapshotfsm.orchestration.jobs import complete, insert_api_job, serialized_response, succeed_with_snapshot
-from snapshotfsm.orchestration.runner import Run, step
+from snapshotfsm.orchestration.lookups import add_pools_for_copy_to_primary, check_access, check_one_pool_per_zone
+from snapshotfsm.orchestration.runner import Runner
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.store.records import (
     SYSTEM_ACCOUNT_ID,
@@ -60,17 +61,8 @@ from snapshotfsm.strategies.base import primary_ref
 log = logging.getLogger(__name__)
 
 COPY_SNAPSHOT_CMD = "org.apache.cloudstack.api.command.user.snapshot.CopySnapshotCmd"
-RESOURCE_UNAVAILABLE_ERROR = 534
 EVENT_DESCRIPTION = "copying snapshot"
 """The ``@ActionEvent`` description of ``SnapshotManagerImpl.copySnapshot``."""
-
-
-class CopyJob(MachineNames, machine="copy_snapshot_job", kind="event"):
-    """Events of the copySnapshot job (states/copy_snapshot_job.toml)."""
-
-    Start: ClassVar[str]
-    Copied: ClassVar[str]
-    Fail: ClassVar[str]
 
 
 def check_params(
@@ -79,128 +71,129 @@ def check_params(
     source_zone_id: object,
     storage_ids: object,
     use_storage_replication: object,
-) -> dict[str, Any]:
-    """Python-level argument checks (the tool's own bad input), before anything runs; returns the job's params.
+) -> CopyRequest:
+    """Python-level argument checks (the tool's own bad input), before anything runs; returns the job's request.
 
     Raises:
         InvalidValue: an argument of the wrong type.
     """
 
-    def one_id(name: str, value: object, *, optional: bool = False) -> None:
-        if optional and value is None:
-            return
+    def one_id(name: str, value: object, expected: str = "an integer id") -> int:
         if not isinstance(value, int) or isinstance(value, bool):
-            raise InvalidValue(f"copySnapshot {name}", value, "an integer id" + (" or None" if optional else ""))
+            raise InvalidValue(f"copySnapshot {name}", value, expected)
+        return value
 
-    def ids(name: str, values: object) -> list[int]:
+    def ids(name: str, values: object) -> tuple[int, ...]:
         if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
             raise InvalidValue(f"copySnapshot {name}", values, "a list of integer ids")
         out = list(values)
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in out):
             raise InvalidValue(f"copySnapshot {name}", out, "a list of integer ids")
-        return out
+        return tuple(out)
 
-    one_id("id", snapshot_id)
-    one_id("sourcezoneid", source_zone_id, optional=True)
+    snapshot = one_id("id", snapshot_id)
+    source = None if source_zone_id is None else one_id("sourcezoneid", source_zone_id, "an integer id or None")
     if not isinstance(use_storage_replication, bool):
         raise InvalidValue("copySnapshot usestoragereplication", use_storage_replication, "a bool")
-    return {
-        "id": snapshot_id,
-        "sourcezoneid": source_zone_id,
-        "destzoneids": ids("destzoneids", dest_zone_ids),
-        "storageids": ids("storageids", storage_ids),
-        "usestoragereplication": use_storage_replication,
-    }
+    return CopyRequest(
+        id=snapshot,
+        sourcezoneid=source,
+        destzoneids=ids("destzoneids", dest_zone_ids),
+        storageids=ids("storageids", storage_ids),
+        usestoragereplication=use_storage_replication,
+    )
 
 
-def submit_api_job(rt: Runtime, params: dict[str, Any], *, caller_id: int) -> AsyncJob:
+def submit_api_job(runner: Runner, request: CopyRequest, *, caller_id: int) -> AsyncJob:
     """``ApiServer.queueCommand`` for copySnapshot: the Scheduled action event, the job, dispatched at once.
 
-    ``params`` comes from :func:`check_params`. The snapshot is looked up only in the job, as ``deleteSnapshot``'s
-    is: an unknown or removed id fails the job with "Unable to find snapshot with id".
+    The snapshot is looked up only in the job, as ``deleteSnapshot``'s is: an unknown or removed id fails the job
+    with "Unable to find snapshot with id".
     """
-    snapshot_id: int = params["id"]
-    snapshot = rt.store.first(Snapshot, "id = ?", (snapshot_id,))
+    rt = runner.rt
+    snapshot = rt.store.first(Snapshot, "id = ?", (request.id,))
     live = snapshot if snapshot is not None and snapshot.removed is None else None
     job = insert_api_job(
-        rt, COPY_SNAPSHOT_CMD, params, user_id=caller_id, account_id=caller_id, snapshot_id=snapshot_id
+        rt, COPY_SNAPSHOT_CMD, request.cmd_info(), user_id=caller_id, account_id=caller_id, snapshot_id=request.id
     )
     # onScheduledActionEvent: the caller's user, the entity owner's account (the system's for an unknown snapshot).
     accounting.action_event(
         rt,
         "SNAPSHOT.COPY",
-        event_details(rt, params),
+        event_details(rt, request),
         user_id=caller_id,
         account_id=live.account_id if live is not None else SYSTEM_ACCOUNT_ID,
-        resource_id=snapshot_id,
+        resource_id=request.id,
         state="Scheduled",
     )
-    run = rt.runner.start(
-        "copy_snapshot_job",
-        {"job_id": job.id, "snapshot_id": snapshot_id, "caller_id": caller_id, "user_id": caller_id, "params": params},
-    )
-    rt.store.update(run.workflow, job_id=job.id)
-    rt.runner.fire_later(run, CopyJob.Start, label=f"dispatch job {job.id}")
+    ctx = CopyJobContext(job_id=job.id, snapshot_id=request.id, request=request, caller_id=caller_id, user_id=caller_id)
+    run = runner.start(Machine.COPY_JOB, ctx)
+    runner.fire_later(run, CopyJob.Start, label=f"dispatch job {job.id}")
     return job
 
 
-def event_details(rt: Runtime, params: dict[str, Any]) -> str:
+def event_details(rt: Runtime, request: CopyRequest) -> str:
     """``CopySnapshotCmd.getEventDescription``, quirks included.
 
     Each zone uuid is followed by ", " and then only the last character (the space) is deleted:
     ``Copying snapshot with ID: <uuid> to zones: [<uuid1>, <uuid2>,]``; with no zones the ``[`` is deleted instead.
     """
-    snapshot = rt.store.first(Snapshot, "id = ?", (params["id"],))
-    text = f"Copying snapshot with ID: {snapshot.uuid if snapshot else params['id']} to zones: ["
-    for zone_id in params["destzoneids"]:
+    snapshot = rt.store.first(Snapshot, "id = ?", (request.id,))
+    text = f"Copying snapshot with ID: {snapshot.uuid if snapshot else request.id} to zones: ["
+    for zone_id in request.destzoneids:
         zone = rt.store.first(Zone, "id = ?", (zone_id,))
         text += f"{zone.uuid if zone else zone_id}, "
     return text[:-1] + "]"
 
 
-@step("copy_api.start")
-def start(run: Run) -> None:
+def start(t: Turn[CopyJobContext]) -> None:
     """``CopySnapshotCmd.execute`` then ``SnapshotManagerImpl.copySnapshot`` up to the copies, which it starts."""
-    rt, p = run.rt, run.params
-    job = rt.store.get(AsyncJob, run.job_id or 0)
+    rt, ctx = t.rt, t.ctx
+    request = ctx.request
+    job = rt.store.get(AsyncJob, ctx.job_id)
     rt.store.update(job, job_executing_msid=rt.ms_id, last_updated=rt.clock.timestamp())
-    replicate: bool = p["usestoragereplication"]
-    dest_zone_ids: list[int] = list(p["destzoneids"])
+    replicate = request.usestoragereplication
+    dest_zone_ids = list(request.destzoneids)
     # CopySnapshotCmd.execute's own check: its condition requires usestoragereplication. (Its other check, destzoneid
     # and destzoneids together, cannot arise: the model has the one list parameter.)
     if not dest_zone_ids and replicate:
         raise ServerApiException(PARAM_ERROR, "Either destzoneid or destzoneids parameters have to be specified.")
-    run.flags["in_manager"] = True  # from here on the @ActionEvent interceptor writes the completed event
-    caller = rt.store.get(Account, run.caller_id or 0)
-    snapshot = rt.store.first(Snapshot, "id = ? AND removed IS NULL", (p["id"],))
+    ctx.in_manager = True  # from here on the @ActionEvent interceptor writes the completed event
+    caller = rt.store.get(Account, ctx.caller_id)
+    snapshot = rt.store.first(Snapshot, "id = ? AND removed IS NULL", (request.id,))
     if snapshot is None:
         raise InvalidParameterValueException("Unable to find snapshot with id")
-    source_zone_id = _checked_snapshot_for_copy(rt, snapshot, dest_zone_ids, p["sourcezoneid"], replicate)
+    source_zone_id = _checked_snapshot_for_copy(rt, snapshot, dest_zone_ids, request.sourcezoneid, replicate)
     volume = rt.store.first(Volume, "id = ?", (snapshot.volume_id,))  # volFactory.getVolume: removed rows too
-    pool_ids = add_pools_for_copy_to_primary(rt, volume, dest_zone_ids, list(p["storageids"]), replicate)
+    pool_ids = add_pools_for_copy_to_primary(rt, volume, dest_zone_ids, list(request.storageids), replicate)
     can_copy = bool(pool_ids) and _can_copy_on_primary(rt, pool_ids, snapshot)
     zones: dict[int, Zone] = {}
     for zone_id in dest_zone_ids:
         zones[zone_id] = _checked_destination_zone(rt, zone_id, admin=caller.type == 1)
-    check_access(rt, caller, snapshot.account_id)
+    check_access(caller, snapshot.account_id)
     src = copies.zone_image_store(rt, snapshot.id, source_zone_id)
     if src is None and not can_copy:
         raise InvalidParameterValueException(f"There is no snapshot ID: {snapshot.uuid} ready on image store")
     if can_copy:
-        _check_one_pool_per_zone(rt, pool_ids)
+        check_one_pool_per_zone(rt, pool_ids)
         if volume is None:
             raise CloudRuntimeException(f"Failed to find volume with id: {snapshot.volume_id}")
-    run.flags.update(dest_zone_count=len(dest_zone_ids), pool_ids=pool_ids if can_copy else [], can_copy=can_copy)
+    ctx.dest_zone_count = len(dest_zone_ids)
+    ctx.pool_ids = tuple(pool_ids) if can_copy else ()
+    ctx.can_copy = can_copy
     # The destination zones are the values of a HashMap<Long, DataCenterVO>: one copy per zone, in the map's
     # iteration order, which for small ids is ascending.
-    copies.start_copies(
-        run,
+    ctx.copies = copies.api_copies(
+        rt,
         snapshot,
         zone_ids=sorted(zones),
         pool_ids=pool_ids if can_copy else [],
         src_store_id=src.id if src is not None else None,
-        resume_event=CopyJob.Copied,
+        user_id=ctx.user_id,
+        account_id=ctx.caller_id,
+        job_id=ctx.job_id,
     )
+    t.spawn(Machine.COPY, ctx.copies, copies.next_target, resume=CopyJob.Copied)
 
 
 def _checked_snapshot_for_copy(
@@ -272,39 +265,30 @@ def _checked_destination_zone(rt: Runtime, zone_id: int, *, admin: bool) -> Zone
     return zone
 
 
-def _check_one_pool_per_zone(rt: Runtime, pool_ids: list[int]) -> None:
-    """``SnapshotHelper.checkIfThereAreMoreThanOnePoolInTheZone``: two existing pools in one zone are refused."""
-    zones = [p.data_center_id for i in pool_ids if (p := rt.store.first(StoragePool, "id = ?", (i,))) is not None]
-    if sum(1 for z in zones if zones.count(z) > 1) > 1:
-        raise CloudRuntimeException("Cannot copy the snapshot on multiple storage pools in one zone")
-
-
-@step("copy_api.succeed")
-def succeed(run: Run) -> None:
+def succeed(t: Turn[CopyJobContext]) -> None:
     """The copies ended: what they threw fails the job; else it fails only if every zone failed and no pool copy.
 
     A zone without an image store throws StorageUnavailableException out of ``copySnapshotToZones``, which
     ``CopySnapshotCmd.execute`` answers with RESOURCE_UNAVAILABLE_ERROR; zones copied before it stay copied.
     """
-    rt = run.rt
-    child = run.children[-1]
-    thrown: dict[str, Any] | None = child.flags.get("thrown")
-    if thrown is not None:
-        raise _rethrown(thrown)
-    failed: list[int] = child.flags.get("failed_zones", [])
-    if not (run.flags["dest_zone_count"] > len(failed) or run.flags["can_copy"]):
+    rt, ctx = t.rt, t.ctx
+    result = ctx.copies
+    if result is not None and result.thrown is not None:
+        raise _rethrown(result.thrown)
+    failed = result.failed_zones if result is not None else []
+    if not (ctx.dest_zone_count > len(failed) or ctx.can_copy):
         raise CloudRuntimeException("Failed to copy snapshot")
     if failed:
         names = ", ".join(z.name for i in failed if (z := rt.store.first(Zone, "id = ?", (i,))) is not None)
         log.error("There were failures when copying snapshot to zones: %s", names)
-    snapshot = rt.store.get(Snapshot, run.snapshot_id or 0)
-    succeed_with_snapshot(rt, run.job_id or 0, snapshot)
-    _completed_event(run, f"Successfully completed {EVENT_DESCRIPTION}. {event_details(rt, run.params)}", "INFO")
+    snapshot = rt.store.get(Snapshot, ctx.snapshot_id)
+    succeed_with_snapshot(rt, ctx.job_id, snapshot)
+    _completed_event(t, f"Successfully completed {EVENT_DESCRIPTION}. {event_details(rt, ctx.request)}", "INFO")
 
 
-def _rethrown(thrown: dict[str, Any]) -> CloudException:
+def _rethrown(thrown: Thrown) -> CloudException:
     """What the copies threw, as ``CopySnapshotCmd.execute`` lets it out of the job."""
-    kind, message = thrown["type"], thrown["message"]
+    kind, message = thrown.type, thrown.message
     if kind == StorageUnavailableException.java_name:
         return ServerApiException(RESOURCE_UNAVAILABLE_ERROR, message)
     if kind == "com.cloud.exception.ResourceAllocationException":
@@ -314,35 +298,37 @@ def _rethrown(thrown: dict[str, Any]) -> CloudException:
     return CloudRuntimeException(message)
 
 
-@step("copy_api.fail")
-def fail(run: Run) -> None:
+def fail(t: Turn[CopyJobContext]) -> None:
     """The job FAILED with ``ApiAsyncJobDispatcher``'s code and text; the ERROR action event if copySnapshot ran."""
-    rt = run.rt
-    assert run.error is not None
-    error = run.error
+    rt, ctx = t.rt, t.ctx
+    error = ctx.failure()
     if isinstance(error, ServerApiException):
         code = error.code
     elif isinstance(error, InvalidParameterValueException):
         code = PARAM_ERROR
     else:
         code = INTERNAL_ERROR
-    run.flags["api_error"] = (code, error.message)
+    ctx.api_error = (code, error.message)
     body = {"uuidList": [], "errorcode": code, "errortext": error.message}
     result = serialized_response("ExceptionResponse", "null", body)
-    complete(rt, rt.store.get(AsyncJob, run.job_id or 0), JobEvent.CompleteFailed, code, result)
-    if run.flags.get("in_manager"):
-        _completed_event(run, f"Error while {EVENT_DESCRIPTION}. {event_details(rt, run.params)}", "ERROR")
+    complete(rt, rt.store.get(AsyncJob, ctx.job_id), JobEvent.CompleteFailed, code, result)
+    if ctx.in_manager:
+        _completed_event(t, f"Error while {EVENT_DESCRIPTION}. {event_details(rt, ctx.request)}", "ERROR")
 
 
-def _completed_event(run: Run, text: str, level: str) -> None:
+def _completed_event(t: Turn[CopyJobContext], text: str, level: str) -> None:
     """``interceptComplete`` / ``interceptException``: the calling user's and account's completed event."""
+    ctx = t.ctx
     accounting.action_event(
-        run.rt,
+        t.rt,
         "SNAPSHOT.COPY",
         text,
-        user_id=run.user_id or SYSTEM_ACCOUNT_ID,
-        account_id=run.caller_id or SYSTEM_ACCOUNT_ID,
-        resource_id=run.snapshot_id,
+        user_id=ctx.user_id,
+        account_id=ctx.caller_id,
+        resource_id=ctx.snapshot_id,
         state="Completed",
         level=level,
     )
+
+
+STEPS: StepTable = {"copy_api.start": start, "copy_api.succeed": succeed, "copy_api.fail": fail}

@@ -10,106 +10,94 @@ from __future__ import annotations
 import json
 
 from snapshotfsm.names import JobEvent, Take, WorkEvent, WorkState
+from snapshotfsm.orchestration.contexts import TakeContext
+from snapshotfsm.orchestration.contract import StepTable, Turn
 from snapshotfsm.orchestration.jobs import complete
-from snapshotfsm.orchestration.runner import Run, step
-from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.store.records import AsyncJob, VmWorkJob
-from snapshotfsm.strategies.base import Payload
 
 VM_WORK_TAKE_VOLUME_SNAPSHOT = "com.cloud.vm.VmWorkTakeVolumeSnapshot"
 
 
-@step("dispatch.enqueue")
-def enqueue(run: Run) -> None:
+def enqueue(t: Turn[TakeContext]) -> None:
     """``takeVolumeSnapshotThroughJobQueue``: a VmWorkTakeVolumeSnapshot work job, queued on the VM (§4.3)."""
-    rt = run.rt
+    rt, ctx = t.rt, t.ctx
+    vm_id = ctx.queue_vm_id
     info = {
-        "userId": run.caller_id,
-        "accountId": run.account_id,
-        "vmId": run.vm_id,
+        "userId": ctx.caller_id,
+        "accountId": ctx.account_id,
+        "vmId": vm_id,
         "handlerName": "VolumeApiServiceImpl",
-        "volumeId": run.volume_id,
-        "policyId": int(run.params.get("policy_id") or 0),
-        "snapshotId": run.snapshot_id,
-        "quiesceVm": bool(run.params.get("quiescevm")),
-        "locationType": run.flags.get("location_type"),
-        "asyncBackup": bool(run.params.get("async_backup")),
-        "zoneIds": run.flags.get("zone_ids", []),
-        "poolIds": run.flags.get("pool_ids", []),
+        "volumeId": ctx.volume_id,
+        "policyId": ctx.request.policy_id,
+        "snapshotId": ctx.snapshot_id,
+        "quiesceVm": ctx.request.quiescevm,
+        "locationType": ctx.location_type,
+        "asyncBackup": ctx.request.async_backup,
+        "zoneIds": list(ctx.zone_ids),
+        "poolIds": list(ctx.pool_ids),
     }
     job = rt.store.insert(
         AsyncJob(
             uuid=rt.new_uuid(),
             job_dispatcher="VmWorkJobDispatcher",
             # callingUser: the system user (1) for a scheduled snapshot, which runs in the owner's account.
-            user_id=run.user_id if run.user_id is not None else run.caller_id or 0,
-            account_id=run.account_id or 0,
+            user_id=ctx.user_id,
+            account_id=ctx.account_id,
             job_cmd=VM_WORK_TAKE_VOLUME_SNAPSHOT,
             job_cmd_info=json.dumps(info, sort_keys=True),
-            related=str(run.job_id),
+            related=str(ctx.job_id),
             job_init_msid=rt.ms_id,
             created=rt.clock.timestamp(),
             last_updated=rt.clock.timestamp(),
         )
     )
-    rt.store.insert(VmWorkJob(id=job.id, vm_instance_id=run.vm_id or 0, state=WorkState.Queued))
-    run.work_job_id = job.id
-    run.flags["through_work_job"] = True
-    dispatch_next(rt, run.vm_id or 0)
+    rt.store.insert(VmWorkJob(id=job.id, vm_instance_id=vm_id, state=WorkState.Queued))
+    ctx.work_job_id = job.id
+    dispatch_next(t, vm_id)
 
 
-def dispatch_next(rt: Runtime, vm_id: int) -> None:
+def dispatch_next(t: Turn[TakeContext], vm_id: int) -> None:
     """Give the VM's slot to its oldest queued work job, unless one holds it (queue size limit 1).
 
     The slot is taken here, when the queue hands it out (the work job moves to Running), so that a second job
-    queued before the first one starts cannot be handed the same slot.
+    queued before the first one starts cannot be handed the same slot. Only a work job whose take this server holds
+    in memory can run here.
     """
-    store = rt.store
+    store = t.rt.store
     if store.count(VmWorkJob, "vm_instance_id = ? AND state = ?", (vm_id, WorkState.Running)):
         return
     for work in store.find(VmWorkJob, "vm_instance_id = ? AND state = ?", (vm_id, WorkState.Queued)):
-        run = next((r for r in rt.runner.live.values() if r.work_job_id == work.id), None)
+        run = next((r for r in t.live(TakeContext) if r.ctx.work_job_id == work.id), None)
         if run is not None:
-            store.transit(work, WorkEvent.Dispatch, job_id=run.job_id)
-            rt.runner.fire_later(run, Take.Dispatch, label=f"VM {vm_id} slot to work job {work.id}")
+            store.transit(work, WorkEvent.Dispatch, job_id=run.ctx.job_id)
+            t.post(run, Take.Dispatch, label=f"VM {vm_id} slot to work job {work.id}")
             return
 
 
-@step("dispatch.start_work")
-def start_work(run: Run) -> str:
+def start_work(t: Turn[TakeContext]) -> str:
     """``VmWorkJobDispatcher.runJob``: the work job, holding the VM's slot, runs on this server."""
-    rt = run.rt
-    job = rt.store.get(AsyncJob, run.work_job_id or 0)
+    rt = t.rt
+    job = rt.store.get(AsyncJob, t.ctx.work_job)
     rt.store.update(job, job_executing_msid=rt.ms_id, last_updated=rt.clock.timestamp())
     return Take.Orchestrate
 
 
-@step("dispatch.run_direct")
-def run_direct(run: Run) -> str:
+def run_direct(t: Turn[TakeContext]) -> str:
     """Detached volume: the payload is built inline and ``volService.takeSnapshot`` called directly (spec §4.3).
 
     The payload gets no locationType and there is no encryption check on this path.
     """
-    run.payload = Payload(
-        snapshot_id=run.snapshot_id or 0,
-        account_id=run.account_id or 0,
-        policy_id=int(run.params.get("policy_id") or 0),
-        quiescevm=bool(run.params.get("quiescevm")),
-        location_type=None,
-        async_backup=bool(run.params.get("async_backup")),
-        zone_ids=tuple(run.flags.get("zone_ids", ())),
-        pool_ids=tuple(run.flags.get("pool_ids", ())),
-    )
+    t.ctx.payload = t.ctx.new_payload(location_type=None)
     return Take.Prepare
 
 
-def _finish_work(run: Run, work_event: str, job_event: str, code: int, result: str | None) -> None:
-    rt = run.rt
-    work = rt.store.get(VmWorkJob, run.work_job_id or 0)
+def _finish_work(t: Turn[TakeContext], work_event: str, job_event: str, code: int, result: str | None) -> None:
+    rt = t.rt
+    work = rt.store.get(VmWorkJob, t.ctx.work_job)
     if work.state == WorkState.Running:
         rt.store.transit(work, work_event)
-    complete(rt, rt.store.get(AsyncJob, run.work_job_id or 0), job_event, code, result)
-    dispatch_next(rt, work.vm_instance_id)
+    complete(rt, rt.store.get(AsyncJob, work.id), job_event, code, result)
+    dispatch_next(t, work.vm_instance_id)
 
 
 def marshalled(java_class: str, value: object) -> str:
@@ -120,17 +108,24 @@ def marshalled(java_class: str, value: object) -> str:
     return f"{java_class}:{value}"
 
 
-@step("dispatch.complete_work")
-def complete_work(run: Run) -> None:
+def complete_work(t: Turn[TakeContext]) -> None:
     """The work job returns (SUCCEEDED, marshalled snapshot id), frees the slot; the API job wakes (§4.3)."""
-    _finish_work(run, WorkEvent.Complete, JobEvent.CompleteSucceeded, 0, marshalled("java.lang.Long", run.snapshot_id))
-    run.rt.runner.fire_later(run, Take.Complete, label=f"job.state of work job {run.work_job_id}")
+    ctx = t.ctx
+    _finish_work(t, WorkEvent.Complete, JobEvent.CompleteSucceeded, 0, marshalled("java.lang.Long", ctx.snapshot_id))
+    t.later(Take.Complete, label=f"job.state of work job {ctx.work_job_id}")
 
 
-@step("dispatch.fail_work")
-def fail_work(run: Run) -> None:
+def fail_work(t: Turn[TakeContext]) -> None:
     """The work job fails with the marshalled exception and result code 0, frees the slot; the API job wakes."""
-    error = run.error
-    result = marshalled(error.java_name, error.message) if error else None
-    _finish_work(run, WorkEvent.Fail, JobEvent.CompleteFailed, 0, result)
-    run.rt.runner.fire_later(run, Take.Fail, label=f"job.state of work job {run.work_job_id}")
+    error = t.ctx.failure()
+    _finish_work(t, WorkEvent.Fail, JobEvent.CompleteFailed, 0, marshalled(error.java_name, error.message))
+    t.later(Take.Fail, label=f"job.state of work job {t.ctx.work_job_id}")
+
+
+STEPS: StepTable = {
+    "dispatch.enqueue": enqueue,
+    "dispatch.start_work": start_work,
+    "dispatch.run_direct": run_direct,
+    "dispatch.complete_work": complete_work,
+    "dispatch.fail_work": fail_work,
+}

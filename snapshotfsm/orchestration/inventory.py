@@ -9,6 +9,7 @@ path, a KVM host's ``snapshot`` capability) and refuses values CloudStack would 
 from __future__ import annotations
 
 from snapshotfsm.errors import InvalidValue
+from snapshotfsm.names import VolumeState
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.store.records import (
     SYSTEM_ACCOUNT_ID,
@@ -229,7 +230,7 @@ class Inventory:
         vm: VmInstance | None = None,
         format: str = "QCOW2",
         encrypted: bool = False,
-        state: str = "Ready",
+        state: str = VolumeState.Ready,
         template: Template | None = None,
         volume_type: str = "DATADISK",
     ) -> Volume:

@@ -6,11 +6,12 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from snapshotfsm.errors import CloudException, ServerApiException
+from snapshotfsm.errors import ServerApiException
 from snapshotfsm.names import JobEvent, JobState, Take
 from snapshotfsm.orchestration import accounting
-from snapshotfsm.orchestration.api import INTERNAL_ERROR, execute_error, through_work_job
-from snapshotfsm.orchestration.runner import Run, step
+from snapshotfsm.orchestration.api_errors import INTERNAL_ERROR, execute_error, through_work_job
+from snapshotfsm.orchestration.contexts import TakeContext
+from snapshotfsm.orchestration.contract import StepTable, Turn
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.store.records import AsyncJob, ResourceTag, Snapshot, Volume
 
@@ -37,38 +38,34 @@ def insert_api_job(
     )
 
 
-@step("jobs.submit")
-def submit(run: Run) -> None:
+def submit(t: Turn[TakeContext]) -> None:
     """``ApiServer.processAsyncCmd``: an IN_PROGRESS job for the new snapshot, then the dispatcher picks it up."""
-    rt = run.rt
-    if run.flags.get("execute_account_id"):
-        run.caller_id = run.flags["execute_account_id"]
+    rt, ctx = t.rt, t.ctx
+    if ctx.execute_account_id:
+        ctx.caller_id = ctx.execute_account_id
     job = insert_api_job(
         rt,
         CREATE_SNAPSHOT_CMD,
-        run.params,
-        user_id=run.user_id if run.user_id is not None else run.caller_id or 0,
-        account_id=run.caller_id or 0,
-        snapshot_id=run.snapshot_id,
+        ctx.request.cmd_info(),
+        user_id=ctx.user_id,
+        account_id=ctx.caller_id,
+        snapshot_id=ctx.snapshot_id,
     )
-    run.job_id = job.id
-    run.workflow = rt.store.update(run.workflow, job_id=job.id)
-    rt.store.current_job_id = job.id
+    ctx.job_id = job.id
     accounting.action_event(
         rt,
         "SNAPSHOT.CREATE",
         "taking snapshot",
-        account_id=run.account_id or 0,
-        resource_id=run.snapshot_id,
+        account_id=ctx.account_id,
+        resource_id=ctx.snapshot_id,
         state="Scheduled",
     )
-    rt.runner.fire_later(run, Take.Execute, label=f"dispatch job {job.id}")
+    t.later(Take.Execute, label=f"dispatch job {job.id}")
 
 
-def mark_executing(run: Run) -> None:
+def mark_executing(rt: Runtime, job_id: int) -> None:
     """The job starts executing on this server (``job_executing_msid``)."""
-    rt = run.rt
-    job = rt.store.get(AsyncJob, run.job_id or 0)
+    job = rt.store.get(AsyncJob, job_id)
     rt.store.update(job, job_executing_msid=rt.ms_id, last_updated=rt.clock.timestamp())
 
 
@@ -111,20 +108,19 @@ def succeed_with_snapshot(rt: Runtime, job_id: int, snapshot: Snapshot) -> None:
     complete(rt, rt.store.get(AsyncJob, job_id), JobEvent.CompleteSucceeded, 0, result)
 
 
-@step("jobs.succeed")
-def succeed(run: Run) -> None:
+def succeed(t: Turn[TakeContext]) -> None:
     """``VolumeApiServiceImpl.takeSnapshot`` returns: the tags are put on the snapshot, the job SUCCEEDED (§5.2).
 
     On the attached path the snapshot is re-read with ``findById``, which skips removed rows: a snapshot removed by
     then makes ``execute()`` throw, and the job fails (530).
     """
-    rt = run.rt
-    snapshot = rt.store.get(Snapshot, run.snapshot_id or 0)
-    if run.flags.get("through_work_job") and snapshot.removed is not None:
+    rt, ctx = t.rt, t.ctx
+    snapshot = rt.store.get(Snapshot, ctx.snapshot_id)
+    if ctx.attached and snapshot.removed is not None:
         raise ServerApiException(
-            INTERNAL_ERROR, f"Snapshot from volume [{run.params['volume_id']}] was not found in database."
+            INTERNAL_ERROR, f"Snapshot from volume [{ctx.request.volume_id}] was not found in database."
         )
-    for key, value in sorted(run.params.get("tags", {}).items()):
+    for key, value in sorted(ctx.request.tags):
         rt.store.insert(
             ResourceTag(
                 uuid=rt.new_uuid(),
@@ -137,7 +133,7 @@ def succeed(run: Run) -> None:
                 domain_id=snapshot.domain_id,
             )
         )
-    succeed_with_snapshot(rt, run.job_id or 0, snapshot)
+    succeed_with_snapshot(rt, ctx.job_id, snapshot)
     accounting.action_event(
         rt,
         "SNAPSHOT.CREATE",
@@ -148,29 +144,30 @@ def succeed(run: Run) -> None:
     )
 
 
-@step("jobs.fail")
-def fail(run: Run) -> None:
+def fail(t: Turn[TakeContext]) -> None:
     """The API job FAILED with ``CreateSnapshotCmd.execute``'s code and text (spec §5.2).
 
     On the attached path the exception comes back through the work job and is rethrown as ``takeSnapshotInternal``
     rethrows it, which is why an UnsupportedOperationException is a 432 there and a 530 on the detached path.
     """
-    rt = run.rt
-    assert run.error is not None
-    error: CloudException = run.error
-    if run.flags.get("through_work_job") and not isinstance(error, ServerApiException):
+    rt, ctx = t.rt, t.ctx
+    error = ctx.failure()
+    if ctx.attached and not isinstance(error, ServerApiException):
         error = through_work_job(error)
-    volume = rt.store.get(Volume, run.volume_id or run.params["volume_id"])
+    volume = rt.store.get(Volume, ctx.volume_id)
     code, text = execute_error(error, volume.uuid)
-    run.flags["api_error"] = (code, text)
+    ctx.api_error = (code, text)
     result = serialized_response("ExceptionResponse", "null", {"uuidList": [], "errorcode": code, "errortext": text})
-    complete(rt, rt.store.get(AsyncJob, run.job_id or 0), JobEvent.CompleteFailed, code, result)
+    complete(rt, rt.store.get(AsyncJob, ctx.job_id), JobEvent.CompleteFailed, code, result)
     accounting.action_event(
         rt,
         "SNAPSHOT.CREATE",
         f"Error while taking snapshot: {text}",
-        account_id=run.account_id or 0,
-        resource_id=run.snapshot_id,
+        account_id=ctx.account_id,
+        resource_id=ctx.snapshot_id,
         state="Completed",
         level="ERROR",
     )
+
+
+STEPS: StepTable = {"jobs.submit": submit, "jobs.succeed": succeed, "jobs.fail": fail}

@@ -22,16 +22,18 @@ from snapshotfsm.errors import (
     PermissionDeniedException,
     UnsupportedOperationException,
 )
-from snapshotfsm.names import JobState
+from snapshotfsm.names import JobState, VolumeState
 from snapshotfsm.orchestration import accounting
-from snapshotfsm.orchestration.api import (
+from snapshotfsm.orchestration.api import submit_create
+from snapshotfsm.orchestration.api_errors import create_phase_error
+from snapshotfsm.orchestration.contexts import SnapshotRequest
+from snapshotfsm.orchestration.lookups import (
     add_pools_for_copy_to_primary,
     can_copy_on_primary,
     check_access,
-    create_phase_error,
     refuse_system_template_volume,
-    submit_create,
 )
+from snapshotfsm.orchestration.runner import Runner
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.store.records import (
     SYSTEM_USER_ID,
@@ -187,8 +189,8 @@ def _create_policy(
             f"Encrypted volumes don't support snapshot schedules, cannot create snapshot policy for the volume "
             f"[{volume.uuid}]"
         )
-    check_access(rt, caller, volume.account_id)
-    if volume.state != "Ready" and display:
+    check_access(caller, volume.account_id)
+    if volume.state != VolumeState.Ready and display:
         raise InvalidParameterValueException(
             f"Volume: {volume_str(volume)} is not in Ready state but {volume.state}. Cannot take snapshot."
         )
@@ -360,15 +362,16 @@ def reschedule_all(rt: Runtime) -> None:
         schedule_next(rt, policy)
 
 
-def poll(rt: Runtime) -> list[AsyncJob]:
+def poll(runner: Runner) -> list[AsyncJob]:
     """One ``SnapshotPollTask`` run under the ``snapshot.poll`` lock; returns the jobs it submitted (spec §9.2)."""
+    rt = runner.rt
     rt.scheduler_timestamp_ms = rt.clock.now_ms
     env = rt.strategy_env
     if not env.acquire_lock(POLL_LOCK, owner="SnapshotPollTask"):
         return []
     try:
         _reschedule_finished(rt)
-        return _dispatch_due(rt)
+        return _dispatch_due(runner)
     finally:
         env.release_lock(POLL_LOCK)
 
@@ -386,8 +389,9 @@ def _reschedule_finished(rt: Runtime) -> None:
             schedule_next(rt, policy)
 
 
-def _dispatch_due(rt: Runtime) -> list[AsyncJob]:
+def _dispatch_due(runner: Runner) -> list[AsyncJob]:
     """``scheduleSnapshots``: each due schedule without a job becomes a createSnapshot job as the system user."""
+    rt = runner.rt
     submitted: list[AsyncJob] = []
     now = rt.clock.timestamp()
     for row in rt.store.find(SnapshotSchedule, "scheduled_timestamp < ? AND async_job_id IS NULL", (now,)):
@@ -402,20 +406,10 @@ def _dispatch_due(rt: Runtime) -> list[AsyncJob]:
             resource_id=volume.id,
             state="Scheduled",
         )
-        params: dict[str, object] = {
-            "volume_id": volume.id,
-            "policy_id": row.policy_id,
-            "async_backup": False,
-            "quiescevm": False,
-            "zone_ids": [],
-            "storage_ids": [],
-            "use_storage_replication": False,
-            "tags": {},
-            "location_type": None,
-        }
+        request = SnapshotRequest(volume_id=volume.id, policy_id=row.policy_id)
         try:
             job = submit_create(
-                rt, params, caller_id=SYSTEM_USER_ID, user_id=SYSTEM_USER_ID, execute_account_id=volume.account_id
+                runner, request, caller_id=SYSTEM_USER_ID, user_id=SYSTEM_USER_ID, execute_account_id=volume.account_id
             )
         except ApiError as exc:
             log.warning("The scheduling of snapshot [%s] for volume [%s] failed due to [%s].", row.id, volume.id, exc)
@@ -448,8 +442,9 @@ def configure(rt: Runtime) -> None:
     rt.scheduler_timestamp_ms = rt.clock.now_ms
 
 
-def start_poller(rt: Runtime) -> None:
+def start_poller(runner: Runner) -> None:
     """``SnapshotSchedulerImpl.start``: reschedule every policy, then poll every ``snapshot.poll.interval`` s."""
+    rt = runner.rt
     reschedule_all(rt)
     interval_ms = rt.config.number("snapshot.poll.interval") * 1000
     incarnation = rt.incarnation
@@ -458,7 +453,7 @@ def start_poller(rt: Runtime) -> None:
         if rt.incarnation != incarnation:
             return
         try:
-            poll(rt)
+            poll(runner)
         except CloudException as exc:
             log.warning("Catch throwable in snapshot scheduler %s", exc)
         rt.scheduler.call_later(interval_ms, tick, label="SnapshotPollTask", owner=rt.ms_id, periodic=True)

@@ -18,18 +18,16 @@ from snapshotfsm.errors import (
 from snapshotfsm.names import RefEvent, RefState, SnapshotEvent, Take
 from snapshotfsm.objects import snapshot_event, store_ref_event
 from snapshotfsm.orchestration import accounting
-from snapshotfsm.orchestration.runner import Run, step
+from snapshotfsm.orchestration.contexts import TakeContext
+from snapshotfsm.orchestration.contract import StepTable, Turn
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.orchestration.take import new_image_ref
 from snapshotfsm.store.records import ImageStore, Snapshot, SnapshotStoreRef
 
 
-@step("primary.begin")
-def begin(run: Run) -> str:
+def begin(t: Turn[TakeContext]) -> str:
     """The strategy's checks, lock and the volume's SnapshotRequested (spec §5.5 steps 1-3, §5.7)."""
-    assert run.strategy is not None
-    assert run.take is not None
-    run.strategy.before_take(run.rt.strategy_env, run.take)
+    t.ctx.strategy.before_take(t.rt.strategy_env, t.ctx.take)
     return Take.RequestPrimary
 
 
@@ -45,12 +43,10 @@ def parent_on_store(rt: Runtime, snapshot: Snapshot, store_id: int) -> int:
     return latest[0].snapshot_id if latest else 0
 
 
-@step("primary.request")
-def request(run: Run) -> None:
+def request(t: Turn[TakeContext]) -> None:
     """``SnapshotServiceImpl.takeSnapshot`` up to the driver call (spec §5.6 steps 1-4); then wait for the answer."""
-    rt = run.rt
-    assert run.take is not None
-    take = run.take
+    rt, ctx = t.rt, t.ctx
+    take = ctx.take
     original = take.snapshot
     ref = rt.store.insert(
         SnapshotStoreRef(
@@ -76,17 +72,12 @@ def request(run: Run) -> None:
         with contextlib.suppress(NoTransitionException):
             take.snapshot = snapshot_event(rt.store, take.snapshot, SnapshotEvent.OperationFailed)
         raise CloudRuntimeException(exc.message, cause=exc) from exc
-    run.flags["primary_ref_id"] = moved.id if moved else None
-    image_id = run.flags.get("image_store_id")
+    ctx.primary_ref_id = moved.id
+    image_id = ctx.image_store_id
     driver = rt.drivers.primary(take.pool)
-
-    def answered(answer: Answer | None) -> None:
-        run.answer = answer
-        rt.runner.fire(run, Take.PrimaryAnswered)
-
     target = rt.drivers.image(rt.store.get(ImageStore, image_id)) if image_id is not None else None
     try:
-        driver.take_snapshot(take.snapshot, take.volume, answered, to_image=target)
+        driver.take_snapshot(take.snapshot, take.volume, t.reply(Take.PrimaryAnswered), to_image=target)
     except CloudException as exc:
         # The catch fires OperationFailed on the ORIGINAL SnapshotObject, whose in-memory state is still
         # Allocated: NoTransition, caught, and the row stays Creating (spec §5.6 step 4).
@@ -96,37 +87,33 @@ def request(run: Run) -> None:
         raise CloudRuntimeException(f"Failed to take snapshot {text}", cause=exc) from exc
 
 
-@step("primary.answered")
-def answered(run: Run) -> str:
+def answered(t: Turn[TakeContext]) -> str:
     """``createSnapshotAsyncCallback``, the size update, usage ON_PRIMARY, then the strategy (spec §5.6 5-7).
 
     A failed result throws only after the callback and the usage event, as ``DefaultSnapshotStrategy`` throws
     ``CloudRuntimeException(result)`` once ``SnapshotServiceImpl.takeSnapshot`` has returned.
     """
-    rt = run.rt
-    assert run.take is not None
-    assert run.strategy is not None
-    take = run.take
-    answer: Answer | None = run.answer
-    ref = rt.store.get(SnapshotStoreRef, run.flags["primary_ref_id"])
-    failure = _callback(rt, run, ref, answer)
+    rt, ctx = t.rt, t.ctx
+    take = ctx.take
+    answer = t.answer
+    ref = rt.store.get(SnapshotStoreRef, ctx.primary_ref_id)
+    failure = _callback(rt, ctx, ref, answer)
     if answer is None:
         raise NullPointerException("answer is null in updateSnapSizeAndCheckpointPathIfPossible")
     if answer.result:
-        _update_size(rt, run, answer)
+        _update_size(rt, ctx, answer)
     snapshot = rt.store.get(Snapshot, take.snapshot.id)
     accounting.usage(rt, "SNAPSHOT.ON_PRIMARY", snapshot, size=snapshot.size, virtual_size=snapshot.size)
     if failure is not None:
         raise CloudRuntimeException(failure)
     take.snapshot = snapshot
-    run.strategy.after_take(rt.strategy_env, take, ok=True)
-    return backup_decision(run)
+    ctx.strategy.after_take(rt.strategy_env, take, ok=True)
+    return backup_decision(ctx)
 
 
-def _callback(rt: Runtime, run: Run, ref: SnapshotStoreRef, answer: Answer | None) -> str | None:
+def _callback(rt: Runtime, ctx: TakeContext, ref: SnapshotStoreRef, answer: Answer | None) -> str | None:
     """``createSnapshotAsyncCallback``: the events on the snapshot and its primary ref; the failure text, if any."""
-    assert run.take is not None
-    take = run.take
+    take = ctx.take
     if answer is not None and not answer.result:
         try:
             take.snapshot = snapshot_event(rt.store, take.snapshot, SnapshotEvent.OperationFailed)
@@ -146,34 +133,36 @@ def _callback(rt: Runtime, run: Run, ref: SnapshotStoreRef, answer: Answer | Non
     return None
 
 
-def _update_size(rt: Runtime, run: Run, answer: Answer) -> None:
+def _update_size(rt: Runtime, ctx: TakeContext, answer: Answer) -> None:
     """``updateSnapSizeAndCheckpointPathIfPossible``: the pre-selected image ref (KVM file-based) or the primary ref."""
-    assert run.take is not None
-    snapshot = run.take.snapshot
-    image_id = run.flags.get("image_store_id")
-    if image_id is not None:
-        ref = new_image_ref(rt, snapshot, image_id)
-        run.flags["image_ref_id"] = ref.id
+    snapshot = ctx.take.snapshot
+    if ctx.image_store_id is not None:
+        ref = new_image_ref(rt, snapshot, ctx.image_store_id)
+        ctx.image_ref_id = ref.id
     else:
-        ref = rt.store.get(SnapshotStoreRef, run.flags["primary_ref_id"])
+        ref = rt.store.get(SnapshotStoreRef, ctx.primary_ref_id)
     if answer.physical_size > 0:
         rt.store.update(ref, physical_size=answer.physical_size)
 
 
-def backup_decision(run: Run) -> str:
+def backup_decision(ctx: TakeContext) -> str:
     """Spec §5.4 steps 7-8: which way the snapshot goes once it is on primary."""
-    assert run.payload is not None
-    if not run.flags["backup_on"]:
+    if not ctx.backup_on:
         return Take.SkipBackup
-    if run.flags["kvm_file_based"]:
+    if ctx.kvm_file_based:
         return Take.BackUpDirectly
-    return Take.BackUpLater if run.payload.async_backup else Take.BackUp
+    return Take.BackUpLater if ctx.payload.async_backup else Take.BackUp
 
 
-@step("primary.abort")
-def abort(run: Run) -> str:
+def abort(t: Turn[TakeContext]) -> str:
     """The strategy's finally block with a failed result: volume OperationFailed, lock (spec §5.5 step 5)."""
-    assert run.strategy is not None
-    assert run.take is not None
-    run.strategy.after_take(run.rt.strategy_env, run.take, ok=False)
+    t.ctx.strategy.after_take(t.rt.strategy_env, t.ctx.take, ok=False)
     return Take.Unwind
+
+
+STEPS: StepTable = {
+    "primary.begin": begin,
+    "primary.request": request,
+    "primary.answered": answered,
+    "primary.abort": abort,
+}

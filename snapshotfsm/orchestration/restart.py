@@ -14,12 +14,24 @@ import json
 import logging
 
 from snapshotfsm.errors import CloudException, NoTransitionException
-from snapshotfsm.names import JobEvent, RefEvent, SnapshotEvent, VolumeEvent, WorkEvent, WorkState
+from snapshotfsm.names import (
+    JobEvent,
+    JobState,
+    RefEvent,
+    RefState,
+    SnapshotEvent,
+    SnapshotState,
+    VolumeEvent,
+    VolumeState,
+    WorkEvent,
+    WorkState,
+)
 from snapshotfsm.objects import snapshot_event, store_ref_event, volume_transit
 from snapshotfsm.orchestration import delete as deletes
 from snapshotfsm.orchestration import policies
-from snapshotfsm.orchestration.api import INTERNAL_ERROR
+from snapshotfsm.orchestration.api_errors import INTERNAL_ERROR
 from snapshotfsm.orchestration.dispatch import VM_WORK_TAKE_VOLUME_SNAPSHOT
+from snapshotfsm.orchestration.runner import Runner
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.store.records import (
     SYSTEM_ACCOUNT_ID,
@@ -50,30 +62,32 @@ def mark_server(rt: Runtime, ms_id: int, state: str) -> None:
         rt.store.update(row, state=state, last_update=rt.clock.timestamp())
 
 
-def crash(rt: Runtime) -> int:
+def crash(runner: Runner) -> int:
     """Drop what this server holds only in memory; returns how many scheduled tasks were lost.
 
     Storage keeps working: an operation a driver already started still completes on the array, but its answer to
     this server is lost (the drivers check the server's incarnation).
     """
+    rt = runner.rt
     rt.incarnation += 1
     rt.down = True
     dropped = len(rt.scheduler.drop_owned_by(rt.ms_id))
-    rt.runner.live.clear()
+    runner.live.clear()
     rt.store.current_job_id = None
     mark_server(rt, rt.ms_id, "Down")
     return dropped
 
 
-def restart(rt: Runtime) -> dict[str, int]:
+def restart(runner: Runner) -> dict[str, int]:
     """The start-up cleanup of spec §10, in order, for this server; returns what each step touched."""
+    rt = runner.rt
     rt.config.reload()
     rt.down = False
     mark_server(rt, rt.ms_id, "Up")
     report = cleanup_left_over_jobs(rt, rt.ms_id)
     report["storage_jobs"] = cleanup_storage_jobs(rt, rt.ms_id)
     report["work_jobs_expunged"] = expunge_left_over_work_jobs(rt, rt.ms_id)
-    report["destroying_redeleted"] = redelete_destroying(rt)
+    report["destroying_redeleted"] = redelete_destroying(runner)
     report["orphan_policies"] = remove_orphan_policies(rt)
     policies.configure(rt)
     policies.reschedule_all(rt)
@@ -112,8 +126,8 @@ def cleanup_left_over_jobs(rt: Runtime, ms_id: int) -> dict[str, int]:
             store.transit(work, WorkEvent.Cancel)
         pending = store.find(
             AsyncJob,
-            "job_status = 0 AND (job_executing_msid = ? OR (job_executing_msid IS NULL AND job_init_msid = ?))",
-            (ms_id, ms_id),
+            "job_status = ? AND (job_executing_msid = ? OR (job_executing_msid IS NULL AND job_init_msid = ?))",
+            (JobState.ordinal(JobState.IN_PROGRESS), ms_id, ms_id),
             order_by="created, id",
         )
         for job in pending:
@@ -160,18 +174,20 @@ def _cleanup_snapshot(rt: Runtime, snapshot_id: int) -> None:
     if snapshot is None:
         log.warning("Snapshot not found. Skip Cleanup. SnapshotId: %s", snapshot_id)
         return
-    if snapshot.status == "Allocated":
+    if snapshot.status == SnapshotState.Allocated:
         store.remove(snapshot, by="AsyncJobManagerImpl.cleanupSnapshot")
         return
-    if snapshot.status != "Creating":
+    if snapshot.status != SnapshotState.Creating:
         return
     try:
-        for ref in store.find(SnapshotStoreRef, "snapshot_id = ? AND state != 'Destroyed'", (snapshot_id,)):
+        for ref in store.find(SnapshotStoreRef, "snapshot_id = ? AND state != ?", (snapshot_id, RefState.Destroyed)):
             volume_transit(store, snapshot.volume_id, VolumeEvent.OperationFailed)
             snapshot_event(store, store.get(Snapshot, snapshot_id), SnapshotEvent.OperationFailed)
             store_ref_event(store, store.get(SnapshotStoreRef, ref.id), RefEvent.OperationFailed)
     except NoTransitionException:
-        store.write_state_directly(store.get(Snapshot, snapshot_id), "Error", by="AsyncJobManagerImpl.cleanupSnapshot")
+        store.write_state_directly(
+            store.get(Snapshot, snapshot_id), SnapshotState.Error, by="AsyncJobManagerImpl.cleanupSnapshot"
+        )
 
 
 def _cleanup_ms_id_details(rt: Runtime, ms_id: int) -> int:
@@ -203,7 +219,7 @@ def cleanup_storage_jobs(rt: Runtime, ms_id: int) -> int:
     jobs = store.find(
         AsyncJob,
         "job_status = ? AND job_init_msid = ? AND job_cmd = ? AND removed IS NULL",
-        (2, ms_id, VM_WORK_TAKE_VOLUME_SNAPSHOT),
+        (JobState.ordinal(JobState.FAILED), ms_id, VM_WORK_TAKE_VOLUME_SNAPSHOT),
     )
     for job in jobs:
         info = json.loads(job.job_cmd_info)
@@ -218,13 +234,13 @@ def _cleanup_volume_during_snapshot_failure(rt: Runtime, volume_id: int, snapsho
     """
     store = rt.store
     snapshot = store.first(Snapshot, "id = ? AND removed IS NULL", (snapshot_id,))
-    if snapshot is not None and snapshot.status != "BackedUp":
-        for ref in store.find(SnapshotStoreRef, "snapshot_id = ? AND state != 'Destroyed'", (snapshot_id,)):
+    if snapshot is not None and snapshot.status != SnapshotState.BackedUp:
+        for ref in store.find(SnapshotStoreRef, "snapshot_id = ? AND state != ?", (snapshot_id, RefState.Destroyed)):
             store.delete(ref, by="cleanupVolumeDuringSnapshotFailure")
         store.remove(snapshot, by="cleanupVolumeDuringSnapshotFailure")
     volume = store.first(Volume, "id = ?", (volume_id,))
-    if volume is not None and volume.state == "Snapshotting":
-        store.write_state_directly(volume, "Ready", by="cleanupVolumeDuringSnapshotFailure")
+    if volume is not None and volume.state == VolumeState.Snapshotting:
+        store.write_state_directly(volume, VolumeState.Ready, by="cleanupVolumeDuringSnapshotFailure")
 
 
 def expunge_left_over_work_jobs(rt: Runtime, ms_id: int) -> int:
@@ -251,11 +267,11 @@ def expunge_left_over_work_jobs(rt: Runtime, ms_id: int) -> int:
     return len(jobs)
 
 
-def redelete_destroying(rt: Runtime) -> int:
+def redelete_destroying(runner: Runner) -> int:
     """``SnapshotManagerImpl.start``: every Destroying snapshot goes through deleteSnapshot again (§10.3)."""
-    destroying = rt.store.find(Snapshot, "status = 'Destroying' AND removed IS NULL")
+    destroying = runner.rt.store.find(Snapshot, "status = ? AND removed IS NULL", (SnapshotState.Destroying,))
     for snapshot in destroying:
-        deletes.start_detached(rt, snapshot.id, caller_id=SYSTEM_ACCOUNT_ID)
+        deletes.start_detached(runner, snapshot.id, caller_id=SYSTEM_ACCOUNT_ID)
     return len(destroying)
 
 
@@ -267,7 +283,7 @@ def remove_orphan_policies(rt: Runtime) -> int:
     removed = 0
     for policy in rt.store.find(SnapshotPolicy, "active = 1"):
         volume = rt.store.first(Volume, "id = ?", (policy.volume_id,))
-        if volume is None or volume.state == "Expunged":
+        if volume is None or volume.state == VolumeState.Expunged:
             for row in rt.store.find(SnapshotSchedule, "policy_id = ? AND async_job_id IS NULL", (policy.id,)):
                 rt.store.delete(row, by="SnapshotManagerImpl.deletePolicy")
             rt.store.delete(policy, by="SnapshotManagerImpl.deletePolicy")

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from snapshotfsm.describe import snapshot_str
-from snapshotfsm.names import MachineNames
+from snapshotfsm.names import Delete, Retention, SnapshotState
 from snapshotfsm.orchestration import accounting
-from snapshotfsm.orchestration.delete import start_child as start_delete
-from snapshotfsm.orchestration.runner import Run, step
+from snapshotfsm.orchestration.contexts import DeleteContext, Machine, RetentionContext
+from snapshotfsm.orchestration.contract import StepTable, Turn
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.store.records import Snapshot, SnapshotPolicy
-
-
-class Retention(MachineNames, machine="retention", kind="event"):
-    """Events of retention (states/retention.toml)."""
-
-    DeleteOldest: ClassVar[str]
-    Deleted: ClassVar[str]
-    Finish: ClassVar[str]
 
 
 def limit(rt: Runtime, snapshot: Snapshot, policy_id: int) -> int:
@@ -38,78 +28,78 @@ def counted(rt: Runtime, snapshot: Snapshot) -> list[int]:
     """
     rows = rt.store.find(
         Snapshot,
-        "volume_id = ? AND snapshot_type = ? AND status != 'Destroyed' AND removed IS NULL",
-        (snapshot.volume_id, snapshot.snapshot_type),
+        "volume_id = ? AND snapshot_type = ? AND status != ? AND removed IS NULL",
+        (snapshot.volume_id, snapshot.snapshot_type, SnapshotState.Destroyed),
     )
     return [s.id for s in rows]
 
 
-def start(parent: Run, snapshot: Snapshot, policy_id: int, *, resume_event: str) -> bool:
-    """Start retention if anything must go; True when ``parent`` must wait for it."""
-    rt = parent.rt
+def plan(rt: Runtime, snapshot: Snapshot, policy_id: int, *, caller_id: int, job_id: int) -> RetentionContext | None:
+    """Retention's context when anything must go (the caller spawns it and waits); None when nothing must."""
     most = limit(rt, snapshot, policy_id)
     snaps = counted(rt, snapshot)
     if not (len(snaps) > most and len(snaps) > 1):
-        return False
-    child = rt.runner.start_child(
-        parent,
-        "retention",
-        {
-            "snapshot_id": snapshot.id,
-            "volume_id": snapshot.volume_id,
-            "caller_id": parent.caller_id,
-            "flags": {"snaps": snaps, "max": most, "deleted": []},
-        },
-        resume_event=resume_event,
+        return None
+    return RetentionContext(
+        job_id=job_id,
+        snapshot_id=snapshot.id,
+        volume_id=snapshot.volume_id,
+        caller_id=caller_id,
+        snaps=snaps,
+        most=most,
     )
-    rt.runner.fire(child, Retention.DeleteOldest)
-    return True
 
 
-@step("retention.delete_oldest")
-def delete_oldest(run: Run) -> None:
+def delete_oldest(t: Turn[RetentionContext]) -> None:
     """``deleteSnapshot(snaps[0], null)`` through the full delete path; retention waits for it.
 
     The row is read first, as the list CloudStack walks holds it: the action event prints it as it was.
     """
-    oldest = run.flags["snaps"][0]
-    run.flags["oldest"] = snapshot_str(run.rt.store.get(Snapshot, oldest))
-    start_delete(run, oldest, resume_event=Retention.Deleted)
+    ctx = t.ctx
+    oldest = ctx.snaps[0]
+    ctx.oldest = snapshot_str(t.rt.store.get(Snapshot, oldest))
+    ctx.delete = DeleteContext(job_id=ctx.job_id, snapshot_id=oldest, caller_id=ctx.caller_id)
+    t.spawn(Machine.DELETE, ctx.delete, Delete.Start, resume=Retention.Deleted)
 
 
-@step("retention.deleted")
-def deleted(run: Run) -> str:
+def deleted(t: Turn[RetentionContext]) -> str:
     """The oldest one's delete ended: a thrown error ends retention; true writes the action event."""
-    child = run.children[-1]
-    if child.state == "Failed" and child.error is not None:
+    ctx = t.ctx
+    child = ctx.delete
+    if child is not None and child.error is not None:
         raise child.error
-    snaps: list[int] = run.flags["snaps"]
-    gone = snaps.pop(0)
-    if child.flags.get("result"):
-        run.flags["deleted"].append(gone)
-        snapshot = run.rt.store.get(Snapshot, gone)
+    gone = ctx.snaps.pop(0)
+    if child is not None and child.result:
+        ctx.deleted.append(gone)
+        snapshot = t.rt.store.get(Snapshot, gone)
         # onCompletedActionEvent(User.UID_SYSTEM, ...): the internal deleteSnapshot call has no @ActionEvent of its
         # own (a call on ``this`` bypasses the interceptor), so this is the one event of a retention delete.
         accounting.action_event(
-            run.rt,
+            t.rt,
             "SNAPSHOT.DELETE",
-            f"Successfully deleted oldest snapshot: {run.flags['oldest']}",
+            f"Successfully deleted oldest snapshot: {ctx.oldest}",
             account_id=snapshot.account_id,
             resource_id=gone,
             state="Completed",
         )
-    if len(snaps) > run.flags["max"] and len(snaps) > 1:
+    if len(ctx.snaps) > ctx.most and len(ctx.snaps) > 1:
         return Retention.DeleteOldest
     return Retention.Finish
 
 
-@step("retention.finish")
-def finish(run: Run) -> None:
+def finish(t: Turn[RetentionContext]) -> None:
     """Nothing more to delete."""
-    del run
+    del t
 
 
-@step("retention.fail")
-def fail(run: Run) -> None:
-    """The error stays on the run, for the take job's post-processing to see."""
-    del run
+def fail(t: Turn[RetentionContext]) -> None:
+    """The error stays on the context, for the take job's post-processing to see."""
+    del t
+
+
+STEPS: StepTable = {
+    "retention.delete_oldest": delete_oldest,
+    "retention.deleted": deleted,
+    "retention.finish": finish,
+    "retention.fail": fail,
+}

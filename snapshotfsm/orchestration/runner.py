@@ -1,230 +1,209 @@
-"""Runs workflow machines: fire an event, run its step, persist the move, follow the next event (DESIGN.md layer 6).
+"""Runs workflow machines: fire an event, run its step, persist the move, carry out what the step asked for.
 
-A step is a function ``step(run) -> str | None`` registered under the name a definition's ``calls`` uses. It runs
-as the transition's ``before`` callback, so the job's state changes only if the step returns; it returns the next
-event, or None to wait (for a driver answer, a queue slot, the dispatcher). When a step raises one of CloudStack's
-exceptions, the runner records a :class:`~snapshotfsm.store.records.Failure` and fires the transition's ``on_error``
-event from the same state: that error transition's own step performs the rollback for that point.
+The runner fires a workflow's event through the one ``transitions`` machine built from its definition: the trigger's
+check is the legality check, the step runs as the transition's ``before`` callback, and the destination the trigger
+computed is what :meth:`Store.record_transition` writes (still a compare-and-swap on the source state). When a step
+raises one of CloudStack's exceptions, the runner records a :class:`~snapshotfsm.store.records.Failure` and fires
+the transition's ``on_error`` event from the same state: that error transition's own step performs the rollback for
+that point.
 
-What a run holds in memory (``Run``) is what CloudStack holds in its job threads: a crash loses it. The ``workflow``
-row only records where each job got to.
+What a run holds in memory (:class:`~snapshotfsm.orchestration.contract.Run`) is what CloudStack holds in its job
+threads: a crash loses it. The ``workflow`` row only records where each job got to. Every step is called from
+:meth:`Runner.fire` alone: the one place where, later, another task may be let in between two durable writes.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Mapping
+from typing import Any
 
-import attrs
 from transitions import EventData
 
-from snapshotfsm.definitions import Definitions
-from snapshotfsm.errors import CloudException, NotFound, NullPointerException, SnapshotFSMError, did_you_mean
-from snapshotfsm.machines import StateMachine
+from snapshotfsm.definitions import Definitions, TransitionDef
+from snapshotfsm.errors import (
+    CloudException,
+    DefinitionError,
+    InvalidValue,
+    MsCrash,
+    NotFound,
+    NullPointerException,
+    SnapshotFSMError,
+    StepWithoutErrorTransition,
+    did_you_mean,
+)
+from snapshotfsm.machines import RowTransition, StateMachine, Step
+from snapshotfsm.orchestration.contract import (
+    Context,
+    Effect,
+    GeneratorStep,
+    Later,
+    Reply,
+    Resumes,
+    Run,
+    StepGen,
+    StepTable,
+    Turn,
+)
+from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.store.records import Failure, Workflow
-
-if TYPE_CHECKING:
-    from snapshotfsm.orchestration.runtime import Runtime
-    from snapshotfsm.strategies.base import Payload, SnapshotStrategy, Take
 
 log = logging.getLogger(__name__)
 
-StepFn = Callable[["Run"], str | None]
-STEPS: dict[str, StepFn] = {}
 
-
-def step(name: str) -> Callable[[StepFn], StepFn]:
-    """Register a step callback under the name definitions use in ``calls``."""
-
-    def register(fn: StepFn) -> StepFn:
-        if name in STEPS:
-            raise ValueError(f"step {name!r} is registered twice ({STEPS[name].__qualname__}, {fn.__qualname__})")
-        STEPS[name] = fn
-        return fn
-
-    return register
-
-
-class StepWithoutErrorTransition(SnapshotFSMError, RuntimeError):
-    """A step raised, but its transition names no ``on_error``: the definition misses an error transition."""
-
-
-class MsCrash(BaseException):
-    """Raised to stop a management server at a named step (fault plan ``crash``); unwinds to the engine."""
-
-    def __init__(self, ms_id: int, where: str) -> None:
-        self.ms_id = ms_id
-        self.where = where
-        super().__init__(f"management server {ms_id} crashed at {where}")
-
-
-@attrs.define(eq=False)
-class Run:
-    """One workflow in progress, as a management server holds it in memory."""
-
-    rt: Runtime
-    workflow: Workflow
-    job_id: int | None = None
-    snapshot_id: int | None = None
-    volume_id: int | None = None
-    vm_id: int | None = None
-    work_job_id: int | None = None
-    account_id: int | None = None
-    caller_id: int | None = None
-    user_id: int | None = None
-    params: dict[str, Any] = attrs.field(factory=dict)
-    payload: Payload | None = None
-    take: Take | None = None
-    strategy: SnapshotStrategy | None = None
-    answer: Any = None
-    error: CloudException | None = None
-    flags: dict[str, Any] = attrs.field(factory=dict)
-    next_event: str | None = None
-    continuation: Any = None
-    """Synchronous CloudStack code suspended where it waits on a future (a generator); lost with the run."""
-    parent: Run | None = None
-    resume_event: str | None = None
-    children: list[Run] = attrs.field(factory=list)
-
-    @property
-    def machine(self) -> str:
-        """The workflow machine's name."""
-        return self.workflow.machine
-
-    @property
-    def state(self) -> str:
-        """Where the job is now."""
-        return self.workflow.state
-
-    def summary(self) -> dict[str, Any]:
-        """What the ``workflow.context`` column keeps: ids, the request, flags, and the last error."""
-        out: dict[str, Any] = {
-            k: v
-            for k, v in (
-                ("job_id", self.job_id),
-                ("snapshot_id", self.snapshot_id),
-                ("volume_id", self.volume_id),
-                ("vm_id", self.vm_id),
-                ("work_job_id", self.work_job_id),
-            )
-            if v is not None
-        }
-        if self.params:
-            out["params"] = self.params
-        if self.flags:
-            out["flags"] = self.flags
-        if self.error is not None:
-            out["error"] = {"type": self.error.java_name, "message": self.error.message}
-        return out
+def _column(value: int) -> int | None:
+    """A context id as its nullable column: 0 (not known yet) is NULL."""
+    return value if value != 0 else None
 
 
 class Runner:
-    """Builds the workflow machines with their steps, and moves runs through them."""
+    """Moves runs through their workflow machines; one per management server."""
 
-    def __init__(self, rt: Runtime, definitions: Definitions) -> None:
+    def __init__(
+        self, rt: Runtime, machines: Mapping[str, StateMachine], contexts: Mapping[str, type[Context]]
+    ) -> None:
         self.rt = rt
-        bound = {name: _bind(fn) for name, fn in STEPS.items()}
-        self.machines = {name: StateMachine(d, bound) for name, d in definitions.items() if d.kind == "workflow"}
-        self.live: dict[int, Run] = {}
+        self.machines = {name: m for name, m in machines.items() if m.definition.kind == "workflow"}
+        self.contexts = contexts
+        self.live: dict[int, Run[Any]] = {}
 
-    def start_child(self, parent: Run, machine: str, run_fields: dict[str, Any], *, resume_event: str) -> Run:
-        """A workflow that ``parent`` waits for, as a CloudStack thread waits on a future.
+    # --- what a turn may ask of the runner (contract.Hooks) ---------------------------------------------------------
 
-        When the child ends, ``parent`` is resumed with ``resume_event``; the child's outcome is on
-        ``parent.children[-1]``.
+    def reply(self, run: Run[Any], event: str) -> Reply:
+        """The callback a driver answers to: fires ``event`` on ``run``, with the answer, if the run is still live."""
+
+        def deliver(answer: Any) -> None:
+            if self.live.get(run.id) is run:
+                self.fire(run, event, answer=answer)
+
+        return deliver
+
+    def live_runs(self) -> Iterator[Run[Any]]:
+        """The runs this server holds in memory, oldest first."""
+        return iter(list(self.live.values()))
+
+    # --- starting and firing ------------------------------------------------------------------------------------------
+
+    def start(
+        self, machine: str, ctx: Context, *, parent: Run[Any] | None = None, resume_event: str | None = None
+    ) -> Run[Any]:
+        """Create a workflow row in its machine's initial state and the in-memory run that drives it.
+
+        Raises:
+            SnapshotFSMError: no such workflow machine.
+            InvalidValue: ``ctx`` is not the context class the machine's steps expect.
         """
-        fields = {"job_id": parent.job_id, "user_id": parent.user_id, **run_fields}
-        child = self.start(machine, fields)
-        child.parent = parent
-        child.resume_event = resume_event
-        parent.children.append(child)
-        return child
-
-    def start(self, machine: str, run_fields: dict[str, Any]) -> Run:
-        """Create a workflow row in its machine's initial state and the in-memory run that drives it."""
         if machine not in self.machines:
             raise SnapshotFSMError(f"no workflow machine {machine!r}{did_you_mean(machine, self.machines)}")
-        definition = self.machines[machine].definition
+        expected = self.contexts[machine]
+        if type(ctx) is not expected:
+            raise InvalidValue(f"context of {machine}", ctx, expected.__name__)
+        now = self.rt.clock.timestamp()
         workflow = self.rt.store.insert(
             Workflow(
                 machine=machine,
-                state=definition.initial,
+                state=self.machines[machine].definition.initial,
                 ms_id=self.rt.ms_id,
-                created=self.rt.clock.timestamp(),
-                updated=self.rt.clock.timestamp(),
+                job_id=_column(ctx.job_id),
+                snapshot_id=_column(ctx.snapshot_id),
+                volume_id=_column(ctx.volume_id),
+                created=now,
+                updated=now,
             )
         )
-        run = Run(rt=self.rt, workflow=workflow, **run_fields)
+        run: Run[Any] = Run(workflow, ctx, parent=parent, resume_event=resume_event)
         self.live[workflow.id] = run
         return run
 
-    def fire(self, run: Run, event: str) -> Run:
+    def fire(self, run: Run[Any], event: str, *, answer: Any = None) -> Run[Any]:
         """Fire ``event`` and keep going while steps name a next event; returns when the run waits or ends."""
+        rt = self.rt
         machine = self.machines[run.machine]
         while True:
             where = f"{run.machine}.{event}"
-            if self.rt.faults.should_crash(self.rt.ms_id, where, self.rt.clock.now_ms):
-                raise MsCrash(self.rt.ms_id, where)
-            row = machine.definition.transition(run.state, event)
-            run.next_event = None
-            try:
-                with self.rt.store.acting_for(run.job_id):
+            if rt.faults.should_crash(rt.ms_id, where, rt.clock.now_ms):
+                raise MsCrash(rt.ms_id, where)
+            turn: Turn[Any] = Turn(rt, run, event, answer, self)
+            answer = None
+            with rt.store.acting_for(_column(run.ctx.job_id)):
+                try:
                     try:
-                        machine.fire(run.workflow.id, run.state, event, run=run)
+                        dest = machine.fire(run.id, run.state, event, turn=turn)
                     except NotFound as gone:
                         # CloudStack's DAO returns null for a row removed underneath the job; the code then
                         # dereferences it.
                         raise NullPointerException(f"{gone} (removed while the job ran)") from gone
-            except CloudException as exc:
-                if row is None or row.on_error is None:
-                    raise StepWithoutErrorTransition(
-                        f"{run.machine} {run.workflow.id}: step {row.calls if row else '?'} raised "
-                        f"{exc.java_name}: {exc.message}, and transition ({run.state}, {event}) has no on_error"
-                    ) from exc
-                self._record_failure(run, event, row.calls or "", row.on_error, exc)
-                run.error = exc
-                event = row.on_error
-                continue
-            self._persist(run, event)
-            if run.next_event is None:
+                except CloudException as exc:
+                    row = turn.row
+                    if row is None or row.on_error is None:
+                        raise StepWithoutErrorTransition(
+                            f"{run.machine} {run.id}: step {row.calls if row else '?'} raised "
+                            f"{exc.java_name}: {exc.message}, and transition ({run.state}, {event}) has no on_error"
+                        ) from exc
+                    self._apply(turn.effects)
+                    self._record_failure(run, event, row.calls or "", row.on_error, exc)
+                    run.ctx.error = exc
+                    event = row.on_error
+                    continue
+            # The step may have learnt its job (jobs.submit): the move is the job's from here on.
+            with rt.store.acting_for(_column(run.ctx.job_id)):
+                self._persist(run, event, dest)
+                self._apply(turn.effects)
+            if turn.outcome is None:
                 if machine.definition.state_def(run.state).terminal:
-                    self.live.pop(run.workflow.id, None)
-                    if run.parent is not None and run.resume_event is not None:
-                        self.fire_later(run.parent, run.resume_event, label=f"{run.machine} {run.workflow.id} done")
+                    self._end(run)
                 return run
-            event = run.next_event
+            event = turn.outcome
 
-    def fire_later(self, run: Run, event: str, *, delay_ms: int = 0, label: str = "") -> None:
+    def fire_later(self, run: Run[Any], event: str, *, delay_ms: int = 0, label: str = "") -> None:
         """Fire ``event`` on ``run`` from the scheduler, in this server's memory (a crash drops it)."""
-        incarnation = self.rt.incarnation
+        rt = self.rt
+        incarnation = rt.incarnation
 
         def go() -> None:
-            if self.rt.incarnation == incarnation and self.live.get(run.workflow.id) is run:
+            if rt.incarnation == incarnation and self.live.get(run.id) is run:
                 self.fire(run, event)
 
-        self.rt.scheduler.call_later(
-            delay_ms, go, label=label or f"{run.machine} {run.workflow.id} {event}", owner=self.rt.ms_id
+        rt.scheduler.call_later(delay_ms, go, label=label or f"{run.machine} {run.id} {event}", owner=rt.ms_id)
+
+    def _apply(self, effects: list[Effect]) -> None:
+        """Carry out what a step asked for, in the order it asked."""
+        for effect in effects:
+            if isinstance(effect, Later):
+                self.fire_later(effect.run, effect.event, delay_ms=effect.delay_ms, label=effect.label)
+                continue
+            child = self.start(effect.machine, effect.ctx, parent=effect.parent, resume_event=effect.resume)
+            event = effect.event if isinstance(effect.event, str) else effect.event(self.rt, child.ctx)
+            if effect.later:
+                self.fire_later(child, event, label=effect.label)
+            else:
+                self.fire(child, event)
+
+    def _end(self, run: Run[Any]) -> None:
+        self.live.pop(run.id, None)
+        if run.parent is not None and run.resume_event is not None:
+            self.fire_later(run.parent, run.resume_event, label=f"{run.machine} {run.id} done")
+
+    def _persist(self, run: Run[Any], event: str, dest: str) -> None:
+        ctx = run.ctx
+        run.workflow = self.rt.store.record_transition(
+            run.workflow,
+            event,
+            dest,
+            context=json.dumps(ctx.summary(), sort_keys=True),
+            job_id=_column(ctx.job_id),
+            snapshot_id=_column(ctx.snapshot_id),
+            volume_id=_column(ctx.volume_id),
         )
 
-    def _persist(self, run: Run, event: str) -> None:
-        context = json.dumps(run.summary(), sort_keys=True)
-        with self.rt.store.acting_for(run.job_id):
-            run.workflow = self.rt.store.transit(
-                run.workflow,
-                event,
-                context=context,
-                snapshot_id=run.snapshot_id,
-                volume_id=run.volume_id,
-            )
-
-    def _record_failure(self, run: Run, event: str, step_name: str, error_event: str, exc: CloudException) -> None:
-        log.info("%s %s: step %s failed: %s", run.machine, run.workflow.id, step_name, exc.message)
+    def _record_failure(self, run: Run[Any], event: str, step_name: str, error_event: str, exc: CloudException) -> None:
+        log.info("%s %s: step %s failed: %s", run.machine, run.id, step_name, exc.message)
         self.rt.store.insert(
             Failure(
-                workflow_id=run.workflow.id,
-                job_id=run.job_id,
+                workflow_id=run.id,
+                job_id=_column(run.ctx.job_id),
                 machine=run.machine,
                 state=run.state,
                 event=event,
@@ -237,10 +216,97 @@ class Runner:
         )
 
 
-def _bind(fn: StepFn) -> Callable[[EventData], None]:
-    def callback(event_data: EventData) -> None:
-        run: Run = event_data.kwargs["run"]
-        run.next_event = fn(run)
+# --- steps as machine callbacks --------------------------------------------------------------------------------------
 
-    callback.__qualname__ = f"step {fn.__module__}.{fn.__qualname__}"
+
+def bind_steps(steps: StepTable, definitions: Definitions) -> dict[str, Step]:
+    """Each step as a ``before`` callback for the workflow machines (``machines.build_machines``).
+
+    A generator step yields where it waits; the transition that answers it must leave the state where it waits and
+    be listed as ``Resumes(step)``: that is checked here, for every transition calling a generator step.
+
+    Raises:
+        DefinitionError: a generator step whose transition's destination has no ``Resumes`` transition for it.
+    """
+    resume_at: dict[tuple[str, GeneratorStep], str] = {}
+    for definition in definitions.values():
+        for row in definition.transitions:
+            entry = steps.get(row.calls or "")
+            if isinstance(entry, Resumes):
+                resume_at[(row.source, entry.step)] = row.event
+    for definition in definitions.values():
+        for row in definition.transitions:
+            entry = steps.get(row.calls or "")
+            generator = entry.step if isinstance(entry, Resumes) else entry
+            if generator is None or not inspect.isgeneratorfunction(generator):
+                continue
+            if (row.dest, generator) not in resume_at:
+                raise DefinitionError(
+                    definition.path,
+                    definition.name,
+                    f"transition {row.number}: calls",
+                    f"{row.calls!r} waits in {row.dest!r}, but no transition from there resumes it",
+                )
+    return {name: _callback(name, entry, resume_at) for name, entry in steps.items()}
+
+
+def _row(event_data: EventData) -> TransitionDef:
+    transition = event_data.transition
+    if not isinstance(transition, RowTransition) or transition.row is None:
+        raise SnapshotFSMError(f"{event_data.machine.name} a step runs outside a transition built from a definition")
+    return transition.row
+
+
+def _callback(name: str, entry: Any, resume_at: Mapping[tuple[str, GeneratorStep], str]) -> Step:
+    """The ``before`` callback of step ``name``: it runs the step on the turn the runner passed to the trigger."""
+    if isinstance(entry, Resumes):
+        generator = entry.step
+
+        def resumed(event_data: EventData) -> None:
+            turn: Turn[Any] = event_data.kwargs["turn"]
+            row = turn.row = _row(event_data)
+            gen, turn.run.suspended = turn.run.suspended, None
+            if gen is None:
+                raise SnapshotFSMError(f"{turn.run.machine} {turn.run.id}: {name} resumes no waiting step")
+            turn.outcome = _advance(turn, gen, turn.answer, resume_at[(row.dest, generator)])
+
+        callback = resumed
+    elif inspect.isgeneratorfunction(entry):
+
+        def started(event_data: EventData) -> None:
+            turn: Turn[Any] = event_data.kwargs["turn"]
+            row = turn.row = _row(event_data)
+            turn.outcome = _advance(turn, entry(turn), None, resume_at[(row.dest, entry)])
+
+        callback = started
+    else:
+
+        def plain(event_data: EventData) -> None:
+            turn: Turn[Any] = event_data.kwargs["turn"]
+            turn.row = _row(event_data)
+            turn.outcome = entry(turn)
+
+        callback = plain
+    callback.__qualname__ = f"step {name}"
     return callback
+
+
+def _advance(turn: Turn[Any], gen: StepGen, answer: Any, resume_event: str) -> str | None:
+    """Run a generator step to its next wait (its request started, the run suspended) or to its end.
+
+    A call that throws has its exception thrown into the generator where it yielded, where CloudStack's own catch
+    around the call sees it. What the generator raises propagates: the step failed.
+    """
+    error: CloudException | None = None
+    while True:
+        try:
+            request = gen.throw(error) if error is not None else gen.send(answer)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        try:
+            request.start(turn.reply(resume_event))
+        except CloudException as exc:
+            error, answer = exc, None
+            continue
+        turn.run.suspended = gen
+        return None

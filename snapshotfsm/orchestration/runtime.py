@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import uuid
-from typing import TYPE_CHECKING
 
 import attrs
 
@@ -17,9 +16,6 @@ from snapshotfsm.scheduler import Scheduler
 from snapshotfsm.store.store import Store
 from snapshotfsm.strategies.base import StrategyEnv
 from snapshotfsm.strategies.factory import StrategyFactory
-
-if TYPE_CHECKING:
-    from snapshotfsm.orchestration.runner import Runner
 
 
 @attrs.define(eq=False)
@@ -42,7 +38,6 @@ class Runtime:
     """The server crashed and has not restarted: it takes no calls."""
     scheduler_timestamp_ms: int | None = None
     """``SnapshotSchedulerImpl._currentTimestamp``: set at configure and at each poll (spec §9.2)."""
-    runner: Runner = attrs.field(init=False)
 
     def new_uuid(self) -> str:
         """A UUID from the engine's seeded generator: the same seed gives the same database."""

@@ -17,10 +17,17 @@ from snapshotfsm.errors import (
     NullPointerException,
     UnsupportedOperationException,
 )
-from snapshotfsm.names import RefState, Take, VolumeState
-from snapshotfsm.orchestration import accounting
-from snapshotfsm.orchestration.api import backup_to_secondary_for_zone, live, store_resource_type, volume_hypervisor
-from snapshotfsm.orchestration.runner import Run, step
+from snapshotfsm.names import RefState, Retention, Take, VolumeState
+from snapshotfsm.orchestration import accounting, copies, retention
+from snapshotfsm.orchestration.contexts import Machine, TakeContext
+from snapshotfsm.orchestration.contract import StepTable, Turn
+from snapshotfsm.orchestration.lookups import (
+    backup_to_secondary_for_zone,
+    live,
+    store_resource_type,
+    volume_hypervisor,
+    volume_pool,
+)
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.store.records import (
     Host,
@@ -33,46 +40,35 @@ from snapshotfsm.store.records import (
     Volume,
     Zone,
 )
-from snapshotfsm.strategies.base import Operation, Payload
-from snapshotfsm.strategies.base import Take as TakeState
+from snapshotfsm.strategies.base import Operation, SnapshotTake
 
 log = logging.getLogger(__name__)
 
 FILE_BASED_POOLS = ("SharedMountPoint", "NetworkFilesystem", "Filesystem")
 
 
-def attached_or_direct(run: Run, attached: str, direct: str) -> str:
+def attached_or_direct(ctx: TakeContext, attached: str, direct: str) -> str:
     """The next event on the work-job path or on the detached path."""
-    return attached if run.work_job_id is not None else direct
+    return attached if ctx.attached else direct
 
 
-@step("take.orchestrate")
-def orchestrate(run: Run) -> str:
+def orchestrate(t: Turn[TakeContext]) -> str:
     """``orchestrateTakeVolumeSnapshot`` (spec §5.3): Ready re-check, the encrypted-volume rule, the payload."""
-    rt = run.rt
-    volume = live(rt, Volume, run.volume_id)
-    if not isinstance(volume, Volume):
-        raise InvalidParameterValueException(f"Creating snapshot failed due to volume:{run.volume_id} doesn't exist")
+    rt, ctx = t.rt, t.ctx
+    volume = live(rt, Volume, ctx.volume_id)
+    if volume is None:
+        raise InvalidParameterValueException(f"Creating snapshot failed due to volume:{ctx.volume_id} doesn't exist")
     if volume.state != VolumeState.Ready:
         raise InvalidParameterValueException(
             f"Volume: {volume_str(volume)} is not in Ready state but {volume.state}. Cannot take snapshot."
         )
-    pool = rt.store.get(StoragePool, volume.pool_id or 0)
+    pool = volume_pool(rt, volume)
     # The flag is named isSnapshotOnStorPoolOnly, yet it is true when backup to secondary is ENABLED (spec §5.3).
     storpool_only = pool.pool_type == "StorPool" and rt.config.flag("snapshot.backup.to.secondary")
     vm = rt.store.first(VmInstance, "id = ?", (volume.instance_id,)) if volume.instance_id is not None else None
     if volume.encrypt_format is not None and vm is not None and vm.state != "Stopped" and not storpool_only:
         raise UnsupportedOperationException("Volume snapshots for encrypted volumes are not supported if VM is running")
-    run.payload = Payload(
-        snapshot_id=run.snapshot_id or 0,
-        account_id=run.account_id or 0,
-        policy_id=int(run.params.get("policy_id") or 0),
-        quiescevm=bool(run.params.get("quiescevm")),
-        location_type=run.flags.get("location_type"),
-        async_backup=bool(run.params.get("async_backup")),
-        zone_ids=tuple(run.flags.get("zone_ids", ())),
-        pool_ids=tuple(run.flags.get("pool_ids", ())),
-    )
+    ctx.payload = ctx.new_payload(location_type=ctx.location_type)
     return Take.Prepare
 
 
@@ -125,58 +121,53 @@ def new_image_ref(rt: Runtime, snapshot: Snapshot, image_store_id: int) -> Snaps
     )
 
 
-@step("take.prepare")
-def prepare(run: Run) -> str:
+def prepare(t: Turn[TakeContext]) -> str:
     """Spec §5.4 steps 1-4: flags, the pre-selected image store (KVM file-based), ``updateSnapshotPayload``.
 
     Step 3 runs before SnapshotManagerImpl's try block: its failure gives nothing back (``take.abandon``).
     """
-    rt = run.rt
-    assert run.payload is not None
-    snapshot = rt.store.get(Snapshot, run.snapshot_id or 0)
-    volume = rt.store.get(Volume, run.volume_id or 0)
-    pool = rt.store.get(StoragePool, volume.pool_id or 0)
+    rt, ctx = t.rt, t.ctx
+    snapshot = rt.store.get(Snapshot, ctx.snapshot_id)
+    volume = rt.store.get(Volume, ctx.volume_id)
+    pool = volume_pool(rt, volume)
     zone = rt.store.get(Zone, volume.data_center_id)
     cluster_id = cluster_of(rt, volume, pool)
     file_based = kvm_file_based(rt, volume, pool)
     backup_on = backup_to_secondary_for_zone(rt, zone)
-    run.flags.update(kvm_file_based=file_based, backup_on=backup_on, cluster_id=cluster_id)
+    ctx.kvm_file_based, ctx.backup_on = file_based, backup_on
     if file_based and backup_on:
         image = find_image_store(rt, snapshot)
         if image is None:
             text = snapshot_object_str(snapshot, pool.id)
             raise CloudRuntimeException(f"Could not find any secondary storage to allocate snapshot [{text}].")
-        run.flags["image_store_id"] = image.id
-    payload = run.payload
+        ctx.image_store_id = image.id
+    payload = ctx.payload
     if pool.is_managed and payload.location_type is None:
         payload.location_type = "PRIMARY"
     elif not pool.is_managed:
         payload.location_type = None
     if file_based and rt.config.flag("kvm.incremental.snapshot", cluster=cluster_id):
         payload.kvm_incremental = True
-    run.take = TakeState(
+    ctx.take = SnapshotTake(
         snapshot=snapshot,
         volume=volume,
         pool=pool,
         payload=payload,
         cluster_id=cluster_id,
-        image_store_id=run.flags.get("image_store_id"),
+        image_store_id=ctx.image_store_id,
     )
     return Take.ChooseStrategy
 
 
-@step("take.abandon")
-def abandon(run: Run) -> str:
+def abandon(t: Turn[TakeContext]) -> str:
     """Nothing to give back: the exception was thrown before SnapshotManagerImpl's try (spec §5.4 step 3)."""
-    return attached_or_direct(run, Take.FailWork, Take.Fail)
+    return attached_or_direct(t.ctx, Take.FailWork, Take.Fail)
 
 
-@step("take.choose_strategy")
-def choose_strategy(run: Run) -> str:
+def choose_strategy(t: Turn[TakeContext]) -> str:
     """Spec §5.4 step 5: the factory's TAKE strategy; none soft-removes the row and throws an UOE."""
-    rt = run.rt
-    assert run.take is not None
-    snapshot = run.take.snapshot
+    rt, ctx = t.rt, t.ctx
+    snapshot = ctx.take.snapshot
     if rt.store.first(Snapshot, "id = ? AND removed IS NULL", (snapshot.id,)) is None:
         # getSnapshot(snapshotId, store) wraps findById's null for a row soft-removed meanwhile (a deleteSnapshot
         # of the Allocated snapshot while its work job waited in the VM's queue): canHandle dereferences it.
@@ -184,44 +175,38 @@ def choose_strategy(run: Run) -> str:
     strategy = rt.factory.best(rt.strategy_env, snapshot, Operation.TAKE)
     if strategy is None:
         rt.store.remove(snapshot, by="SnapshotManagerImpl.takeSnapshot (no strategy)")
-        volume = run.take.volume
         raise UnsupportedOperationException(
             f"Unable to find a snapshot strategy to create snapshot [{snapshot_str(snapshot)}] of volume "
-            f"[{volume.uuid}]. Please check the logs."
+            f"[{ctx.take.volume.uuid}]. Please check the logs."
         )
-    run.strategy = strategy
-    run.flags["strategy"] = strategy.name
+    ctx.strategy = strategy
     return Take.BeginTake
 
 
-@step("take.unwind")
-def unwind(run: Run) -> str:
+def unwind(t: Turn[TakeContext]) -> str:
     """The outer catch of SnapshotManagerImpl.takeSnapshot (spec §5.4 step 14).
 
     It gives back the snapshot count and the store size, wraps what is neither a CloudRuntimeException nor an UOE,
     and rethrows. Snapshot rows stay as the failure left them.
     """
-    rt = run.rt
-    assert run.payload is not None
-    assert run.error is not None
-    volume = rt.store.get(Volume, run.volume_id or 0)
+    rt, ctx = t.rt, t.ctx
+    error = ctx.failure()
+    volume = rt.store.get(Volume, ctx.volume_id)
     zone = rt.store.get(Zone, volume.data_center_id)
-    account_id = run.payload.account_id
+    account_id = ctx.payload.account_id
     accounting.change_count(rt, account_id, accounting.SNAPSHOT, -1)
-    store_type = store_resource_type(rt, zone, run.payload.location_type)
+    store_type = store_resource_type(rt, zone, ctx.payload.location_type)
     accounting.change_count(rt, account_id, store_type, -volume.size)
-    if not isinstance(run.error, (CloudRuntimeException, UnsupportedOperationException)):
-        run.error = CloudRuntimeException("Failed to create snapshot", cause=run.error)
-    return attached_or_direct(run, Take.FailWork, Take.Fail)
+    if not isinstance(error, (CloudRuntimeException, UnsupportedOperationException)):
+        ctx.error = CloudRuntimeException("Failed to create snapshot", cause=error)
+    return attached_or_direct(ctx, Take.FailWork, Take.Fail)
 
 
-def data_store_role(rt: Runtime, run: Run, snapshot: Snapshot) -> str:
+def data_store_role(rt: Runtime, ctx: TakeContext, snapshot: Snapshot) -> str:
     """Spec §5.4 step 10: Primary for an async backup; else ``SnapshotHelper.getDataStoreRole`` when backup is on."""
-    flags, payload = run.flags, run.payload
-    assert payload is not None
-    if payload.async_backup and flags["backup_on"] and not flags["kvm_file_based"]:
+    if ctx.payload.async_backup and ctx.backup_on and not ctx.kvm_file_based:
         return "Primary"
-    if not flags["backup_on"]:
+    if not ctx.backup_on:
         return "Primary"
     primary = rt.store.first(SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Primary'", (snapshot.id,))
     if primary is None:
@@ -236,107 +221,99 @@ def data_store_role(rt: Runtime, run: Run, snapshot: Snapshot) -> str:
     return "Image"
 
 
-@step("take.post_create")
-def post_create(run: Run) -> str | None:
+def post_create(t: Turn[TakeContext]) -> str | None:
     """``postCreateSnapshot`` (spec §5.4 step 9, §9.3): the policy's schedule, then retention.
 
     Retention deletes older recurring snapshots through the delete workflow; the job waits for them. Any failure
     here ends the post-processing ("post process snapshot failed" is only logged).
     """
-    rt = run.rt
-    assert run.payload is not None
-    snapshot = rt.store.get(Snapshot, run.snapshot_id or 0)
+    rt, ctx = t.rt, t.ctx
+    snapshot = rt.store.get(Snapshot, ctx.snapshot_id)
     try:
-        policy_id = run.payload.policy_id
+        policy_id = ctx.payload.policy_id
         if policy_id:
             schedule = rt.store.first(SnapshotSchedule, "policy_id = ?", (policy_id,))
             if schedule is not None:
                 rt.store.update(schedule, snapshot_id=snapshot.id)
         if snapshot.type_description in ("HOURLY", "DAILY", "WEEKLY", "MONTHLY"):
-            from snapshotfsm.orchestration import retention  # noqa: PLC0415
-
-            if retention.start(run, snapshot, policy_id, resume_event=Take.Retained):
+            plan = retention.plan(rt, snapshot, policy_id, caller_id=ctx.caller_id, job_id=ctx.job_id)
+            if plan is not None:
+                ctx.retention = plan
+                t.spawn(Machine.RETENTION, plan, Retention.DeleteOldest, resume=Take.Retained)
                 return None
     except CloudException as exc:
-        _post_process_failed(run, exc)
+        _post_process_failed(ctx, exc)
     return Take.Retained
 
 
-def _post_process_failed(run: Run, exc: CloudException) -> None:
+def _post_process_failed(ctx: TakeContext, exc: CloudException) -> None:
     log.debug("post process snapshot failed: %s", exc)
-    run.flags["post_process_failed"] = f"{exc.java_name}: {exc.message}"
+    ctx.post_process_failed = f"{exc.java_name}: {exc.message}"
 
 
-def _completion(run: Run) -> str:
-    return attached_or_direct(run, Take.CompleteWork, Take.Complete)
+def _completion(ctx: TakeContext) -> str:
+    return attached_or_direct(ctx, Take.CompleteWork, Take.Complete)
 
 
-@step("take.post_process")
-def post_process(run: Run) -> str:
+def post_process(t: Turn[TakeContext]) -> str:
     """Spec §5.4 steps 9-12 (zone, role, usage SNAPSHOT.CREATE, correction), then the copies of step 13."""
-    retention_child = next((c for c in run.children if c.machine == "retention"), None)
-    if retention_child is not None and retention_child.error is not None:
-        _post_process_failed(run, retention_child.error)
-    if run.flags.get("post_process_failed"):
-        return _completion(run)
+    ctx = t.ctx
+    if ctx.retention is not None and ctx.retention.error is not None:
+        _post_process_failed(ctx, ctx.retention.error)
+    if ctx.post_process_failed:
+        return _completion(ctx)
     try:
-        _post_process(run)
+        _post_process(t.rt, ctx)
     except CloudException as exc:
-        _post_process_failed(run, exc)
-        return _completion(run)
-    return _next_copy(run, zones_done=False)
+        _post_process_failed(ctx, exc)
+        return _completion(ctx)
+    return _next_copy(ctx, zones_done=False)
 
 
-def _next_copy(run: Run, *, zones_done: bool) -> str:
+def _next_copy(ctx: TakeContext, *, zones_done: bool) -> str:
     """Step 13: without asyncbackup, zone copies when backup is on, then pool copies."""
-    assert run.payload is not None
-    payload = run.payload
+    payload = ctx.payload
     if payload.async_backup:
-        return _completion(run)
-    if not zones_done and run.flags["backup_on"] and payload.zone_ids:
+        return _completion(ctx)
+    if not zones_done and ctx.backup_on and payload.zone_ids:
         return Take.CopyToZones
-    if payload.pool_ids and not run.flags.get("pools_copied"):
+    if payload.pool_ids and not ctx.pools_copied:
         return Take.CopyToPools
-    return _completion(run)
+    return _completion(ctx)
 
 
-@step("take.copy_to_zones")
-def copy_to_zones(run: Run) -> None:
+def copy_to_zones(t: Turn[TakeContext]) -> None:
     """``copyNewSnapshotToZones``: the job waits for the copy workflow (spec §7.4)."""
-    from snapshotfsm.orchestration import copies  # noqa: PLC0415
+    rt, ctx = t.rt, t.ctx
+    snapshot = rt.store.get(Snapshot, ctx.snapshot_id)
+    ctx.copies = copies.zone_copies(
+        rt, snapshot, list(ctx.payload.zone_ids), user_id=ctx.user_id, account_id=ctx.caller_id, job_id=ctx.job_id
+    )
+    t.spawn(Machine.COPY, ctx.copies, copies.next_target, resume=Take.ZonesCopied)
 
-    assert run.payload is not None
-    snapshot = run.rt.store.get(Snapshot, run.snapshot_id or 0)
-    copies.start_zone_copies(run, snapshot, list(run.payload.zone_ids), resume_event=Take.ZonesCopied)
 
-
-@step("take.copy_to_pools")
-def copy_to_pools(run: Run) -> None:
+def copy_to_pools(t: Turn[TakeContext]) -> None:
     """``copyNewSnapshotToZonesOnPrimary``: the job waits for the copy workflow (spec §7.4, §8)."""
-    from snapshotfsm.orchestration import copies  # noqa: PLC0415
+    rt, ctx = t.rt, t.ctx
+    ctx.pools_copied = True
+    snapshot = rt.store.get(Snapshot, ctx.snapshot_id)
+    ctx.copies = copies.pool_copies(
+        rt, snapshot, list(ctx.payload.pool_ids), user_id=ctx.user_id, account_id=ctx.caller_id, job_id=ctx.job_id
+    )
+    t.spawn(Machine.COPY, ctx.copies, copies.next_target, resume=Take.PoolsCopied)
 
-    assert run.payload is not None
-    run.flags["pools_copied"] = True
-    snapshot = run.rt.store.get(Snapshot, run.snapshot_id or 0)
-    copies.start_pool_copies(run, snapshot, list(run.payload.pool_ids), resume_event=Take.PoolsCopied)
 
-
-@step("take.copies_done")
-def copies_done(run: Run) -> str:
+def copies_done(t: Turn[TakeContext]) -> str:
     """A copy workflow ended; failed targets were only logged. Pool copies follow zone copies."""
-    return _next_copy(run, zones_done=True)
+    return _next_copy(t.ctx, zones_done=True)
 
 
-def _post_process(run: Run) -> None:
-    rt = run.rt
-    assert run.payload is not None
-    payload = run.payload
-    snapshot = rt.store.get(Snapshot, run.snapshot_id or 0)
+def _post_process(rt: Runtime, ctx: TakeContext) -> None:
+    payload = ctx.payload
+    snapshot = rt.store.get(Snapshot, ctx.snapshot_id)
     volume = rt.store.get(Volume, snapshot.volume_id)
-    from snapshotfsm.orchestration.copies import add_to_zone  # noqa: PLC0415
-
-    add_to_zone(rt, snapshot.id, snapshot.data_center_id)
-    role = data_store_role(rt, run, snapshot)
+    copies.add_to_zone(rt, snapshot.id, snapshot.data_center_id)
+    role = data_store_role(rt, ctx, snapshot)
     ready = rt.store.find(
         SnapshotStoreRef, "snapshot_id = ? AND store_role = ? AND state = ?", (snapshot.id, role, RefState.Ready)
     )
@@ -346,4 +323,18 @@ def _post_process(run: Run) -> None:
     accounting.usage(rt, "SNAPSHOT.CREATE", snapshot, size=ref.physical_size, virtual_size=volume.size)
     store_type = accounting.SECONDARY_STORAGE if role == "Image" else accounting.PRIMARY_STORAGE
     accounting.change_count(rt, payload.account_id, store_type, -(volume.size - ref.physical_size))
-    run.flags["data_store_role"] = role
+    ctx.data_store_role = role
+
+
+STEPS: StepTable = {
+    "take.orchestrate": orchestrate,
+    "take.prepare": prepare,
+    "take.abandon": abandon,
+    "take.choose_strategy": choose_strategy,
+    "take.unwind": unwind,
+    "take.post_create": post_create,
+    "take.post_process": post_process,
+    "take.copy_to_zones": copy_to_zones,
+    "take.copy_to_pools": copy_to_pools,
+    "take.copies_done": copies_done,
+}

@@ -11,6 +11,8 @@ from typing import Any, ClassVar, TypeVar
 
 import attrs
 
+from snapshotfsm.names import JobState, RefState, SnapshotState, VolumeState, WorkState
+
 
 def _flag(default: bool = False) -> Any:
     """A boolean column: SQLite hands back 0/1, the record holds a bool."""
@@ -241,7 +243,7 @@ class Volume(Record):
     size: int
     format: str = "QCOW2"
     path: str = ""
-    state: str = "Ready"
+    state: str = VolumeState.Ready
     update_count: int = 0
     updated: str | None = None
     encrypt_format: str | None = None
@@ -276,7 +278,7 @@ class Snapshot(Record):
     volume_id: int
     disk_offering_id: int | None = None
     name: str
-    status: str = "Allocated"
+    status: str = SnapshotState.Allocated
     snapshot_type: int = 0
     type_description: str = "MANUAL"
     size: int = 0
@@ -302,7 +304,7 @@ class SnapshotStoreRef(Record):
     store_role: str
     snapshot_id: int
     volume_id: int | None = None
-    state: str = "Allocated"
+    state: str = RefState.Allocated
     update_count: int = 0
     updated: str | None = None
     created: str | None = None
@@ -409,7 +411,7 @@ class AsyncJob(Record):
     account_id: int
     job_cmd: str
     job_cmd_info: str = "{}"
-    job_status: int = 0
+    job_status: int = JobState.ordinal(JobState.IN_PROGRESS)
     job_process_status: int = 0
     job_result_code: int = 0
     job_result: str | None = None
@@ -434,7 +436,7 @@ class VmWorkJob(Record):
     vm_type: str = "Instance"
     vm_instance_id: int
     secondary_object: int | None = None
-    state: str = "Queued"
+    state: str = WorkState.Queued
 
 
 @attrs.frozen(kw_only=True)

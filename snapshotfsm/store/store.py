@@ -159,6 +159,7 @@ class Store:
         clock: SimClock,
         profile: Profile,
         definitions: Definitions,
+        machines: Mapping[str, StateMachine] | None = None,
     ) -> None:
         self.db = db
         self.conn = db.conn
@@ -167,7 +168,9 @@ class Store:
         self.clock = clock
         self.profile = profile
         self.definitions = definitions
-        self.machines: dict[str, StateMachine] = {name: StateMachine.structure(d) for name, d in definitions.items()}
+        self.machines: Mapping[str, StateMachine] = (
+            machines if machines is not None else {name: StateMachine.structure(d) for name, d in definitions.items()}
+        )
         self.bindings = make_bindings(definitions, profile)
         self._by_record = {b.record: b for b in self.bindings.values() if b.record is not Workflow}
         self._state_columns = {(b.record.table, c) for b in self.bindings.values() for c in (b.column, b.counter) if c}
@@ -185,8 +188,12 @@ class Store:
         clock: SimClock | None = None,
         profile: str | Profile = "cloudstack",
         definitions: Definitions | None = None,
+        machines: Mapping[str, StateMachine] | None = None,
     ) -> Store:
         """Open (or create) a database; ``":memory:"`` gives a private in-memory one.
+
+        ``machines`` are the engine's machines, built once from ``definitions`` with their step callbacks (the
+        store checks every move against the same machines the runner fires); by default, their structure alone.
 
         Raises:
             StoreError: the file is not a SQLite database, not a snapshotfsm database, or of another schema
@@ -230,6 +237,7 @@ class Store:
             clock=clock or SimClock(),
             profile=chosen,
             definitions=definitions or project_definitions(),
+            machines=machines,
         )
 
     def close(self) -> None:
@@ -449,13 +457,42 @@ class Store:
         entity_id = _id_of(entity)
         if type(event) is not str:
             raise InvalidValue("event", event, "an event name (str)")
-        if job_id is not None and type(job_id) is not int:
-            raise InvalidValue("job_id", job_id, "an async_job id (int) or None")
+        _check_job_id(job_id)
         dest = self.machines[b.machine].check(entity_id, source, event)
+        return self._write_transition(b, entity, entity_id, source, event, dest, job_id, fields)
+
+    def record_transition(self, entity: R, event: str, dest: str, **fields: object) -> R:
+        """Persist a move its machine's trigger already made: ``dest`` is the state that trigger computed.
+
+        The workflow runner fires a workflow's event through the machine (the one legality check, which runs the
+        step) and hands the destination here; the write still compares and swaps on the source state and
+        ``update_count``, so a lost race is caught. The log row is the job's of :meth:`acting_for`; everything else
+        is as :meth:`transit`.
+
+        Raises:
+            ConcurrencyError: the row is no longer in the source state (or its ``update_count`` moved).
+            NotFound: the row is gone.
+            InvalidValue: a field is unknown or of the wrong type; nothing is written.
+        """
+        b = self.binding(entity)
+        source = b.state_of(getattr(entity, b.column))
+        return self._write_transition(b, entity, _id_of(entity), source, event, dest, None, fields)
+
+    def _write_transition(
+        self,
+        b: Binding,
+        entity: R,
+        entity_id: int,
+        source: str,
+        event: str,
+        dest: str,
+        job_id: int | None,
+        fields: Mapping[str, object],
+    ) -> R:
         if fields:
             _refuse_id(entity.table, fields)
             for name in (b.column, b.counter, b.updated):
-                if name in fields:
+                if name is not None and name in fields:
                     raise InvalidValue(
                         f"{entity.table}.{name}",
                         fields[name],
@@ -618,6 +655,11 @@ def _id_of(record: Record) -> int:
             f"{record.table} id", 0, "an integer", message=f"{record.table}: the record has no id (insert it first)"
         )
     return entity_id
+
+
+def _check_job_id(job_id: object) -> None:
+    if job_id is not None and type(job_id) is not int:
+        raise InvalidValue("job_id", job_id, "an async_job id (int) or None")
 
 
 def _refuse_id(table: str, fields: Mapping[str, object]) -> None:

@@ -16,11 +16,12 @@ from typing import ClassVar
 import attrs
 
 from snapshotfsm.config import Config
-from snapshotfsm.drivers.base import Answer
+from snapshotfsm.drivers.base import Answer, Callback
 from snapshotfsm.drivers.image import ImageStoreDriver
 from snapshotfsm.drivers.primary import PrimaryDriver
 from snapshotfsm.drivers.registry import Drivers
 from snapshotfsm.errors import CloudRuntimeException
+from snapshotfsm.names import RefEvent, RefState
 from snapshotfsm.objects import store_ref_event
 from snapshotfsm.store.records import (
     ImageStore,
@@ -69,7 +70,7 @@ class Payload:
 
 
 @attrs.define
-class Take:
+class SnapshotTake:
     """A take in progress, as the strategies see it."""
 
     snapshot: Snapshot
@@ -82,16 +83,25 @@ class Take:
     """The image store pre-selected for a KVM file-based snapshot (``SnapshotObject.setImageStore``), if any."""
 
 
+class BackupKind(enum.StrEnum):
+    """How a snapshot on primary reaches secondary storage (spec §5.7, §5.8)."""
+
+    COPY = "copy"
+    """``SnapshotServiceImpl.backupSnapshot``: a copy to an image store, full or a delta on a parent."""
+    MARK_BACKED_UP = "mark_backed_up"
+    """StorageSystem with a PRIMARY location: BackupToSecondary then OperationSucceeded, nothing copied."""
+
+
 @attrs.frozen
 class BackupPlan:
-    """How a strategy backs up a snapshot on primary (spec §5.8, §7.3).
+    """How a strategy backs up a snapshot on primary (spec §5.8, §7.3): one value from the strategy to the driver.
 
-    ``kind`` is ``copy`` (SnapshotServiceImpl.backupSnapshot, full or delta), ``empty_delta`` (XenServer: nothing
-    changed since the parent, point the image ref at the parent's file), or ``mark_backed_up`` (StorageSystem with a
-    PRIMARY location: BackupToSecondary then OperationSucceeded, no copy).
+    For a copy, ``full`` and ``parent_path`` are what ``DefaultSnapshotStrategy.backupSnapshot`` puts on the
+    snapshot's payload for the hypervisor (XenServer's delta on its parent's file); the backup steps hand the plan
+    to the driver's ``backup_snapshot`` as it is.
     """
 
-    kind: str
+    kind: BackupKind
     full: bool = True
     parent_path: str | None = None
 
@@ -167,6 +177,10 @@ class DriverDelete:
     driver: PrimaryDriver | ImageStoreDriver
     path: str
 
+    def start(self, on_answer: Callback) -> None:
+        """Make the call; the driver answers ``on_answer`` on the simulated clock (a pending request of a step)."""
+        self.driver.delete_snapshot(self.path, on_answer)
+
 
 DeleteRun = Generator[DriverDelete, Answer | None, bool]
 """A strategy's ``deleteSnapshot``: yields each driver delete it waits for, receives the answer, returns the result."""
@@ -181,13 +195,12 @@ def service_delete(env: StrategyEnv, ref: SnapshotStoreRef) -> DeleteRun:
     Raises:
         CloudRuntimeException: the driver's error.
     """
-    moved = store_ref_event(env.store, ref, "DestroyRequested")
-    assert moved is not None
+    moved = store_ref_event(env.store, ref, RefEvent.DestroyRequested)
     answer = yield DriverDelete(env.driver_for(moved), moved.install_path or "")
     if answer is None or not answer.result:
-        store_ref_event(env.store, moved, "OperationFailed")
+        store_ref_event(env.store, moved, RefEvent.OperationFailed)
         raise CloudRuntimeException(answer.details if answer is not None else "null answer")
-    store_ref_event(env.store, moved, "OperationSucceeded")
+    store_ref_event(env.store, moved, RefEvent.OperationSucceeded)
     return True
 
 
@@ -203,11 +216,11 @@ def live_child(store: Store, ref: SnapshotStoreRef) -> SnapshotStoreRef | None:
 
     A delta with such a child cannot go: the chain deletes of spec §9.4 stop (or hide the ref) there.
     """
+    # CloudStack's getChild also excludes 'Error', which is no state of snapshot_store_ref: that term never matched.
     return store.first(
         SnapshotStoreRef,
-        "store_id = ? AND store_role = ? AND parent_snapshot_id = ?"
-        " AND state NOT IN ('Destroyed', 'Destroying', 'Error')",
-        (ref.store_id, ref.store_role, ref.snapshot_id),
+        "store_id = ? AND store_role = ? AND parent_snapshot_id = ? AND state NOT IN (?, ?)",
+        (ref.store_id, ref.store_role, ref.snapshot_id, RefState.Destroyed, RefState.Destroying),
     )
 
 
@@ -241,19 +254,19 @@ class SnapshotStrategy:
         """``canHandle``: how well this strategy handles ``op`` on ``snapshot`` (spec §6.2)."""
         raise NotImplementedError
 
-    def before_take(self, env: StrategyEnv, take: Take) -> None:
+    def before_take(self, env: StrategyEnv, take: SnapshotTake) -> None:
         """Checks, lock and the volume's SnapshotRequested, before ``SnapshotServiceImpl.takeSnapshot``."""
         raise NotImplementedError(f"{self.name} does not take snapshots")
 
-    def after_take(self, env: StrategyEnv, take: Take, *, ok: bool) -> None:
+    def after_take(self, env: StrategyEnv, take: SnapshotTake, *, ok: bool) -> None:
         """The ``finally`` block once the driver has answered (``ok``) or the take failed."""
         raise NotImplementedError(f"{self.name} does not take snapshots")
 
-    def backup_plan(self, env: StrategyEnv, take: Take) -> BackupPlan:
+    def backup_plan(self, env: StrategyEnv, take: SnapshotTake) -> BackupPlan:
         """How to back the snapshot up to secondary storage."""
         raise NotImplementedError(f"{self.name} does not back up snapshots")
 
-    def post_snapshot_creation(self, env: StrategyEnv, take: Take) -> None:
+    def post_snapshot_creation(self, env: StrategyEnv, take: SnapshotTake) -> None:
         """``postSnapshotCreation`` after a successful backup."""
 
     def delete(self, env: StrategyEnv, snapshot_id: int, zone_id: int | None) -> DeleteRun:  # noqa: ARG002

@@ -15,6 +15,7 @@ from snapshotfsm.errors import (
     InvalidParameterValueException,
     NoTransitionException,
 )
+from snapshotfsm.names import RefState, SnapshotEvent, SnapshotState, VolumeEvent
 from snapshotfsm.objects import snapshot_event, volume_transit
 from snapshotfsm.store.records import (
     ImageStore,
@@ -29,13 +30,14 @@ from snapshotfsm.store.records import (
     VolumeDetail,
 )
 from snapshotfsm.strategies.base import (
+    BackupKind,
     BackupPlan,
     DeleteRun,
     Operation,
     Priority,
     SnapshotStrategy,
+    SnapshotTake,
     StrategyEnv,
-    Take,
     live_child,
     lock_key,
     parent_of,
@@ -80,7 +82,7 @@ class DefaultSnapshotStrategy(SnapshotStrategy):
                 return Priority.CANT_HANDLE
             return Priority.DEFAULT
         if op is Operation.REVERT:
-            ready = env.store.find(SnapshotStoreRef, "snapshot_id = ? AND state = 'Ready'", (snapshot.id,))
+            ready = env.store.find(SnapshotStoreRef, "snapshot_id = ? AND state = ?", (snapshot.id, RefState.Ready))
             pool = env.pool_of(volume)
             if volume.format == "QCOW2" and ready:
                 return Priority.DEFAULT
@@ -89,7 +91,7 @@ class DefaultSnapshotStrategy(SnapshotStrategy):
             return Priority.CANT_HANDLE
         return Priority.DEFAULT
 
-    def before_take(self, env: StrategyEnv, take: Take) -> None:
+    def before_take(self, env: StrategyEnv, take: SnapshotTake) -> None:
         """Spec §5.5 steps 1-3: refuse quiesce, lock the snapshot row, volume SnapshotRequested.
 
         SnapshotRequested is outside the inner try/finally, so a volume that is not Ready raises here without an
@@ -102,22 +104,24 @@ class DefaultSnapshotStrategy(SnapshotStrategy):
             raise CloudRuntimeException(f"Failed to get lock on snapshot: {text}")
         take.locked = True
         try:
-            volume_transit(env.store, take.volume.id, "SnapshotRequested")
+            volume_transit(env.store, take.volume.id, VolumeEvent.SnapshotRequested)
         except BaseException:
             self.release(env, take)
             raise
 
-    def after_take(self, env: StrategyEnv, take: Take, *, ok: bool) -> None:
+    def after_take(self, env: StrategyEnv, take: SnapshotTake, *, ok: bool) -> None:
         """Spec §5.5 steps 5-6: volume back to Ready, the MS_ID detail on success, and the lock released."""
         try:
-            volume_transit(env.store, take.volume.id, "OperationSucceeded" if ok else "OperationFailed")
+            volume_transit(
+                env.store, take.volume.id, VolumeEvent.OperationSucceeded if ok else VolumeEvent.OperationFailed
+            )
             if ok:
                 env.add_detail(take.snapshot.id, MS_ID, str(env.ms_id), display=False)
         finally:
             self.release(env, take)
 
     @staticmethod
-    def release(env: StrategyEnv, take: Take) -> None:
+    def release(env: StrategyEnv, take: SnapshotTake) -> None:
         """Release the snapshot's lock (the outer ``finally`` of DefaultSnapshotStrategy.takeSnapshot)."""
         if take.locked:
             env.release_lock(lock_key(take.snapshot.id))
@@ -127,7 +131,7 @@ class DefaultSnapshotStrategy(SnapshotStrategy):
         """Spec §9.4: the per-state rules, then the store refs and their chains."""
         return _DefaultDelete(env).run(snapshot_id, zone_id)
 
-    def backup_plan(self, env: StrategyEnv, take: Take) -> BackupPlan:
+    def backup_plan(self, env: StrategyEnv, take: SnapshotTake) -> BackupPlan:
         """Spec §7.3: a full backup unless XenServer with a parent on both stores and a short enough chain.
 
         The XenServer "empty delta" (the new snapshot has the parent's path) needs a driver that reports no change;
@@ -135,22 +139,22 @@ class DefaultSnapshotStrategy(SnapshotStrategy):
         """
         snapshot, volume = take.snapshot, take.volume
         if snapshot.hypervisor_type != "XenServer":
-            return BackupPlan("copy", full=True)
+            return BackupPlan(BackupKind.COPY, full=True)
         refs = env.store.find(
             SnapshotStoreRef,
-            "volume_id = ? AND snapshot_id != ? AND state = 'Ready'",
-            (volume.id, snapshot.id),
+            "volume_id = ? AND snapshot_id != ? AND state = ?",
+            (volume.id, snapshot.id, RefState.Ready),
             order_by="id DESC",
         )
         on_image = next((r for r in refs if r.store_role == "Image"), None)
         on_primary = next((r for r in refs if r.store_role == "Primary"), None)
         if on_image is None or on_primary is None:
-            return BackupPlan("copy", full=True)
+            return BackupPlan(BackupKind.COPY, full=True)
         oldest = env.store.first(
             SnapshotStoreRef, "volume_id = ? AND store_role = 'Primary' AND snapshot_id != ?", (volume.id, snapshot.id)
         )
         if oldest is None:
-            return BackupPlan("copy", full=True)
+            return BackupPlan(BackupKind.COPY, full=True)
         if oldest.store_id == volume.pool_id and oldest.id != on_primary.id:
             delta_max = env.config.number("snapshot.delta.max")
             chain = 1
@@ -158,18 +162,18 @@ class DefaultSnapshotStrategy(SnapshotStrategy):
             while chain < delta_max and parent is not None and parent.parent_snapshot_id:
                 parent = env.store.first(
                     SnapshotStoreRef,
-                    "snapshot_id = ? AND store_role = 'Image' AND state = 'Ready'",
-                    (parent.parent_snapshot_id,),
+                    "snapshot_id = ? AND store_role = 'Image' AND state = ?",
+                    (parent.parent_snapshot_id, RefState.Ready),
                 )
                 if parent is None:
                     break
                 chain += 1
-            return BackupPlan("copy", full=chain >= delta_max, parent_path=on_image.install_path)
+            return BackupPlan(BackupKind.COPY, full=chain >= delta_max, parent_path=on_image.install_path)
         if oldest.id != on_primary.id:
             env.store.delete(oldest, by="DefaultSnapshotStrategy.backupSnapshot (volume migrated)")
-        return BackupPlan("copy", full=True)
+        return BackupPlan(BackupKind.COPY, full=True)
 
-    def post_snapshot_creation(self, env: StrategyEnv, take: Take) -> None:
+    def post_snapshot_creation(self, env: StrategyEnv, take: SnapshotTake) -> None:
         """Spec §5.9: in one transaction, remove MS_ID and the parents' primary refs.
 
         Unless the pool is RBD, each parent's primary ref on this pool is deleted with a usage OFF_PRIMARY; the
@@ -215,25 +219,27 @@ class _DefaultDelete:
     def run(self, snapshot_id: int, zone_id: int | None) -> DeleteRun:
         snapshot = self.store.get(Snapshot, snapshot_id)
         state = snapshot.status
-        if zone_id is not None and state in ("Allocated", "CreatedOnPrimary"):
+        if zone_id is not None and state in (SnapshotState.Allocated, SnapshotState.CreatedOnPrimary):
             raise InvalidParameterValueException(f"Snapshot in {state} can not be deleted for a zone")
-        if state == "Allocated":
+        if state == SnapshotState.Allocated:
             self.store.remove(snapshot, by="DefaultSnapshotStrategy.deleteSnapshot")
             return True
-        if state == "Destroyed":
+        if state == SnapshotState.Destroyed:
             return True
-        if state == "Error":
-            refs = [r for r in self._refs(snapshot_id, None) if r.state != "Destroyed"]
+        if state == SnapshotState.Error:
+            refs = [r for r in self._refs(snapshot_id, None) if r.state != RefState.Destroyed]
             deleted = [r for r in refs if zone_id is None or self._zone_of(r) == zone_id]
             for ref in deleted:
                 self.store.delete(ref, by="DefaultSnapshotStrategy.deleteSnapshot (expunge)")
             if len(deleted) == len(refs):
                 self.store.remove(snapshot, by="DefaultSnapshotStrategy.deleteSnapshot")
             return True
-        if state == "CreatedOnPrimary":
-            self.store.write_state_directly(snapshot, "Destroyed", by="DefaultSnapshotStrategy.deleteSnapshot")
+        if state == SnapshotState.CreatedOnPrimary:
+            self.store.write_state_directly(
+                snapshot, SnapshotState.Destroyed, by="DefaultSnapshotStrategy.deleteSnapshot"
+            )
             return True
-        if state not in ("BackedUp", "Destroying"):
+        if state not in (SnapshotState.BackedUp, SnapshotState.Destroying):
             raise InvalidParameterValueException(
                 f"Can't delete snapshot {snapshot_str(snapshot)} due to it is in {state} Status"
             )
@@ -255,11 +261,11 @@ class _DefaultDelete:
         for zone_ref in self.store.find(SnapshotZoneRef, "snapshot_id = ? AND removed IS NULL", (snapshot.id,)):
             if zone_id is None or zone_ref.zone_id == zone_id:
                 self.store.remove(zone_ref, by="SnapshotZoneDao.removeSnapshotFromZone")
-        if [r for r in self._refs(snapshot.id, None) if r.state != "Destroyed"]:
+        if [r for r in self._refs(snapshot.id, None) if r.state != RefState.Destroyed]:
             return True
         self.store.write_state_directly(
             self.store.get(Snapshot, snapshot.id),
-            "Destroyed",
+            SnapshotState.Destroyed,
             by="DefaultSnapshotStrategy.updateSnapshotToDestroyed",
         )
         return True
@@ -267,21 +273,21 @@ class _DefaultDelete:
     def _delete_infos(self, snapshot: Snapshot, zone_id: int | None) -> DeleteRun:
         """``deleteSnapshotInfos``: under the chain root's lock, each ref of the snapshot (in the zone)."""
         result = False
-        for ref in [r for r in self._refs(snapshot.id, zone_id) if r.state != "Destroyed"]:
+        for ref in [r for r in self._refs(snapshot.id, zone_id) if r.state != RefState.Destroyed]:
             if (yield from self._delete_info(snapshot, ref)):
                 result = True
         return result
 
     def _delete_info(self, snapshot: Snapshot, ref: SnapshotStoreRef) -> DeleteRun:
         """``deleteSnapshotInfo``: the last live ref moves the snapshot through Destroying to Destroyed."""
-        alive = [r for r in self._refs(snapshot.id, None) if r.state not in ("Destroyed", "Hidden")]
+        alive = [r for r in self._refs(snapshot.id, None) if r.state not in (RefState.Destroyed, RefState.Hidden)]
         last = len(alive) <= 1
         current = self.store.get(Snapshot, snapshot.id)
         try:
             if last:
-                current = snapshot_event(self.store, current, "DestroyRequested")
+                current = snapshot_event(self.store, current, SnapshotEvent.DestroyRequested)
             if self.store.count(VolumeDetail, "name = 'SNAPSHOT_ID' AND value = ?", (str(snapshot.id),)):
-                snapshot_event(self.store, current, "OperationFailed")
+                snapshot_event(self.store, current, SnapshotEvent.OperationFailed)
                 volumes = [
                     d.volume_id
                     for d in self.store.find(VolumeDetail, "name = 'SNAPSHOT_ID' AND value = ?", (str(snapshot.id),))
@@ -302,7 +308,7 @@ class _DefaultDelete:
             if fresh is not None:
                 self.store.update(fresh, display=False)
             if last:
-                snapshot_event(self.store, self.store.get(Snapshot, snapshot.id), "OperationSucceeded")
+                snapshot_event(self.store, self.store.get(Snapshot, snapshot.id), SnapshotEvent.OperationSucceeded)
         except NoTransitionException as exc:
             log.warning("Failed to delete %s: %s", snapshot_str(snapshot), exc)
             return False
@@ -319,7 +325,9 @@ class _DefaultDelete:
         try:
             while current is not None:
                 if live_child(self.store, current) is not None:
-                    self.store.write_state_directly(current, "Hidden", by="DefaultSnapshotStrategy.deleteSnapshotChain")
+                    self.store.write_state_directly(
+                        current, RefState.Hidden, by="DefaultSnapshotStrategy.deleteSnapshotChain"
+                    )
                     break
                 parent = parent_of(self.store, current)
                 if shares_parent_path(self.store, current):
@@ -341,5 +349,5 @@ class _DefaultDelete:
         return result
 
 
-CHAIN_DELETABLE = ("Destroying", "Destroyed", "Error", "Hidden")
+CHAIN_DELETABLE = (SnapshotState.Destroying, SnapshotState.Destroyed, SnapshotState.Error, SnapshotState.Hidden)
 """``snapshotStatesAbleToDeleteSnapshot``: parents whose snapshot is in one of these are deleted with the chain."""

@@ -19,6 +19,7 @@ from snapshotfsm.errors import (
     InvalidParameterValueException,
     NoTransitionException,
 )
+from snapshotfsm.names import RefState, SnapshotEvent, SnapshotState, VolumeEvent
 from snapshotfsm.objects import snapshot_event, volume_transit
 from snapshotfsm.store.records import (
     Cluster,
@@ -31,13 +32,14 @@ from snapshotfsm.store.records import (
     VolumeDetail,
 )
 from snapshotfsm.strategies.base import (
+    BackupKind,
     BackupPlan,
     DeleteRun,
     Operation,
     Priority,
     SnapshotStrategy,
+    SnapshotTake,
     StrategyEnv,
-    Take,
     lock_key,
     service_delete,
 )
@@ -67,7 +69,7 @@ class StorageSystemSnapshotStrategy(SnapshotStrategy):
     def _can_delete(self, env: StrategyEnv, snapshot: Snapshot, zone_id: int | None) -> Priority:
         if snapshot.location_type == "SECONDARY":
             return Priority.CANT_HANDLE
-        if any(r.state == "Ready" for r in env.image_refs(snapshot.id)):
+        if any(r.state == RefState.Ready for r in env.image_refs(snapshot.id)):
             return Priority.CANT_HANDLE
         primary = env.primary_refs(snapshot.id)
         if not primary:
@@ -92,7 +94,7 @@ class StorageSystemSnapshotStrategy(SnapshotStrategy):
     def _snapshot_pools(env: StrategyEnv, snapshot: Snapshot) -> list[StoragePool]:
         return [env.store.get(StoragePool, r.store_id) for r in env.primary_refs(snapshot.id)]
 
-    def before_take(self, env: StrategyEnv, take: Take) -> None:
+    def before_take(self, env: StrategyEnv, take: SnapshotTake) -> None:
         """Spec §5.7: verify format and location type, lock, then the volume's SnapshotRequested.
 
         SnapshotRequested is inside the try, so a refused one still gets the finally's OperationFailed; the lock is
@@ -116,39 +118,39 @@ class StorageSystemSnapshotStrategy(SnapshotStrategy):
             raise CloudRuntimeException(f"Failed to acquire lock on the following snapshot: {take.snapshot.id}")
         take.locked = True
         try:
-            volume_transit(env.store, volume.id, "SnapshotRequested")
+            volume_transit(env.store, volume.id, VolumeEvent.SnapshotRequested)
             if CAN_CREATE_VOLUME_FROM_SNAPSHOT in env.capabilities(take.pool) and clone:
                 env.add_detail(take.snapshot.id, "takeSnapshot", "true", display=False)
         except BaseException:
-            volume_transit(env.store, volume.id, "OperationFailed")
+            volume_transit(env.store, volume.id, VolumeEvent.OperationFailed)
             raise
 
-    def after_take(self, env: StrategyEnv, take: Take, *, ok: bool) -> None:
+    def after_take(self, env: StrategyEnv, take: SnapshotTake, *, ok: bool) -> None:
         """The finally block: volume OperationSucceeded or OperationFailed; no MS_ID detail (spec §5.7).
 
         The lock is released only on success: its release sits after the finally block and is skipped when the
         take throws.
         """
-        volume_transit(env.store, take.volume.id, "OperationSucceeded" if ok else "OperationFailed")
+        volume_transit(env.store, take.volume.id, VolumeEvent.OperationSucceeded if ok else VolumeEvent.OperationFailed)
         if ok and take.locked:
             env.release_lock(lock_key(take.snapshot.id))
             take.locked = False
 
-    def backup_plan(self, env: StrategyEnv, take: Take) -> BackupPlan:
+    def backup_plan(self, env: StrategyEnv, take: SnapshotTake) -> BackupPlan:
         """StorageSystemSnapshotStrategy.backupSnapshot: archive only SECONDARY snapshots.
 
         Other location types are ``markAsBackedUp`` (BackupToSecondary then OperationSucceeded); SECONDARY needs
         volume-from-snapshot support, then a full copy.
         """
         if take.payload.location_type != "SECONDARY":
-            return BackupPlan("mark_backed_up")
+            return BackupPlan(BackupKind.MARK_BACKED_UP)
         if CAN_CREATE_VOLUME_FROM_SNAPSHOT not in env.capabilities(take.pool):
             raise CloudRuntimeException(
                 "Cannot archive snapshot: 'canStorageSystemCreateVolumeFromSnapshot' was false."
             )
-        return BackupPlan("copy", full=True)
+        return BackupPlan(BackupKind.COPY, full=True)
 
-    def post_snapshot_creation(self, env: StrategyEnv, take: Take) -> None:
+    def post_snapshot_creation(self, env: StrategyEnv, take: SnapshotTake) -> None:
         """Spec §5.9: write the payload's locationType into ``snapshots.location_type``.
 
         A SECONDARY snapshot is then removed from primary storage (its failure only logged) by the workflow.
@@ -160,12 +162,12 @@ class StorageSystemSnapshotStrategy(SnapshotStrategy):
         """Spec §9.4: Destroyed is done, Error is soft-removed, only BackedUp is deleted, from primary storage."""
         del zone_id
         snapshot = env.store.get(Snapshot, snapshot_id)
-        if snapshot.status == "Destroyed":
+        if snapshot.status == SnapshotState.Destroyed:
             return True
-        if snapshot.status == "Error":
+        if snapshot.status == SnapshotState.Error:
             env.store.remove(snapshot, by="StorageSystemSnapshotStrategy.deleteSnapshot")
             return True
-        if snapshot.status != "BackedUp":
+        if snapshot.status != SnapshotState.BackedUp:
             raise InvalidParameterValueException(
                 f"Unable to delete snapshot '{snapshot_id}' because it is in the following state: {snapshot.status}"
             )
@@ -180,15 +182,15 @@ class StorageSystemSnapshotStrategy(SnapshotStrategy):
         if ref is None:
             env.store.remove(snapshot, by="StorageSystemSnapshotStrategy.cleanupSnapshotOnPrimaryStore")
             return True
-        if ref.state == "Copying":
+        if ref.state == RefState.Copying:
             raise InvalidParameterValueException(
                 f"Unable to delete snapshot '{snapshot.id}' because it is in the copying state"
             )
         try:
-            snapshot = snapshot_event(env.store, snapshot, "DestroyRequested")
+            snapshot = snapshot_event(env.store, snapshot, SnapshotEvent.DestroyRequested)
             if env.store.count(VolumeDetail, "name = 'SNAPSHOT_ID' AND value = ?", (str(snapshot.id),)):
                 with contextlib.suppress(NoTransitionException):
-                    snapshot_event(env.store, snapshot, "OperationFailed")
+                    snapshot_event(env.store, snapshot, SnapshotEvent.OperationFailed)
                 raise InvalidParameterValueException(
                     f"Unable to perform delete operation, Snapshot with id: {snapshot.id} is in use  "
                 )
@@ -196,7 +198,7 @@ class StorageSystemSnapshotStrategy(SnapshotStrategy):
             return False
         try:
             yield from service_delete(env, ref)
-            snapshot = snapshot_event(env.store, snapshot, "OperationSucceeded")
+            snapshot = snapshot_event(env.store, snapshot, SnapshotEvent.OperationSucceeded)
             env.store.insert(
                 UsageEvent(
                     type="SNAPSHOT.OFF_PRIMARY",
@@ -211,7 +213,7 @@ class StorageSystemSnapshotStrategy(SnapshotStrategy):
             )
         except CloudException:
             with contextlib.suppress(NoTransitionException):
-                snapshot_event(env.store, env.store.get(Snapshot, snapshot.id), "OperationFailed")
+                snapshot_event(env.store, env.store.get(Snapshot, snapshot.id), SnapshotEvent.OperationFailed)
             return False
         return True
 

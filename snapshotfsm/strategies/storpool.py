@@ -18,6 +18,7 @@ from snapshotfsm.errors import (
     InvalidParameterValueException,
     NullPointerException,
 )
+from snapshotfsm.names import RefEvent, RefState, SnapshotState
 from snapshotfsm.objects import store_ref_event
 from snapshotfsm.store.records import (
     ImageStore,
@@ -72,7 +73,7 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
                 "store_role = 'Primary' AND store_id = ? AND snapshot_id = ?",
                 (pool.id, snapshot.id),
             )
-            if ref is not None and ref.state in ("Ready", "Created"):
+            if ref is not None and ref.state in (RefState.Ready, RefState.Created):
                 return Priority.HIGHEST
         return Priority.CANT_HANDLE
 
@@ -123,11 +124,11 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
         result = False
         try:
             for row in view_rows(env, snapshot_id, zone_id):
-                if row.role is None:
+                if row.role is None or row.store_id is None:
                     raise NullPointerException(NO_STORE_ROLE)
                 if row.role == "Image":
                     continue
-                pool = store.get(StoragePool, row.store_id or 0)
+                pool = store.get(StoragePool, row.store_id)
                 if zone_id is not None:
                     if row.zone_id != zone_id:
                         continue
@@ -137,11 +138,11 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
         except CloudException as exc:
             raise CloudRuntimeException(f"Cannot delete snapshot due to {exc.message}") from exc
         remaining = store.find(SnapshotStoreRef, "snapshot_id = ?", (snapshot_id,))
-        if all(r.state in ("Destroyed", "Destroying") for r in remaining):
+        if all(r.state in (RefState.Destroyed, RefState.Destroying) for r in remaining):
             current = store.first(Snapshot, "id = ?", (snapshot_id,))
-            if current is not None and current.status != "Destroyed":
+            if current is not None and current.status != SnapshotState.Destroyed:
                 store.write_state_directly(
-                    current, "Destroyed", by="StorPoolSnapshotStrategy.updateSnapshotToDestroyed"
+                    current, SnapshotState.Destroyed, by="StorPoolSnapshotStrategy.updateSnapshotToDestroyed"
                 )
             return True
         return result
@@ -155,7 +156,8 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
         detail = env.store.first(SnapshotDetail, "snapshot_id = ? AND name = ?", (snapshot.id, snapshot.uuid))
         if detail is not None:
             return sp_name(detail.value) if detail.value.startswith(SP_DEV_PATH) else None
-        for ref in env.store.find(SnapshotStoreRef, "snapshot_id = ? AND state != 'Destroyed'", (snapshot.id,)):
+        live = env.store.find(SnapshotStoreRef, "snapshot_id = ? AND state != ?", (snapshot.id, RefState.Destroyed))
+        for ref in live:
             if (ref.install_path or "").startswith(SP_DEV_PATH):
                 env.add_detail(snapshot.id, snapshot.uuid, ref.install_path or "", display=False)
                 return sp_name(ref.install_path or "")
@@ -170,13 +172,15 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
         answer = driver.snapshot_delete(name or "null")
         primaries = [
             r.id
-            for r in env.store.find(SnapshotStoreRef, "snapshot_id = ? AND state != 'Destroyed'", (snapshot.id,))
+            for r in env.store.find(
+                SnapshotStoreRef, "snapshot_id = ? AND state != ?", (snapshot.id, RefState.Destroyed)
+            )
             if r.store_role == "Primary" and (zone_id is None or _zone_of(env, r) == zone_id)
         ]
-        _process(env, primaries, "DestroyRequested")
+        _process(env, primaries, RefEvent.DestroyRequested)
         if not answer.result:
             if "still exported" in answer.details:
-                _process(env, primaries, "OperationFailed")
+                _process(env, primaries, RefEvent.OperationFailed)
                 raise CloudRuntimeException(
                     f"The snapshot [{name}] was exported to another cluster. [{answer.details}]"
                 )
@@ -187,12 +191,14 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
         else:
             result = yield from self._delete_from_db(env, snapshot, zone_id)
         if result:
-            _process(env, primaries, "OperationSucceeded")
-            for ref in env.store.find(SnapshotStoreRef, "snapshot_id = ? AND state = 'Destroyed'", (snapshot.id,)):
+            _process(env, primaries, RefEvent.OperationSucceeded)
+            for ref in env.store.find(
+                SnapshotStoreRef, "snapshot_id = ? AND state = ?", (snapshot.id, RefState.Destroyed)
+            ):
                 if SP_DEV_PATH.rstrip("/") in (ref.install_path or ""):
                     env.store.delete(ref, by="StorPoolSnapshotStrategy.cleanUpDestroyedRecords")
         else:
-            _process(env, primaries, "OperationFailed")
+            _process(env, primaries, RefEvent.OperationFailed)
         return result
 
     def _delete_from_db(self, env: StrategyEnv, snapshot: Snapshot, zone_id: int | None) -> DeleteRun:
@@ -211,17 +217,15 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
             if wrong is not None:
                 store.delete(wrong, by="SnapshotDetailsDao.remove(snapshotId)")
         state = snapshot.status
-        if zone_id is not None and state in ("Allocated", "CreatedOnPrimary"):
+        if zone_id is not None and state in (SnapshotState.Allocated, SnapshotState.CreatedOnPrimary):
             raise InvalidParameterValueException(f"Snapshot in {state} can not be deleted for a zone")
-        if state == "Allocated":
-            store.remove(
-                store.get(Snapshot, snapshot.id), by="StorPoolSnapshotStrategy.deleteSnapshotFromDbIfNeeded"
-            )
+        if state == SnapshotState.Allocated:
+            store.remove(store.get(Snapshot, snapshot.id), by="StorPoolSnapshotStrategy.deleteSnapshotFromDbIfNeeded")
             return True
-        if state == "Destroyed":
+        if state == SnapshotState.Destroyed:
             return True
-        if state == "Error":
-            refs = store.find(SnapshotStoreRef, "snapshot_id = ? AND state != 'Destroyed'", (snapshot.id,))
+        if state == SnapshotState.Error:
+            refs = store.find(SnapshotStoreRef, "snapshot_id = ? AND state != ?", (snapshot.id, RefState.Destroyed))
             gone = [r for r in refs if zone_id is None or _zone_of(env, r) == zone_id]
             for ref in gone:
                 store.delete(ref, by="StorPoolSnapshotStrategy.deleteSnapshotFromDbIfNeeded (expunge)")
@@ -230,14 +234,14 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
                     store.get(Snapshot, snapshot.id), by="StorPoolSnapshotStrategy.deleteSnapshotFromDbIfNeeded"
                 )
             return True
-        if state not in ("BackedUp", "Destroying"):
+        if state not in (SnapshotState.BackedUp, SnapshotState.Destroying):
             raise InvalidParameterValueException(
                 f"Can't delete snapshot {snapshot_str(snapshot)} due to it is in {state} Status"
             )
         images = [
             r
             for r in env.image_refs(snapshot.id)
-            if (zone_id is not None and _zone_of(env, r) == zone_id) or (zone_id is None and r.state == "Ready")
+            if (zone_id is not None and _zone_of(env, r) == zone_id) or (zone_id is None and r.state == RefState.Ready)
         ]
         for ref in images:
             deleted = yield from self._delete_on_image(env, ref)
@@ -265,9 +269,8 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
                 break
             parent = parent_of(store, current)
             if shares_parent_path(store, current):
-                moved = store_ref_event(store, current, "DestroyRequested")
-                if moved is not None:
-                    store_ref_event(store, moved, "OperationSucceeded")
+                moved = store_ref_event(store, current, RefEvent.DestroyRequested)
+                store_ref_event(store, moved, RefEvent.OperationSucceeded)
                 result, result_set = True, True
             elif not on_storpool:
                 try:
@@ -303,7 +306,9 @@ def view_rows(env: StrategyEnv, snapshot_id: int, zone_id: int | None) -> list[V
     store = env.store
     if store.first(Snapshot, "id = ? AND removed IS NULL", (snapshot_id,)) is None:
         return []
-    refs = store.find(SnapshotStoreRef, "snapshot_id = ? AND state != 'Destroyed' AND display = 1", (snapshot_id,))
+    refs = store.find(
+        SnapshotStoreRef, "snapshot_id = ? AND state != ? AND display = 1", (snapshot_id, RefState.Destroyed)
+    )
     rows = [ViewRow(r.store_role, r.store_id, _zone_of(env, r)) for r in refs]
     if not rows:
         zones = store.find(SnapshotZoneRef, "snapshot_id = ? AND removed IS NULL", (snapshot_id,))
@@ -317,7 +322,7 @@ NO_STORE_ROLE = (
 )
 """Java 17's message for the view row of a snapshot with no ref to show."""
 
-SPS_CHAIN_STATES = ("Destroying", "Destroyed", "Error", "BackedUp")
+SPS_CHAIN_STATES = (SnapshotState.Destroying, SnapshotState.Destroyed, SnapshotState.Error, SnapshotState.BackedUp)
 """The snapshot states SPS's ``deleteSnapshotChain`` walks through (BackedUp too, unlike the default strategy's)."""
 
 
