@@ -90,7 +90,7 @@ def _race(path: str, ms_id: int, mode: str) -> None:
     from snapshotfsm.engine import Engine  # noqa: PLC0415 - the churn worker does without the engine's imports
 
     engine = Engine.open(path, ms_id=ms_id)
-    ids = [v.id or 0 for v in engine.store.find(Volume)]
+    ids = [v.id for v in engine.store.find(Volume)]
     preloaded = {v: engine.get(Volume, v) for v in ids} if mode == "preloaded" else {}
     _say("ready")
     sys.stdin.readline()
@@ -113,7 +113,7 @@ def _race(path: str, ms_id: int, mode: str) -> None:
 def _churn(path: str, ms_id: int, seed: int, acks: str) -> None:
     rng = random.Random(seed)  # noqa: S311 - a reproducible choice of events, not a secret
     store = Store.open(path, ms_id=ms_id)
-    entities = [(cls, row.id or 0) for cls in CHURNED for row in store.find(cls)]
+    entities = [(cls, row.id) for cls in CHURNED for row in store.find(cls)]
     fd = os.open(acks, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     _say("ready")
     while True:

@@ -214,8 +214,8 @@ class Cloud:
     def create(self, volume: Volume, **kwargs: object) -> Taken:
         """``createSnapshot`` of ``volume`` (the create phase only); the log from here on belongs to the result."""
         mark = self.engine.store.count(TransitionLog)
-        job = self.engine.create_snapshot(volume.id or 0, **kwargs)  # type: ignore[arg-type]
-        return Taken(self.engine, job.id or 0, mark)
+        job = self.engine.create_snapshot(volume.id, **kwargs)  # type: ignore[arg-type]
+        return Taken(self.engine, job.id, mark)
 
     def take(self, volume: Volume, **kwargs: object) -> Taken:
         """``createSnapshot`` of ``volume``, then run the clock until nothing is pending."""
@@ -296,7 +296,7 @@ class Taken:
         work = self.work_job
         if work is None:
             return None
-        return self.engine.job_status(work.id or 0), self.engine.get(VmWorkJob, work.id or 0).state
+        return self.engine.job_status(work.id), self.engine.get(VmWorkJob, work.id).state
 
     @property
     def work_result(self) -> str | None:

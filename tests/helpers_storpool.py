@@ -70,7 +70,7 @@ class StorPoolCloud:
         cluster = e.add_cluster(zone, f"{name}-cluster", hypervisor="KVM")
         pool = e.add_pool(zone, name, pool_type="StorPool", provider="StorPool", cluster=cluster)
         if location is not None:
-            e.set_config("sp.cluster.location", location, scope="StoragePool", scope_id=pool.id or 0)
+            e.set_config("sp.cluster.location", location, scope="StoragePool", scope_id=pool.id)
         return pool
 
     def add_zone(self, name: str, *, image_store: bool = True, location: str | None = None) -> tuple[Zone, StoragePool]:
@@ -82,9 +82,9 @@ class StorPoolCloud:
 
     def take(self, **kwargs: object) -> int:
         """``createSnapshot`` of alice's volume, run until idle; the snapshot id (the job must have SUCCEEDED)."""
-        job = self.engine.create_snapshot(self.volume.id or 0, **kwargs)  # type: ignore[arg-type]
+        job = self.engine.create_snapshot(self.volume.id, **kwargs)  # type: ignore[arg-type]
         self.engine.run()
-        assert self.engine.job_status(job.id or 0) == "SUCCEEDED", self.engine.get(AsyncJob, job.id or 0).job_result
+        assert self.engine.job_status(job.id) == "SUCCEEDED", self.engine.get(AsyncJob, job.id).job_result
         return job.instance_id or 0
 
     def driver(self, pool: StoragePool) -> StorPoolDriver:

@@ -46,7 +46,7 @@ def delete(cloud: Cloud, snapshot_id: int, **kwargs: object) -> tuple[str, int, 
     """``deleteSnapshot`` through the API, run until idle; the job's :func:`answer`."""
     job = cloud.engine.delete_snapshot(snapshot_id, **kwargs)  # type: ignore[arg-type]
     cloud.engine.run()
-    return answer(cloud.engine, job.id or 0)
+    return answer(cloud.engine, job.id)
 
 
 def snapshot(engine: Engine, snapshot_id: int) -> tuple[str, bool]:
@@ -87,14 +87,13 @@ def counts(engine: Engine, account_id: int) -> dict[str, int]:
 def jobs(engine: Engine) -> list[tuple[str, str, int]]:
     """Every async job: (command's class name, status, result code), by id."""
     return [
-        (j.job_cmd.rsplit(".", 1)[-1], engine.job_status(j.id or 0), j.job_result_code)
-        for j in engine.store.find(AsyncJob)
+        (j.job_cmd.rsplit(".", 1)[-1], engine.job_status(j.id), j.job_result_code) for j in engine.store.find(AsyncJob)
     ]
 
 
 def work_jobs(engine: Engine) -> list[tuple[int, str]]:
     """The ``vm_work_job`` rows left: (id, state)."""
-    return [(w.id or 0, w.state) for w in engine.store.find(VmWorkJob)]
+    return [(w.id, w.state) for w in engine.store.find(VmWorkJob)]
 
 
 def snapshot_log(engine: Engine, snapshot_id: int, *, since: int = 0) -> list[tuple[str, str, str, str]]:

@@ -21,7 +21,7 @@ def _database(path: Path) -> int:
     alice = engine.add_account("alice")
     vm = engine.add_vm(alice, zone, "vm", hypervisor="XenServer", host=host)
     volume = engine.add_volume(alice, pool, "v", size=1 << 30, vm=vm, format="VHD")
-    job = engine.create_snapshot(volume.id or 0)
+    job = engine.create_snapshot(volume.id)
     engine.run()
     engine.close()
     return job.instance_id or 0

@@ -43,7 +43,7 @@ class TestZoneCopies:
         """Both zones get an image ref, a zone row, the ref's size in secondary_storage and a usage event."""
         cloud, (z2, z3) = _xen()
         taken = cloud.take(cloud.volume("xen-nfs"), zone_ids=[z2.id, z3.id])
-        sid = taken.snapshot.id or 0
+        sid = taken.snapshot.id
         assert taken.status == "SUCCEEDED"
         assert taken.snapshot.status == "BackedUp"
         assert image_refs(cloud.engine, sid) == [(1, "Ready"), (2, "Ready"), (3, "Ready")]
@@ -77,7 +77,7 @@ class TestZoneCopies:
         """
         cloud, (z2, z3) = _xen(FaultPlan().fail("createAsync", nth=2))
         taken = cloud.take(cloud.volume("xen-nfs"), zone_ids=[z2.id, z3.id])
-        sid = taken.snapshot.id or 0
+        sid = taken.snapshot.id
         assert taken.result[:2] == ("SUCCEEDED", 0)
         assert taken.snapshot.status == "BackedUp"
         assert image_refs(cloud.engine, sid) == [(1, "Ready"), (2, "Ready")]
@@ -110,7 +110,7 @@ class TestZoneCopies:
         """Both copies fail: the completed event is ERROR "... failed"; the take job still SUCCEEDS."""
         cloud, (z2, z3) = _xen(FaultPlan().fail("createAsync", times=2))
         taken = cloud.take(cloud.volume("xen-nfs"), zone_ids=[z2.id, z3.id])
-        sid = taken.snapshot.id or 0
+        sid = taken.snapshot.id
         assert taken.status == "SUCCEEDED"
         assert taken.snapshot.status == "BackedUp"
         assert image_refs(cloud.engine, sid) == [(1, "Ready")]
@@ -127,7 +127,7 @@ class TestZoneCopies:
         """A createAsync that throws at the call: its ref is failed and deleted at once, the zone fails."""
         cloud, (z2,) = _xen(FaultPlan().fail("createAsync", kind="exception"), zones=1)
         taken = cloud.take(cloud.volume("xen-nfs"), zone_ids=[z2.id])
-        sid = taken.snapshot.id or 0
+        sid = taken.snapshot.id
         assert taken.status == "SUCCEEDED"
         assert image_refs(cloud.engine, sid) == [(1, "Ready")]
         assert copy_failures(cloud.engine) == [
@@ -139,7 +139,7 @@ class TestZoneCopies:
         """``queryCopySnapshot`` gives no URL: "Unable to prepare URL ..."; no destination ref is made."""
         cloud, (z2,) = _xen(FaultPlan().fail("querySnapshotZoneCopy"), zones=1)
         taken = cloud.take(cloud.volume("xen-nfs"), zone_ids=[z2.id])
-        sid = taken.snapshot.id or 0
+        sid = taken.snapshot.id
         assert image_refs(cloud.engine, sid) == [(1, "Ready")]
         assert copy_failures(cloud.engine) == [
             (
@@ -159,7 +159,7 @@ class TestZoneCopies:
         z3 = cloud.engine.add_zone("zone3")
         z4 = second_zone(cloud, "zone4")
         taken = cloud.take(cloud.volume("xen-nfs"), zone_ids=[z2.id, z3.id, z4.id])
-        sid = taken.snapshot.id or 0
+        sid = taken.snapshot.id
         assert taken.status == "SUCCEEDED"
         assert image_refs(cloud.engine, sid) == [(1, "Ready"), (2, "Ready")]
         assert zone_rows(cloud.engine, sid) == [cloud.zone.id, z2.id]
@@ -176,7 +176,7 @@ class TestZoneCopies:
         cloud, (z2,) = _xen(zones=1)
         z3 = cloud.engine.add_zone("zone3")
         taken = cloud.take(cloud.volume("xen-nfs"), zone_ids=[z3.id, z2.id])
-        sid = taken.snapshot.id or 0
+        sid = taken.snapshot.id
         assert taken.status == "SUCCEEDED"
         assert image_refs(cloud.engine, sid) == [(1, "Ready")]
         assert zone_rows(cloud.engine, sid) == [cloud.zone.id]
@@ -193,7 +193,7 @@ class TestZoneCopies:
         cloud, (z2, z3) = _xen()
         cloud.engine.set_limit(cloud.alice, "secondary_storage", PHYSICAL + SIZE + SIZE // 2)
         taken = cloud.take(cloud.volume("xen-nfs"), zone_ids=[z2.id, z3.id])
-        sid = taken.snapshot.id or 0
+        sid = taken.snapshot.id
         assert image_refs(cloud.engine, sid) == [(1, "Ready"), (2, "Ready")]
         assert cloud.counts()["secondary_storage"] == PHYSICAL + SIZE
         assert copy_events(cloud.engine)[-1][:2] == ("Completed", "INFO")
@@ -202,7 +202,7 @@ class TestZoneCopies:
         """The backup task copies after its backup; its action events are the system's (user 1, account 1)."""
         cloud, (z2,) = _xen(zones=1)
         taken = cloud.take(cloud.volume("xen-nfs"), zone_ids=[z2.id], async_backup=True)
-        sid = taken.snapshot.id or 0
+        sid = taken.snapshot.id
         assert taken.snapshot.status == "BackedUp"
         assert zone_rows(cloud.engine, sid) == [cloud.zone.id, z2.id]
         assert copy_usage(cloud.engine, sid) == [(cloud.alice.id, z2.id, SIZE)]
@@ -218,7 +218,7 @@ class TestChainCopy:
         The simulated XenServer backups are full; the chain is written as delta backups would leave it.
         """
         volume = cloud.volume("xen-nfs")
-        ids = [cloud.take(volume).snapshot.id or 0 for _ in range(3)]
+        ids = [cloud.take(volume).snapshot.id for _ in range(3)]
         for parent, child in itertools.pairwise(ids):
             cloud.engine.store.update(_image_ref(cloud, child, 1), parent_snapshot_id=parent)
         return ids
@@ -230,7 +230,7 @@ class TestChainCopy:
         before = cloud.counts()["secondary_storage"]
         job = cloud.engine.copy_snapshot(ids[-1], dest_zone_ids=[z2.id])
         cloud.engine.run()
-        assert cloud.engine.job_status(job.id or 0) == "SUCCEEDED"
+        assert cloud.engine.job_status(job.id) == "SUCCEEDED"
         copied = cloud.engine.store.find(SnapshotStoreRef, "store_role = 'Image' AND store_id = 2", order_by="id")
         assert [(r.snapshot_id, r.state, r.parent_snapshot_id) for r in copied] == [
             (ids[0], "Ready", 0),
@@ -259,14 +259,14 @@ class TestAlreadyInStore:
 
     def _copied(self) -> tuple[Cloud, Zone, int]:
         cloud, (z2,) = _xen(zones=1)
-        sid = cloud.take(cloud.volume("xen-nfs"), zone_ids=[z2.id]).snapshot.id or 0
+        sid = cloud.take(cloud.volume("xen-nfs"), zone_ids=[z2.id]).snapshot.id
         assert image_refs(cloud.engine, sid) == [(1, "Ready"), (2, "Ready")]
         return cloud, z2, sid
 
     def _copy_again(self, cloud: Cloud, z2: Zone, sid: int) -> str:
         job = cloud.engine.copy_snapshot(sid, dest_zone_ids=[z2.id])
         cloud.engine.run()
-        return cloud.engine.job_status(job.id or 0)
+        return cloud.engine.job_status(job.id)
 
     def test_ready_is_made_displayable_and_not_copied(self):
         """A Ready ref counts as copied; a hidden-from-view one (display false) is made displayable."""
@@ -290,7 +290,7 @@ class TestAlreadyInStore:
         assert self._copy_again(cloud, z2, sid) == "SUCCEEDED"
         ref = _image_ref(cloud, sid, 2)
         assert (ref.id, ref.state, ref.display) == (hidden.id, "Ready", True)
-        assert cloud.engine.history(machine="snapshot_store_ref", entity_id=ref.id or 0)[-1].kind == "direct"
+        assert cloud.engine.history(machine="snapshot_store_ref", entity_id=ref.id)[-1].kind == "direct"
         assert cloud.counts() == counts
         assert cloud.engine.store.count(StorageObject) == objects
         assert len(copy_usage(cloud.engine, sid)) == 1
@@ -301,7 +301,7 @@ class TestAlreadyInStore:
         cloud, z2, sid = self._copied()
         old = cloud.engine.store.write_state_directly(_image_ref(cloud, sid, 2), stale, by="test")
         assert self._copy_again(cloud, z2, sid) == "SUCCEEDED"
-        removed = cloud.engine.history(machine="snapshot_store_ref", entity_id=old.id or 0)
+        removed = cloud.engine.history(machine="snapshot_store_ref", entity_id=old.id)
         assert [(r.source, r.event, r.dest) for r in removed if r.dest == ""] == [
             (stale, "checkAndProcessSnapshotAlreadyExistInStore (removeBySnapshotStore)", "")
         ]

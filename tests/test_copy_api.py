@@ -34,7 +34,7 @@ def _copy(cloud: Cloud | StorPoolCloud, snapshot_id: int, **kwargs: object) -> t
     """``copySnapshot``, run until idle: the job's status, code and text."""
     job = cloud.engine.copy_snapshot(snapshot_id, **kwargs)  # type: ignore[arg-type]
     cloud.engine.run()
-    return answer(cloud.engine, job.id or 0)
+    return answer(cloud.engine, job.id)
 
 
 def _details(snapshot: Snapshot, zones: list[Zone]) -> str:
@@ -59,7 +59,7 @@ class TestValidation:
         """Not BackedUp, or a location type other than SECONDARY: "Snapshot is not backed up" (431) both times."""
         if how == "destroyed":
             cloud, (z2,), snapshot = _xen()
-            cloud.engine.delete_snapshot(snapshot.id or 0)
+            cloud.engine.delete_snapshot(snapshot.id)
             cloud.engine.run()
         elif how == "backing up":
             cloud, (z2,), snapshot = _xen(FaultPlan().fail("copyAsync", kind="no_answer"))
@@ -68,7 +68,7 @@ class TestValidation:
             z2 = second_zone(cloud)
             snapshot = cloud.take(cloud.volume("solidfire")).snapshot
             assert (snapshot.status, snapshot.location_type) == ("BackedUp", "PRIMARY")
-        assert _copy(cloud, snapshot.id or 0, dest_zone_ids=[z2.id]) == ("FAILED", 431, "Snapshot is not backed up")
+        assert _copy(cloud, snapshot.id, dest_zone_ids=[z2.id]) == ("FAILED", 431, "Snapshot is not backed up")
 
     @pytest.mark.parametrize(
         ("kwargs", "text"),
@@ -84,8 +84,8 @@ class TestValidation:
         cloud, (z2,), snapshot = _xen()
         ids = {"z1": cloud.zone.id, "z2": z2.id}
         kwargs = {k: [ids.get(z, z) for z in v] if isinstance(v, list) else v for k, v in kwargs.items()}
-        assert _copy(cloud, snapshot.id or 0, **kwargs) == ("FAILED", 431, text)
-        assert image_refs(cloud.engine, snapshot.id or 0) == [(1, "Ready")]
+        assert _copy(cloud, snapshot.id, **kwargs) == ("FAILED", 431, text)
+        assert image_refs(cloud.engine, snapshot.id) == [(1, "Ready")]
 
     def test_a_disabled_zone(self):
         """A Disabled destination refuses a user (PermissionDenied: 530 in the job) and lets a root admin through."""
@@ -93,15 +93,15 @@ class TestValidation:
         z3 = cloud.engine.add_zone("zone3", enabled=False)
         cloud.engine.add_image_store(z3, "zone3-secondary")
         text = "Cannot perform this operation, Zone is currently disabled: zone3"
-        assert _copy(cloud, snapshot.id or 0, dest_zone_ids=[z2.id, z3.id]) == ("FAILED", 530, text)
-        assert _copy(cloud, snapshot.id or 0, dest_zone_ids=[z2.id, z3.id], caller=cloud.root)[0] == "SUCCEEDED"
-        assert zone_rows(cloud.engine, snapshot.id or 0) == [cloud.zone.id, z2.id, z3.id]
+        assert _copy(cloud, snapshot.id, dest_zone_ids=[z2.id, z3.id]) == ("FAILED", 530, text)
+        assert _copy(cloud, snapshot.id, dest_zone_ids=[z2.id, z3.id], caller=cloud.root)[0] == "SUCCEEDED"
+        assert zone_rows(cloud.engine, snapshot.id) == [cloud.zone.id, z2.id, z3.id]
 
     def test_an_edge_zone(self):
         """An Edge destination: "Snapshot copy is not supported by zone <name>" (431)."""
         cloud, _, snapshot = _xen(zones=0)
         edge = cloud.engine.add_zone("edge1", type="Edge")
-        assert _copy(cloud, snapshot.id or 0, dest_zone_ids=[edge.id]) == (
+        assert _copy(cloud, snapshot.id, dest_zone_ids=[edge.id]) == (
             "FAILED",
             431,
             "Snapshot copy is not supported by zone edge1",
@@ -110,7 +110,7 @@ class TestValidation:
     def test_another_accounts_snapshot(self):
         """bob may not copy alice's snapshot: 530 (a PermissionDeniedException is not mapped in the job)."""
         cloud, (z2,), snapshot = _xen()
-        assert _copy(cloud, snapshot.id or 0, dest_zone_ids=[z2.id], caller=cloud.bob) == (
+        assert _copy(cloud, snapshot.id, dest_zone_ids=[z2.id], caller=cloud.bob) == (
             "FAILED",
             530,
             "Caller does not have permission to operate with provided resource.",
@@ -120,13 +120,13 @@ class TestValidation:
         """bob and an Edge zone: the zone's refusal is the one answered."""
         cloud, _, snapshot = _xen(zones=0)
         edge = cloud.engine.add_zone("edge1", type="Edge")
-        status = _copy(cloud, snapshot.id or 0, dest_zone_ids=[edge.id], caller=cloud.bob)
+        status = _copy(cloud, snapshot.id, dest_zone_ids=[edge.id], caller=cloud.bob)
         assert status == ("FAILED", 431, "Snapshot copy is not supported by zone edge1")
 
     def test_not_on_an_image_store(self):
         """Backup to secondary off: the snapshot is BackedUp on primary only, with no pool copy: 431."""
         cloud, (z2,), snapshot = _xen(config={"snapshot.backup.to.secondary": False})
-        assert _copy(cloud, snapshot.id or 0, dest_zone_ids=[z2.id]) == (
+        assert _copy(cloud, snapshot.id, dest_zone_ids=[z2.id]) == (
             "FAILED",
             431,
             f"There is no snapshot ID: {snapshot.uuid} ready on image store",
@@ -146,7 +146,7 @@ class TestValidation:
     def test_replication_from_a_pool_that_cannot_copy(self):
         """usestoragereplication on a XenServer/NFS snapshot: the pool's driver lacks the capability (431)."""
         cloud, (z2,), snapshot = _xen()
-        assert _copy(cloud, snapshot.id or 0, dest_zone_ids=[z2.id], use_storage_replication=True) == (
+        assert _copy(cloud, snapshot.id, dest_zone_ids=[z2.id], use_storage_replication=True) == (
             "FAILED",
             431,
             "The storage pool does not support copy between zones",
@@ -164,7 +164,7 @@ class TestValidation:
     def test_a_refusal_writes_the_error_event(self):
         """Scheduled (owner's account) then Completed ERROR "Error while copying snapshot. <details>" (caller's)."""
         cloud, (z2,), snapshot = _xen()
-        _copy(cloud, snapshot.id or 0, dest_zone_ids=[cloud.zone.id, z2.id], caller=cloud.root)
+        _copy(cloud, snapshot.id, dest_zone_ids=[cloud.zone.id, z2.id], caller=cloud.root)
         details = _details(snapshot, [cloud.zone, z2])
         assert copy_events(cloud.engine) == [
             ("Scheduled", "INFO", cloud.root.id, cloud.alice.id, details),
@@ -185,7 +185,7 @@ class TestValidation:
         cloud, _, snapshot = _xen()
         dump = cloud.dump()
         with pytest.raises(InvalidValue):
-            cloud.engine.copy_snapshot(snapshot.id or 0, **kwargs)
+            cloud.engine.copy_snapshot(snapshot.id, **kwargs)
         assert cloud.dump() == dump
 
 
@@ -195,7 +195,7 @@ class TestOutcomes:
     def test_copy_to_one_zone(self):
         """The job SUCCEEDS with the SnapshotResponse; the zone has the copy; the owner is charged the ref's size."""
         cloud, (z2,), snapshot = _xen()
-        sid = snapshot.id or 0
+        sid = snapshot.id
         job = cloud.engine.copy_snapshot(sid, dest_zone_ids=[z2.id])
         assert (job.job_cmd, job.instance_type, job.instance_id, job.user_id, job.account_id) == (
             CMD,
@@ -212,9 +212,9 @@ class TestOutcomes:
             "usestoragereplication": False,
         }
         cloud.engine.run()
-        row = cloud.engine.get(AsyncJob, job.id or 0)
+        row = cloud.engine.get(AsyncJob, job.id)
         body = {"id": snapshot.uuid, "name": snapshot.name, "state": "BackedUp", "snapshottype": "MANUAL"}
-        assert (cloud.engine.job_status(job.id or 0), row.job_result_code, row.job_result) == (
+        assert (cloud.engine.job_status(job.id), row.job_result_code, row.job_result) == (
             "SUCCEEDED",
             0,
             "org.apache.cloudstack.api.response.SnapshotResponse/snapshot/" + json.dumps(body, separators=(",", ":")),
@@ -245,7 +245,7 @@ class TestOutcomes:
     def test_one_zone_of_two_fails(self):
         """The job SUCCEEDS when some zone was copied; the failed zone has nothing."""
         cloud, (z2, z3), snapshot = _xen(FaultPlan().fail("createAsync", nth=2), zones=2)
-        sid = snapshot.id or 0
+        sid = snapshot.id
         assert _copy(cloud, sid, dest_zone_ids=[z2.id, z3.id])[:2] == ("SUCCEEDED", 0)
         assert zone_rows(cloud.engine, sid) == [cloud.zone.id, z2.id]
         assert copy_usage(cloud.engine, sid) == [(cloud.alice.id, z2.id, SIZE)]
@@ -253,7 +253,7 @@ class TestOutcomes:
     def test_every_zone_fails(self):
         """No zone copied and no pool: "Failed to copy snapshot" (530) and the ERROR event."""
         cloud, (z2, z3), snapshot = _xen(FaultPlan().fail("createAsync", times=2), zones=2)
-        sid = snapshot.id or 0
+        sid = snapshot.id
         assert _copy(cloud, sid, dest_zone_ids=[z2.id, z3.id]) == ("FAILED", 530, "Failed to copy snapshot")
         assert image_refs(cloud.engine, sid) == [(1, "Ready")]
         assert copy_events(cloud.engine)[-1][:2] == ("Completed", "ERROR")
@@ -262,7 +262,7 @@ class TestOutcomes:
     def test_zones_are_copied_once_each_in_id_order(self):
         """The zones go through a HashMap keyed by id: a repeated zone is copied once, and in ascending id order."""
         cloud, (z2, z3), snapshot = _xen(zones=2)
-        sid = snapshot.id or 0
+        sid = snapshot.id
         assert _copy(cloud, sid, dest_zone_ids=[z3.id, z2.id, z3.id])[0] == "SUCCEEDED"
         assert image_refs(cloud.engine, sid) == [(1, "Ready"), (2, "Ready"), (3, "Ready")]
 
@@ -270,7 +270,7 @@ class TestOutcomes:
         """StorageUnavailableException: RESOURCE_UNAVAILABLE_ERROR (534); zones copied before it keep their copy."""
         cloud, (z2,), snapshot = _xen()
         bare = cloud.engine.add_zone("zone3")
-        sid = snapshot.id or 0
+        sid = snapshot.id
         assert _copy(cloud, sid, dest_zone_ids=[bare.id, z2.id]) == (
             "FAILED",
             534,
@@ -282,7 +282,7 @@ class TestOutcomes:
     def test_a_copy_from_another_source_zone(self):
         """``sourcezoneid`` names where to copy from: a copy in zone2 is copied on to zone3."""
         cloud, (z2, z3), snapshot = _xen(zones=2)
-        sid = snapshot.id or 0
+        sid = snapshot.id
         _copy(cloud, sid, dest_zone_ids=[z2.id])
         assert _copy(cloud, sid, dest_zone_ids=[z3.id], source_zone_id=z2.id)[0] == "SUCCEEDED"
         assert image_refs(cloud.engine, sid) == [(1, "Ready"), (2, "Ready"), (3, "Ready")]
@@ -290,7 +290,7 @@ class TestOutcomes:
     def test_a_source_zone_without_the_snapshot(self):
         """``sourcezoneid`` where the snapshot is on no image store: "There is no snapshot ID ..." (431)."""
         cloud, (z2, z3), snapshot = _xen(zones=2)
-        assert _copy(cloud, snapshot.id or 0, dest_zone_ids=[z3.id], source_zone_id=z2.id) == (
+        assert _copy(cloud, snapshot.id, dest_zone_ids=[z3.id], source_zone_id=z2.id) == (
             "FAILED",
             431,
             f"There is no snapshot ID: {snapshot.uuid} ready on image store",
@@ -317,9 +317,7 @@ class TestPoolCopies:
     def test_replication_copies_to_the_pool_only(self):
         """usestoragereplication: the replicating pool of each zone; the zones themselves are cleared."""
         cloud = StorPoolCloud()
-        cloud.engine.set_config(
-            "use.storage.replication", value=True, scope="StoragePool", scope_id=cloud.pool_b.id or 0
-        )
+        cloud.engine.set_config("use.storage.replication", value=True, scope="StoragePool", scope_id=cloud.pool_b.id)
         sid = cloud.take()
         assert _copy(cloud, sid, dest_zone_ids=[cloud.zone_b.id], use_storage_replication=True)[0] == "SUCCEEDED"
         assert [r[:2] for r in primary_refs(cloud.engine, sid)][-1] == (cloud.pool_b.id, "Ready")
@@ -328,9 +326,7 @@ class TestPoolCopies:
     def test_a_failed_pool_copy_still_succeeds(self):
         """A pool copy counts whatever its outcome: the export fails, the job SUCCEEDS with nothing copied."""
         cloud = StorPoolCloud(FaultPlan().fail("storpool.snapshotExport"))
-        cloud.engine.set_config(
-            "use.storage.replication", value=True, scope="StoragePool", scope_id=cloud.pool_b.id or 0
-        )
+        cloud.engine.set_config("use.storage.replication", value=True, scope="StoragePool", scope_id=cloud.pool_b.id)
         sid = cloud.take()
         assert _copy(cloud, sid, dest_zone_ids=[cloud.zone_b.id], use_storage_replication=True)[0] == "SUCCEEDED"
         assert [r[0] for r in primary_refs(cloud.engine, sid)] == [cloud.pool_a.id]
@@ -369,7 +365,7 @@ class TestPoolCopies:
         """With usestoragereplication a snapshot that is not BackedUp may be copied (here CreatedOnPrimary)."""
         cloud = StorPoolCloud()
         _, pool_c = cloud.add_zone("zone-c")
-        cloud.engine.set_config("use.storage.replication", value=True, scope="StoragePool", scope_id=pool_c.id or 0)
+        cloud.engine.set_config("use.storage.replication", value=True, scope="StoragePool", scope_id=pool_c.id)
         sid = cloud.take(storage_ids=[cloud.pool_b.id], async_backup=True)
         assert cloud.engine.get(Snapshot, sid).status == "CreatedOnPrimary"
         zone_c = cloud.engine.get(Zone, pool_c.data_center_id)
@@ -383,12 +379,12 @@ class TestCrash:
     def test_a_crash_while_copying_fails_the_job_at_restart(self):
         """Crashed while the zone copy was in flight: the job is cancelled (530); the Creating ref stays."""
         cloud, (z2,), snapshot = _xen(FaultPlan().crash("copy_snapshot.ZoneAnswered"))
-        sid = snapshot.id or 0
+        sid = snapshot.id
         job = cloud.engine.copy_snapshot(sid, dest_zone_ids=[z2.id])
         cloud.engine.run()
         assert cloud.engine.crashes == ["copy_snapshot.ZoneAnswered"]
         cloud.engine.restart()
-        assert answer(cloud.engine, job.id or 0) == (
+        assert answer(cloud.engine, job.id) == (
             "FAILED",
             530,
             "job cancelled because of management server restart or shutdown",

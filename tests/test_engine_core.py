@@ -85,7 +85,7 @@ class TestTransit:
         store.clock.advance(90_500)
         moved = store.transit(volume, "SnapshotRequested")
         assert (moved.state, moved.update_count, moved.updated) == ("Snapshotting", 1, "2026-01-01 00:01:30")
-        assert store.get(Volume, volume.id or 0) == moved
+        assert store.get(Volume, volume.id) == moved
         assert moved.name == volume.name
 
     def test_exactly_one_log_row_with_every_column(self, store: Store) -> None:
@@ -120,7 +120,7 @@ class TestTransit:
         ref = new_ref(store)
         moved = store.transit(store.transit(ref, "CreateOnlyRequested"), "OperationSucceeded", install_path="/s/1")
         assert (moved.state, moved.install_path, moved.update_count) == ("Ready", "/s/1", 2)
-        assert store.get(SnapshotStoreRef, ref.id or 0) == moved
+        assert store.get(SnapshotStoreRef, ref.id) == moved
 
     def test_an_async_job_stores_the_ordinal_and_logs_the_name(self, store: Store) -> None:
         """``job_status`` goes 0 to 2 on CompleteFailed (spec §4.1); ``last_updated`` is set; history shows names."""
@@ -146,7 +146,7 @@ class TestTransit:
         snapshot = new_snapshot(store)
         moved = store.transit(snapshot, "CreateRequested")
         assert moved.status == "Creating"
-        assert store.get(Snapshot, snapshot.id or 0) == moved
+        assert store.get(Snapshot, snapshot.id) == moved
         assert {k: v for k, v in vars(type(moved)).items() if k in ("update_count", "updated")} == {}
 
     def test_a_workflow_row_moves_by_its_own_machine(self, store: Store) -> None:
@@ -202,7 +202,7 @@ class TestOneTransaction:
             snapshot = new_snapshot(store)
             with pytest.raises(ConcurrencyError):
                 store.transit(stale, "SnapshotRequested")
-        assert store.get(Snapshot, snapshot.id or 0) == snapshot
+        assert store.get(Snapshot, snapshot.id) == snapshot
         assert [h.event for h in store.history()] == ["create", "SnapshotRequested", "create"]
         assert consistency_problems(store) == []
 
@@ -486,7 +486,7 @@ class TestHistory:
         """``Engine.history(snapshot=, volume=, job=)`` and with no argument the whole run."""
         engine = Engine.open(":memory:")
         volume = engine.add(Volume(name="data", account_id=1, data_center_id=1, size=GIB))
-        snapshot = engine.add(Snapshot(name="snap", account_id=1, data_center_id=1, volume_id=volume.id or 0))
+        snapshot = engine.add(Snapshot(name="snap", account_id=1, data_center_id=1, volume_id=volume.id))
         engine.transit(volume, "SnapshotRequested", job_id=3)
         engine.transit(snapshot, "CreateRequested", job_id=3)
         everything = engine.history()
@@ -512,7 +512,7 @@ class TestEngineOpen:
         )
         engine.close()
         again = Engine.open(path, ms_id=2)
-        assert again.get(Volume, volume.id or 0) == volume
+        assert again.get(Volume, volume.id) == volume
         assert [h.dest for h in again.history(volume=volume.id)] == ["Ready", "Snapshotting"]
         again.close()
 
@@ -566,7 +566,7 @@ def test_rows_and_log_agree_after_any_sequence_of_moves(
     ids = []
     for _, cls in ENTITIES:
         record = {Volume: new_volume, Snapshot: new_snapshot, SnapshotStoreRef: new_ref}[cls](store)
-        ids.append(record.id or 0)
+        ids.append(record.id)
     seen: dict[tuple[int, int], Record] = {}
     for caller, index, how, pick, stale in steps:
         machine, cls = ENTITIES[index]

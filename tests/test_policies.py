@@ -49,7 +49,7 @@ def _hourly(cloud: Cloud, volume: Volume, max_snaps: int, ticks: int, before_tic
         if before_tick is not None:
             before_tick(tick)
         cloud.engine.run(until_ms=tick * HOUR_MS + TICK_MS)
-    return [(s.id or 0, s.status, s.removed is not None) for s in cloud.engine.store.find(Snapshot)]
+    return [(s.id, s.status, s.removed is not None) for s in cloud.engine.store.find(Snapshot)]
 
 
 class TestSchedulerAndRetention:

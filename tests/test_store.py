@@ -145,7 +145,7 @@ class TestOpen:
         volume = first.transit(new_volume(first), "SnapshotRequested")
         first.close()
         again = Store.open(path)
-        assert again.get(Volume, volume.id or 0) == volume
+        assert again.get(Volume, volume.id) == volume
         assert [(h.event, h.dest) for h in again.history()] == [
             ("create", "Ready"),
             ("SnapshotRequested", "Snapshotting"),
@@ -451,7 +451,7 @@ class TestGet:
     def test_get_returns_the_record_as_stored(self, store: Store) -> None:
         """A record read back equals the one inserted, flags as bools."""
         ref = new_ref(store, end_of_chain=True)
-        loaded = store.get(SnapshotStoreRef, ref.id or 0)
+        loaded = store.get(SnapshotStoreRef, ref.id)
         assert loaded == ref
         assert loaded.end_of_chain is True
 
@@ -486,7 +486,7 @@ class TestUpdate:
         """The row and the returned record agree; no log row is written."""
         volume = new_volume(store)
         updated = store.update(volume, path="/dev/sdb", pool_id=3)
-        assert store.get(Volume, volume.id or 0) == updated == attrs.evolve(volume, path="/dev/sdb", pool_id=3)
+        assert store.get(Volume, volume.id) == updated == attrs.evolve(volume, path="/dev/sdb", pool_id=3)
         assert store.count(TransitionLog) == 1
 
     def test_a_flag_comes_back_as_a_bool_like_attrs_evolve_gives(self, store: Store) -> None:
@@ -495,7 +495,7 @@ class TestUpdate:
         updated = store.update(ref, display=0, end_of_chain=1, install_path="/a")
         assert updated == attrs.evolve(ref, display=0, end_of_chain=1, install_path="/a")
         assert (updated.display, updated.end_of_chain) == (False, True)
-        assert store.get(SnapshotStoreRef, ref.id or 0) == updated
+        assert store.get(SnapshotStoreRef, ref.id) == updated
 
     @pytest.mark.parametrize(
         ("record", "column", "value"),
@@ -563,7 +563,7 @@ class TestRemoveAndDelete:
         store.clock.advance(61_000)
         removed = store.remove(snapshot, by="SnapshotDaoImpl.remove")
         assert removed.removed == "2026-01-01 00:01:01"
-        assert store.get(Snapshot, snapshot.id or 0) == removed
+        assert store.get(Snapshot, snapshot.id) == removed
         last = store.history()[-1]
         assert (last.source, last.event, last.dest, last.kind, last.at_ms) == (
             "Allocated",

@@ -74,9 +74,7 @@ class TestCrossZoneCopy:
     def test_use_storage_replication_picks_the_pool_and_drops_the_zone_copy(self):
         """The zone's pool with use.storage.replication=true is the target; zoneids are cleared (no image copy)."""
         cloud = StorPoolCloud()
-        cloud.engine.set_config(
-            "use.storage.replication", value=True, scope="StoragePool", scope_id=cloud.pool_b.id or 0
-        )
+        cloud.engine.set_config("use.storage.replication", value=True, scope="StoragePool", scope_id=cloud.pool_b.id)
         sid = cloud.take(zone_ids=[cloud.zone_b.id], use_storage_replication=True)
         e = cloud.engine
         assert [r[:2] for r in primary_refs(e, sid)] == [(cloud.pool_a.id, "Ready"), (cloud.pool_b.id, "Ready")]
@@ -89,7 +87,7 @@ class TestCrossZoneCopy:
         cloud = StorPoolCloud()
         with pytest.raises(ApiError) as refused:
             cloud.engine.create_snapshot(
-                cloud.volume.id or 0, zone_ids=[cloud.zone_b.id], use_storage_replication=True, caller=cloud.root
+                cloud.volume.id, zone_ids=[cloud.zone_b.id], use_storage_replication=True, caller=cloud.root
             )
         assert (refused.value.code, refused.value.text) == (
             530,
@@ -244,11 +242,11 @@ class TestSystemCaller:
         cloud = StorPoolCloud()
         e = cloud.engine
         e.create_snapshot_policy(
-            cloud.volume.id or 0, interval="hourly", schedule="5", max_snaps=3, storage_ids=[cloud.pool_b.id]
+            cloud.volume.id, interval="hourly", schedule="5", max_snaps=3, storage_ids=[cloud.pool_b.id]
         )
         e.start_background_tasks()
         e.run(until_ms=11 * 60_000)
-        sid = e.store.find(Snapshot)[0].id or 0
+        sid = e.store.find(Snapshot)[0].id
         assert [r[:2] for r in primary_refs(e, sid)] == [(cloud.pool_a.id, "Ready"), (cloud.pool_b.id, "Ready")]
         assert count(e, SYSTEM, "primary_storage") == SIZE
         assert count(e, cloud.alice.id, "primary_storage") == 0
@@ -268,7 +266,7 @@ class TestSystemCaller:
     def test_an_admin_caller_gets_the_usage_event(self):
         """The usage event goes to the calling account, not to the snapshot's owner."""
         cloud = StorPoolCloud()
-        job = cloud.engine.create_snapshot(cloud.volume.id or 0, storage_ids=[cloud.pool_b.id], caller=cloud.root)
+        job = cloud.engine.create_snapshot(cloud.volume.id, storage_ids=[cloud.pool_b.id], caller=cloud.root)
         cloud.engine.run()
         sid = job.instance_id or 0
         assert copy_usage(cloud.engine, sid) == [(cloud.root.id, cloud.zone_b.id, SIZE)]
@@ -302,7 +300,7 @@ class TestRecoveryCheck:
         e = cloud.engine
         job = e.delete_snapshot(sid)
         e.run()
-        status, code, text = answer(e, job.id or 0)
+        status, code, text = answer(e, job.id)
         assert (status, code) == ("FAILED", 530)
         assert text.startswith(
             "Failed to delete snapshot:com.cloud.utils.exception.CloudRuntimeException: Cannot delete snapshot due to "
@@ -312,7 +310,7 @@ class TestRecoveryCheck:
         assert storpool_recovery.run_once(e.rt).removed_details == 1
         job = e.delete_snapshot(sid)
         e.run()
-        assert answer(e, job.id or 0)[0] == "SUCCEEDED"
+        assert answer(e, job.id)[0] == "SUCCEEDED"
 
     def test_the_source_clusters_listing_unexports_a_copy_still_recovering(self):
         """Every zone's pool is listed, the source's too, where the snapshot is never recovering: it matches there.
@@ -486,7 +484,7 @@ class TestDelete:
         e = cloud.engine
         job = e.delete_snapshot(sid, zone_id=cloud.zone_b.id)
         e.run()
-        assert answer(e, job.id or 0)[0] == "SUCCEEDED"
+        assert answer(e, job.id)[0] == "SUCCEEDED"
         assert [r[:2] for r in primary_refs(e, sid)] == [(cloud.pool_a.id, "Ready")]
         assert e.get(Snapshot, sid).status == "BackedUp"
 

@@ -142,7 +142,7 @@ class TestOngoingSnapshot:
         assert first.snapshot.status == "BackingUp"
         before = cloud.dump()
         with pytest.raises(ApiError) as info:
-            cloud.engine.create_snapshot(other.id or 0)
+            cloud.engine.create_snapshot(other.id)
         assert (info.value.code, info.value.text) == (
             431,
             OTHER_SNAPSHOTS,

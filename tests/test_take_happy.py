@@ -344,7 +344,7 @@ class TestStorageSystem:
         """A managed zone-wide pool with hypervisor Any maps VHD to XenServer (spec §5.1 step 6)."""
         cloud = Cloud()
         taken = cloud.take(cloud.volume("solidfire", format="VHD"))
-        assert cloud.engine.get(StoragePool, cloud.pools["solidfire"].id or 0).hypervisor == "Any"
+        assert cloud.engine.get(StoragePool, cloud.pools["solidfire"].id).hypervisor == "Any"
         assert taken.snapshot.hypervisor_type == "XenServer"
 
 

@@ -74,17 +74,17 @@ def _missing(c: Cloud) -> tuple[int, dict[str, object], int, str]:
 def _zone_disabled(c: Cloud) -> tuple[int, dict[str, object], int, str]:
     v = c.volume("xen-nfs")
     c.engine.store.update(c.zone, allocation_state="Disabled")
-    return v.id or 0, {}, 531, "Cannot perform this operation, Zone is currently disabled: zone1"
+    return v.id, {}, 531, "Cannot perform this operation, Zone is currently disabled: zone1"
 
 
 def _not_ready(c: Cloud) -> tuple[int, dict[str, object], int, str]:
     v = c.volume("xen-nfs", state="Allocated")
-    return v.id or 0, {}, 431, f"Volume: {volume_vo(v)} is not in Ready state but Allocated. Cannot take snapshot."
+    return v.id, {}, 431, f"Volume: {volume_vo(v)} is not in Ready state but Allocated. Cannot take snapshot."
 
 
 def _dir_format(c: Cloud) -> tuple[int, dict[str, object], int, str]:
     v = c.volume("xen-nfs", format="DIR")
-    return v.id or 0, {}, 431, f"Snapshot not supported for volume: {volume_vo(v)}"
+    return v.id, {}, 431, f"Snapshot not supported for volume: {volume_vo(v)}"
 
 
 def _system_template(vm_type: str | None) -> Case:
@@ -93,7 +93,7 @@ def _system_template(vm_type: str | None) -> Case:
         vm = c.vm("KVM", user_vm_type=vm_type)
         v = c.volume("kvm-nfs", vm=vm, template=template, volume_type="ROOT")
         text = f"Volume: {volume_vo(v)} is for System VM , Creating snapshot against System VM volumes is not supported"
-        return v.id or 0, {}, 431, text
+        return v.id, {}, 431, text
 
     return case
 
@@ -101,7 +101,7 @@ def _system_template(vm_type: str | None) -> Case:
 def _location_on_unmanaged(c: Cloud) -> tuple[int, dict[str, object], int, str]:
     v = c.volume("xen-nfs")
     return (
-        v.id or 0,
+        v.id,
         {"location_type": "primary"},
         431,
         f"VolumeId: {v.id} LocationType is supported only for managed storage",
@@ -110,7 +110,7 @@ def _location_on_unmanaged(c: Cloud) -> tuple[int, dict[str, object], int, str]:
 
 def _location_invalid(c: Cloud) -> tuple[int, dict[str, object], int, str]:
     v = c.volume("solidfire")
-    return v.id or 0, {"location_type": "tape"}, 530, GENERIC
+    return v.id, {"location_type": "tape"}, 530, GENERIC
 
 
 def _zone_ids(**zone: object) -> Callable[[Cloud], tuple[int, dict[str, object], int, str]]:
@@ -122,44 +122,44 @@ def _zone_ids(**zone: object) -> Callable[[Cloud], tuple[int, dict[str, object],
         extra = dict(zone.pop("extra", {}))  # type: ignore[call-overload]
         v = c.volume(shape)
         dest = other_zone(c, **zone)
-        return v.id or 0, {"zone_ids": [dest.id], **extra}, int(code), text  # type: ignore[call-overload]
+        return v.id, {"zone_ids": [dest.id], **extra}, int(code), text  # type: ignore[call-overload]
 
     return case
 
 
 def _zone_ids_missing(c: Cloud) -> tuple[int, dict[str, object], int, str]:
     v = c.volume("xen-nfs")
-    return v.id or 0, {"zone_ids": [42]}, 431, "Unable to find the specified zone"
+    return v.id, {"zone_ids": [42]}, 431, "Unable to find the specified zone"
 
 
 def _ovm(c: Cloud) -> tuple[int, dict[str, object], int, str]:
     v = c.volume("ovm-nfs")
-    return v.id or 0, {}, 431, "Ovm won't support taking snapshot"
+    return v.id, {}, 431, "Ovm won't support taking snapshot"
 
 
 def _kvm_host_without_capability(c: Cloud) -> tuple[int, dict[str, object], int, str]:
     c.engine.store.update(c.host("KVM"), capabilities="hvm")
     v = c.volume("kvm-nfs")
-    return v.id or 0, {}, 530, GENERIC
+    return v.id, {}, 530, GENERIC
 
 
 def _vm_destroyed(c: Cloud) -> tuple[int, dict[str, object], int, str]:
     v = c.volume("kvm-nfs", vm_state="Destroyed")
-    return v.id or 0, {}, 530, GENERIC
+    return v.id, {}, 530, GENERIC
 
 
 def _vm_snapshot(state: str) -> Case:
     def case(c: Cloud) -> tuple[int, dict[str, object], int, str]:
         v = c.volume("xen-nfs")
         c.engine.add_vm_snapshot(c.engine.get(VmInstance, v.instance_id or 0), state=state)
-        return v.id or 0, {}, 530, GENERIC
+        return v.id, {}, 530, GENERIC
 
     return case
 
 
 def _other_account(c: Cloud) -> tuple[int, dict[str, object], int, str]:
     v = c.volume("xen-nfs")
-    return v.id or 0, {"caller": c.bob}, 531, "Caller does not have permission to operate with provided resource."
+    return v.id, {"caller": c.bob}, 531, "Caller does not have permission to operate with provided resource."
 
 
 def _limit(resource: str, limit: int, shown: str) -> Case:
@@ -170,7 +170,7 @@ def _limit(resource: str, limit: int, shown: str) -> Case:
             f"Maximum amount of resources of Type = '{resource}', tag = 'null' for Account Name = alice in Domain Id ="
             f" 1 is exceeded: {shown}."
         )
-        return v.id or 0, {}, 535, text
+        return v.id, {}, 535, text
 
     return case
 
@@ -266,7 +266,7 @@ def test_vm_destroyed_text() -> None:
     cloud = Cloud()
     volume = cloud.volume("kvm-nfs", vm_state="Destroyed")
     vm = cloud.engine.get(VmInstance, volume.instance_id or 0)
-    error = refused(cloud, volume.id or 0, caller=cloud.root)
+    error = refused(cloud, volume.id, caller=cloud.root)
     vm_vo = (
         f'VM instance {{"id":{vm.id},"state":"Destroyed","instanceName":"{vm.name}","type":"User","uuid":"{vm.uuid}"}}'
     )
@@ -324,7 +324,7 @@ def test_a_limit_reached_by_earlier_snapshots() -> None:
     cloud.engine.set_limit(cloud.alice, "snapshot", 1)
     volume = cloud.volume("xen-nfs")
     cloud.take(volume)
-    error = refused(cloud, volume.id or 0)
+    error = refused(cloud, volume.id)
     assert error.code == 535
     assert "Current Account Resource Amount = 1, Current Account Resource Reservation = 0" in error.text
     assert cloud.counts()["snapshot"] == 1
@@ -348,8 +348,8 @@ class TestKvmSnapshotEnabled:
         cloud = Cloud()
         cloud.engine.set_config("kvm.snapshot.enabled", value=False)
         volume = cloud.volume("kvm-nfs")
-        assert (refused(cloud, volume.id or 0).code, refused(cloud, volume.id or 0).text) == (530, GENERIC)
-        assert refused(cloud, volume.id or 0, caller=cloud.root).text == KVM_DISABLED
+        assert (refused(cloud, volume.id).code, refused(cloud, volume.id).text) == (530, GENERIC)
+        assert refused(cloud, volume.id, caller=cloud.root).text == KVM_DISABLED
 
     @pytest.mark.parametrize("kwargs", [{"vm_state": "Stopped"}, {"vm": False}], ids=["stopped", "detached"])
     def test_disabled_allows_stopped_and_detached(self, kwargs: dict[str, object]) -> None:
@@ -365,7 +365,7 @@ class TestKvmSnapshotEnabled:
         cloud.engine.set_config("kvm.snapshot.enabled", value=enabled)
         cloud.engine.store.update(cloud.host("KVM"), capabilities="hvm")
         volume = cloud.volume("kvm-nfs", vm_state="Stopped")
-        assert refused(cloud, volume.id or 0, caller=cloud.root).text == KVM_DISABLED
+        assert refused(cloud, volume.id, caller=cloud.root).text == KVM_DISABLED
 
     def test_any_token_containing_snapshot_will_do(self) -> None:
         """CloudStack tests ``token.contains("snapshot")``."""
@@ -383,7 +383,7 @@ class TestOngoingSnapshotOnTheVm:
             Snapshot(
                 data_center_id=volume.data_center_id,
                 account_id=volume.account_id,
-                volume_id=volume.id or 0,
+                volume_id=volume.id,
                 name="earlier",
                 status=state,
                 size=volume.size,
@@ -398,7 +398,7 @@ class TestOngoingSnapshotOnTheVm:
         vm = cloud.vm(SHAPES[shape].hypervisor)
         first, second = cloud.volume(shape, vm=vm), cloud.volume(shape, vm=vm)
         self._ongoing(cloud, first, state)
-        error = refused(cloud, second.id or 0)
+        error = refused(cloud, second.id)
         assert (error.code, error.text) == (431, OTHER_SNAPSHOTS)
 
     @pytest.mark.parametrize("state", ["Allocated", "BackedUp", "Error"])
@@ -425,7 +425,7 @@ class TestOngoingSnapshotOnTheVm:
         volume = cloud.volume("kvm-rbd")
         first = cloud.take(volume)
         assert (first.status, first.snapshot.status, first.volume.state) == ("FAILED", "Creating", "Ready")
-        error = refused(cloud, volume.id or 0)
+        error = refused(cloud, volume.id)
         assert (error.code, error.text) == (431, OTHER_SNAPSHOTS)
 
     def test_a_volume_snapshotting_is_not_counted(self) -> None:
@@ -451,7 +451,7 @@ def test_volume_no_longer_ready_when_the_job_runs(attached: bool, event: str) ->
     cloud = Cloud()
     volume = cloud.volume("xen-nfs", vm=attached)
     taken = cloud.create(volume)
-    moved = cloud.engine.store.transit(cloud.engine.get(Volume, volume.id or 0), event)
+    moved = cloud.engine.store.transit(cloud.engine.get(Volume, volume.id), event)
     cloud.engine.run()
     assert taken.status == "FAILED"
     assert taken.error == (
@@ -476,7 +476,7 @@ def test_an_access_change_before_the_job_runs() -> None:
     cloud = Cloud()
     volume = cloud.volume("xen-nfs", vm=False)
     taken = cloud.create(volume)
-    cloud.engine.store.update(cloud.engine.get(Volume, volume.id or 0), account_id=cloud.bob.id)
+    cloud.engine.store.update(cloud.engine.get(Volume, volume.id), account_id=cloud.bob.id)
     cloud.engine.run()
     assert taken.error[0] == 530
     assert taken.failures()[0][1:] == (

@@ -75,7 +75,7 @@ class CloudMachine(RuleBasedStateMachine):
         kvm2 = e.add_cluster(self.zone2, "kvm2", hypervisor="KVM")
         self.storpool2 = e.add_pool(self.zone2, "sp2", pool_type="StorPool", provider="StorPool", cluster=kvm2)
         for pool, location in ((storpool, "loc-1"), (self.storpool2, "loc-2")):
-            e.set_config("sp.cluster.location", location, scope="StoragePool", scope_id=pool.id or 0)
+            e.set_config("sp.cluster.location", location, scope="StoragePool", scope_id=pool.id)
         self.zones = [zone, self.zone2]
         managed = e.add_pool(zone, "sf", pool_type="IscsiLUN", provider="SolidFire", managed=True, hypervisor="Any")
         db = e.add_vm(alice, zone, "db", hypervisor="XenServer", host=xen_host)
@@ -97,11 +97,11 @@ class CloudMachine(RuleBasedStateMachine):
     def create_snapshot(self, index: int, async_backup: bool, copy: str) -> None:
         """The API may refuse; any other exception is a bug."""
         volume = self.volumes[index]
-        zone_ids = [self.zone2.id or 0] if copy == "zone" else []
-        storage_ids = [self.storpool2.id or 0] if copy == "pool" else []
+        zone_ids = [self.zone2.id] if copy == "zone" else []
+        storage_ids = [self.storpool2.id] if copy == "pool" else []
         try:
             self.engine.create_snapshot(
-                volume.id or 0, async_backup=async_backup, zone_ids=zone_ids, storage_ids=storage_ids
+                volume.id, async_backup=async_backup, zone_ids=zone_ids, storage_ids=storage_ids
             )
         except ApiError:
             self.refusals += 1
@@ -126,8 +126,8 @@ class CloudMachine(RuleBasedStateMachine):
         if snapshots:
             snapshot = data.draw(st.sampled_from(snapshots))
             zone = data.draw(st.sampled_from(self.zones))
-            storage_ids = [self.storpool2.id or 0] if to_pool else []
-            self.engine.copy_snapshot(snapshot.id or 0, dest_zone_ids=[zone.id or 0], storage_ids=storage_ids)
+            storage_ids = [self.storpool2.id] if to_pool else []
+            self.engine.copy_snapshot(snapshot.id, dest_zone_ids=[zone.id], storage_ids=storage_ids)
 
     @precondition(lambda self: not self.engine.down)
     @rule()
@@ -142,7 +142,7 @@ class CloudMachine(RuleBasedStateMachine):
         snapshots = self.engine.store.find(Snapshot)
         if snapshots:
             snapshot = data.draw(st.sampled_from(snapshots))
-            self.engine.delete_snapshot(snapshot.id or 0)
+            self.engine.delete_snapshot(snapshot.id)
 
     @precondition(lambda self: not self.engine.down)
     @rule(index=st.integers(0, 3), max_snaps=st.integers(1, 3))
@@ -150,7 +150,7 @@ class CloudMachine(RuleBasedStateMachine):
         """An hourly policy; the scheduler picks it up when polled."""
         try:
             self.engine.create_snapshot_policy(
-                self.volumes[index].id or 0, interval="HOURLY", schedule="0", max_snaps=max_snaps
+                self.volumes[index].id, interval="HOURLY", schedule="0", max_snaps=max_snaps
             )
         except ApiError:
             self.refusals += 1
@@ -228,7 +228,7 @@ class CloudMachine(RuleBasedStateMachine):
                 binding = store.binding(record)
                 state = binding.state_of(getattr(record, binding.column))
                 assert state in self.definitions[binding.machine].state_names, f"{record} is outside its machine"
-                logged = last.get((binding.machine, record.id or 0))
+                logged = last.get((binding.machine, record.id))
                 assert logged is not None, f"{record} has no log row"
                 assert logged.dest == state, f"{record} disagrees with its last log row {logged}"
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from snapshotfsm.orchestration.contract import Context, unset
+from snapshotfsm.orchestration.contract import NOT_SUMMARISED, Context, unset
 from snapshotfsm.strategies.base import BackupPlan, Payload, SnapshotStrategy, SnapshotTake
 
 # --- take_snapshot ---------------------------------------------------------------------------------------------------
@@ -58,7 +58,8 @@ class SnapshotRequest:
 class TakeContext(Context):
     """The take-snapshot job (``take_snapshot``): one createSnapshot call from its create phase to its job's end."""
 
-    request: SnapshotRequest
+    request: SnapshotRequest = attrs.field(metadata=NOT_SUMMARISED)
+    """Kept by the job (``job_cmd_info``), not repeated in the workflow row."""
     caller_id: int
     """The calling account of the create phase (the system account for a scheduled snapshot)."""
     user_id: int
@@ -75,8 +76,8 @@ class TakeContext(Context):
     pool_ids: tuple[int, ...] = ()
     api_error: tuple[int, str] | None = None
     """The API's answer to a refusal or a failure: error code and text."""
-    _payload: Payload | None = None
-    _take: SnapshotTake | None = attrs.field(default=None, metadata={"summary": False})
+    _payload: Payload | None = attrs.field(default=None, metadata=NOT_SUMMARISED)
+    _take: SnapshotTake | None = attrs.field(default=None, metadata=NOT_SUMMARISED)
     _strategy: SnapshotStrategy | None = None
     kvm_file_based: bool = False
     backup_on: bool = False
@@ -179,7 +180,7 @@ class BackupTaskContext(Context):
 
     account_id: int
     strategy: SnapshotStrategy
-    payload: Payload
+    payload: Payload = attrs.field(metadata=NOT_SUMMARISED)
     pool_id: int
     """The snapshot's primary pool."""
     attempts: int
@@ -301,7 +302,7 @@ class CopyRequest:
 class CopyJobContext(Context):
     """The copySnapshot API's job (``copy_snapshot_job``)."""
 
-    request: CopyRequest
+    request: CopyRequest = attrs.field(metadata=NOT_SUMMARISED)
     caller_id: int
     user_id: int
     in_manager: bool = False

@@ -20,6 +20,7 @@ the transition's ``on_error`` event, fired from the same state.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Callable, Generator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeAlias, TypeVar, cast
 
@@ -69,21 +70,41 @@ class Context:
     def summary(self) -> dict[str, object]:
         """What the ``workflow.context`` column keeps: each field that holds something, as JSON.
 
-        Child contexts and records are left out, and so is a field marked ``metadata={"summary": False}``.
+        Child contexts and records are left out, and so is a field marked ``metadata=NOT_SUMMARISED`` (what another
+        row already keeps, such as the request in the job's ``job_cmd_info``). Keys come in field order.
         """
         out: dict[str, object] = {}
-        for field in attrs.fields(type(self)):
-            if not field.metadata.get("summary", True):
+        for name, key in _summary_fields(type(self)):
+            value = getattr(self, name)
+            if value is None or value in ((), ""):
                 continue
-            value = _json(getattr(self, field.name))
-            if value is not None and value not in ("", [], {}):
-                out[field.name.lstrip("_")] = value
+            if type(value) not in _SCALARS:
+                value = _json(value)
+                if value is None or value in ([], {}):
+                    continue
+            out[key] = value
         return out
+
+
+NOT_SUMMARISED: Mapping[str, object] = {"summary": False}
+"""Field metadata: the workflow row's ``context`` does not repeat this field."""
+_SCALARS = frozenset({int, str, bool, float})
+_SUMMARY_FIELDS: dict[type, tuple[tuple[str, str], ...]] = {}
+
+
+def _summary_fields(cls: type[Context]) -> tuple[tuple[str, str], ...]:
+    """The fields a context's summary keeps, with their keys (a private ``_take`` is ``take``), once per class."""
+    found = _SUMMARY_FIELDS.get(cls)
+    if found is None:
+        found = _SUMMARY_FIELDS[cls] = tuple(
+            (f.name, f.name.lstrip("_")) for f in attrs.fields(cls) if f.metadata.get("summary", True)
+        )
+    return found
 
 
 def _json(value: object) -> object:  # noqa: PLR0911
     """``value`` as JSON: records and child contexts are not kept, a strategy by its name, an error by class."""
-    if value is None or isinstance(value, (bool, int, str, float)):
+    if value is None or type(value) in _SCALARS:
         return value
     if isinstance(value, enum.Enum):
         return value.value
@@ -98,9 +119,18 @@ def _json(value: object) -> object:  # noqa: PLR0911
     if isinstance(value, (Context, Record)):
         return None
     if attrs.has(type(value)):
+        if type(value).__hash__ is not None:  # an attrs value is hashable when it is frozen
+            return _frozen_json(value)
         fields = attrs.fields(cast("type[attrs.AttrsInstance]", type(value)))
         return {f.name: _json(getattr(value, f.name)) for f in fields}
     raise TypeError(f"a workflow context holds a {type(value).__name__}, which the workflow row cannot record")
+
+
+@functools.lru_cache(maxsize=1024)
+def _frozen_json(value: object) -> object:
+    """A frozen value's JSON, once: a request or a plan is written at every move of its workflow."""
+    fields = attrs.fields(cast("type[attrs.AttrsInstance]", type(value)))
+    return {f.name: _json(getattr(value, f.name)) for f in fields}
 
 
 def unset(machine: str, field: str, setter: str) -> StepOrderError:

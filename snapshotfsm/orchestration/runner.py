@@ -99,7 +99,12 @@ class Runner:
             raise SnapshotFSMError(f"no workflow machine {machine!r}{did_you_mean(machine, self.machines)}")
         expected = self.contexts[machine]
         if type(ctx) is not expected:
-            raise InvalidValue(f"context of {machine}", ctx, expected.__name__)
+            raise InvalidValue(
+                f"context of {machine}",
+                ctx,
+                expected.__name__,
+                message=f"workflow {machine} runs with a {expected.__name__}, not a {type(ctx).__name__}",
+            )
         now = self.rt.clock.timestamp()
         workflow = self.rt.store.insert(
             Workflow(
@@ -118,16 +123,22 @@ class Runner:
         return run
 
     def fire(self, run: Run[Any], event: str, *, answer: Any = None) -> Run[Any]:
-        """Fire ``event`` and keep going while steps name a next event; returns when the run waits or ends."""
-        rt = self.rt
+        """Fire ``event`` and keep going while steps name a next event; returns when the run waits or ends.
+
+        What the store writes meanwhile is logged as the run's job (``Store.acting_for``); a step may learn its job
+        (``jobs.submit``), and its own move is then the job's.
+        """
+        rt, store = self.rt, self.rt.store
         machine = self.machines[run.machine]
-        while True:
-            where = f"{run.machine}.{event}"
-            if rt.faults.should_crash(rt.ms_id, where, rt.clock.now_ms):
-                raise MsCrash(rt.ms_id, where)
-            turn: Turn[Any] = Turn(rt, run, event, answer, self)
-            answer = None
-            with rt.store.acting_for(_column(run.ctx.job_id)):
+        previous_job = store.current_job_id
+        try:
+            while True:
+                where = f"{run.machine}.{event}"
+                if rt.faults.should_crash(rt.ms_id, where, rt.clock.now_ms):
+                    raise MsCrash(rt.ms_id, where)
+                turn: Turn[Any] = Turn(rt, run, event, answer, self)
+                answer = None
+                store.current_job_id = _column(run.ctx.job_id)
                 try:
                     try:
                         dest = machine.fire(run.id, run.state, event, turn=turn)
@@ -136,26 +147,31 @@ class Runner:
                         # dereferences it.
                         raise NullPointerException(f"{gone} (removed while the job ran)") from gone
                 except CloudException as exc:
-                    row = turn.row
-                    if row is None or row.on_error is None:
-                        raise StepWithoutErrorTransition(
-                            f"{run.machine} {run.id}: step {row.calls if row else '?'} raised "
-                            f"{exc.java_name}: {exc.message}, and transition ({run.state}, {event}) has no on_error"
-                        ) from exc
-                    self._apply(turn.effects)
-                    self._record_failure(run, event, row.calls or "", row.on_error, exc)
-                    run.ctx.error = exc
-                    event = row.on_error
+                    event = self._failed(run, turn, event, exc)
                     continue
-            # The step may have learnt its job (jobs.submit): the move is the job's from here on.
-            with rt.store.acting_for(_column(run.ctx.job_id)):
+                store.current_job_id = _column(run.ctx.job_id)
                 self._persist(run, event, dest)
                 self._apply(turn.effects)
-            if turn.outcome is None:
-                if machine.definition.state_def(run.state).terminal:
-                    self._end(run)
-                return run
-            event = turn.outcome
+                if turn.outcome is None:
+                    if machine.definition.state_def(run.state).terminal:
+                        self._end(run)
+                    return run
+                event = turn.outcome
+        finally:
+            store.current_job_id = previous_job
+
+    def _failed(self, run: Run[Any], turn: Turn[Any], event: str, exc: CloudException) -> str:
+        """A step raised: what it asked for is carried out, the failure recorded; the error event is next."""
+        row = turn.row
+        if row is None or row.on_error is None:
+            raise StepWithoutErrorTransition(
+                f"{run.machine} {run.id}: step {row.calls if row else '?'} raised "
+                f"{exc.java_name}: {exc.message}, and transition ({run.state}, {event}) has no on_error"
+            ) from exc
+        self._apply(turn.effects)
+        self._record_failure(run, event, row.calls or "", row.on_error, exc)
+        run.ctx.error = exc
+        return row.on_error
 
     def fire_later(self, run: Run[Any], event: str, *, delay_ms: int = 0, label: str = "") -> None:
         """Fire ``event`` on ``run`` from the scheduler, in this server's memory (a crash drops it)."""
@@ -187,16 +203,14 @@ class Runner:
             self.fire_later(run.parent, run.resume_event, label=f"{run.machine} {run.id} done")
 
     def _persist(self, run: Run[Any], event: str, dest: str) -> None:
-        ctx = run.ctx
-        run.workflow = self.rt.store.record_transition(
-            run.workflow,
-            event,
-            dest,
-            context=json.dumps(ctx.summary(), sort_keys=True),
-            job_id=_column(ctx.job_id),
-            snapshot_id=_column(ctx.snapshot_id),
-            volume_id=_column(ctx.volume_id),
-        )
+        """The move, its context, and the ids the row does not have yet (``workflow`` records where the job got to)."""
+        ctx, row = run.ctx, run.workflow
+        fields: dict[str, object] = {"context": json.dumps(ctx.summary())}
+        for name in ("job_id", "snapshot_id", "volume_id"):
+            value = _column(getattr(ctx, name))
+            if getattr(row, name) != value:
+                fields[name] = value
+        run.workflow = self.rt.store.record_transition(row, event, dest, **fields)
 
     def _record_failure(self, run: Run[Any], event: str, step_name: str, error_event: str, exc: CloudException) -> None:
         log.info("%s %s: step %s failed: %s", run.machine, run.id, step_name, exc.message)
