@@ -11,6 +11,9 @@ import contextlib
 import random
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import TypeVar
+
+import attrs
 
 from snapshotfsm.clock import SimClock
 from snapshotfsm.config import Config
@@ -455,48 +458,61 @@ class Engine(Inventory):
         """
         row = self.store.get(AsyncJob, job if isinstance(job, int) else job.id)
         if row.instance_type != "Snapshot" or row.instance_id is None:
-            raise InvalidValue("job", row.id, "a job about a snapshot (instance_type Snapshot)")
+            raise InvalidValue(
+                "job",
+                row.id,
+                "a job about a snapshot",
+                message=f"job {row.id} ({row.job_cmd.rsplit('.', 1)[-1]}) is not about a snapshot",
+            )
         return self.store.get(Snapshot, row.instance_id)
 
 
-def _check_params(**params: object) -> SnapshotRequest:
-    """Python-level argument checks (the tool's own bad input), before anything runs."""
-    checks: dict[str, tuple[type | tuple[type, ...], str]] = {
-        "volume_id": (int, "an integer volume id"),
-        "policy_id": (int, "an integer policy id (0 for a manual snapshot)"),
-        "name": ((str, type(None)), "a string or None"),
-        "location_type": ((str, type(None)), "'primary', 'secondary' or None"),
-        "async_backup": (bool, "a bool"),
-        "quiescevm": (bool, "a bool"),
-        "use_storage_replication": (bool, "a bool"),
-    }
-    for key, (types, expected) in checks.items():
-        value = params[key]
-        if not isinstance(value, types) or (isinstance(value, bool) and types is int):
-            raise InvalidValue(f"createSnapshot {key}", value, expected)
-    ids: dict[str, tuple[int, ...]] = {}
-    for key in ("zone_ids", "storage_ids"):
-        values = params[key]
-        if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-            raise InvalidValue(f"createSnapshot {key}", values, "a list of integer ids")
-        found = list(values)
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in found):
-            raise InvalidValue(f"createSnapshot {key}", found, "a list of integer ids")
-        ids[key] = tuple(found)
-    tags = params["tags"]
+Checked = TypeVar("Checked")
+
+
+def _arg(name: str, value: Checked, types: type | tuple[type, ...], expected: str) -> Checked:
+    """``value`` if it is of ``types`` (a bool is not an int here), else the tool's own bad-input error."""
+    if not isinstance(value, types) or (isinstance(value, bool) and types is int):
+        raise InvalidValue(f"createSnapshot {name}", value, expected)
+    return value
+
+
+def _ids(name: str, values: object) -> tuple[int, ...]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise InvalidValue(f"createSnapshot {name}", values, "a list of integer ids")
+    found = list(values)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in found):
+        raise InvalidValue(f"createSnapshot {name}", found, "a list of integer ids")
+    return tuple(found)
+
+
+def _check_params(
+    *,
+    volume_id: int,
+    policy_id: int,
+    name: str | None,
+    location_type: str | None,
+    async_backup: bool,
+    quiescevm: bool,
+    zone_ids: Iterable[int],
+    storage_ids: Iterable[int],
+    use_storage_replication: bool,
+    tags: Mapping[str, str] | None,
+) -> SnapshotRequest:
+    """Python-level argument checks (the tool's own bad input), before anything runs; the job's request."""
+    request = SnapshotRequest(
+        volume_id=_arg("volume_id", volume_id, int, "an integer volume id"),
+        policy_id=_arg("policy_id", policy_id, int, "an integer policy id (0 for a manual snapshot)"),
+        name=_arg("name", name, (str, type(None)), "a string or None"),
+        location_type=_arg("location_type", location_type, (str, type(None)), "'primary', 'secondary' or None"),
+        async_backup=_arg("async_backup", async_backup, bool, "a bool"),
+        quiescevm=_arg("quiescevm", quiescevm, bool, "a bool"),
+        use_storage_replication=_arg("use_storage_replication", use_storage_replication, bool, "a bool"),
+        zone_ids=_ids("zone_ids", zone_ids),
+        storage_ids=_ids("storage_ids", storage_ids),
+    )
     if tags is not None and not (
         isinstance(tags, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items())
     ):
         raise InvalidValue("createSnapshot tags", tags, "a mapping of strings to strings")
-    return SnapshotRequest(
-        volume_id=params["volume_id"],  # type: ignore[arg-type]
-        policy_id=params["policy_id"],  # type: ignore[arg-type]
-        name=params["name"],  # type: ignore[arg-type]
-        location_type=params["location_type"],  # type: ignore[arg-type]
-        async_backup=params["async_backup"],  # type: ignore[arg-type]
-        quiescevm=params["quiescevm"],  # type: ignore[arg-type]
-        zone_ids=ids["zone_ids"],
-        storage_ids=ids["storage_ids"],
-        use_storage_replication=params["use_storage_replication"],  # type: ignore[arg-type]
-        tags=tuple(tags.items()) if isinstance(tags, Mapping) else (),
-    )
+    return attrs.evolve(request, tags=tuple(tags.items()) if tags is not None else ())

@@ -100,3 +100,16 @@ def test_a_parent_moves_before_the_workflow_it_spawns_runs() -> None:
     assert json.loads(flow.context)["strategy"] == "DefaultSnapshotStrategy"
     assert flow.state == "Succeeded"
     assert Take.ZonesCopied in [r.event for r in rows if r.machine == "take_snapshot"]
+
+
+def test_snapshot_of_a_job_and_of_a_job_about_no_snapshot() -> None:
+    """``Engine.snapshot_of`` gives a snapshot job's snapshot; a VM work job is about no snapshot."""
+    cloud = Cloud()
+    taken = cloud.take(cloud.volume("xen-nfs"))
+    assert cloud.engine.snapshot_of(taken.job_id).id == taken.snapshot.id
+    assert cloud.engine.snapshot_of(taken.job).status == "BackedUp"
+    work = taken.work_job
+    assert work is not None
+    with pytest.raises(InvalidValue) as caught:
+        cloud.engine.snapshot_of(work)
+    assert str(caught.value) == f"job {work.id} (VmWorkTakeVolumeSnapshot) is not about a snapshot"
