@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from snapshotfsm.definitions import load_directory, unresolved_calls
@@ -201,3 +202,46 @@ def diagrams(out_dir: Path | None, formats: str, states_dir: Path | None) -> Non
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+@main.command()
+@click.option("--points", "only", flag_value="points", help="Only the crash points.")
+@click.option("--ops", "only", flag_value="ops", help="Only the driver operations.")
+def faults(only: str | None) -> None:
+    """List every fault point the installed drivers and the definitions offer: the fault catalogue.
+
+    Driver operations, with the names a fault rule may give them (by driver, by pool type, bare) and the fault
+    kinds they accept; crash points: a workflow event (before its step), a step's n-th durable write
+    (STEP#N, before it commits) and each phase of the restart cleanup. A FaultPlan refuses a rule that is not here.
+
+    Example: snapshotfsm faults --points
+    """
+    from snapshotfsm.faults import default_catalogue  # noqa: PLC0415 - loads the installed drivers' entry points
+
+    try:
+        found = default_catalogue()
+    except SnapshotFSMError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if only != "points":
+        table = Table(title=escape("driver operations: a rule names one DRIVER.OP, POOL_TYPE.OP or OP[@N][:KIND]"))
+        for column in ("driver", "providers", "pool types", "operation", "call", "fault kinds"):
+            table.add_column(column)
+        for op in found.ops:
+            providers = ", ".join(op.providers) or "-"
+            pool_types = ", ".join(op.pool_types) or "-"
+            table.add_row(op.driver, providers, pool_types, op.op, op.call, ", ".join(op.kinds))
+        console.print(table)
+    if only != "ops":
+        table = Table(title="crash points (FaultPlan.crash(POINT))")
+        for column in ("point", "kind", "machine", "where"):
+            table.add_column(column)
+        for point in found.crash_points:
+            where = "; ".join(point.transitions) if point.transitions else "before this phase of the restart"
+            table.add_row(point.rule_name, point.kind, point.machine, where)
+        console.print(table)
+    counts = found.counts()
+    summary = ", ".join(
+        f"{machine}: " + " ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+        for machine, kinds in counts.items()
+    )
+    console.print(f"{len(found.ops)} driver operations, {len(found.crash_points)} crash points ({summary})")

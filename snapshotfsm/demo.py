@@ -12,8 +12,8 @@ from pathlib import Path
 
 import attrs
 
-from snapshotfsm.drivers.base import FaultPlan
 from snapshotfsm.engine import Engine
+from snapshotfsm.faults import FaultPlan
 from snapshotfsm.names import JobState, SnapshotState
 from snapshotfsm.store.records import (
     AsyncJob,

@@ -18,9 +18,11 @@ import attrs
 from snapshotfsm.clock import SimClock
 from snapshotfsm.config import Config
 from snapshotfsm.definitions import Definitions, project_definitions
-from snapshotfsm.drivers.base import DriverEnv, FaultPlan
-from snapshotfsm.drivers.registry import Drivers
+from snapshotfsm.drivers.base import DriverEnv
+from snapshotfsm.drivers.primary import PrimaryDriver
+from snapshotfsm.drivers.registry import Drivers, DriverSet, installed_drivers
 from snapshotfsm.errors import InvalidValue, MsCrash, NotFound, ServerDown
+from snapshotfsm.faults import FaultPlan, catalogue
 from snapshotfsm.orchestration import api, copy_api, delete, gc, policies, restart, storpool_recovery
 from snapshotfsm.orchestration.contexts import CONTEXTS, SnapshotRequest
 from snapshotfsm.orchestration.inventory import Inventory
@@ -40,8 +42,8 @@ from snapshotfsm.store.records import (
     Volume,
 )
 from snapshotfsm.store.store import Store
-from snapshotfsm.strategies.base import StrategyEnv
-from snapshotfsm.strategies.factory import StrategyFactory, builtin_strategies, plugin_strategies
+from snapshotfsm.strategies.base import Operation, Priority, SnapshotStrategy, StrategyEnv
+from snapshotfsm.strategies.factory import StrategyFactory, installed_strategies
 
 
 class Engine(Inventory):
@@ -66,15 +68,22 @@ class Engine(Inventory):
     """
 
     def __init__(
-        self, store: Store, *, faults: FaultPlan | None = None, seed: int = 0, scheduler: Scheduler | None = None
+        self,
+        store: Store,
+        *,
+        faults: FaultPlan | None = None,
+        seed: int = 0,
+        scheduler: Scheduler | None = None,
+        strategies: Iterable[SnapshotStrategy | type[SnapshotStrategy]] | None = None,
+        drivers: Iterable[type[PrimaryDriver]] | None = None,
     ) -> None:
+        installed, factory, self.faults = _plugins(store.definitions, strategies, drivers, faults)
         self.store = store
         # The store checks every move against the machines the runner fires: the same objects, built once.
         store.machines = engine_machines(store.definitions)
         self.clock = store.clock
         self.ms_id = store.ms_id
         self.scheduler = scheduler or Scheduler(self.clock)
-        self.faults = faults or FaultPlan()
         self.config = Config(store)
         self.rt: Runtime
         env = DriverEnv(
@@ -84,15 +93,14 @@ class Engine(Inventory):
             ms_id=self.ms_id,
             incarnation=lambda: self.rt.incarnation,
         )
-        drivers = Drivers(env)
         self.rt = Runtime(
             store=store,
             clock=self.clock,
             scheduler=self.scheduler,
             config=self.config,
-            drivers=drivers,
-            factory=StrategyFactory(builtin_strategies() + plugin_strategies()),
-            strategy_env=StrategyEnv(store=store, drivers=drivers, config=self.config, ms_id=self.ms_id),
+            drivers=(served := Drivers(env, installed)),
+            factory=factory,
+            strategy_env=StrategyEnv(store=store, drivers=served, config=self.config, ms_id=self.ms_id),
             faults=self.faults,
             profile=store.profile,
             ms_id=self.ms_id,
@@ -116,17 +124,27 @@ class Engine(Inventory):
         definitions: Definitions | None = None,
         faults: FaultPlan | None = None,
         seed: int = 0,
+        strategies: Iterable[SnapshotStrategy | type[SnapshotStrategy]] | None = None,
+        drivers: Iterable[type[PrimaryDriver]] | None = None,
     ) -> Engine:
         """Open or create the database at ``path`` as management server ``ms_id``.
 
+        ``strategies`` and ``drivers`` replace the installed ones (the ``snapshotfsm.strategies`` and
+        ``snapshotfsm.drivers`` entry points) for this engine: strategies in the factory's order, driver classes
+        by provider. ``faults`` is checked against what these drivers and ``definitions`` offer.
+
         Raises:
             StoreError: not a snapshotfsm database, or another schema version; the file is left as it was.
-            InvalidValue: an unknown profile name.
+            InvalidValue: an unknown profile name, a strategy or driver that is not one, two drivers of one
+                provider, or a fault rule no driver or definition offers. Nothing is opened or written.
         """
         definitions = definitions or project_definitions()
+        strategies = list(strategies) if strategies is not None else None
+        drivers = list(drivers) if drivers is not None else None
+        _plugins(definitions, strategies, drivers, faults)
         machines = engine_machines(definitions)
         store = Store.open(path, ms_id=ms_id, profile=profile, clock=clock, definitions=definitions, machines=machines)
-        return cls(store, faults=faults, seed=seed)
+        return cls(store, faults=faults, seed=seed, strategies=strategies, drivers=drivers)
 
     def close(self) -> None:
         """Close the database."""
@@ -370,9 +388,18 @@ class Engine(Inventory):
         return restart.crash(self.runner)
 
     def restart(self, ms_id: int | None = None) -> dict[str, int]:
-        """Start this server again: the start-up cleanup of spec §10, in order; returns what each step touched."""
+        """Start this server again: the start-up cleanup of spec §10, in order; returns what each step touched.
+
+        Raises:
+            ServerDown: a crash rule fired during the cleanup (``restart.<phase>``, or a step's write): the server is
+                down again, with what the cleanup committed before the crash.
+        """
         self._own(ms_id)
-        return restart.restart(self.runner)
+        try:
+            return restart.restart(self.runner)
+        except MsCrash as crash:
+            self._crashed(crash)
+            raise ServerDown(crash.ms_id, crash.where) from None
 
     def on_management_node_left(self, ms_id: int) -> dict[str, int]:
         """A peer left: clean up its left-over jobs as ``onManagementNodeLeft`` does (spec §10.1)."""
@@ -397,7 +424,14 @@ class Engine(Inventory):
             definitions=self.store.definitions,
             machines=self.store.machines,
         )
-        return Engine(store, faults=self.faults, seed=seed, scheduler=self.scheduler)
+        return Engine(
+            store,
+            faults=self.faults,
+            seed=seed,
+            scheduler=self.scheduler,
+            strategies=self.rt.factory.strategies,
+            drivers=self.rt.drivers.installed.drivers,
+        )
 
     @property
     def down(self) -> bool:
@@ -445,6 +479,36 @@ class Engine(Inventory):
                 ran += 1
                 self._crashed(crash)
 
+    @property
+    def strategies(self) -> tuple[SnapshotStrategy, ...]:
+        """The strategies this engine chooses from, in the factory's order (ties go to the earlier one)."""
+        return tuple(self.rt.factory.strategies)
+
+    def priorities(
+        self, snapshot: Snapshot | int, op: Operation | str, zone_id: int | None = None
+    ) -> list[tuple[str, Priority]]:
+        """Every strategy's ``canHandle`` for ``op`` on the snapshot (spec §6.2), in the factory's order.
+
+        Raises:
+            NotFound: no such snapshot.
+            InvalidValue: ``op`` is not an operation (TAKE, BACKUP, DELETE, REVERT, COPY).
+        """
+        return self.rt.factory.priorities(self.rt.strategy_env, self._snapshot(snapshot), _operation(op), zone_id)
+
+    def strategy_for(
+        self, snapshot: Snapshot | int, op: Operation | str, zone_id: int | None = None
+    ) -> SnapshotStrategy | None:
+        """The strategy the factory chooses for ``op`` on the snapshot (spec §6.1), or None.
+
+        Raises:
+            NotFound: no such snapshot.
+            InvalidValue: ``op`` is not an operation.
+        """
+        return self.rt.factory.best(self.rt.strategy_env, self._snapshot(snapshot), _operation(op), zone_id)
+
+    def _snapshot(self, snapshot: Snapshot | int) -> Snapshot:
+        return self.store.get(Snapshot, snapshot if isinstance(snapshot, int) else snapshot.id)
+
     def job_status(self, job_id: int) -> str:
         """The job's status name (IN_PROGRESS, SUCCEEDED, FAILED, CANCELLED)."""
         return self.store.state_of(self.store.get(AsyncJob, job_id))
@@ -465,6 +529,27 @@ class Engine(Inventory):
                 message=f"job {row.id} ({row.job_cmd.rsplit('.', 1)[-1]}) is not about a snapshot",
             )
         return self.store.get(Snapshot, row.instance_id)
+
+
+def _operation(op: Operation | str) -> Operation:
+    try:
+        return Operation(op)
+    except ValueError:
+        raise InvalidValue("operation", op, "one of " + ", ".join(Operation)) from None
+
+
+def _plugins(
+    definitions: Definitions,
+    strategies: Iterable[SnapshotStrategy | type[SnapshotStrategy]] | None,
+    drivers: Iterable[type[PrimaryDriver]] | None,
+    faults: FaultPlan | None,
+) -> tuple[DriverSet, StrategyFactory, FaultPlan]:
+    """The drivers, strategies and fault plan of one engine: the installed ones unless given, all checked."""
+    installed = DriverSet(drivers if drivers is not None else installed_drivers())
+    factory = StrategyFactory(strategies if strategies is not None else installed_strategies())
+    plan = faults if faults is not None else FaultPlan()
+    plan.check(catalogue(definitions, installed.drivers))
+    return installed, factory, plan
 
 
 Checked = TypeVar("Checked")

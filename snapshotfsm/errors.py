@@ -258,6 +258,10 @@ class NoTransitionException(CloudException):
     java_name = "com.cloud.utils.fsm.NoTransitionException"
 
 
+class DriverContractError(SnapshotFSMError, RuntimeError):
+    """A driver or a strategy broke the contract the workflows rely on (an undeclared operation, a second answer)."""
+
+
 class StepWithoutErrorTransition(SnapshotFSMError, RuntimeError):
     """A step raised, but its transition names no ``on_error``: the definition misses an error transition."""
 

@@ -176,6 +176,7 @@ class TakeState(MachineNames, machine="take_snapshot", kind="state"):
 
     Requested: ClassVar[str]
     Rejected: ClassVar[str]
+    AwaitingPrimary: ClassVar[str]
     Succeeded: ClassVar[str]
     Failed: ClassVar[str]
 

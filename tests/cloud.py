@@ -18,8 +18,8 @@ import sqlite_utils
 
 from snapshotfsm.clock import SimClock
 from snapshotfsm.definitions import project_definitions
-from snapshotfsm.drivers.base import FaultPlan
 from snapshotfsm.engine import Engine
+from snapshotfsm.faults import FaultPlan
 from snapshotfsm.profiles import Profile, get_profile
 from snapshotfsm.store.records import (
     Account,

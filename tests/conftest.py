@@ -22,6 +22,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
+collect_ignore = ["plugins"]
+"""A third-party plugin's own tests, run in its own environment by test_plugins.py, not here."""
+
 _UNTIMED = [HealthCheck.too_slow]  # timing-based, like deadline: neither belongs in a simulated-clock suite
 
 settings.register_profile("dev", max_examples=25, deadline=None, suppress_health_check=_UNTIMED)

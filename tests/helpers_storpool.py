@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from cloud import SIZE, new_engine
 
-from snapshotfsm.drivers.base import FaultPlan
 from snapshotfsm.drivers.storpool import SP_DEV_PATH, StorPoolDriver
 from snapshotfsm.engine import Engine
+from snapshotfsm.faults import FaultPlan
 from snapshotfsm.store.records import (
     ActionEvent,
     AsyncJob,

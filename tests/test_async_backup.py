@@ -13,7 +13,8 @@ import pytest
 from cloud import PHYSICAL, SIZE, Cloud, Taken
 from lifecycle_cloud import answer, delete, details, refs, snapshot, snapshot_log, stored, workflows
 
-from snapshotfsm.drivers.base import FaultKind, FaultPlan
+from snapshotfsm.drivers.base import FaultKind
+from snapshotfsm.faults import FaultPlan
 from snapshotfsm.store.records import Failure, SnapshotStoreRef
 
 TAKEN_MS = 2_000

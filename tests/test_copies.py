@@ -16,7 +16,7 @@ from cloud import PHYSICAL, SIZE, Cloud
 from helpers_storpool import copy_events, copy_failures, copy_usage, image_refs, zone_rows
 from lifecycle_cloud import second_zone
 
-from snapshotfsm.drivers.base import FaultPlan
+from snapshotfsm.faults import FaultPlan
 from snapshotfsm.store.records import Snapshot, SnapshotStoreRef, StorageObject, Zone
 
 INJECTED = "createAsync failed on image (injected fault)"

@@ -16,8 +16,8 @@ from cloud import PHYSICAL, SIZE, Cloud
 from helpers_storpool import StorPoolCloud, copy_events, copy_usage, count, image_refs, primary_refs, zone_rows
 from lifecycle_cloud import answer, second_zone
 
-from snapshotfsm.drivers.base import FaultPlan
 from snapshotfsm.errors import InvalidValue
+from snapshotfsm.faults import FaultPlan
 from snapshotfsm.store.records import AsyncJob, Snapshot, Workflow, Zone
 
 CMD = "org.apache.cloudstack.api.command.user.snapshot.CopySnapshotCmd"

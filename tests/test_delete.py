@@ -28,9 +28,9 @@ from lifecycle_cloud import (
 )
 
 from snapshotfsm.describe import snapshot_str
-from snapshotfsm.drivers.base import FaultPlan
 from snapshotfsm.drivers.storpool import sp_name
 from snapshotfsm.errors import ApiError
+from snapshotfsm.faults import FaultPlan
 from snapshotfsm.store.records import ActionEvent, AsyncJob, Snapshot, SnapshotStoreRef, SnapshotZoneRef, VolumeDetail
 
 SUCCESS = 'org.apache.cloudstack.api.response.SuccessResponse/null/{"success":true}'

@@ -12,7 +12,7 @@ import pytest
 from cloud import Cloud
 from lifecycle_cloud import delete, refs, second_zone, snapshot, stored, workflows
 
-from snapshotfsm.drivers.base import FaultPlan
+from snapshotfsm.faults import FaultPlan
 from snapshotfsm.store.records import OpLock, Snapshot, SnapshotStoreRef, TransitionLog
 
 DAY_MS = 86_400_000

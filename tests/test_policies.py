@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from lifecycle_cloud import jobs, second_zone, usage
 
 from snapshotfsm.describe import snapshot_str, volume_str
-from snapshotfsm.drivers.base import FaultPlan
 from snapshotfsm.errors import ApiError, CloudRuntimeException
+from snapshotfsm.faults import FaultPlan
 from snapshotfsm.orchestration.policies import next_run_time
 from snapshotfsm.store.records import (
     Account,

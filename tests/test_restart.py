@@ -14,9 +14,9 @@ import pytest
 from cloud import PHYSICAL, SIZE, Cloud
 from lifecycle_cloud import CANCELLED, answer, counts, details, jobs, refs, snapshot, snapshot_log, stored, work_jobs
 
-from snapshotfsm.drivers.base import FaultPlan
 from snapshotfsm.engine import Engine
 from snapshotfsm.errors import ServerDown
+from snapshotfsm.faults import FaultPlan
 from snapshotfsm.profiles import Profile
 from snapshotfsm.store.records import ManagementServer, OpLock, Snapshot, TransitionLog, Volume
 

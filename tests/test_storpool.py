@@ -25,10 +25,10 @@ from helpers_storpool import (
 )
 from lifecycle_cloud import answer, delete, details, refs, snapshot, stored
 
-from snapshotfsm.drivers.base import FaultPlan
 from snapshotfsm.drivers.storpool import sp_name
 from snapshotfsm.engine import Engine
 from snapshotfsm.errors import ApiError, CloudRuntimeException, ServerDown
+from snapshotfsm.faults import FaultPlan
 from snapshotfsm.orchestration import storpool_recovery
 from snapshotfsm.orchestration.storpool_recovery import RecoveryReport
 from snapshotfsm.store.records import Snapshot, SnapshotDetail, SnapshotStoreRef

@@ -16,7 +16,7 @@ import attrs
 import pytest
 from cloud import PHYSICAL, SIZE, Cloud, Taken
 
-from snapshotfsm.drivers.base import FaultPlan
+from snapshotfsm.faults import FaultPlan
 from snapshotfsm.store.records import OpLock, VmInstance
 from snapshotfsm.strategies.default import DefaultSnapshotStrategy
 

@@ -10,9 +10,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from snapshotfsm.drivers.base import FAULT_KINDS, FaultPlan
+from snapshotfsm.drivers.base import FAULT_KINDS
 from snapshotfsm.engine import Engine
 from snapshotfsm.errors import ApiError
+from snapshotfsm.faults import FaultPlan
 from snapshotfsm.store.records import (
     AsyncJob,
     Snapshot,

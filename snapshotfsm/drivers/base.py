@@ -5,18 +5,18 @@ once, the storage does its work after the operation's latency on the simulated c
 to the management server that asked. Storage is not a server's memory: objects live in the ``sim_object`` table and
 survive a crash, while an answer due to a server that crashed meanwhile is lost.
 
-The fault plan makes the n-th call of a named operation fail: an error answer, an exception thrown at the call, no
-answer at all, or a null answer (spec §5.6 step 6).
+A fault plan (``snapshotfsm.faults``) makes the n-th call of a named operation fail: an error answer, an exception
+thrown at the call, no answer at all, or a null answer (spec §5.6 step 6).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 
 import attrs
 
-from snapshotfsm.errors import CloudRuntimeException, InvalidValue
+from snapshotfsm.errors import CloudRuntimeException, DriverContractError, InvalidValue
 from snapshotfsm.store.records import StorageObject
 
 if TYPE_CHECKING:
@@ -87,76 +87,11 @@ class FaultRule:
         return cls(op, int(nth or 1), kind or "error")
 
 
-@attrs.frozen
-class FiredFault:
-    """A fault that happened: which rule, on which call, when."""
-
-    op: str
-    call: int
-    kind: FaultKind
-    at_ms: int
-
-
-@attrs.frozen
-class CrashRule:
-    """Crash management server ``ms_id`` (any server when None) the ``nth`` time a job reaches ``at``.
-
-    ``at`` is ``"<workflow machine>.<event>"``, e.g. ``take_snapshot.PrimaryAnswered``: the server dies just before
-    that event's step runs.
-    """
-
-    at: str
-    nth: int = attrs.field(default=1, validator=attrs.validators.ge(1))
-    ms_id: int | None = None
-
-
-class FaultPlan:
-    """The faults to inject, and a record of those that fired."""
-
-    def __init__(self, rules: Iterable[FaultRule] = (), crashes: Iterable[CrashRule] = ()) -> None:
-        self.rules: list[FaultRule] = list(rules)
-        self._calls: list[int] = [0] * len(self.rules)
-        self.crashes: list[CrashRule] = list(crashes)
-        self._reached: list[int] = [0] * len(self.crashes)
-        self.fired: list[FiredFault] = []
-
-    def crash(self, at: str, *, nth: int = 1, ms_id: int | None = None) -> FaultPlan:
-        """Add a crash rule; returns the plan, so that rules chain."""
-        self.crashes.append(CrashRule(at, nth, ms_id))
-        self._reached.append(0)
-        return self
-
-    def should_crash(self, ms_id: int, where: str, at_ms: int) -> bool:
-        """Count ``ms_id`` reaching ``where``; True when a crash rule fires there."""
-        crash = False
-        for i, rule in enumerate(self.crashes):
-            if rule.at != where or rule.ms_id not in (None, ms_id):
-                continue
-            self._reached[i] += 1
-            if self._reached[i] == rule.nth and not crash:
-                crash = True
-                self.fired.append(FiredFault(f"crash@{where}", rule.nth, "crash", at_ms))
-        return crash
-
-    def fail(self, op: str, *, nth: int = 1, kind: FaultKind = "error", message: str = "", times: int = 1) -> FaultPlan:
-        """Add a rule; returns the plan, so that rules chain."""
-        self.rules.append(FaultRule(op, nth, kind, message, times))
-        self._calls.append(0)
-        return self
+class FaultSource(Protocol):
+    """What drivers ask of a fault plan (``snapshotfsm.faults.FaultPlan``): does this call fail, and how."""
 
     def on_call(self, names: Iterable[str], at_ms: int) -> FaultRule | None:
-        """Count a call known by ``names`` against every rule and return the first rule that fires."""
-        keys = set(names)
-        found: FaultRule | None = None
-        for i, rule in enumerate(self.rules):
-            if rule.op not in keys:
-                continue
-            self._calls[i] += 1
-            call = self._calls[i]
-            if found is None and rule.nth <= call < rule.nth + rule.times:
-                found = rule
-                self.fired.append(FiredFault(rule.op, call, rule.kind, at_ms))
-        return found
+        """Count a call known by ``names``; the rule that fires on it, if any."""
 
 
 @attrs.define
@@ -169,18 +104,29 @@ class DriverEnv:
 
     store: Store
     scheduler: Scheduler
-    faults: FaultPlan
+    faults: FaultSource
     ms_id: int
     incarnation: Callable[[], int]
     latency_ms: Mapping[str, int] = attrs.field(factory=dict)
 
 
+ASYNC = "async"
+"""An operation answered later on the simulated clock, through a callback (CloudStack's ``AsyncCallFuture``)."""
+SYNC = "sync"
+"""An operation answered at once (StorPool's HTTP API, the SSVM's download URL)."""
+
+
 class Driver:
-    """Base of every simulated driver: the shape of an asynchronous operation and the object inventory."""
+    """Base of every simulated driver: the shape of an asynchronous operation and the object inventory.
+
+    ``operations`` declares every operation the driver calls (name: ``ASYNC`` or ``SYNC``): the fault catalogue
+    lists them, a fault plan may name them, and calling one not declared is a driver bug caught at the call.
+    """
 
     kind: ClassVar[str]
     store_kind: ClassVar[str]
     latency_defaults: ClassVar[Mapping[str, int]] = {}
+    operations: ClassVar[Mapping[str, str]] = {"deleteAsync": ASYNC}
 
     def __init__(self, env: DriverEnv, store_id: int, *, aliases: Iterable[str] = ()) -> None:
         self.env = env
@@ -201,6 +147,7 @@ class Driver:
             CloudRuntimeException: an injected ``exception`` fault, thrown at the call as a driver would.
         """
         env = self.env
+        self._declared(op, ASYNC)
         rule = env.faults.on_call([*(f"{a}.{op}" for a in self.aliases), op], env.scheduler.clock.now_ms)
         if rule is not None and rule.kind == "exception":
             raise CloudRuntimeException(rule.message or f"{self.kind} driver threw on {op} (injected fault)")
@@ -232,6 +179,7 @@ class Driver:
         Raises:
             CloudRuntimeException: an injected ``exception`` fault.
         """
+        self._declared(op, SYNC)
         rule = self.env.faults.on_call([*(f"{a}.{op}" for a in self.aliases), op], self.env.scheduler.clock.now_ms)
         if rule is None:
             return effect()
@@ -240,6 +188,13 @@ class Driver:
         if rule.kind == "error":
             return Answer(result=False, details=rule.message or f"{op} failed on {self.kind} (injected fault)")
         return Answer(result=False, details=f"no answer from {self.kind} to {op} (timeout)")
+
+    def _declared(self, op: str, call: str) -> None:
+        if self.operations.get(op) != call:
+            raise DriverContractError(
+                f"driver {self.kind!r} ({type(self).__qualname__}) calls {call} operation {op!r}, which its "
+                f"operations do not declare as {call} (declared: {', '.join(sorted(self.operations)) or 'none'})"
+            )
 
     def delete_snapshot(self, path: str, callback: Callback) -> None:
         """``deleteAsync`` of the snapshot at ``path`` on this store; deleting what is already gone succeeds."""

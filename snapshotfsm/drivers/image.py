@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from snapshotfsm.drivers.base import Answer, Callback, Driver, DriverEnv
+from snapshotfsm.drivers.base import ASYNC, SYNC, Answer, Callback, Driver, DriverEnv
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -18,6 +18,11 @@ class ImageStoreDriver(Driver):
     kind = "image"
     store_kind = "image"
     latency_defaults: ClassVar[Mapping[str, int]] = {"createAsync": 20_000, "deleteAsync": 1_000}
+    operations: ClassVar[Mapping[str, str]] = {
+        "createAsync": ASYNC,
+        "deleteAsync": ASYNC,
+        "querySnapshotZoneCopy": SYNC,
+    }
 
     def __init__(self, env: DriverEnv, image: ImageStore) -> None:
         super().__init__(env, image.id)

@@ -23,6 +23,8 @@ class ManagedDriver(PrimaryDriver):
     """``SolidFirePrimaryDataStoreDriver``-like: one array volume per CloudStack volume, snapshots on the array."""
 
     kind = "managed"
+    providers = ("SolidFire",)
+    pool_types = frozenset({"Iscsi", "IscsiLUN"})
     capabilities: ClassVar[frozenset[str]] = frozenset(
         {STORAGE_SYSTEM_SNAPSHOT, CAN_CREATE_VOLUME_FROM_SNAPSHOT, CAN_REVERT_VOLUME_TO_SNAPSHOT}
     )
@@ -36,3 +38,5 @@ class OntapDriver(ManagedDriver):
     """The NetApp ONTAP provider of the fork (``storage_provider_name`` = ``NetApp ONTAP``)."""
 
     kind = "ontap"
+    providers = (ONTAP_PLUGIN_NAME,)
+    pool_types = frozenset({"Iscsi", "NetworkFilesystem"})

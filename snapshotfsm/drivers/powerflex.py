@@ -2,7 +2,8 @@
 
 ``ScaleIOPrimaryDataStoreDriver.getCapabilities`` advertises STORAGE_SYSTEM_SNAPSHOT (read at upstream U), so a
 PowerFlex TAKE goes to the StorageSystem strategy, not the Default one (this settles the UNVERIFIED note of spec
-§6.2), while DELETE and REVERT go to the ScaleIO strategy.
+§6.2). For DELETE and REVERT the StorageSystem and ScaleIO strategies both answer HIGHEST, and the factory keeps the
+first of them in its order (StorageSystem; the Spring order that decides this upstream is UNVERIFIED, spec §6.1).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ class PowerFlexDriver(PrimaryDriver):
     """``ScaleIOPrimaryDataStoreDriver``."""
 
     kind = "powerflex"
+    providers = ("PowerFlex", "ScaleIO")
+    pool_types = frozenset({"PowerFlex"})
     capabilities: ClassVar[frozenset[str]] = frozenset(
         {STORAGE_SYSTEM_SNAPSHOT, CAN_CREATE_VOLUME_FROM_SNAPSHOT, CAN_REVERT_VOLUME_TO_SNAPSHOT}
     )

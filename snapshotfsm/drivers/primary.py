@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from snapshotfsm.drivers.base import Answer, Callback, Driver, DriverEnv
+from snapshotfsm.drivers.base import ASYNC, Answer, Callback, Driver, DriverEnv
 from snapshotfsm.drivers.image import ImageStoreDriver
 from snapshotfsm.store.records import Host, Snapshot, StorageObject, StoragePool, StoragePoolDetail, Volume
 
@@ -21,11 +21,19 @@ physical < virtual and the resource correction of spec §5.4 step 12 has somethi
 
 
 class PrimaryDriver(Driver):
-    """A primary-storage driver bound to one ``storage_pool`` row."""
+    """A primary-storage driver bound to one ``storage_pool`` row.
+
+    A driver class declares the storage providers it is (``storage_provider_name``, CloudStack's
+    ``DataStoreProvider`` name) and the pool types it serves: a pool is served by the driver of its provider, which
+    must serve its pool type.
+    """
 
     store_kind = "primary"
+    providers: ClassVar[tuple[str, ...]]
+    pool_types: ClassVar[frozenset[str]]
     capabilities: ClassVar[frozenset[str]] = frozenset()
     latency_defaults: ClassVar[Mapping[str, int]] = {"takeSnapshot": 2_000, "copyAsync": 30_000, "deleteAsync": 1_000}
+    operations: ClassVar[Mapping[str, str]] = {"takeSnapshot": ASYNC, "copyAsync": ASYNC, "deleteAsync": ASYNC}
 
     def __init__(self, env: DriverEnv, pool: StoragePool) -> None:
         super().__init__(env, pool.id, aliases=(pool.pool_type,))
@@ -134,6 +142,22 @@ class DefaultPrimaryDriver(PrimaryDriver):
     """
 
     kind = "default"
+    providers = ("DefaultPrimary",)
+    pool_types = frozenset(
+        {
+            "NetworkFilesystem",
+            "SharedMountPoint",
+            "Filesystem",
+            "RBD",
+            "CLVM",
+            "PreSetup",
+            "Iscsi",
+            "IscsiLUN",
+            "DatastoreCluster",
+            "VMFS",
+            "Linstor",
+        }
+    )
 
     def snapshot_path(self, snapshot: Snapshot, volume: Volume) -> str:
         """RBD keeps ``pool/image@snap``; CLVM a logical volume; file-based pools a file beside the volume."""

@@ -7,11 +7,13 @@ synchronous HTTP calls in CloudStack (``StorPoolUtil``), so they answer at once 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 from snapshotfsm.drivers.base import (
     CAN_COPY_SNAPSHOT_BETWEEN_ZONES_AND_SAME_POOL_TYPE,
     CAN_CREATE_TEMPLATE_FROM_SNAPSHOT,
+    SYNC,
     Answer,
     Callback,
 )
@@ -33,6 +35,17 @@ class StorPoolDriver(PrimaryDriver):
     """``StorPoolPrimaryDataStoreDriver``; it does not advertise STORAGE_SYSTEM_SNAPSHOT (spec §8)."""
 
     kind = "storpool"
+    providers = ("StorPool",)
+    pool_types = frozenset({"StorPool"})
+    operations: ClassVar[Mapping[str, str]] = {
+        **PrimaryDriver.operations,
+        "snapshotExport": SYNC,
+        "snapshotUnexport": SYNC,
+        "snapshotFromRemote": SYNC,
+        "snapshotReconcile": SYNC,
+        "snapshotDelete": SYNC,
+        "snapshotsList": SYNC,
+    }
     capabilities: ClassVar[frozenset[str]] = frozenset(
         {CAN_COPY_SNAPSHOT_BETWEEN_ZONES_AND_SAME_POOL_TYPE, CAN_CREATE_TEMPLATE_FROM_SNAPSHOT}
     )

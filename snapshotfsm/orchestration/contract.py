@@ -229,6 +229,8 @@ class Turn(Generic[C]):
     effects: list[Effect] = attrs.field(factory=list)
     outcome: str | None = None
     """What the step returned: the next event, or None to wait."""
+    writes: int = 0
+    """Durable writes the step committed so far (its crash points are ``<step>#<n>``)."""
     row: TransitionDef | None = None
     """The transition whose step runs (set before the step is called): its ``on_error`` is taken if it raises."""
 

@@ -29,21 +29,6 @@ from snapshotfsm.store.records import (
 )
 
 HYPERVISORS = ("KVM", "XenServer", "VMware", "Ovm", "External", "Any", "None", "Hyperv", "LXC", "Simulator")
-POOL_TYPES = (
-    "NetworkFilesystem",
-    "SharedMountPoint",
-    "Filesystem",
-    "RBD",
-    "CLVM",
-    "PowerFlex",
-    "StorPool",
-    "IscsiLUN",
-    "PreSetup",
-    "Iscsi",
-    "DatastoreCluster",
-    "VMFS",
-    "Linstor",
-)
 FORMATS = ("QCOW2", "VHD", "RAW", "OVA", "DIR", "VMDK", "ISO")
 VM_STATES = ("Starting", "Running", "Stopping", "Stopped", "Destroyed", "Expunging", "Migrating", "Error")
 ZONE_TYPES = ("Core", "Edge")
@@ -151,9 +136,14 @@ class Inventory:
     ) -> StoragePool:
         """Primary storage: cluster-scoped when a cluster is given, else zone-wide with a hypervisor.
 
-        Managed zone-wide pools use hypervisor ``Any``; ``capabilities`` overrides what the driver advertises.
+        Managed zone-wide pools use hypervisor ``Any``; ``capabilities`` overrides what the driver advertises. The
+        pool's ``provider`` must be an installed driver's, and serve ``pool_type``.
+
+        Raises:
+            InvalidValue: no installed driver is ``provider``, or it does not serve ``pool_type`` (the message lists
+                what is installed); a hypervisor that is not CloudStack's. Nothing is written.
         """
-        _one_of("pool type", pool_type, POOL_TYPES)
+        self.rt.drivers.installed.for_pool(provider, pool_type)
         if hypervisor is not None:
             _one_of("hypervisor", hypervisor, HYPERVISORS)
         pool = self.rt.store.insert(

@@ -13,7 +13,8 @@ import contextlib
 import json
 import logging
 
-from snapshotfsm.errors import CloudException, NoTransitionException
+from snapshotfsm.errors import CloudException, MsCrash, NoTransitionException
+from snapshotfsm.faults import RESTART_PHASES
 from snapshotfsm.names import (
     JobEvent,
     JobState,
@@ -84,14 +85,29 @@ def restart(runner: Runner) -> dict[str, int]:
     rt.config.reload()
     rt.down = False
     mark_server(rt, rt.ms_id, "Up")
+    _phase(rt, "cleanup_left_over_jobs")
     report = cleanup_left_over_jobs(rt, rt.ms_id)
+    _phase(rt, "cleanup_storage_jobs")
     report["storage_jobs"] = cleanup_storage_jobs(rt, rt.ms_id)
+    _phase(rt, "expunge_left_over_work_jobs")
     report["work_jobs_expunged"] = expunge_left_over_work_jobs(rt, rt.ms_id)
+    _phase(rt, "redelete_destroying")
     report["destroying_redeleted"] = redelete_destroying(runner)
+    _phase(rt, "remove_orphan_policies")
     report["orphan_policies"] = remove_orphan_policies(rt)
+    _phase(rt, "reschedule_policies")
     policies.configure(rt)
     policies.reschedule_all(rt)
     return report
+
+
+def _phase(rt: Runtime, phase: str) -> None:
+    """The crash point before a phase of the cleanup (``restart.<phase>``, one of ``faults.RESTART_PHASES``)."""
+    where = f"restart.{phase}"
+    if phase not in RESTART_PHASES:
+        raise ValueError(f"{where} is not a restart phase of the fault catalogue")
+    if rt.faults.should_crash(rt.ms_id, where, rt.clock.now_ms):
+        raise MsCrash(rt.ms_id, where)
 
 
 def node_left(rt: Runtime, peer_ms_id: int) -> dict[str, int]:

@@ -26,6 +26,7 @@ from snapshotfsm.definitions import Definitions, TransitionDef
 from snapshotfsm.errors import (
     CloudException,
     DefinitionError,
+    DriverContractError,
     InvalidValue,
     MsCrash,
     NotFound,
@@ -68,13 +69,26 @@ class Runner:
         self.machines = {name: m for name, m in machines.items() if m.definition.kind == "workflow"}
         self.contexts = contexts
         self.live: dict[int, Run[Any]] = {}
+        self._turn: Turn[Any] | None = None
+        rt.store.write_point = self._write_point
 
     # --- what a turn may ask of the runner (contract.Hooks) ---------------------------------------------------------
 
     def reply(self, run: Run[Any], event: str) -> Reply:
-        """The callback a driver answers to: fires ``event`` on ``run``, with the answer, if the run is still live."""
+        """The callback a driver answers to: fires ``event`` on ``run``, with the answer, if the run is still live.
+
+        A second answer to one call is a driver bug: it raises :class:`DriverContractError`.
+        """
+        delivered = False
 
         def deliver(answer: Any) -> None:
+            nonlocal delivered
+            if delivered:
+                raise DriverContractError(
+                    f"{run.machine} {run.id}: a driver answered twice to the call that {event} resumes (an "
+                    "operation's callback is called once)"
+                )
+            delivered = True
             if self.live.get(run.id) is run:
                 self.fire(run, event, answer=answer)
 
@@ -140,12 +154,7 @@ class Runner:
                 answer = None
                 store.current_job_id = _column(run.ctx.job_id)
                 try:
-                    try:
-                        dest = machine.fire(run.id, run.state, event, turn=turn)
-                    except NotFound as gone:
-                        # CloudStack's DAO returns null for a row removed underneath the job; the code then
-                        # dereferences it.
-                        raise NullPointerException(f"{gone} (removed while the job ran)") from gone
+                    dest = self._step(machine, run, event, turn)
                 except CloudException as exc:
                     event = self._failed(run, turn, event, exc)
                     continue
@@ -159,6 +168,27 @@ class Runner:
                 event = turn.outcome
         finally:
             store.current_job_id = previous_job
+
+    def _step(self, machine: StateMachine, run: Run[Any], event: str, turn: Turn[Any]) -> str:
+        """Trigger ``event``: the legality check, then the step as the transition's callback; the destination."""
+        self._turn = turn
+        try:
+            return machine.fire(run.id, run.state, event, turn=turn)
+        except NotFound as gone:
+            # CloudStack's DAO returns null for a row removed underneath the job; the code then dereferences it.
+            raise NullPointerException(f"{gone} (removed while the job ran)") from gone
+        finally:
+            self._turn = None
+
+    def _write_point(self) -> None:
+        """A step is about to commit a durable write: the crash point ``<step>#<n>`` (the n-th of this call)."""
+        turn = self._turn
+        if turn is None or turn.row is None or turn.row.calls is None:
+            return
+        turn.writes += 1
+        where = f"{turn.row.calls}#{turn.writes}"
+        if self.rt.faults.should_crash(self.rt.ms_id, where, self.rt.clock.now_ms):
+            raise MsCrash(self.rt.ms_id, where)
 
     def _failed(self, run: Run[Any], turn: Turn[Any], event: str, exc: CloudException) -> str:
         """A step raised: what it asked for is carried out, the failure recorded; the error event is next."""

@@ -9,8 +9,8 @@ import attrs
 
 from snapshotfsm.clock import SimClock
 from snapshotfsm.config import Config
-from snapshotfsm.drivers.base import FaultPlan
 from snapshotfsm.drivers.registry import Drivers
+from snapshotfsm.faults import FaultPlan
 from snapshotfsm.profiles import Profile
 from snapshotfsm.scheduler import Scheduler
 from snapshotfsm.store.store import Store

@@ -32,7 +32,7 @@ from snapshotfsm.store.records import ALL_RECORDS, R, Record, Snapshot, Transiti
 from snapshotfsm.store.schema import APPLICATION_ID, SCHEMA_VERSION, Column, columns, create_schema
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -178,6 +178,8 @@ class Store:
         self._stamp_key: tuple[object, int] | None = None
         self._stamp = ""
         self.current_job_id: int | None = None
+        self.write_point: Callable[[], None] | None = None
+        """Called before every transaction that commits on its own (a durable write): the engine's crash points."""
 
     @classmethod
     def open(
@@ -688,11 +690,14 @@ class _Transaction:
         self.nested: contextlib.AbstractContextManager[object] | None = None
 
     def __enter__(self) -> None:
-        conn = self.store.conn
+        store = self.store
+        conn = store.conn
         if conn.in_transaction:
-            self.nested = self.store.db.atomic()
+            self.nested = store.db.atomic()
             self.nested.__enter__()
         else:
+            if store.write_point is not None:
+                store.write_point()
             conn.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:

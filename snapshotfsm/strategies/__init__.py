@@ -10,7 +10,7 @@ from snapshotfsm.strategies.base import (
     SnapshotTake,
     StrategyEnv,
 )
-from snapshotfsm.strategies.factory import StrategyFactory, builtin_strategies, plugin_strategies
+from snapshotfsm.strategies.factory import StrategyFactory, installed_strategies
 
 __all__ = [
     "BackupKind",
@@ -22,6 +22,5 @@ __all__ = [
     "SnapshotTake",
     "StrategyEnv",
     "StrategyFactory",
-    "builtin_strategies",
-    "plugin_strategies",
+    "installed_strategies",
 ]

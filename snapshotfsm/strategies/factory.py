@@ -1,56 +1,60 @@
 """Choosing a strategy: ``StorageStrategyFactoryImpl.bestMatch`` (spec §6.1).
 
 The list order is the order strategies are registered: CloudStack's Spring context order is UNVERIFIED, so the model
-fixes Default, StorageSystem, Ceph, ScaleIO, StorPool, followed by third-party strategies found through the
-``snapshotfsm.strategies`` entry-point group, in entry-point name order.
+fixes Default, StorageSystem, Ceph, ScaleIO, StorPool, followed by third-party strategies, all found through the
+``snapshotfsm.strategies`` entry-point group (the built-ins register there too), the others in entry-point name
+order. The factory keeps the first strict maximum, so this order decides ties.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
+import functools
+from collections.abc import Iterable
 
 from snapshotfsm.errors import InvalidValue
+from snapshotfsm.plugins import load_group
 from snapshotfsm.store.records import Snapshot
-from snapshotfsm.strategies.array import CephSnapshotStrategy, ScaleIOSnapshotStrategy
 from snapshotfsm.strategies.base import Operation, Priority, SnapshotStrategy, StrategyEnv
-from snapshotfsm.strategies.default import DefaultSnapshotStrategy
-from snapshotfsm.strategies.storage_system import StorageSystemSnapshotStrategy
-from snapshotfsm.strategies.storpool import StorPoolSnapshotStrategy
 
 ENTRY_POINT_GROUP = "snapshotfsm.strategies"
+BUILTIN_ORDER = ("default", "storage-system", "ceph", "scaleio", "storpool")
+"""The built-in strategies' entry-point names, in registration order."""
 
 
-def builtin_strategies() -> list[SnapshotStrategy]:
-    """CloudStack's five snapshot strategies at upstream U (spec §6.2), in the model's registration order."""
-    return [
-        DefaultSnapshotStrategy(),
-        StorageSystemSnapshotStrategy(),
-        CephSnapshotStrategy(),
-        ScaleIOSnapshotStrategy(),
-        StorPoolSnapshotStrategy(),
-    ]
-
-
-def plugin_strategies() -> list[SnapshotStrategy]:
-    """Strategies other packages register under the ``snapshotfsm.strategies`` entry-point group.
+@functools.cache
+def installed_strategies() -> tuple[type[SnapshotStrategy], ...]:
+    """Every strategy class registered under ``snapshotfsm.strategies``: the built-ins, then the others by name.
 
     Raises:
         InvalidValue: an entry point that does not load a SnapshotStrategy subclass.
     """
-    found: list[SnapshotStrategy] = []
-    for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        cls = ep.load()
-        if not (isinstance(cls, type) and issubclass(cls, SnapshotStrategy)):
-            raise InvalidValue(f"entry point {ep.name!r} ({ep.value})", cls, "a SnapshotStrategy subclass")
-        found.append(cls())
-    return found
+    return load_group(ENTRY_POINT_GROUP, SnapshotStrategy, BUILTIN_ORDER)
 
 
 class StrategyFactory:
-    """Picks the strategy for a snapshot and an operation: the first strict maximum, or None."""
+    """Picks the strategy for a snapshot and an operation: the first strict maximum, or None.
 
-    def __init__(self, strategies: list[SnapshotStrategy]) -> None:
-        self.strategies = strategies
+    Raises:
+        InvalidValue: an entry that is neither a SnapshotStrategy nor a subclass of one, or two strategies of one
+            name.
+    """
+
+    def __init__(self, strategies: Iterable[SnapshotStrategy | type[SnapshotStrategy]]) -> None:
+        made: list[SnapshotStrategy] = []
+        for entry in strategies:
+            if isinstance(entry, type) and issubclass(entry, SnapshotStrategy):
+                made.append(entry())
+            elif isinstance(entry, SnapshotStrategy):
+                made.append(entry)
+            else:
+                raise InvalidValue("strategy", entry, "a SnapshotStrategy or a subclass of it")
+        names = [s.name for s in made]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise InvalidValue(
+                "strategies", names, "one strategy of each name", message=f"strategy {twice[0]} is given twice"
+            )
+        self.strategies = made
 
     def best(
         self, env: StrategyEnv, snapshot: Snapshot, op: Operation, zone_id: int | None = None
