@@ -321,8 +321,12 @@ class Taken:
         return {d.name: d.value for d in rows}
 
     def usage(self) -> list[tuple[str, int | None, int | None]]:
-        """The snapshot's usage events: (type, size, virtual_size)."""
-        rows = self.engine.store.find(UsageEvent, "resource_id = ? AND resource_type = 'Snapshot'", (self.snapshot.id,))
+        """The snapshot's usage events: (type, size, virtual_size).
+
+        A snapshot's usage events are told apart by their type (``SNAPSHOT.*``): upstream leaves ``resource_type``
+        NULL on them (spec §5.10).
+        """
+        rows = self.engine.store.find(UsageEvent, "resource_id = ? AND type LIKE 'SNAPSHOT.%'", (self.snapshot.id,))
         return [(u.type, u.size, u.virtual_size) for u in rows]
 
     def failures(self) -> list[tuple[str, str, str]]:

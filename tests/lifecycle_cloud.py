@@ -73,8 +73,8 @@ def stored(engine: Engine, snapshot_id: int) -> list[tuple[str, bool]]:
 
 
 def usage(engine: Engine, snapshot_id: int) -> list[tuple[str, int, int | None]]:
-    """The snapshot's usage events: (type, zone, size)."""
-    rows = engine.store.find(UsageEvent, "resource_id = ? AND resource_type = 'Snapshot'", (snapshot_id,))
+    """The snapshot's usage events: (type, zone, size); ``SNAPSHOT.*`` types (``resource_type`` is NULL on them)."""
+    rows = engine.store.find(UsageEvent, "resource_id = ? AND type LIKE 'SNAPSHOT.%'", (snapshot_id,))
     return [(u.type, u.zone_id, u.size) for u in rows]
 
 

@@ -95,8 +95,13 @@ def usage(
     size: int | None,
     virtual_size: int | None = None,
     zone_id: int | None = None,
+    named: bool = True,
 ) -> None:
-    """A ``usage_event`` row for a snapshot (spec §5.10)."""
+    """A ``usage_event`` row for a snapshot (spec §5.10), as ``UsageEventUtils.saveUsageEvent`` writes it.
+
+    ``resource_type`` stays NULL: the snapshot events are saved through the overloads that do not set it.
+    ``named=False`` for ``SNAPSHOT.COPY``, which upstream publishes with a null resource name (spec §7.4).
+    """
     rt.store.insert(
         UsageEvent(
             type=event_type,
@@ -104,11 +109,10 @@ def usage(
             account_id=snapshot.account_id,
             zone_id=snapshot.data_center_id if zone_id is None else zone_id,
             resource_id=snapshot.id,
-            resource_name=snapshot.name,
+            resource_name=snapshot.name if named else None,
             offering_id=snapshot.disk_offering_id,
             size=size,
             virtual_size=virtual_size,
-            resource_type="Snapshot",
         )
     )
 

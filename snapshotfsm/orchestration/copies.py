@@ -373,7 +373,13 @@ def zone_answered(t: Turn[CopyContext]) -> str:
     accounting.change_count(rt, snapshot.account_id, accounting.SECONDARY_STORAGE, ref.size)
     if snapshot.account_id != SYSTEM_ACCOUNT_ID:
         accounting.usage(
-            rt, "SNAPSHOT.COPY", snapshot, size=snapshot.size, virtual_size=snapshot.size, zone_id=target.zone_id
+            rt,
+            "SNAPSHOT.COPY",
+            snapshot,
+            size=snapshot.size,
+            virtual_size=snapshot.size,
+            zone_id=target.zone_id,
+            named=False,
         )
     ctx.chain_index += 1
     return next_target(rt, ctx)
@@ -465,6 +471,7 @@ def copy_to_pool(t: Turn[CopyContext]) -> str:
             size=snapshot.size,
             virtual_size=snapshot.size,
             zone_id=pool.data_center_id,
+            named=False,
         )
     ctx.copied_pools.append(pool.id)
     return next_target(rt, ctx)

@@ -477,7 +477,8 @@ class UsageEvent(Record):
     account_id: int
     zone_id: int
     resource_id: int
-    resource_name: str = ""
+    resource_name: str | None = None
+    """NULL for SNAPSHOT.COPY (spec §7.4)."""
     offering_id: int | None = None
     template_id: int | None = None
     size: int | None = None

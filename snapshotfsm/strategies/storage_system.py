@@ -208,7 +208,6 @@ class StorageSystemSnapshotStrategy(SnapshotStrategy):
                     resource_id=snapshot.id,
                     resource_name=snapshot.name,
                     size=0,
-                    resource_type="Snapshot",
                 )
             )
         except CloudException:
