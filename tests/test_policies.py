@@ -119,6 +119,20 @@ class TestSchedulerAndRetention:
         row = cloud.engine.store.first(SnapshotSchedule, "policy_id = ?", (policy.id,))
         assert (row.scheduled_timestamp, row.async_job_id, row.snapshot_id) == ("2026-01-01 01:05:00", None, None)
 
+    def test_a_manual_take_naming_the_policy_leaves_its_schedule_alone(self):
+        """getCurrentSchedule(volume, policy, executing=true) wants a schedule with a job: the pending one is not it.
+
+        The take is of the policy's type (HOURLY), so retention runs for it; only the schedule row is left alone.
+        """
+        cloud = Cloud()
+        volume = cloud.volume("kvm-rbd")
+        policy = cloud.engine.create_snapshot_policy(volume.id, interval="hourly", schedule="5", max_snaps=2)
+        before = cloud.engine.store.find(SnapshotSchedule)
+        taken = cloud.take(volume, policy_id=policy.id)
+        assert (taken.status, taken.snapshot.type_description) == ("SUCCEEDED", "HOURLY")
+        assert cloud.engine.store.find(SnapshotSchedule) == before
+        assert [(r.async_job_id, r.snapshot_id) for r in before] == [(None, None)]
+
     def test_an_error_snapshot_counts_and_goes_first(self):
         """A recurring snapshot that failed (Error) is counted and, being oldest, is deleted (expunged refs)."""
         cloud = Cloud(faults=FaultPlan().fail("takeSnapshot", nth=2))

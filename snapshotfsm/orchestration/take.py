@@ -232,7 +232,13 @@ def post_create(t: Turn[TakeContext]) -> str | None:
     try:
         policy_id = ctx.payload.policy_id
         if policy_id:
-            schedule = rt.store.first(SnapshotSchedule, "policy_id = ?", (policy_id,))
+            # getCurrentSchedule(volumeId, policyId, executing=true): the schedule whose job is running, so a
+            # manual createSnapshot naming the policy leaves the policy's pending schedule alone.
+            schedule = rt.store.first(
+                SnapshotSchedule,
+                "volume_id = ? AND policy_id = ? AND async_job_id IS NOT NULL",
+                (snapshot.volume_id, policy_id),
+            )
             if schedule is not None:
                 rt.store.update(schedule, snapshot_id=snapshot.id)
         if snapshot.type_description in ("HOURLY", "DAILY", "WEEKLY", "MONTHLY"):
