@@ -226,10 +226,12 @@ class Engine(Inventory):
         advances the clock until it is done.
 
         Raises:
-            ApiError: the create phase refused the call (spec §5.1): CloudStack's error code and text. Nothing is
-                written.
+            ApiError: the create phase refused or failed (spec §5.1, §21.4.3): CloudStack's error code and text.
+                What it committed stays: a refusal leaves ``allocSnapshot``'s ERROR event (and a recurring
+                snapshot's limit alert), a failure after the insert the Allocated row and the increments done.
             InvalidValue: an argument of the wrong type.
-            ServerDown: the server is down, or a crash rule fired during the call (nothing of it is written).
+            ServerDown: the server is down, or a crash rule fired during the call: the writes committed before the
+                crash stay (the create phase has no transaction, spec §21.2).
         """
         request = _check_params(
             volume_id=volume_id,
@@ -446,7 +448,8 @@ class Engine(Inventory):
     def _serving(self) -> Iterator[None]:
         """A call into this server: refused while it is down; a crash rule firing inside takes it down.
 
-        The call's own transaction is rolled back by the crash; the caller's request dies with the server.
+        A transaction open when the crash fires is rolled back, what the call committed before stays; the caller's
+        request dies with the server.
         """
         self._require_up()
         try:

@@ -242,7 +242,9 @@ class ServerApiException(CloudRuntimeException):
 class ApiError(SnapshotFSMError):
     """An API call refused synchronously (the create phase, spec §5.1): CloudStack's error code and text.
 
-    Nothing was written: the create phase runs in one transaction that is rolled back.
+    Nothing is rolled back: what the call committed before the error stays (spec §21.2, §21.4.3). A refusal of
+    §5.1 comes before the snapshot's insert and leaves only the ERROR action event of ``allocSnapshot`` (and, for a
+    recurring snapshot over its limit, an alert).
     """
 
     def __init__(self, code: int, text: str, *, exception: CloudException) -> None:

@@ -14,15 +14,19 @@ import json
 from typing import Any
 
 import attrs
+import pytest
 import sqlite_utils
 
 from snapshotfsm.clock import SimClock
 from snapshotfsm.definitions import project_definitions
 from snapshotfsm.engine import Engine
+from snapshotfsm.errors import ApiError
 from snapshotfsm.faults import FaultPlan
 from snapshotfsm.profiles import Profile, get_profile
 from snapshotfsm.store.records import (
     Account,
+    ActionEvent,
+    Alert,
     AsyncJob,
     Cluster,
     Failure,
@@ -38,6 +42,7 @@ from snapshotfsm.store.records import (
     VmInstance,
     VmWorkJob,
     Volume,
+    Workflow,
     Zone,
 )
 from snapshotfsm.store.schema import create_schema
@@ -79,6 +84,8 @@ SHAPES: dict[str, Shape] = {
 """Pool types, providers and the managed flag are what CloudStack's lifecycles set: PowerFlex, SolidFire (Iscsi) and
 ONTAP pools are managed, StorPool, RBD and the file-based pools are not."""
 ENTITY_MACHINES = ("volume", "snapshot", "snapshot_store_ref", "async_job", "vm_work_job")
+MODEL_TABLES = (Workflow.table, Failure.table)
+"""The model's own records of its runs: workflow rows and their failures."""
 
 
 @functools.cache
@@ -231,6 +238,66 @@ class Cloud:
     def dump(self) -> str:
         """The whole database as SQL, to show that a call wrote nothing."""
         return "\n".join(self.engine.store.conn.iterdump())
+
+    def cloudstack_rows(self) -> dict[str, list[tuple[object, ...]]]:
+        """Every row of CloudStack's tables, by table: the database less the model's records of its own runs.
+
+        Those are the ``workflow`` and ``failure`` tables and the workflow machines' rows of ``transition_log``; a
+        refused createSnapshot keeps its take workflow (``Rejected``) and its failure there.
+        """
+        conn = self.engine.store.conn
+        workflows = sorted(name for name, d in project_definitions().items() if d.kind == "workflow")
+        marks = ", ".join("?" * len(workflows))
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        rows: dict[str, list[tuple[object, ...]]] = {}
+        for table in tables:
+            if table in MODEL_TABLES:
+                continue
+            if table == TransitionLog.table:
+                query = f'SELECT * FROM "{table}" WHERE machine NOT IN ({marks}) ORDER BY id'
+                rows[table] = conn.execute(query, workflows).fetchall()
+            else:
+                rows[table] = conn.execute(f'SELECT * FROM "{table}" ORDER BY id').fetchall()
+        return rows
+
+    def refused(self, volume_id: int, *, intercepted: bool = True, **kwargs: object) -> ApiError:
+        """Call createSnapshot expecting a create-phase refusal; assert what it leaves (spec §5.1, §21.2).
+
+        CloudStack's rows are unchanged but for ``allocSnapshot``'s ERROR Created event, the calling user's and
+        account's, naming no snapshot (``intercepted``: the refusal came from inside ``allocSnapshot``, not from an
+        argument of the call); the take workflow is ``Rejected`` with one failure, the exception the API reports.
+        An alert, if any, is for the caller to check.
+        """
+        mark = self.engine.store.count(ActionEvent)
+        before = self.cloudstack_rows()
+        with pytest.raises(ApiError) as info:
+            self.engine.create_snapshot(volume_id, **kwargs)  # type: ignore[arg-type]
+        error = info.value
+        after = self.cloudstack_rows()
+        for table in (ActionEvent.table, Alert.table):
+            del before[table], after[table]
+        assert after == before, "a refused createSnapshot wrote CloudStack rows"
+        caller = kwargs.get("caller")
+        caller_id = caller.id if isinstance(caller, Account) else self.engine.get(Volume, volume_id).account_id
+        text = "Error while creating entity for allocating snapshot"
+        expected = [("Created", "ERROR", caller_id, caller_id, None, text)] if intercepted else []
+        assert action_events(self.engine, "SNAPSHOT.CREATE", after=mark) == expected
+        run = self.engine.store.find(Workflow, "machine = 'take_snapshot'")[-1]
+        failures = self.engine.store.find(Failure, "workflow_id = ?", (run.id,))
+        exc = error.exception
+        assert (run.state, [(f.step, f.exc_type, f.message) for f in failures]) == (
+            "Rejected",
+            [("api.allocate", exc.java_name, exc.message)],
+        )
+        return error
+
+
+def action_events(
+    engine: Engine, event_type: str, *, after: int = 0
+) -> list[tuple[str, str, int, int, int | None, str]]:
+    """Action events of ``event_type`` with an id above ``after``: (state, level, user, account, resource, text)."""
+    rows = engine.store.find(ActionEvent, "type = ? AND id > ?", (event_type, after))
+    return [(e.state, e.level, e.user_id, e.account_id, e.resource_id, e.description) for e in rows]
 
 
 @attrs.define

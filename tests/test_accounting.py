@@ -1,15 +1,76 @@
-"""Usage events (``orchestration/accounting.py``; spec §5.10, §7.4).
+"""Resource counts, alerts and usage events (``orchestration/accounting.py``; spec §5.1, §5.10, §7.4, §21.4.3).
 
+``incrementResourceCount`` throws when ``updateCountByDeltaForIds`` finds no ``resource_count`` row; the decrement
+only alerts; neither inserts a row. ``ALERT_TYPE_UPDATE_RESOURCE_COUNT`` is not repeated while one is unarchived.
 Snapshot usage events carry no ``resource_type``, and ``SNAPSHOT.COPY`` carries no resource name either.
 """
 
 from __future__ import annotations
 
+import pytest
 from cloud import Cloud
 from helpers_storpool import StorPoolCloud
 from lifecycle_cloud import delete, second_zone
 
-from snapshotfsm.store.records import UsageEvent
+from snapshotfsm.errors import CloudRuntimeException
+from snapshotfsm.orchestration import accounting
+from snapshotfsm.store.records import Alert, ResourceCount, UsageEvent
+
+
+def _rows(cloud: Cloud, resource: str) -> list[int]:
+    found = cloud.engine.store.find(ResourceCount, "account_id = ? AND type = ?", (cloud.alice.id, resource))
+    return [r.count for r in found]
+
+
+class TestChangeCount:
+    def test_an_increment_adds_to_the_row(self):
+        """The account's row is updated in place."""
+        cloud = Cloud()
+        accounting.change_count(cloud.engine.rt, cloud.alice.id, accounting.SNAPSHOT, 2)
+        accounting.change_count(cloud.engine.rt, cloud.alice.id, accounting.SNAPSHOT, -1)
+        assert _rows(cloud, accounting.SNAPSHOT) == [1]
+
+    def test_an_increment_without_a_row_throws_and_inserts_none(self):
+        """``removeResourceReservationIfNeededAndIncrementResourceCount``: CRE with upstream's text."""
+        cloud = Cloud()
+        row = cloud.engine.store.first(ResourceCount, "account_id = ? AND type = 'snapshot'", (cloud.alice.id,))
+        assert row is not None
+        cloud.engine.store.delete(row, by="test")
+        with pytest.raises(CloudRuntimeException) as info:
+            accounting.change_count(cloud.engine.rt, cloud.alice.id, accounting.SNAPSHOT, 1)
+        assert (
+            info.value.message == f"Failed to increment resource count of type snapshot for account id={cloud.alice.id}"
+        )
+        assert _rows(cloud, accounting.SNAPSHOT) == []
+        assert cloud.engine.store.find(Alert) == []
+
+    def test_a_decrement_without_a_row_alerts_once(self):
+        """``decrementResourceCountWithTag``: an alert (zone 0), no row, no exception; the alert does not repeat."""
+        cloud = Cloud()
+        for _ in range(2):
+            accounting.change_count(cloud.engine.rt, 99, accounting.SECONDARY_STORAGE, -5)
+        assert cloud.engine.store.find(ResourceCount, "account_id = 99") == []
+        assert [(a.type, a.subject, a.data_center_id) for a in cloud.engine.store.find(Alert)] == [
+            (
+                "ALERT_TYPE_UPDATE_RESOURCE_COUNT",
+                "Failed to decrement resource count of type secondary_storage for account id=99",
+                0,
+            )
+        ]
+
+
+class TestAlert:
+    def test_one_per_type_and_zone(self):
+        """``getAlertForTrivialAlertType``: a second alert of the type in the same zone is not written."""
+        cloud = Cloud()
+        rt = cloud.engine.rt
+        accounting.alert(rt, accounting.ALERT_TYPE_UPDATE_RESOURCE_COUNT, "first")
+        accounting.alert(rt, accounting.ALERT_TYPE_UPDATE_RESOURCE_COUNT, "second")
+        accounting.alert(rt, accounting.ALERT_TYPE_UPDATE_RESOURCE_COUNT, "in zone 1", zone_id=1)
+        assert [(a.subject, a.data_center_id) for a in cloud.engine.store.find(Alert)] == [
+            ("first", 0),
+            ("in zone 1", 1),
+        ]
 
 
 class TestUsageFields:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import attrs
 import pytest
-from cloud import PHYSICAL, Cloud
+from cloud import PHYSICAL, Cloud, action_events
 from lifecycle_cloud import (
     answer,
     counts,
@@ -197,10 +197,17 @@ class TestByState:
         assert tuple(stored(cloud.engine, sid)) == case.stored
         added = usage(cloud.engine, sid)[len(usage_before) :]
         assert added == ([("SNAPSHOT.DELETE", cloud.zone.id, 0)] if case.deleted_usage else [])
-        events = [(e.type, e.description) for e in cloud.engine.store.find(ActionEvent, "id > ?", (events_before,))]
-        assert events == (
-            [("SNAPSHOT.DELETE", f"Successfully completed deleting snapshot: {sid}")] if case.code == 0 else []
+        alice, uuid = cloud.alice.id, before.uuid
+        ended = (
+            ("Completed", "INFO", alice, alice, sid, f"Successfully completed deleting snapshot. Snapshot ID: {uuid}")
+            if case.code == 0
+            else ("Completed", "ERROR", alice, alice, sid, f"Error while deleting snapshot. Snapshot ID: {uuid}")
         )
+        assert action_events(cloud.engine, "SNAPSHOT.DELETE", after=events_before) == [
+            ("Scheduled", "INFO", alice, alice, sid, f"Deleting Snapshot with ID: {uuid}"),
+            ("Started", "INFO", alice, alice, sid, f"Deleting snapshot. Snapshot ID: {uuid}"),
+            ended,
+        ]
 
     def test_a_removed_snapshot_is_not_found(self):
         """A failed sync backup soft-removes the Error row: deleteSnapshot cannot find it (431)."""

@@ -12,7 +12,7 @@ import datetime as dt
 import zoneinfo
 
 import pytest
-from cloud import PHYSICAL, SIZE, Cloud
+from cloud import PHYSICAL, SIZE, Cloud, action_events
 from hypothesis import given
 from hypothesis import strategies as st
 from lifecycle_cloud import jobs, second_zone, usage
@@ -223,8 +223,9 @@ class TestSchedulerAndRetention:
     def test_a_due_schedule_whose_policy_is_gone_takes_no_snapshot(self, caplog):
         """canSnapshotBeScheduled expunges the schedule and the tick is dispatched (spec §9.2); the create fails.
 
-        getSnapshotType dereferences the missing policy: the NullPointerException is logged, the Scheduled action
-        event stays, and no snapshot row, job or counter is written.
+        getSnapshotType dereferences the missing policy: the NullPointerException is logged, and no snapshot row,
+        job or counter is written. The scheduler's Scheduled event stays, and ``allocSnapshot``'s interceptor adds
+        its ERROR Created event in the poll thread's system context (user and account 1, no snapshot).
         """
         cloud = Cloud()
         volume = cloud.volume("xen-nfs")
@@ -236,9 +237,9 @@ class TestSchedulerAndRetention:
         assert cloud.engine.store.find(Snapshot) == []
         assert jobs(cloud.engine) == []
         assert cloud.counts() == {"snapshot": 0, "primary_storage": 0, "secondary_storage": 0}
-        scheduled = cloud.engine.store.find(ActionEvent, "type = 'SNAPSHOT.CREATE'")
-        assert [(a.state, a.description) for a in scheduled] == [
-            ("Scheduled", f"creating snapshot for volume Id:{volume.uuid}")
+        assert action_events(cloud.engine, "SNAPSHOT.CREATE") == [
+            ("Scheduled", "INFO", 1, cloud.alice.id, volume.id, f"creating snapshot for volume Id:{volume.uuid}"),
+            ("Created", "ERROR", 1, 1, None, "Error while creating entity for allocating snapshot"),
         ]
         assert "SnapshotPolicyVO.getInterval()" in caplog.text
 

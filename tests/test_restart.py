@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import attrs
 import pytest
-from cloud import PHYSICAL, SIZE, Cloud
+from cloud import PHYSICAL, SIZE, Cloud, action_events
 from lifecycle_cloud import CANCELLED, answer, counts, details, jobs, refs, snapshot, snapshot_log, stored, work_jobs
 
 from snapshotfsm.engine import Engine
@@ -81,6 +81,22 @@ DETACHED = {
     "Retained": (BACKED_UP, 0, False),
     "Complete": (DONE, 0, False),
 }
+
+
+NOTHING = {"snapshot": 0, "primary_storage": 0, "secondary_storage": 0}
+# crash point in the create phase -> (the snapshot row's status, alice's counts, SNAPSHOT.CREATE event states)
+CREATE_PHASE_CRASHES = {
+    "take_snapshot.Allocate": (None, NOTHING, []),
+    "api.allocate#1": (None, NOTHING, []),
+    "api.allocate#2": ("Allocated", NOTHING, []),
+    "api.allocate#3": ("Allocated", {**NOTHING, "snapshot": 1}, []),
+    "api.allocate#4": ("Allocated", LEAKED, []),
+    "take_snapshot.Submit": ("Allocated", LEAKED, ["Created"]),
+    "jobs.submit#1": ("Allocated", LEAKED, ["Created"]),
+    "jobs.submit#2": ("Allocated", LEAKED, ["Created", "Scheduled"]),
+}
+"""Before the insert; between the insert and the first increment; between the increments (each its own
+transaction); before the Created event; before the Scheduled event; before the job insert."""
 
 
 def _fired(attached: bool) -> list[str]:
@@ -169,18 +185,39 @@ class TestTakeCrash:
         assert snapshot(cloud.engine, sid) == ("CreatedOnPrimary", False)
         assert details(cloud.engine, sid) == {}
 
-    def test_a_crash_in_the_create_phase_writes_nothing(self):
-        """Allocate and Submit run in the caller's thread inside one transaction: the crash rolls it back."""
-        for event in ("Allocate", "Submit"):
-            cloud = Cloud(faults=FaultPlan().crash(f"take_snapshot.{event}"))
-            volume = cloud.volume("xen-nfs")
-            with pytest.raises(ServerDown, match=f"management server 1 crashed at take_snapshot.{event}"):
-                cloud.engine.create_snapshot(volume.id)
-            assert cloud.engine.down
-            assert cloud.engine.crashes == [f"take_snapshot.{event}"]
-            assert cloud.engine.store.count(Snapshot) == 0
+    @pytest.mark.parametrize(("at", "expected"), list(CREATE_PHASE_CRASHES.items()), ids=list(CREATE_PHASE_CRASHES))
+    def test_a_crash_in_the_create_phase_keeps_what_was_committed(self, at, expected):
+        """allocSnapshot has no transaction (spec §21.2): each write up to the crash stays, through the restart.
+
+        The insert, each increment (its own transaction) and the Created event commit one by one; the job insert
+        (``submitAsyncJob``) is one more. With no job, no restart cleanup looks at an Allocated row (spec §21.4.3).
+        """
+        status, counted, events = expected
+        cloud = Cloud(faults=FaultPlan().crash(at))
+        volume = cloud.volume("xen-nfs")
+        with pytest.raises(ServerDown, match=f"management server 1 crashed at {at}"):
+            cloud.engine.create_snapshot(volume.id)
+        assert (cloud.engine.down, cloud.engine.crashes) == (True, [at])
+        for _ in ("crashed", "restarted"):
+            assert [s.status for s in cloud.engine.store.find(Snapshot)] == ([status] if status else [])
+            assert cloud.counts() == counted
+            assert [e[0] for e in action_events(cloud.engine, "SNAPSHOT.CREATE")] == events
             assert jobs(cloud.engine) == []
-            assert cloud.counts() == {"snapshot": 0, "primary_storage": 0, "secondary_storage": 0}
+            report = cloud.engine.restart()
+            assert report["jobs_failed"] == 0
+            cloud.engine.run()
+
+    def test_a_crash_after_the_job_insert_leaves_the_job(self):
+        """The other side of ``submitAsyncJob``: the job is IN_PROGRESS until the restart fails it."""
+        cloud = Cloud(faults=FaultPlan().crash("take_snapshot.Execute"))
+        volume = cloud.volume("xen-nfs")
+        job = cloud.engine.create_snapshot(volume.id)
+        cloud.engine.run()
+        assert cloud.engine.crashes == ["take_snapshot.Execute"]
+        assert jobs(cloud.engine) == [("CreateSnapshotCmd", "IN_PROGRESS", 0)]
+        assert [e[0] for e in action_events(cloud.engine, "SNAPSHOT.CREATE")] == ["Created", "Scheduled"]
+        cloud.engine.restart()
+        assert answer(cloud.engine, job.id) == ("FAILED", 530, CANCELLED)
 
     def test_a_crashed_server_takes_no_calls(self):
         """Until it restarts, the crashed server refuses API calls."""

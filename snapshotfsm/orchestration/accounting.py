@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from snapshotfsm.errors import ResourceAllocationException
+from snapshotfsm.errors import CloudRuntimeException, ResourceAllocationException
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.store.records import (
     SYSTEM_USER_ID,
@@ -14,6 +14,9 @@ from snapshotfsm.store.records import (
     Snapshot,
     UsageEvent,
 )
+
+ALERT_TYPE_UPDATE_RESOURCE_COUNT = "ALERT_TYPE_UPDATE_RESOURCE_COUNT"
+"""``AlertManager.AlertType.ALERT_TYPE_UPDATE_RESOURCE_COUNT`` (22, "ALERT.RESOURCE.COUNT"): not repeatable."""
 
 SNAPSHOT = "snapshot"
 PRIMARY_STORAGE = "primary_storage"
@@ -79,12 +82,30 @@ def check_limit(rt: Runtime, account: Account, resource: str, amount: int) -> No
 
 
 def change_count(rt: Runtime, account_id: int, resource: str, delta: int) -> None:
-    """``incrementResourceCount`` / ``decrementResourceCount`` on ``resource_count``."""
-    row = rt.store.first(ResourceCount, "account_id = ? AND type = ?", (account_id, resource))
-    if row is None:
-        rt.store.insert(ResourceCount(type=resource, account_id=account_id, count=delta))
-    else:
-        rt.store.update(row, count=row.count + delta)
+    """``incrementResourceCount`` (``delta`` > 0) or ``decrementResourceCount`` (< 0) on ``resource_count``.
+
+    An increment is its own transaction (``removeResourceReservationIfNeededAndIncrementResourceCount``, spec §21.2
+    row ``CreateSnapshotCmd.create → allocSnapshot``; the model keeps no ``resource_reservation`` rows, so the
+    block is the count update alone). When no ``resource_count`` row of the account matches,
+    ``ResourceCountDaoImpl.updateCountByDeltaForIds`` updates nothing and answers false: an increment then throws
+    (spec §21.4.3), a decrement only sends an ``ALERT_TYPE_UPDATE_RESOURCE_COUNT`` alert. No row is ever inserted.
+
+    Raises:
+        CloudRuntimeException: an increment found no ``resource_count`` row of the account ("Failed to increment
+            resource count of type <type> for account id=<id>").
+    """
+    with rt.store.atomic():
+        row = rt.store.first(ResourceCount, "account_id = ? AND type = ?", (account_id, resource))
+        if row is not None:
+            rt.store.update(row, count=row.count + delta)
+            return
+        if delta > 0:
+            raise CloudRuntimeException(
+                f"Failed to increment resource count of type {resource} for account id={account_id}"
+            )
+    if delta < 0:
+        text = f"Failed to decrement resource count of type {resource} for account id={account_id}"
+        alert(rt, ALERT_TYPE_UPDATE_RESOURCE_COUNT, text)
 
 
 def usage(
@@ -143,6 +164,14 @@ def action_event(
     )
 
 
-def alert(rt: Runtime, alert_type: str, subject: str, zone_id: int | None) -> None:
-    """An ``alert`` row (``ALERT_TYPE_UPDATE_RESOURCE_COUNT`` when a recurring snapshot hits a limit, spec §5.1)."""
+def alert(rt: Runtime, alert_type: str, subject: str, zone_id: int = 0) -> None:
+    """``AlertManagerImpl.sendAlert``: an ``alert`` row, unless one of that type and zone is already there.
+
+    Upstream passes zone 0 for the resource-count alerts (spec §5.1). A type whose repetition is not allowed
+    (``ALERT_TYPE_UPDATE_RESOURCE_COUNT``; ``alert.allowed.repetitive.types`` is empty by default) is written only
+    while no unarchived alert of the same type and zone exists (``getAlertForTrivialAlertType``); the model
+    archives no alert, so such an alert is written once per zone.
+    """
+    if rt.store.first(Alert, "type = ? AND data_center_id = ?", (alert_type, zone_id)) is not None:
+        return
     rt.store.insert(Alert(type=alert_type, subject=subject, data_center_id=zone_id, created=rt.clock.timestamp()))

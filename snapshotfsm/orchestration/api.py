@@ -1,7 +1,11 @@
 """The createSnapshot API: its create phase (spec §5.1) and its execute-phase checks (spec §5.2).
 
-The create phase runs in the caller's thread, in one transaction: a refusal is answered synchronously and nothing is
-written. The execute phase runs in the async job. The error codes of both are in ``api_errors``.
+The create phase runs in the caller's thread with no transaction of its own (spec §21.2, row
+``CreateSnapshotCmd.create → allocSnapshot``): each write commits on its own, and what was written before a failure
+stays (spec §21.4.3). Every refusal of §5.1 comes before the ``snapshots`` insert, so a refused call leaves no
+CloudStack row but the ERROR event of ``allocSnapshot``'s ``@ActionEvent`` and, for a recurring snapshot over its
+limit, the alert; the model keeps the take workflow, ``Rejected``, with its ``failure`` row. The execute phase runs
+in the async job. The error codes of both are in ``api_errors``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from snapshotfsm.orchestration import accounting
 from snapshotfsm.orchestration.api_errors import create_phase_error
 from snapshotfsm.orchestration.contexts import Machine, SnapshotRequest, TakeContext
 from snapshotfsm.orchestration.contract import StepTable, Turn
-from snapshotfsm.orchestration.jobs import mark_executing
+from snapshotfsm.orchestration.jobs import create_event, mark_executing
 from snapshotfsm.orchestration.lookups import (
     add_pools_for_copy_to_primary,
     can_copy_on_primary,
@@ -56,12 +60,20 @@ SNAPSHOT_TYPES = ("MANUAL", "RECURRING", "TEMPLATE", "HOURLY", "DAILY", "WEEKLY"
 
 
 def allocate(t: Turn[TakeContext]) -> str:
-    """``VolumeApiServiceImpl.allocSnapshot`` then ``SnapshotManagerImpl.allocSnapshot`` (spec §5.1)."""
+    """``VolumeApiServiceImpl.allocSnapshot`` then ``SnapshotManagerImpl.allocSnapshot`` (spec §5.1).
+
+    No transaction (spec §21.2, row ``CreateSnapshotCmd.create → allocSnapshot``): the ``snapshots`` insert, each
+    count increment (its own transaction, ``accounting.change_count``) and the Created action event commit one by
+    one, so a failure or a crash after the insert leaves the ``Allocated`` row and the increments done so far
+    (spec §21.4.3).
+    """
     rt, ctx = t.rt, t.ctx
     request = ctx.request
     caller = rt.store.get(Account, ctx.caller_id)
     volume_id = request.volume_id
+    # CreateSnapshotCmd.getLocationType() is an argument of the call: it throws before the @ActionEvent method runs.
     location_type = parse_location_type(request.location_type, volume_id)
+    ctx.intercepted = True
     volume = live(rt, Volume, volume_id)
     if volume is None:
         raise InvalidParameterValueException(f"Creating snapshot failed due to volume:{volume_id} doesn't exist")
@@ -95,10 +107,11 @@ def allocate(t: Turn[TakeContext]) -> str:
         location_type = "PRIMARY"
     _check_zone_ids(rt, caller, zone, zone_ids, request.policy_id, location_type, replicate)
     _check_kboss(rt, vm, volume)
-    snapshot = _alloc(rt, request, caller, volume, request.policy_id, location_type, vm)
-    ctx.snapshot_id = snapshot.id
-    ctx.account_id = snapshot.account_id
+    _alloc(rt, ctx, caller, volume, location_type, vm)
     ctx.location_type = location_type
+    # interceptComplete of allocSnapshot (create=true): the calling user's and account's Created event.
+    create_event(rt, ctx, "Successfully created entity for allocating snapshot", state="Created")
+    ctx.intercepted = False
     return Take.Submit
 
 
@@ -232,15 +245,15 @@ def _host_supports_snapshot(rt: Runtime, host: Host, volume: Volume) -> bool:
 
 
 def _alloc(
-    rt: Runtime,
-    request: SnapshotRequest,
-    caller: Account,
-    volume: Volume,
-    policy_id: int,
-    location_type: str | None,
-    vm: VmInstance | None,
-) -> Snapshot:
-    """``SnapshotManagerImpl.allocSnapshot``: checks, the Allocated row, and the two counters (spec §5.1 step 6)."""
+    rt: Runtime, ctx: TakeContext, caller: Account, volume: Volume, location_type: str | None, vm: VmInstance | None
+) -> None:
+    """``SnapshotManagerImpl.allocSnapshot``: checks, the Allocated row, and the two counters (spec §5.1 step 6).
+
+    Every check comes before the insert. The insert and each increment commit on their own (spec §21.4.3): an
+    increment that throws (no ``resource_count`` row) leaves the row ``Allocated`` and the earlier increment.
+    """
+    request = ctx.request
+    policy_id = request.policy_id
     pool = volume_pool(rt, volume)
     supported_by_hypervisor(rt, volume, pool)
     check_access(caller, volume.account_id)
@@ -263,7 +276,7 @@ def _alloc(
     except ResourceAllocationException:
         if kind != "MANUAL":
             msg = f"Snapshot resource limit exceeded for account id : {owner.id}. Failed to create recurring snapshots"
-            accounting.alert(rt, "ALERT_TYPE_UPDATE_RESOURCE_COUNT", msg, None)
+            accounting.alert(rt, accounting.ALERT_TYPE_UPDATE_RESOURCE_COUNT, msg)
         raise
     snapshot = rt.store.insert(
         Snapshot(
@@ -282,23 +295,24 @@ def _alloc(
             created=rt.clock.timestamp(),
         )
     )
+    # From here on a failure leaves the row: the ids are known to the take (and to its ERROR event).
+    ctx.snapshot_id = snapshot.id
+    ctx.account_id = snapshot.account_id
     accounting.change_count(rt, volume.account_id, accounting.SNAPSHOT, 1)
     accounting.change_count(rt, volume.account_id, store_type, volume.size)
-    accounting.action_event(
-        rt,
-        "SNAPSHOT.CREATE",
-        f"Successfully created entity for allocating snapshot: {snapshot.name}",
-        account_id=volume.account_id,
-        resource_id=snapshot.id,
-        state="Created",
-    )
-    return snapshot
 
 
 def reject(t: Turn[TakeContext]) -> None:
-    """The API answers the refusal (``ApiServer``'s mapping); :func:`submit_create` rolls the create back."""
-    ctx = t.ctx
-    caller = t.rt.store.first(Account, "id = ?", (ctx.caller_id,))
+    """The create phase failed: ``allocSnapshot``'s ERROR event, then the API's answer (``ApiServer``'s mapping).
+
+    ``interceptException`` of ``allocSnapshot`` (create=true) writes a Created event at level ERROR, the calling
+    user's and account's, naming the snapshot only if it was inserted. Nothing written before is undone.
+    """
+    rt, ctx = t.rt, t.ctx
+    if ctx.intercepted:
+        create_event(rt, ctx, "Error while creating entity for allocating snapshot", state="Created", level="ERROR")
+        ctx.intercepted = False
+    caller = rt.store.first(Account, "id = ?", (ctx.caller_id,))
     ctx.api_error = create_phase_error(ctx.failure(), caller)
 
 
@@ -312,15 +326,18 @@ def validate(t: Turn[TakeContext]) -> str:
     mark_executing(rt, ctx.job_id)
     caller = rt.store.get(Account, ctx.caller_id)
     volume = live(rt, Volume, request.volume_id)
+    if volume is None:
+        # CreateSnapshotCmd.execute() reads getEntityOwnerId() for takeSnapshot's arguments: a removed volume throws
+        # there, before the @ActionEvent method, so no Started and no ERROR event. (takeSnapshotInternal's own
+        # "doesn't exist" check would need the volume removed between the two reads.)
+        raise InvalidParameterValueException(f"Unable to find volume by id={request.volume_id}")
+    # interceptStart of takeSnapshot (async=true): the Started event, the description capitalised.
+    ctx.intercepted = True
+    create_event(rt, ctx, "Taking snapshot", state="Started")
     zone_ids = list(request.zone_ids)
     pool_ids = list(request.storage_ids)
     pool_ids = add_pools_for_copy_to_primary(rt, volume, zone_ids, pool_ids, request.use_storage_replication)
-    if volume is not None:
-        can_copy_on_primary(rt, pool_ids, volume)
-    if volume is None:
-        raise InvalidParameterValueException(
-            f"Creating snapshot failed due to volume:{request.volume_id} doesn't exist"
-        )
+    can_copy_on_primary(rt, pool_ids, volume)
     if volume_hypervisor(rt, volume) == "External":
         raise InvalidParameterValueException("Snapshot operations are not allowed for External hypervisor type")
     policy_id = request.policy_id
@@ -360,36 +377,40 @@ def validate(t: Turn[TakeContext]) -> str:
 
 
 def submit_create(
-    runner: Runner, request: SnapshotRequest, *, caller_id: int, user_id: int, execute_account_id: int | None = None
+    runner: Runner,
+    request: SnapshotRequest,
+    *,
+    caller_id: int,
+    user_id: int,
+    execute_account_id: int | None = None,
+    scheduled: bool = False,
 ) -> AsyncJob:
-    """``ApiServer.processAsyncCmd`` for createSnapshot: the create phase now, in one transaction, then the job.
+    """``ApiServer.processAsyncCmd`` for createSnapshot: the create phase now, then the job (spec §4.2).
 
-    ``execute_account_id`` is the account the job runs as when it differs from the create phase's caller (the
-    scheduler creates as the system account and runs the job in the volume owner's account, spec §9.2).
+    No transaction wraps the call (spec §21.2): ``api.allocate``'s writes commit one by one, then ``jobs.submit``
+    inserts the job. ``execute_account_id`` is the account the job runs as when it differs from the create phase's
+    caller, and ``scheduled`` marks a call of the scheduler, which writes its own Scheduled event (spec §9.2).
 
     Raises:
-        ApiError: the create phase refused the call (spec §5.1); nothing was written.
+        ApiError: the create phase refused or failed (spec §5.1, §21.4.3). What it wrote stays: nothing of
+            CloudStack's for a refusal but ``allocSnapshot``'s ERROR event (and a recurring snapshot's limit alert),
+            the ``Allocated`` row and the increments done for a failure after the insert; the take workflow ends
+            ``Rejected`` with its ``failure`` row.
     """
     rt = runner.rt
-    ctx = TakeContext(request=request, caller_id=caller_id, user_id=user_id, execute_account_id=execute_account_id)
-    try:
-        with rt.store.atomic():
-            run = runner.start(Machine.TAKE, ctx)
-            runner.fire(run, Take.Allocate)
-            if run.state == TakeState.Rejected:
-                _refuse()
-    except _Refused:
+    ctx = TakeContext(
+        request=request,
+        caller_id=caller_id,
+        user_id=user_id,
+        execute_account_id=execute_account_id,
+        scheduled=scheduled,
+    )
+    run = runner.start(Machine.TAKE, ctx)
+    runner.fire(run, Take.Allocate)
+    if run.state == TakeState.Rejected:
         code, text = ctx.refusal()
-        raise ApiError(code, text, exception=ctx.failure()) from None
+        raise ApiError(code, text, exception=ctx.failure())
     return rt.store.get(AsyncJob, ctx.job_id)
-
-
-class _Refused(Exception):
-    """Raised inside the create transaction so that a refused call writes nothing."""
-
-
-def _refuse() -> None:
-    raise _Refused
 
 
 STEPS: StepTable = {"api.allocate": allocate, "api.reject": reject, "api.validate": validate}

@@ -66,6 +66,12 @@ class TakeContext(Context):
     """The calling user (CallContext's; the system user for a scheduled snapshot)."""
     execute_account_id: int | None = None
     """The account the job runs as, when it differs from the create phase's caller (the scheduler's, spec §9.2)."""
+    scheduled: bool = False
+    """Dispatched by ``SnapshotSchedulerImpl`` (spec §9.2), which writes its own Scheduled event and submits the job
+    itself: no ``ApiServer.processAsyncCmd``, so no Scheduled event of the API's."""
+    intercepted: bool = False
+    """An ``@ActionEvent`` method is running (``allocSnapshot`` in the create phase, ``takeSnapshot`` in the job):
+    an exception leaving it makes ``ActionEventInterceptor`` write its ERROR event (spec §5.10)."""
     account_id: int = 0
     """The snapshot's owner (set by ``api.allocate``)."""
     vm_id: int | None = None

@@ -2,6 +2,13 @@
 
 This is the ``delete_snapshot`` machine.
 
+Through the API, ``@ActionEvent(SNAPSHOT.DELETE, "deleting snapshot", async=true)`` brackets the manager method:
+``ApiServer`` writes Scheduled ("Deleting Snapshot with ID: <uuid>") when it submits the job; ``DeleteSnapshotCmd``
+sets the event details "Snapshot ID: <uuid>", so the interceptor writes Started ("Deleting snapshot. Snapshot ID:
+<uuid>") and Completed, "Successfully completed deleting snapshot. Snapshot ID: <uuid>" when the method returns (true
+or false) or, at level ERROR, "Error while deleting snapshot. Snapshot ID: <uuid>" when it throws. Retention and the
+start-up re-delete call the method on ``this``: no such events.
+
 The DELETE strategy's code is a generator (``SnapshotStrategy.delete``) that yields where CloudStack blocks on a
 driver's future. ``delete.start`` is a generator step around it: the job waits in ``Deleting`` for each answer and
 ``delete.answered`` resumes it there. The suspended step lives in the run's memory, as CloudStack's thread holds its
@@ -27,10 +34,21 @@ from snapshotfsm.orchestration.jobs import complete, insert_api_job, serialized_
 from snapshotfsm.orchestration.lookups import check_access
 from snapshotfsm.orchestration.runner import Runner
 from snapshotfsm.orchestration.runtime import Runtime
-from snapshotfsm.store.records import Account, AsyncJob, ImageStore, Snapshot, SnapshotStoreRef, StoragePool, Zone
+from snapshotfsm.store.records import (
+    SYSTEM_ACCOUNT_ID,
+    Account,
+    AsyncJob,
+    ImageStore,
+    Snapshot,
+    SnapshotStoreRef,
+    StoragePool,
+    Zone,
+)
 from snapshotfsm.strategies.base import Operation
 
 DELETE_SNAPSHOT_CMD = "org.apache.cloudstack.api.command.user.snapshot.DeleteSnapshotCmd"
+EVENT_DESCRIPTION = "deleting snapshot"
+"""The ``@ActionEvent`` description of ``SnapshotManagerImpl.deleteSnapshot``."""
 
 
 def submit_api_job(runner: Runner, snapshot_id: int, zone_id: int | None, caller_id: int) -> AsyncJob:
@@ -38,6 +56,8 @@ def submit_api_job(runner: Runner, snapshot_id: int, zone_id: int | None, caller
 
     Before the job is submitted, ``ParamProcessWorker`` checks the caller's access to a live snapshot (the ``id``
     parameter's ``@ACL(OperateEntry)``): a refusal is answered at once, ACCOUNT_ERROR, and no job is created.
+    Then ``onScheduledActionEvent`` (the caller's user, the entity owner's account: the system's for a snapshot
+    ``findById`` does not find) and the job.
 
     Raises:
         ApiError: the caller may not operate on the snapshot (531).
@@ -49,6 +69,15 @@ def submit_api_job(runner: Runner, snapshot_id: int, zone_id: int | None, caller
             check_access(rt.store.get(Account, caller_id), live.account_id)
         except PermissionDeniedException as exc:
             raise ApiError(ACCOUNT_ERROR, exc.message, exception=exc) from None
+    accounting.action_event(
+        rt,
+        "SNAPSHOT.DELETE",
+        f"Deleting Snapshot with ID: {_resource_uuid(rt, snapshot_id)}",
+        user_id=caller_id,
+        account_id=live.account_id if live is not None else SYSTEM_ACCOUNT_ID,
+        resource_id=snapshot_id,
+        state="Scheduled",
+    )
     job = insert_api_job(
         rt,
         DELETE_SNAPSHOT_CMD,
@@ -61,6 +90,27 @@ def submit_api_job(runner: Runner, snapshot_id: int, zone_id: int | None, caller
     run = runner.start(Machine.DELETE, ctx)
     runner.fire_later(run, Delete.Start, label=f"dispatch job {job.id}")
     return job
+
+
+def _resource_uuid(rt: Runtime, snapshot_id: int) -> str:
+    """``getResourceUuid(ID)``: the uuid the call named (removed rows included), else the id as given."""
+    snapshot = rt.store.first(Snapshot, "id = ?", (snapshot_id,))
+    return snapshot.uuid if snapshot is not None else str(snapshot_id)
+
+
+def _event(t: Turn[DeleteContext], text: str, *, state: str, level: str = "INFO") -> None:
+    """An event of the ``@ActionEvent`` interceptor: the calling user's, filed under the calling account."""
+    ctx = t.ctx
+    accounting.action_event(
+        t.rt,
+        "SNAPSHOT.DELETE",
+        f"{text}. Snapshot ID: {_resource_uuid(t.rt, ctx.snapshot_id)}",
+        user_id=ctx.caller_id,
+        account_id=ctx.caller_id,
+        resource_id=ctx.snapshot_id,
+        state=state,
+        level=level,
+    )
 
 
 def start_detached(runner: Runner, snapshot_id: int, *, caller_id: int) -> None:
@@ -78,6 +128,8 @@ def start(t: Turn[DeleteContext]) -> StepGen:
     if ctx.api:
         job = rt.store.get(AsyncJob, ctx.job_id)
         rt.store.update(job, job_executing_msid=rt.ms_id, last_updated=rt.clock.timestamp())
+        # interceptStart, after DeleteSnapshotCmd.execute set the details: the description capitalised.
+        _event(t, EVENT_DESCRIPTION.capitalize(), state="Started")
     snapshot_id, zone_id = ctx.snapshot_id, ctx.zone_id
     snapshot = rt.store.first(Snapshot, "id = ? AND removed IS NULL", (snapshot_id,))
     if snapshot is None:
@@ -138,30 +190,23 @@ def finish(t: Turn[DeleteContext]) -> None:
         if ref.state == RefState.Ready and ref.role != "Primary":
             accounting.change_count(rt, ctx.account_id, accounting.SECONDARY_STORAGE, -ref.physical_size)
     if ctx.api:
-        # @ActionEvent(SNAPSHOT.DELETE) fires only through the API's proxy: retention and the start-up re-delete
-        # call deleteSnapshot on ``this`` and write no such event.
-        accounting.action_event(
-            rt,
-            "SNAPSHOT.DELETE",
-            f"Successfully completed deleting snapshot: {snapshot.id}",
-            account_id=snapshot.account_id,
-            resource_id=snapshot.id,
-            state="Completed",
-        )
+        _event(t, f"Successfully completed {EVENT_DESCRIPTION}", state="Completed")
         result = serialized_response("SuccessResponse", "null", {"success": True})
         complete(rt, rt.store.get(AsyncJob, ctx.job_id), JobEvent.CompleteSucceeded, 0, result)
 
 
 def give_up(t: Turn[DeleteContext]) -> None:
-    """DeleteSnapshot returned false; DeleteSnapshotCmd answers "Failed to delete Snapshot" (530)."""
+    """The manager returned false: its Completed event all the same, then "Failed to delete Snapshot" (530)."""
     if t.ctx.api:
+        _event(t, f"Successfully completed {EVENT_DESCRIPTION}", state="Completed")
         _fail_job(t, INTERNAL_ERROR, "Failed to delete Snapshot")
 
 
 def fail(t: Turn[DeleteContext]) -> None:
-    """A refusal or a wrapped strategy error; the API job fails 431 (InvalidParameterValue) or 530."""
+    """A refusal or a wrapped strategy error: the ERROR event, the API job fails 431 (InvalidParameterValue) or 530."""
     error = t.ctx.failure()
     if t.ctx.api:
+        _event(t, f"Error while {EVENT_DESCRIPTION}", state="Completed", level="ERROR")
         code = PARAM_ERROR if isinstance(error, InvalidParameterValueException) else INTERNAL_ERROR
         _fail_job(t, code, error.message)
 

@@ -1,4 +1,10 @@
-"""The API's async job: submitted after the create phase, completed SUCCEEDED or FAILED (spec §4.1, §4.2)."""
+"""The API's async job: submitted after the create phase, completed SUCCEEDED or FAILED (spec §4.1, §4.2).
+
+The createSnapshot action events are those ``ActionEventInterceptor`` and ``ApiServer`` write (spec §5.10): Created
+after ``allocSnapshot`` (INFO, or ERROR when it throws), Scheduled when the API submits the job (the scheduler
+writes its own instead, spec §9.2), Started when ``takeSnapshot`` is entered, and Completed when it returns (INFO)
+or throws (ERROR). ``@ActionEvent`` sets no event details on this path, so the descriptions carry none.
+"""
 
 from __future__ import annotations
 
@@ -38,28 +44,56 @@ def insert_api_job(
     )
 
 
-def submit(t: Turn[TakeContext]) -> None:
-    """``ApiServer.processAsyncCmd``: an IN_PROGRESS job for the new snapshot, then the dispatcher picks it up."""
-    rt, ctx = t.rt, t.ctx
-    if ctx.execute_account_id:
-        ctx.caller_id = ctx.execute_account_id
-    job = insert_api_job(
-        rt,
-        CREATE_SNAPSHOT_CMD,
-        ctx.request.cmd_info(),
-        user_id=ctx.user_id,
-        account_id=ctx.caller_id,
-        snapshot_id=ctx.snapshot_id,
-    )
-    ctx.job_id = job.id
+def create_event(rt: Runtime, ctx: TakeContext, description: str, *, state: str, level: str = "INFO") -> None:
+    """A SNAPSHOT.CREATE event of an ``@ActionEvent`` method: the calling user's, filed under the calling account.
+
+    ``ActionEventUtils.getOwnerAccountId`` keeps the calling account (there are no projects here): the create
+    phase's caller (the system account for the scheduler), then the account the job runs as. The resource is the
+    snapshot once it is inserted (``allocSnapshot`` puts it in the CallContext), none before.
+    """
     accounting.action_event(
         rt,
         "SNAPSHOT.CREATE",
-        "taking snapshot",
-        account_id=ctx.account_id,
-        resource_id=ctx.snapshot_id,
-        state="Scheduled",
+        description,
+        user_id=ctx.user_id,
+        account_id=ctx.caller_id,
+        resource_id=ctx.snapshot_id or None,
+        state=state,
+        level=level,
     )
+
+
+def submit(t: Turn[TakeContext]) -> None:
+    """``ApiServer.processAsyncCmd``: the Scheduled event, then ``submitAsyncJob``; the dispatcher picks the job up.
+
+    The job insert is its own transaction (``submitAsyncJob``, spec §21.2 row ``CreateSnapshotCmd.execute``; an API
+    job has no sync-queue item). ``onScheduledActionEvent`` runs before it, as the calling user, filed under the
+    command's entity owner, the volume's account. A job of the scheduler gets no such event (spec §9.2).
+    """
+    rt, ctx = t.rt, t.ctx
+    if not ctx.scheduled:
+        volume = rt.store.get(Volume, ctx.volume_id)
+        accounting.action_event(
+            rt,
+            "SNAPSHOT.CREATE",
+            f"Creating Snapshot for volume: {volume.uuid}",
+            user_id=ctx.user_id,
+            account_id=volume.account_id,
+            resource_id=ctx.snapshot_id,
+            state="Scheduled",
+        )
+    if ctx.execute_account_id:
+        ctx.caller_id = ctx.execute_account_id
+    with rt.store.atomic():
+        job = insert_api_job(
+            rt,
+            CREATE_SNAPSHOT_CMD,
+            ctx.request.cmd_info(),
+            user_id=ctx.user_id,
+            account_id=ctx.caller_id,
+            snapshot_id=ctx.snapshot_id,
+        )
+    ctx.job_id = job.id
     t.later(Take.Execute, label=f"dispatch job {job.id}")
 
 
@@ -109,46 +143,47 @@ def succeed_with_snapshot(rt: Runtime, job_id: int, snapshot: Snapshot) -> None:
 
 
 def succeed(t: Turn[TakeContext]) -> None:
-    """``VolumeApiServiceImpl.takeSnapshot`` returns: the tags are put on the snapshot, the job SUCCEEDED (§5.2).
+    """``VolumeApiServiceImpl.takeSnapshot`` returns: the tags, its Completed event, then the job SUCCEEDED (§5.2).
 
-    On the attached path the snapshot is re-read with ``findById``, which skips removed rows: a snapshot removed by
-    then makes ``execute()`` throw, and the job fails (530).
+    The tags are one transaction (``TaggedResourceManagerImpl.createTags``, spec §21.2 row
+    ``CreateSnapshotCmd.execute``). On the attached path the snapshot is re-read with ``findById``, which skips
+    removed rows: a snapshot removed by then gets no tags, ``takeSnapshot`` still returns (its Completed event says
+    so) and ``execute()`` throws, so the job fails (530) with no ERROR event.
     """
     rt, ctx = t.rt, t.ctx
     snapshot = rt.store.get(Snapshot, ctx.snapshot_id)
-    if ctx.attached and snapshot.removed is not None:
+    found = not (ctx.attached and snapshot.removed is not None)
+    if found and ctx.request.tags:
+        with rt.store.atomic():
+            for key, value in sorted(ctx.request.tags):
+                rt.store.insert(
+                    ResourceTag(
+                        uuid=rt.new_uuid(),
+                        key=key,
+                        value=value,
+                        resource_id=snapshot.id,
+                        resource_uuid=snapshot.uuid,
+                        resource_type="Snapshot",
+                        account_id=snapshot.account_id,
+                        domain_id=snapshot.domain_id,
+                    )
+                )
+    create_event(rt, ctx, "Successfully completed taking snapshot", state="Completed")
+    ctx.intercepted = False
+    if not found:
         raise ServerApiException(
             INTERNAL_ERROR, f"Snapshot from volume [{ctx.request.volume_id}] was not found in database."
         )
-    for key, value in sorted(ctx.request.tags):
-        rt.store.insert(
-            ResourceTag(
-                uuid=rt.new_uuid(),
-                key=key,
-                value=value,
-                resource_id=snapshot.id,
-                resource_uuid=snapshot.uuid,
-                resource_type="Snapshot",
-                account_id=snapshot.account_id,
-                domain_id=snapshot.domain_id,
-            )
-        )
     succeed_with_snapshot(rt, ctx.job_id, snapshot)
-    accounting.action_event(
-        rt,
-        "SNAPSHOT.CREATE",
-        f"Successfully completed taking snapshot {snapshot.name}",
-        account_id=snapshot.account_id,
-        resource_id=snapshot.id,
-        state="Completed",
-    )
 
 
 def fail(t: Turn[TakeContext]) -> None:
     """The API job FAILED with ``CreateSnapshotCmd.execute``'s code and text (spec §5.2).
 
     On the attached path the exception comes back through the work job and is rethrown as ``takeSnapshotInternal``
-    rethrows it, which is why an UnsupportedOperationException is a 432 there and a 530 on the detached path.
+    rethrows it, which is why an UnsupportedOperationException is a 432 there and a 530 on the detached path. An
+    exception that left ``takeSnapshot`` gets its ERROR event first (``interceptException``), before the job
+    completes.
     """
     rt, ctx = t.rt, t.ctx
     error = ctx.failure()
@@ -157,17 +192,11 @@ def fail(t: Turn[TakeContext]) -> None:
     volume = rt.store.get(Volume, ctx.volume_id)
     code, text = execute_error(error, volume.uuid)
     ctx.api_error = (code, text)
+    if ctx.intercepted:
+        create_event(rt, ctx, "Error while taking snapshot", state="Completed", level="ERROR")
+        ctx.intercepted = False
     result = serialized_response("ExceptionResponse", "null", {"uuidList": [], "errorcode": code, "errortext": text})
     complete(rt, rt.store.get(AsyncJob, ctx.job_id), JobEvent.CompleteFailed, code, result)
-    accounting.action_event(
-        rt,
-        "SNAPSHOT.CREATE",
-        f"Error while taking snapshot: {text}",
-        account_id=ctx.account_id,
-        resource_id=ctx.snapshot_id,
-        state="Completed",
-        level="ERROR",
-    )
 
 
 STEPS: StepTable = {"jobs.submit": submit, "jobs.succeed": succeed, "jobs.fail": fail}

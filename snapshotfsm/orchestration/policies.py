@@ -409,7 +409,12 @@ def _dispatch_due(runner: Runner) -> list[AsyncJob]:
         request = SnapshotRequest(volume_id=volume.id, policy_id=row.policy_id)
         try:
             job = submit_create(
-                runner, request, caller_id=SYSTEM_USER_ID, user_id=SYSTEM_USER_ID, execute_account_id=volume.account_id
+                runner,
+                request,
+                caller_id=SYSTEM_USER_ID,
+                user_id=SYSTEM_USER_ID,
+                execute_account_id=volume.account_id,
+                scheduled=True,
             )
         except ApiError as exc:
             log.warning("The scheduling of snapshot [%s] for volume [%s] failed due to [%s].", row.id, volume.id, exc)
