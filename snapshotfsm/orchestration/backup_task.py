@@ -12,6 +12,7 @@ from snapshotfsm.errors import CloudException, CloudRuntimeException
 from snapshotfsm.names import Task
 from snapshotfsm.orchestration import copies
 from snapshotfsm.orchestration.backup import (
+    SnapshotVO,
     after_backup,
     cleanup_on_backup_failure,
     finish_backup,
@@ -49,8 +50,9 @@ def run_task(t: Turn[BackupTaskContext]) -> str:
 def backup(t: Turn[BackupTaskContext]) -> None:
     """``strategy.backupSnapshot`` with asyncBackup set: start the copy and wait for its answer (spec §5.8)."""
     rt, ctx = t.rt, t.ctx
-    _, dest = start_backup(rt, _take(rt, ctx), ctx.plan, t.reply(Task.CopyAnswered))
+    _, dest, orig_state = start_backup(rt, _take(rt, ctx), ctx.plan, t.reply(Task.CopyAnswered))
     ctx.image_ref_id = dest.id
+    ctx.backup_orig_state = orig_state
 
 
 def mark_backed_up(t: Turn[BackupTaskContext]) -> str:
@@ -65,7 +67,7 @@ def answered(t: Turn[BackupTaskContext]) -> str:
     """The copy answered; a failure (the row already soft-removed, spec §5.8) counts down the attempts."""
     rt, ctx = t.rt, t.ctx
     take = _take(rt, ctx)
-    failure = finish_backup(rt, take, ctx.image_ref_id, t.answer, async_backup=True)
+    failure = finish_backup(rt, take, ctx.image_ref_id, t.answer, async_backup=True, orig_state=ctx.backup_orig_state)
     if failure is not None:
         raise CloudRuntimeException(failure)
     return _after_backup(rt, ctx, take)
@@ -134,7 +136,7 @@ def cleanup(t: Turn[BackupTaskContext]) -> None:
     try:
         if snapshot is None:
             raise CloudRuntimeException(f"snapshot {ctx.snapshot_id} is gone (expunged while the task waited)")
-        cleanup_on_backup_failure(rt, snapshot, rt.store.get(StoragePool, ctx.pool_id))
+        cleanup_on_backup_failure(rt, SnapshotVO(snapshot), rt.store.get(StoragePool, ctx.pool_id))
     except CloudException as exc:
         log.warning("BackupSnapshotTask cleanup failed: %s", exc)
         ctx.cleanup_failed = exc.message

@@ -85,6 +85,8 @@ class TakeContext(Context):
     """The image store pre-selected for a KVM file-based snapshot (spec §5.4 step 3)."""
     primary_ref_id: int = 0
     image_ref_id: int = 0
+    backup_orig_state: str = ""
+    """The snapshot's state before the backup's BackupToSecondary (``backupSnapshot``'s ``origState``)."""
     backup_plan: BackupPlan | None = None
     post_process_failed: str | None = None
     pools_copied: bool = False
@@ -191,6 +193,8 @@ class BackupTaskContext(Context):
     """Backup off: the task only copies to the pools (spec §5.4 step 8)."""
     backup_plan: BackupPlan | None = None
     image_ref_id: int = 0
+    backup_orig_state: str = ""
+    """The snapshot's state before this try's BackupToSecondary (``backupSnapshot``'s ``origState``)."""
     cleanup_failed: str | None = None
     copies: CopyContext | None = None
 

@@ -368,7 +368,15 @@ def zone_answered(t: Turn[CopyContext]) -> str:
             f"Copy snapshot ID: {snapshot.id} failed for image store {target.dest}: "
             f"{answer.details if answer else 'null answer'}"
         )
-    store_ref_event(rt.store, ref, RefEvent.OperationSucceeded, answer)
+    # copySnapshotZoneAsyncCallback fires OperationSucceeded without the answer: the path and size come from the image
+    # store driver's own update of the ref with the DownloadAnswer (createSnapshotAsyncCallback), a commit before.
+    fields: dict[str, object] = {}
+    if answer.path is not None:
+        fields["install_path"] = answer.path
+    if answer.physical_size > 0:
+        fields["physical_size"] = answer.physical_size
+    ref = rt.store.update(ref, **fields)
+    store_ref_event(rt.store, ref, RefEvent.OperationSucceeded)
     add_to_zone(rt, snapshot.id, target.zone_id)
     accounting.change_count(rt, snapshot.account_id, accounting.SECONDARY_STORAGE, ref.size)
     if snapshot.account_id != SYSTEM_ACCOUNT_ID:
