@@ -26,7 +26,14 @@ from snapshotfsm.orchestration.contract import Reply, StepTable, Turn
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.orchestration.take import find_image_store, new_image_ref
 from snapshotfsm.store.records import Snapshot, SnapshotDetail, SnapshotStoreRef, StoragePool
-from snapshotfsm.strategies.base import BackupKind, BackupPlan, SnapshotStrategy, SnapshotTake, primary_ref
+from snapshotfsm.strategies.base import (
+    BackupKind,
+    BackupPlan,
+    Operation,
+    SnapshotStrategy,
+    SnapshotTake,
+    primary_ref,
+)
 from snapshotfsm.strategies.default import MS_ID
 
 log = logging.getLogger(__name__)
@@ -274,12 +281,15 @@ def mark_backed_up(rt: Runtime, snapshot: Snapshot) -> Snapshot:
 def skip(t: Turn[TakeContext]) -> str:
     """Backup off (spec §5.4 step 8): ``markBackedUp`` always, after scheduling a COPY task if asked for one.
 
-    With pool ids and asyncbackup, a COPY task is scheduled first. The MS_ID detail is left behind (spec §13.3).
+    With pool ids and asyncbackup, the COPY strategy is looked up first; only when there is one is a
+    BackupSnapshotTask scheduled, carrying it. The MS_ID detail is left behind (spec §13.3).
     """
     rt, ctx = t.rt, t.ctx
     snapshot = rt.store.get(Snapshot, ctx.take.snapshot.id)
     if ctx.payload.pool_ids and ctx.payload.async_backup:
-        _schedule_task(t, snapshot, copy_only=True)
+        strategy = rt.factory.best(rt.strategy_env, snapshot, Operation.COPY)
+        if strategy is not None:
+            _schedule_task(t, snapshot, strategy, copy_only=True)
     ctx.take.snapshot = mark_backed_up(rt, snapshot)
     return Take.PostProcess
 
@@ -309,14 +319,16 @@ def post_directly(t: Turn[TakeContext]) -> str:
 
 def schedule(t: Turn[TakeContext]) -> str:
     """asyncbackup: a BackupSnapshotTask is scheduled with delay 0 and the API job goes on (spec §7.2)."""
-    _schedule_task(t, t.ctx.take.snapshot, copy_only=False)
+    _schedule_task(t, t.ctx.take.snapshot, t.ctx.strategy, copy_only=False)
     return Take.PostProcess
 
 
-def _schedule_task(t: Turn[TakeContext], snapshot: Snapshot, *, copy_only: bool) -> None:
-    """``backupSnapshotToSecondary(async=true)``: a BackupSnapshotTask with ``attempts = backup.retry - 1``.
+def _schedule_task(t: Turn[TakeContext], snapshot: Snapshot, strategy: SnapshotStrategy, *, copy_only: bool) -> None:
+    """A BackupSnapshotTask with ``attempts = backup.retry - 1`` and ``strategy`` (spec §7.2).
 
-    With ``copy_only`` (backup off, pool ids and asyncbackup, spec §5.4 step 8) the task only copies to the pools.
+    ``backupSnapshotToSecondary(async=true)`` hands it the TAKE strategy, which also copies to the pool ids (spec
+    §6.1); with ``copy_only`` (backup off, pool ids and asyncbackup, spec §5.4 step 8) it carries the COPY strategy
+    and only copies to the pools.
     """
     ctx = t.ctx
     task = BackupTaskContext(
@@ -324,7 +336,7 @@ def _schedule_task(t: Turn[TakeContext], snapshot: Snapshot, *, copy_only: bool)
         snapshot_id=snapshot.id,
         volume_id=snapshot.volume_id,
         account_id=snapshot.account_id,
-        strategy=ctx.strategy,
+        strategy=strategy,
         payload=ctx.payload,
         pool_id=ctx.take.pool.id,
         attempts=t.rt.config.number("backup.retry") - 1,

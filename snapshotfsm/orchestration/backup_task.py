@@ -90,11 +90,21 @@ def copy_to_zones(t: Turn[BackupTaskContext]) -> None:
 
 
 def copy_on_pools(t: Turn[BackupTaskContext]) -> None:
-    """``copySnapshotOnPool`` for each pool id (no secondary backup in this case, spec §7.2)."""
+    """``copySnapshotOnPool`` for each pool id with the task's strategy (no secondary backup then, spec §7.2).
+
+    With backup on that is the TAKE strategy (spec §6.1): Default and StorageSystem have no copy of their own, so
+    the first pool's copy never completes and the task waits for good (no retry, no cleanup).
+    """
     rt, ctx = t.rt, t.ctx
     snapshot = rt.store.get(Snapshot, ctx.snapshot_id)
     ctx.copies = copies.pool_copies(
-        rt, snapshot, list(ctx.pool_ids), user_id=SYSTEM_USER_ID, account_id=SYSTEM_ACCOUNT_ID, job_id=ctx.job_id
+        rt,
+        snapshot,
+        list(ctx.pool_ids),
+        strategy=ctx.strategy,
+        user_id=SYSTEM_USER_ID,
+        account_id=SYSTEM_ACCOUNT_ID,
+        job_id=ctx.job_id,
     )
     t.spawn(Machine.COPY, ctx.copies, copies.next_target, resume=Task.PoolCopiesDone)
 

@@ -182,6 +182,8 @@ class BackupTaskContext(Context):
 
     account_id: int
     strategy: SnapshotStrategy
+    """The TAKE strategy when backup is on (it backs up, and copies to the pool ids), the COPY strategy when the task
+    only copies (spec §5.4 step 8, §7.2)."""
     payload: Payload = attrs.field(metadata=NOT_SUMMARISED)
     pool_id: int
     """The snapshot's primary pool."""
@@ -249,6 +251,8 @@ class CopyContext(Context):
     calling_account_id: int
     """CallContext's user and account (the system's, 1 and 1, in a background task)."""
     targets: list[ZoneTarget | PoolTarget] = attrs.field(factory=list)
+    strategy: SnapshotStrategy | None = None
+    """The strategy ``copySnapshotOnPool`` is given for the pool targets (spec §7.4, §7.2)."""
     position: int = 0
     chain_index: int = 0
     zone_ids: tuple[int, ...] = ()
