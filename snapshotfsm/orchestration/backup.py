@@ -18,6 +18,7 @@ from snapshotfsm.errors import (
     CloudRuntimeException,
     NoTransitionException,
     NullPointerException,
+    ThreadBlocked,
 )
 from snapshotfsm.names import RefEvent, RefState, SnapshotEvent, SnapshotState, Take, Task
 from snapshotfsm.objects import AnswerType, missing_store_ref, snapshot_event, store_ref_event
@@ -186,36 +187,52 @@ def _copy_callback(
     return None
 
 
-def answered(t: Turn[TakeContext]) -> str:
-    """The copy answered: finish the backup; on success ``postSnapshotCreation`` and the CLVM ref removal."""
+def answered(t: Turn[TakeContext]) -> str | None:
+    """The copy answered: finish the backup; on success ``postSnapshotCreation`` and the CLVM ref removal.
+
+    Waits for good (returns None) when ``postSnapshotCreation`` blocks the job's thread (:func:`after_backup`).
+    """
     rt, ctx = t.rt, t.ctx
     failure = finish_backup(
         rt, ctx.take, ctx.image_ref_id, t.answer, async_backup=False, orig_state=ctx.backup_orig_state
     )
     if failure is not None:
         raise CloudRuntimeException(failure)
-    after_backup(rt, ctx.strategy, ctx.take)
+    if not after_backup(rt, ctx.strategy, ctx.take):
+        return None
     return Take.PostProcess
 
 
-def after_backup(rt: Runtime, strategy: SnapshotStrategy, take: SnapshotTake) -> None:
+def after_backup(rt: Runtime, strategy: SnapshotStrategy, take: SnapshotTake) -> bool:
     """After a backup: ``postSnapshotCreation`` (errors only logged, spec §5.9), then the CLVM primary ref removal.
 
     ``removeClvmPrimarySnapshotStoreRefIfNeeded`` deletes a CLVM snapshot's primary ref once it is on secondary.
+    False when ``postSnapshotCreation`` never returns (:func:`post_snapshot_creation`): the caller's step then waits
+    for good, with nothing pending, and the job never ends.
     """
-    post_snapshot_creation(rt, strategy, take)
+    if not post_snapshot_creation(rt, strategy, take):
+        return False
     if take.pool.pool_type == "CLVM":
         ref = primary_ref(rt.store, take.snapshot.id, take.pool.id)
         if ref is not None:
             rt.store.delete(ref, by="SnapshotManagerImpl.removeClvmPrimarySnapshotStoreRefIfNeeded")
+    return True
 
 
-def post_snapshot_creation(rt: Runtime, strategy: SnapshotStrategy, take: SnapshotTake) -> None:
-    """The strategy's ``postSnapshotCreation``; its errors are only logged (spec §5.9)."""
+def post_snapshot_creation(rt: Runtime, strategy: SnapshotStrategy, take: SnapshotTake) -> bool:
+    """The strategy's ``postSnapshotCreation``; its errors are only logged (spec §5.9).
+
+    False when it blocked the thread for good: StorageSystem's delete from primary storage of a SECONDARY snapshot
+    waits on the caller's thread for a driver that never answers. What it wrote before stays.
+    """
     try:
         strategy.post_snapshot_creation(rt.strategy_env, take)
     except CloudException as exc:
         log.debug("postSnapshotCreation failed: %s", exc)
+    except ThreadBlocked as blocked:
+        log.warning("postSnapshotCreation of snapshot %s never returns: %s", take.snapshot.id, blocked)
+        return False
+    return True
 
 
 def cleanup_on_backup_failure(rt: Runtime, vo: SnapshotVO, pool: StoragePool) -> None:
@@ -262,11 +279,12 @@ def mark_storage_system_backed_up(rt: Runtime, take: SnapshotTake) -> None:
     take.snapshot = snapshot
 
 
-def mark_as_backed_up(t: Turn[TakeContext]) -> str:
+def mark_as_backed_up(t: Turn[TakeContext]) -> str | None:
     """A StorageSystem snapshot that is not SECONDARY is marked BackedUp (spec §5.7), then postSnapshotCreation."""
     ctx = t.ctx
     mark_storage_system_backed_up(t.rt, ctx.take)
-    post_snapshot_creation(t.rt, ctx.strategy, ctx.take)
+    if not post_snapshot_creation(t.rt, ctx.strategy, ctx.take):
+        return None
     return Take.PostProcess
 
 

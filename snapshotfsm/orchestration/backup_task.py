@@ -55,7 +55,7 @@ def backup(t: Turn[BackupTaskContext]) -> None:
     ctx.backup_orig_state = orig_state
 
 
-def mark_backed_up(t: Turn[BackupTaskContext]) -> str:
+def mark_backed_up(t: Turn[BackupTaskContext]) -> str | None:
     """A StorageSystem snapshot that is not SECONDARY is marked BackedUp without a copy (spec §5.7)."""
     rt, ctx = t.rt, t.ctx
     take = _take(rt, ctx)
@@ -63,7 +63,7 @@ def mark_backed_up(t: Turn[BackupTaskContext]) -> str:
     return _after_backup(rt, ctx, take)
 
 
-def answered(t: Turn[BackupTaskContext]) -> str:
+def answered(t: Turn[BackupTaskContext]) -> str | None:
     """The copy answered; a failure (the row already soft-removed, spec §5.8) counts down the attempts."""
     rt, ctx = t.rt, t.ctx
     take = _take(rt, ctx)
@@ -73,9 +73,13 @@ def answered(t: Turn[BackupTaskContext]) -> str:
     return _after_backup(rt, ctx, take)
 
 
-def _after_backup(rt: Runtime, ctx: BackupTaskContext, take: SnapshotTake) -> str:
-    """postSnapshotCreation, the CLVM primary ref removal, then the zone copies (spec §7.2)."""
-    after_backup(rt, ctx.strategy, take)
+def _after_backup(rt: Runtime, ctx: BackupTaskContext, take: SnapshotTake) -> str | None:
+    """postSnapshotCreation, the CLVM primary ref removal, then the zone copies (spec §7.2).
+
+    None (the task waits for good) when postSnapshotCreation never returns (``backup.after_backup``).
+    """
+    if not after_backup(rt, ctx.strategy, take):
+        return None
     return Task.CopyToZones if ctx.zone_ids else Task.Finish
 
 
