@@ -277,6 +277,20 @@ class StepOrderError(SnapshotFSMError, RuntimeError):
         super().__init__(f"{machine}: {field!r} is read before step {setter} sets it")
 
 
+class ThreadBlocked(BaseException):
+    """A CloudStack thread waits for good on a blocking call whose driver never answers (a ``no_answer`` fault).
+
+    Raised by the blocking call and caught by the step that made it, which then waits with nothing pending: its job
+    never ends, as the thread never returns. A ``BaseException``, so that no catch block of the modelled code on the
+    way catches it: a blocked thread runs none of them.
+    """
+
+    def __init__(self, op: str, where: str) -> None:
+        self.op = op
+        self.where = where
+        super().__init__(f"{where}: {op} never answers; the calling thread waits for good")
+
+
 class MsCrash(BaseException):
     """Raised to stop a management server at a named point (fault plan ``crash``); unwinds to the engine.
 

@@ -9,10 +9,13 @@ takes 30 s; the primary snapshot takes 2 s.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from cloud import PHYSICAL, SIZE, Cloud, Taken
 from lifecycle_cloud import answer, delete, details, refs, snapshot, snapshot_log, stored, workflows
 
+from snapshotfsm.describe import snapshot_object_str
 from snapshotfsm.drivers.base import FaultKind
 from snapshotfsm.faults import FaultPlan
 from snapshotfsm.store.records import Failure, SnapshotStoreRef
@@ -191,6 +194,15 @@ class TestRetries:
         assert stored(cloud.engine, sid) == [("primary", True)]
         assert details(cloud.engine, sid) == {"MS_ID": "1"}
         assert cloud.counts() == {"snapshot": 1, "primary_storage": -(SIZE - PHYSICAL), "secondary_storage": SIZE}
+
+    def test_the_failed_cleanup_names_the_snapshot_object(self):
+        """The refused Snapshot event is rethrown as "Failed to backup snapshot" + ``SnapshotObject.toString``."""
+        cloud, taken = _faulty(4, "error")
+        task = workflows(cloud.engine, "backup_task")[0]
+        failed = json.loads(task.context)["cleanup_failed"]
+        text = snapshot_object_str(taken.snapshot, taken.volume.pool_id)
+        assert failed == f"Failed to backup snapshot{text}"
+        assert '"state":"Error"' in failed
 
     def test_a_snapshot_that_fails_its_copy_cannot_be_deleted(self):
         """The removed row is invisible to deleteSnapshot: 431 and the primary copy stays on storage."""

@@ -31,7 +31,7 @@ from snapshotfsm.errors import ApiError, CloudRuntimeException, ServerDown
 from snapshotfsm.faults import FaultPlan
 from snapshotfsm.orchestration import storpool_recovery
 from snapshotfsm.orchestration.storpool_recovery import RecoveryReport
-from snapshotfsm.store.records import Snapshot, SnapshotDetail, SnapshotStoreRef
+from snapshotfsm.store.records import Snapshot, SnapshotDetail, SnapshotStoreRef, Workflow
 from snapshotfsm.strategies.storpool import NO_STORE_ROLE, StorPoolSnapshotStrategy, ViewRow, view_rows
 
 SYSTEM = 1
@@ -181,12 +181,69 @@ class TestCrossZoneCopy:
         assert count(e, cloud.alice.id, "primary_storage") == 2 * SIZE
 
 
+BACKUP_OFF = {"snapshot.backup.to.secondary": False}
+"""With backup off the task is scheduled with the COPY strategy (StorPool's) and copies (spec §5.4 step 8)."""
+
+
 class TestBackupTaskPoolCopies:
-    """``BackupSnapshotTask`` with pool ids copies to the pools; what a copy throws reaches ``runInContext`` (§7.2)."""
+    """``BackupSnapshotTask`` with pool ids copies with its strategy; a throw reaches ``runInContext`` (§7.2)."""
+
+    def test_with_backup_on_the_take_strategy_never_completes_the_copy(self):
+        """Backup on: the task carries the TAKE strategy (Default), whose copySnapshot is empty: it waits for good.
+
+        The destination ref stays Creating, nothing is exported, counted or retried, the snapshot stays
+        CreatedOnPrimary with MS_ID, and nothing is left pending on the clock.
+        """
+        cloud = StorPoolCloud()
+        sid = cloud.take(storage_ids=[cloud.pool_b.id], async_backup=True)
+        e = cloud.engine
+        e.run(until_ms=e.clock.now_ms + 3_600_000)
+        assert _task_states(e) == ["Scheduled", "Running", "CopyingOnPools"]
+        assert [r[:2] for r in primary_refs(e, sid)] == [(cloud.pool_a.id, "Ready"), (cloud.pool_b.id, "Creating")]
+        snapshot = e.get(Snapshot, sid)
+        assert (snapshot.status, snapshot.removed) == ("CreatedOnPrimary", None)
+        assert [d.name for d in e.store.find(SnapshotDetail, "snapshot_id = ? AND name = 'MS_ID'", (sid,))] == ["MS_ID"]
+        assert sp_objects(e, snapshot) == [(cloud.pool_a.id, "snapshot", None)]
+        assert count(e, SYSTEM, "primary_storage") == 0
+        assert copy_usage(e, sid) == []
+        assert zone_rows(e, sid) == [cloud.zone_a.id]
+        assert [
+            (w.machine, w.state)
+            for w in e.store.find(Workflow, "snapshot_id = ? AND machine = 'copy_snapshot'", (sid,))
+        ] == [("copy_snapshot", "Selecting")]
+
+    def test_with_backup_on_and_no_async_the_job_copies_with_the_copy_strategy(self):
+        """Without asyncbackup the job copies after post-processing, with the COPY strategy: StorPool's."""
+        cloud = StorPoolCloud()
+        sid = cloud.take(storage_ids=[cloud.pool_b.id])
+        assert [r[:2] for r in primary_refs(cloud.engine, sid)] == [
+            (cloud.pool_a.id, "Ready"),
+            (cloud.pool_b.id, "Ready"),
+        ]
+
+    def test_with_backup_off_the_copy_strategy_copies(self):
+        """Backup off: the COPY strategy is looked up first and the task carries it; the snapshot is BackedUp."""
+        cloud = StorPoolCloud(config=BACKUP_OFF)
+        sid = cloud.take(storage_ids=[cloud.pool_b.id], async_backup=True)
+        e = cloud.engine
+        assert _task_states(e) == ["Scheduled", "Running", "CopyingOnPools", "Done"]
+        assert [r[:2] for r in primary_refs(e, sid)] == [(cloud.pool_a.id, "Ready"), (cloud.pool_b.id, "Ready")]
+        assert e.get(Snapshot, sid).status == "BackedUp"
+        assert count(e, SYSTEM, "primary_storage") == SIZE
+
+    def test_with_backup_off_and_no_copy_strategy_no_task_is_scheduled(self):
+        """No COPY strategy (a pool that is not StorPool's): no task at all; the snapshot is marked BackedUp."""
+        cloud = Cloud(config=BACKUP_OFF)
+        volume = cloud.volume("kvm-rbd")
+        other = cloud.pool("kvm-nfs")
+        taken = cloud.take(volume, storage_ids=[other.id], async_backup=True)
+        assert taken.status == "SUCCEEDED"
+        assert taken.snapshot.status == "BackedUp"
+        assert [row for row in cloud.engine.history() if row.machine == "backup_task"] == []
 
     def test_a_throwing_copy_is_retried_after_the_interval(self):
         """The first try throws at the export: the task retries 300 s later and copies the snapshot."""
-        cloud = StorPoolCloud(FaultPlan().fail("storpool.snapshotExport", kind="exception"))
+        cloud = StorPoolCloud(FaultPlan().fail("storpool.snapshotExport", kind="exception"), config=BACKUP_OFF)
         sid = cloud.take(storage_ids=[cloud.pool_b.id], async_backup=True)
         e = cloud.engine
         assert _task_states(e) == [
@@ -202,15 +259,15 @@ class TestBackupTaskPoolCopies:
         assert task[4].at_ms - task[3].at_ms == 300_000
         assert [r[:2] for r in primary_refs(e, sid)] == [(cloud.pool_a.id, "Ready"), (cloud.pool_b.id, "Ready")]
         assert count(e, SYSTEM, "primary_storage") == SIZE
-        assert e.get(Snapshot, sid).status == "CreatedOnPrimary"
+        assert e.get(Snapshot, sid).status == "BackedUp"
 
     def test_a_copy_failing_on_every_try_ends_in_a_cleanup_that_changes_nothing(self):
         """backup.retry + 1 tries, then cleanupOnSnapshotBackupFailure, whose transaction rolls back.
 
-        The snapshot was never backed up: CreatedOnPrimary has no OperationFailed, the cleanup throws and its
+        The snapshot is BackedUp (marked so by the job): BackedUp has no OperationFailed, the cleanup throws and its
         transaction undoes the primary ref's Destroyed. The snapshot stays as it was, on pool A only.
         """
-        cloud = StorPoolCloud(FaultPlan().fail("storpool.snapshotExport", kind="exception", times=4))
+        cloud = StorPoolCloud(FaultPlan().fail("storpool.snapshotExport", kind="exception", times=4), config=BACKUP_OFF)
         sid = cloud.take(storage_ids=[cloud.pool_b.id], async_backup=True)
         e = cloud.engine
         assert [f.op for f in cloud.faults.fired] == ["storpool.snapshotExport"] * 4
@@ -219,11 +276,11 @@ class TestBackupTaskPoolCopies:
         assert states[-1] == "CleanedUp"
         assert [r[:2] for r in primary_refs(e, sid)] == [(cloud.pool_a.id, "Ready")]
         snapshot = e.get(Snapshot, sid)
-        assert (snapshot.status, snapshot.removed) == ("CreatedOnPrimary", None)
+        assert (snapshot.status, snapshot.removed) == ("BackedUp", None)
 
     def test_a_failed_answer_is_not_retried(self):
         """An error answer is only logged by copySnapshotOnPool: the task is done after one try."""
-        cloud = StorPoolCloud(FaultPlan().fail("storpool.snapshotExport"))
+        cloud = StorPoolCloud(FaultPlan().fail("storpool.snapshotExport"), config=BACKUP_OFF)
         sid = cloud.take(storage_ids=[cloud.pool_b.id], async_backup=True)
         assert _task_states(cloud.engine) == ["Scheduled", "Running", "CopyingOnPools", "Done"]
         assert [r[:2] for r in primary_refs(cloud.engine, sid)] == [(cloud.pool_a.id, "Ready")]
@@ -254,10 +311,10 @@ class TestSystemCaller:
 
     def test_the_async_backup_task_charges_the_system_account(self):
         """The backup task runs in the system context; with pool ids it only copies (no secondary backup)."""
-        cloud = StorPoolCloud()
+        cloud = StorPoolCloud(config=BACKUP_OFF)
         sid = cloud.take(storage_ids=[cloud.pool_b.id], async_backup=True)
         e = cloud.engine
-        assert e.get(Snapshot, sid).status == "CreatedOnPrimary"
+        assert e.get(Snapshot, sid).status == "BackedUp"
         assert image_refs(e, sid) == []
         assert [r[:2] for r in primary_refs(e, sid)] == [(cloud.pool_a.id, "Ready"), (cloud.pool_b.id, "Ready")]
         assert count(e, SYSTEM, "primary_storage") == SIZE

@@ -16,8 +16,9 @@ import attrs
 import pytest
 from cloud import PHYSICAL, SIZE, Cloud, Taken
 
+from snapshotfsm.errors import CloudRuntimeException
 from snapshotfsm.faults import FaultPlan
-from snapshotfsm.store.records import OpLock, VmInstance
+from snapshotfsm.store.records import OpLock, Snapshot, VmInstance
 from snapshotfsm.strategies.default import DefaultSnapshotStrategy
 
 ON_PRIMARY = ["SNAPSHOT.ON_PRIMARY"]
@@ -517,3 +518,84 @@ class TestNoStrategy:
         assert (taken.snapshot.status, taken.snapshot.removed is not None) == ("Allocated", True)
         assert cloud.counts() == GIVEN_BACK
         assert taken.failures() == [("take.choose_strategy", "UnsupportedOperationException", self._message(taken))]
+
+
+CALLBACK_THREW = (
+    "Failed to copy snapshot:java.lang.RuntimeException: InvocationTargetException when invoking RPC callback for "
+    "command: copySnapshotAsyncCallback"
+)
+
+
+class TestBackupCleanupFails:
+    """Spec §21.2: the sync copy fails and ``cleanupOnSnapshotBackupFailure`` rolls its transaction back.
+
+    Its exception leaves the copy's callback (wrapped by ``AsyncCallbackDispatcher.dispatch``) and reaches
+    ``backupSnapshot``'s catch, which fires OperationFailed on the snapshot as it holds it in memory: BackingUp (Error,
+    committed on its own) when the cleanup failed before its Snapshot event, Error (refused, the row stays
+    BackingUp) when after.
+    """
+
+    @staticmethod
+    def _run(meddle: Callable[[Cloud, Taken], None]) -> tuple[Cloud, Taken]:
+        """A XenServer snapshot whose copy fails; ``meddle`` acts while the copy runs."""
+        cloud = Cloud(faults=FaultPlan().fail("copyAsync"))
+        taken = cloud.create(cloud.volume("xen-nfs"))
+        while taken.snapshot.status != "BackingUp":
+            cloud.engine.run(max_tasks=1)
+        meddle(cloud, taken)
+        cloud.engine.run()
+        return cloud, taken
+
+    @staticmethod
+    def _check_failed(cloud: Cloud, taken: Taken) -> None:
+        assert taken.error == (530, INTERNAL.format(uuid=taken.volume.uuid))
+        assert taken.failures() == [("backup.answered", "CloudRuntimeException", CALLBACK_THREW)]
+        assert cloud.counts() == GIVEN_BACK
+        assert taken.details() == {"MS_ID": "1"}
+
+    def test_a_primary_ref_moved_meanwhile(self) -> None:
+        """The primary ref is Copying: DestroyRequested is refused, nothing of the cleanup stays; Error, not removed."""
+
+        def copying(cloud: Cloud, taken: Taken) -> None:
+            cloud.engine.transit(taken.ref("Primary"), "CopyingRequested")
+
+        cloud, taken = self._run(copying)
+        self._check_failed(cloud, taken)
+        assert (taken.snapshot.status, taken.snapshot.removed) == ("Error", None)
+        assert [(role, state) for role, state, _ in taken.refs()] == [("Primary", "Copying")]
+        assert taken.kinds("snapshot")[-2:] == [
+            ("event", "BackupToSecondary", "BackingUp"),
+            ("event", "OperationFailed", "Error"),
+        ]
+
+    def test_a_primary_ref_gone(self) -> None:
+        """No primary ref: processEvent's "can't find mapping" rolls the cleanup back; Error, not removed."""
+
+        def gone(cloud: Cloud, taken: Taken) -> None:
+            cloud.engine.store.delete(taken.ref("Primary"), by="test")
+
+        cloud, taken = self._run(gone)
+        self._check_failed(cloud, taken)
+        assert (taken.snapshot.status, taken.snapshot.removed) == ("Error", None)
+        assert taken.refs() == []
+
+    def test_a_failure_after_the_snapshot_event_leaves_backing_up(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The soft remove fails: the rolled-back Error is still what the snapshot says in memory, so the catch's
+        OperationFailed is refused and the row stays BackingUp, its primary ref Ready."""
+
+        def failing_remove(cloud: Cloud, taken: Taken) -> None:
+            store = cloud.engine.store
+            remove = store.remove
+
+            def remove_or_fail(record: Snapshot, *, by: str) -> Snapshot:
+                if by == "cleanupOnSnapshotBackupFailure":
+                    raise CloudRuntimeException("DB Exception on: snapshots")
+                return remove(record, by=by)
+
+            monkeypatch.setattr(store, "remove", remove_or_fail)
+
+        cloud, taken = self._run(failing_remove)
+        self._check_failed(cloud, taken)
+        assert (taken.snapshot.status, taken.snapshot.removed) == ("BackingUp", None)
+        assert [(role, state) for role, state, _ in taken.refs()] == [("Primary", "Ready")]
+        assert taken.kinds("snapshot")[-1] == ("event", "BackupToSecondary", "BackingUp")

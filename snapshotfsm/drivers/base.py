@@ -52,6 +52,9 @@ class Answer:
     path: str | None = None
     physical_size: int = 0
     parent_path: str | None = None
+    volume_path: str | None = None
+    """The volume's new path, when the operation moved the volume (a ``CopyCmdAnswer``'s ``newData.volume.path``);
+    no simulated driver sets it."""
 
 
 Callback = Callable[[Answer | None], None]

@@ -9,23 +9,52 @@ from __future__ import annotations
 import contextlib
 import logging
 
-from snapshotfsm.describe import snapshot_str
+import attrs
+
+from snapshotfsm.describe import snapshot_object_str, snapshot_str
 from snapshotfsm.drivers.base import Answer
-from snapshotfsm.errors import CloudException, CloudRuntimeException, NoTransitionException, NullPointerException
+from snapshotfsm.errors import (
+    CloudException,
+    CloudRuntimeException,
+    NoTransitionException,
+    NullPointerException,
+    ThreadBlocked,
+)
 from snapshotfsm.names import RefEvent, RefState, SnapshotEvent, SnapshotState, Take, Task
-from snapshotfsm.objects import snapshot_event, store_ref_event
+from snapshotfsm.objects import AnswerType, missing_store_ref, snapshot_event, store_ref_event
 from snapshotfsm.orchestration.contexts import BackupTaskContext, Machine, TakeContext
 from snapshotfsm.orchestration.contract import Reply, StepTable, Turn
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.orchestration.take import find_image_store, new_image_ref
 from snapshotfsm.store.records import Snapshot, SnapshotDetail, SnapshotStoreRef, StoragePool
-from snapshotfsm.strategies.base import BackupKind, BackupPlan, SnapshotStrategy, SnapshotTake, primary_ref
+from snapshotfsm.strategies.base import (
+    BackupKind,
+    BackupPlan,
+    Operation,
+    SnapshotStrategy,
+    SnapshotTake,
+    primary_ref,
+)
 from snapshotfsm.strategies.default import MS_ID
 
 log = logging.getLogger(__name__)
 
-NULL_COPY_ANSWER = 'java.lang.NullPointerException: Cannot invoke "Object.getClass()" because "answer" is null'
-"""``e.toString()`` of the NullPointerException a null copy answer raises in ``SnapshotObject.processEvent``."""
+CALLBACK_THREW = (
+    "java.lang.RuntimeException: InvocationTargetException when invoking RPC callback for command: "
+    "copySnapshotAsyncCallback"
+)
+"""``e.toString()`` of what ``AsyncCallbackDispatcher.dispatch`` makes of an exception thrown by the copy callback."""
+
+
+@attrs.define(eq=False)
+class SnapshotVO:
+    """A ``SnapshotObject``'s in-memory VO: the snapshot as the code holding the object last saw it.
+
+    Each Snapshot event the object fires moves it, even when the transaction around that event is rolled back
+    afterwards (``cleanupOnSnapshotBackupFailure``, spec §21.2), and a later event is checked against it.
+    """
+
+    snapshot: Snapshot
 
 
 def choose(t: Turn[TakeContext]) -> str:
@@ -37,11 +66,12 @@ def choose(t: Turn[TakeContext]) -> str:
 
 def start_backup(
     rt: Runtime, take: SnapshotTake, plan: BackupPlan, on_answer: Reply
-) -> tuple[Snapshot, SnapshotStoreRef]:
+) -> tuple[Snapshot, SnapshotStoreRef, str]:
     """``SnapshotServiceImpl.backupSnapshot`` up to ``copyAsync`` (spec §5.8 steps 1-3), as ``plan`` says.
 
-    An exception before the copy starts puts the snapshot back: OperationNotPerformed when it was BackedUp (an
-    archived original must not be deleted), else OperationFailed (Error); the failure is then rethrown.
+    Returns the snapshot as the backup holds it (BackingUp), the image ref (Creating) and ``origState``, the
+    snapshot's state before: :func:`finish_backup` needs it when the copy's callback throws. An exception before
+    the copy starts puts the snapshot back (:func:`_not_copied`); the failure is then rethrown.
     """
     snapshot = rt.store.get(Snapshot, take.snapshot.id)
     orig_state = snapshot.status
@@ -72,108 +102,163 @@ def start_backup(
             full=plan.full,
         )
     except CloudException as exc:
-        try:
-            event = (
-                SnapshotEvent.OperationNotPerformed
-                if orig_state == SnapshotState.BackedUp
-                else SnapshotEvent.OperationFailed
-            )
-            snapshot_event(rt.store, snapshot, event)
-        except NoTransitionException:
-            pass
+        _not_copied(rt, snapshot, orig_state)
         raise CloudRuntimeException(f"Failed to copy snapshot:{exc.java_name}: {exc.message}", cause=exc) from exc
-    return snapshot, moved
+    return snapshot, moved, orig_state
+
+
+def _not_copied(rt: Runtime, held: Snapshot, orig_state: str) -> None:
+    """``backupSnapshot``'s catch: the snapshot it holds in memory, put back (spec §5.8 step 3, §21.2).
+
+    OperationNotPerformed when it was BackedUp before (an archived original must not be deleted), else
+    OperationFailed (BackingUp to Error). The event is checked against ``held``, the state in memory; a refused
+    one is only logged.
+    """
+    event = (
+        SnapshotEvent.OperationNotPerformed if orig_state == SnapshotState.BackedUp else SnapshotEvent.OperationFailed
+    )
+    try:
+        snapshot_event(rt.store, held, event)
+    except NoTransitionException as exc:
+        log.debug("Failed to change state: %s: %s", exc.java_name, exc.message)
 
 
 def request(t: Turn[TakeContext]) -> None:
     """Start the sync backup (spec §5.8 steps 1-3) and wait for the copy's answer."""
     ctx = t.ctx
-    snapshot, dest = start_backup(t.rt, ctx.take, ctx.plan, t.reply(Take.BackupAnswered))
+    snapshot, dest, orig_state = start_backup(t.rt, ctx.take, ctx.plan, t.reply(Take.BackupAnswered))
     ctx.take.snapshot = snapshot
     ctx.image_ref_id = dest.id
+    ctx.backup_orig_state = orig_state
 
 
 def finish_backup(
-    rt: Runtime, take: SnapshotTake, dest_id: int, answer: Answer | None, *, async_backup: bool
+    rt: Runtime, take: SnapshotTake, dest_id: int, answer: Answer | None, *, async_backup: bool, orig_state: str
 ) -> str | None:
-    """``copySnapshotAsyncCallback`` (spec §5.8 step 4); the failure text, or None on success.
+    """``copySnapshotAsyncCallback`` (spec §5.8 step 4), as ``backupSnapshot`` sees it; the failure text, or None.
 
-    Success: the image ref Ready with the answer, the snapshot BackedUp. Failure with async backup: the snapshot
-    row is soft-removed, the image ref fails (and is deleted), the snapshot stays BackingUp. Failure with sync
-    backup: the image ref fails, then ``cleanupOnSnapshotBackupFailure``.
+    What the callback throws (a ref event that fails, ``cleanupOnSnapshotBackupFailure`` rolled back) is wrapped by
+    ``AsyncCallbackDispatcher.dispatch`` and, as ``AncientDataMotionStrategy.copyAsync`` completes the callback
+    outside its try, reaches ``backupSnapshot``'s catch (spec §21.2): that fires OperationFailed (OperationNotPerformed
+    when ``orig_state`` is BackedUp) on the snapshot as the callback left it in memory, a write of its own.
+
+    Raises:
+        CloudRuntimeException: the callback threw ("Failed to copy snapshot:java.lang.RuntimeException: ...").
+    """
+    vo = SnapshotVO(rt.store.get(Snapshot, take.snapshot.id))
+    try:
+        return _copy_callback(rt, take, vo, dest_id, answer, async_backup=async_backup)
+    except CloudException as exc:
+        log.debug("Failed to copy snapshot: %s: %s", exc.java_name, exc.message)
+        _not_copied(rt, vo.snapshot, orig_state)
+        raise CloudRuntimeException(f"Failed to copy snapshot:{CALLBACK_THREW}", cause=exc) from exc
+
+
+def _copy_callback(
+    rt: Runtime, take: SnapshotTake, vo: SnapshotVO, dest_id: int, answer: Answer | None, *, async_backup: bool
+) -> str | None:
+    """``copySnapshotAsyncCallback``: the failure text the future completes with, or None.
+
+    Success: the image ref Ready with the answer, the snapshot BackedUp; what that throws fails the future (a null
+    answer is not a failed result: the answer's NullPointerException is caught here). Failure with async backup:
+    the snapshot row is soft-removed, the image ref fails (and is deleted), the snapshot stays BackingUp. Failure
+    with sync backup: the image ref fails, then ``cleanupOnSnapshotBackupFailure``.
+
+    Raises:
+        CloudRuntimeException: the failed image ref's event, or ``cleanupOnSnapshotBackupFailure``, threw.
+        NullPointerException: the failed image ref was gone (``processEvent``'s finally block).
     """
     dest = rt.store.get(SnapshotStoreRef, dest_id)
-    snapshot = rt.store.get(Snapshot, take.snapshot.id)
-    if answer is None:
-        # A null answer is not a failed CopyCommandResult: processEvent(OperationSucceeded, null) throws on
-        # answer.getClass(), the callback catches it and completes the future with its text; nothing moves.
-        return NULL_COPY_ANSWER
-    if not answer.result:
-        details = answer.details
+    snapshot = vo.snapshot
+    if answer is not None and not answer.result:
         if async_backup:
             rt.store.remove(snapshot, by="copySnapshotAsyncCallback (async backup failed)")
             store_ref_event(rt.store, dest, RefEvent.OperationFailed)
             log.debug("Failed to create backup: Failed in creating backup of snapshot %s", snapshot_str(snapshot))
         else:
             store_ref_event(rt.store, dest, RefEvent.OperationFailed)
-            cleanup_on_backup_failure(rt, snapshot, take.pool)
-        return details
+            cleanup_on_backup_failure(rt, vo, take.pool)
+        return answer.details
     try:
-        store_ref_event(rt.store, dest, RefEvent.OperationSucceeded, answer)
-        take.snapshot = snapshot_event(rt.store, snapshot, SnapshotEvent.OperationSucceeded)
+        store_ref_event(rt.store, dest, RefEvent.OperationSucceeded, answer, answer_type=AnswerType.COPY_CMD)
+        vo.snapshot = take.snapshot = snapshot_event(rt.store, snapshot, SnapshotEvent.OperationSucceeded)
     except CloudException as exc:
         return f"{exc.java_name}: {exc.message}"
     return None
 
 
-def answered(t: Turn[TakeContext]) -> str:
-    """The copy answered: finish the backup; on success ``postSnapshotCreation`` and the CLVM ref removal."""
+def answered(t: Turn[TakeContext]) -> str | None:
+    """The copy answered: finish the backup; on success ``postSnapshotCreation`` and the CLVM ref removal.
+
+    Waits for good (returns None) when ``postSnapshotCreation`` blocks the job's thread (:func:`after_backup`).
+    """
     rt, ctx = t.rt, t.ctx
-    failure = finish_backup(rt, ctx.take, ctx.image_ref_id, t.answer, async_backup=False)
+    failure = finish_backup(
+        rt, ctx.take, ctx.image_ref_id, t.answer, async_backup=False, orig_state=ctx.backup_orig_state
+    )
     if failure is not None:
         raise CloudRuntimeException(failure)
-    after_backup(rt, ctx.strategy, ctx.take)
+    if not after_backup(rt, ctx.strategy, ctx.take):
+        return None
     return Take.PostProcess
 
 
-def after_backup(rt: Runtime, strategy: SnapshotStrategy, take: SnapshotTake) -> None:
+def after_backup(rt: Runtime, strategy: SnapshotStrategy, take: SnapshotTake) -> bool:
     """After a backup: ``postSnapshotCreation`` (errors only logged, spec §5.9), then the CLVM primary ref removal.
 
     ``removeClvmPrimarySnapshotStoreRefIfNeeded`` deletes a CLVM snapshot's primary ref once it is on secondary.
+    False when ``postSnapshotCreation`` never returns (:func:`post_snapshot_creation`): the caller's step then waits
+    for good, with nothing pending, and the job never ends.
     """
-    post_snapshot_creation(rt, strategy, take)
+    if not post_snapshot_creation(rt, strategy, take):
+        return False
     if take.pool.pool_type == "CLVM":
         ref = primary_ref(rt.store, take.snapshot.id, take.pool.id)
         if ref is not None:
             rt.store.delete(ref, by="SnapshotManagerImpl.removeClvmPrimarySnapshotStoreRefIfNeeded")
+    return True
 
 
-def post_snapshot_creation(rt: Runtime, strategy: SnapshotStrategy, take: SnapshotTake) -> None:
-    """The strategy's ``postSnapshotCreation``; its errors are only logged (spec §5.9)."""
+def post_snapshot_creation(rt: Runtime, strategy: SnapshotStrategy, take: SnapshotTake) -> bool:
+    """The strategy's ``postSnapshotCreation``; its errors are only logged (spec §5.9).
+
+    False when it blocked the thread for good: StorageSystem's delete from primary storage of a SECONDARY snapshot
+    waits on the caller's thread for a driver that never answers. What it wrote before stays.
+    """
     try:
         strategy.post_snapshot_creation(rt.strategy_env, take)
     except CloudException as exc:
         log.debug("postSnapshotCreation failed: %s", exc)
+    except ThreadBlocked as blocked:
+        log.warning("postSnapshotCreation of snapshot %s never returns: %s", take.snapshot.id, blocked)
+        return False
+    return True
 
 
-def cleanup_on_backup_failure(rt: Runtime, snapshot: Snapshot, pool: StoragePool) -> None:
-    """``cleanupOnSnapshotBackupFailure`` (spec §5.8 step 4), in one transaction.
+def cleanup_on_backup_failure(rt: Runtime, vo: SnapshotVO, pool: StoragePool) -> None:
+    """``cleanupOnSnapshotBackupFailure`` (spec §5.8 step 4), in one transaction (§21.2 ``backupSnapshot`` row).
 
     Primary ref DestroyRequested then OperationSucceeded (Destroyed), snapshot OperationFailed (Error), the MS_ID
-    detail removed, the snapshot soft-removed.
+    detail removed, the snapshot soft-removed. Any exception rolls all five writes back: a ref event's failure as
+    ``processEvent`` throws it (no primary ref included), a refused Snapshot event as "Failed to backup snapshot...".
+    ``vo`` keeps the snapshot as the Snapshot event left it in memory, rolled back or not.
 
     Raises:
-        CloudRuntimeException: a refused event ("Failed to backup snapshot...").
+        CloudRuntimeException: a ref event failed ("Failed to update state: ..."), or the Snapshot event was
+            refused ("Failed to backup snapshot...").
     """
+    snapshot = vo.snapshot
     with rt.store.atomic():
+        ref = primary_ref(rt.store, snapshot.id, pool.id)
+        if ref is None:
+            raise missing_store_ref(rt.store, snapshot.id, pool.id)
+        moved = store_ref_event(rt.store, ref, RefEvent.DestroyRequested)
+        store_ref_event(rt.store, moved, RefEvent.OperationSucceeded)
         try:
-            ref = primary_ref(rt.store, snapshot.id, pool.id)
-            if ref is not None:
-                moved = store_ref_event(rt.store, ref, RefEvent.DestroyRequested)
-                store_ref_event(rt.store, moved, RefEvent.OperationSucceeded)
-            snapshot = snapshot_event(rt.store, snapshot, SnapshotEvent.OperationFailed)
+            vo.snapshot = snapshot_event(rt.store, snapshot, SnapshotEvent.OperationFailed)
         except NoTransitionException as exc:
-            raise CloudRuntimeException(f"Failed to backup snapshot{snapshot_str(snapshot)}") from exc
+            log.debug("Failed to create backup %s: %s", exc.java_name, exc.message)
+            raise CloudRuntimeException(f"Failed to backup snapshot{snapshot_object_str(snapshot, pool.id)}") from exc
         for detail in rt.store.find(SnapshotDetail, "snapshot_id = ? AND name = ?", (snapshot.id, MS_ID)):
             rt.store.delete(detail, by="SnapshotDetailsDao.removeDetail")
         rt.store.remove(snapshot, by="cleanupOnSnapshotBackupFailure")
@@ -194,11 +279,12 @@ def mark_storage_system_backed_up(rt: Runtime, take: SnapshotTake) -> None:
     take.snapshot = snapshot
 
 
-def mark_as_backed_up(t: Turn[TakeContext]) -> str:
+def mark_as_backed_up(t: Turn[TakeContext]) -> str | None:
     """A StorageSystem snapshot that is not SECONDARY is marked BackedUp (spec §5.7), then postSnapshotCreation."""
     ctx = t.ctx
     mark_storage_system_backed_up(t.rt, ctx.take)
-    post_snapshot_creation(t.rt, ctx.strategy, ctx.take)
+    if not post_snapshot_creation(t.rt, ctx.strategy, ctx.take):
+        return None
     return Take.PostProcess
 
 
@@ -213,12 +299,15 @@ def mark_backed_up(rt: Runtime, snapshot: Snapshot) -> Snapshot:
 def skip(t: Turn[TakeContext]) -> str:
     """Backup off (spec §5.4 step 8): ``markBackedUp`` always, after scheduling a COPY task if asked for one.
 
-    With pool ids and asyncbackup, a COPY task is scheduled first. The MS_ID detail is left behind (spec §13.3).
+    With pool ids and asyncbackup, the COPY strategy is looked up first; only when there is one is a
+    BackupSnapshotTask scheduled, carrying it. The MS_ID detail is left behind (spec §13.3).
     """
     rt, ctx = t.rt, t.ctx
     snapshot = rt.store.get(Snapshot, ctx.take.snapshot.id)
     if ctx.payload.pool_ids and ctx.payload.async_backup:
-        _schedule_task(t, snapshot, copy_only=True)
+        strategy = rt.factory.best(rt.strategy_env, snapshot, Operation.COPY)
+        if strategy is not None:
+            _schedule_task(t, snapshot, strategy, copy_only=True)
     ctx.take.snapshot = mark_backed_up(rt, snapshot)
     return Take.PostProcess
 
@@ -248,14 +337,16 @@ def post_directly(t: Turn[TakeContext]) -> str:
 
 def schedule(t: Turn[TakeContext]) -> str:
     """asyncbackup: a BackupSnapshotTask is scheduled with delay 0 and the API job goes on (spec §7.2)."""
-    _schedule_task(t, t.ctx.take.snapshot, copy_only=False)
+    _schedule_task(t, t.ctx.take.snapshot, t.ctx.strategy, copy_only=False)
     return Take.PostProcess
 
 
-def _schedule_task(t: Turn[TakeContext], snapshot: Snapshot, *, copy_only: bool) -> None:
-    """``backupSnapshotToSecondary(async=true)``: a BackupSnapshotTask with ``attempts = backup.retry - 1``.
+def _schedule_task(t: Turn[TakeContext], snapshot: Snapshot, strategy: SnapshotStrategy, *, copy_only: bool) -> None:
+    """A BackupSnapshotTask with ``attempts = backup.retry - 1`` and ``strategy`` (spec §7.2).
 
-    With ``copy_only`` (backup off, pool ids and asyncbackup, spec §5.4 step 8) the task only copies to the pools.
+    ``backupSnapshotToSecondary(async=true)`` hands it the TAKE strategy, which also copies to the pool ids (spec
+    §6.1); with ``copy_only`` (backup off, pool ids and asyncbackup, spec §5.4 step 8) it carries the COPY strategy
+    and only copies to the pools.
     """
     ctx = t.ctx
     task = BackupTaskContext(
@@ -263,7 +354,7 @@ def _schedule_task(t: Turn[TakeContext], snapshot: Snapshot, *, copy_only: bool)
         snapshot_id=snapshot.id,
         volume_id=snapshot.volume_id,
         account_id=snapshot.account_id,
-        strategy=ctx.strategy,
+        strategy=strategy,
         payload=ctx.payload,
         pool_id=ctx.take.pool.id,
         attempts=t.rt.config.number("backup.retry") - 1,

@@ -12,6 +12,7 @@ from snapshotfsm.errors import CloudException, CloudRuntimeException
 from snapshotfsm.names import Task
 from snapshotfsm.orchestration import copies
 from snapshotfsm.orchestration.backup import (
+    SnapshotVO,
     after_backup,
     cleanup_on_backup_failure,
     finish_backup,
@@ -49,11 +50,12 @@ def run_task(t: Turn[BackupTaskContext]) -> str:
 def backup(t: Turn[BackupTaskContext]) -> None:
     """``strategy.backupSnapshot`` with asyncBackup set: start the copy and wait for its answer (spec §5.8)."""
     rt, ctx = t.rt, t.ctx
-    _, dest = start_backup(rt, _take(rt, ctx), ctx.plan, t.reply(Task.CopyAnswered))
+    _, dest, orig_state = start_backup(rt, _take(rt, ctx), ctx.plan, t.reply(Task.CopyAnswered))
     ctx.image_ref_id = dest.id
+    ctx.backup_orig_state = orig_state
 
 
-def mark_backed_up(t: Turn[BackupTaskContext]) -> str:
+def mark_backed_up(t: Turn[BackupTaskContext]) -> str | None:
     """A StorageSystem snapshot that is not SECONDARY is marked BackedUp without a copy (spec §5.7)."""
     rt, ctx = t.rt, t.ctx
     take = _take(rt, ctx)
@@ -61,19 +63,23 @@ def mark_backed_up(t: Turn[BackupTaskContext]) -> str:
     return _after_backup(rt, ctx, take)
 
 
-def answered(t: Turn[BackupTaskContext]) -> str:
+def answered(t: Turn[BackupTaskContext]) -> str | None:
     """The copy answered; a failure (the row already soft-removed, spec §5.8) counts down the attempts."""
     rt, ctx = t.rt, t.ctx
     take = _take(rt, ctx)
-    failure = finish_backup(rt, take, ctx.image_ref_id, t.answer, async_backup=True)
+    failure = finish_backup(rt, take, ctx.image_ref_id, t.answer, async_backup=True, orig_state=ctx.backup_orig_state)
     if failure is not None:
         raise CloudRuntimeException(failure)
     return _after_backup(rt, ctx, take)
 
 
-def _after_backup(rt: Runtime, ctx: BackupTaskContext, take: SnapshotTake) -> str:
-    """postSnapshotCreation, the CLVM primary ref removal, then the zone copies (spec §7.2)."""
-    after_backup(rt, ctx.strategy, take)
+def _after_backup(rt: Runtime, ctx: BackupTaskContext, take: SnapshotTake) -> str | None:
+    """postSnapshotCreation, the CLVM primary ref removal, then the zone copies (spec §7.2).
+
+    None (the task waits for good) when postSnapshotCreation never returns (``backup.after_backup``).
+    """
+    if not after_backup(rt, ctx.strategy, take):
+        return None
     return Task.CopyToZones if ctx.zone_ids else Task.Finish
 
 
@@ -88,11 +94,21 @@ def copy_to_zones(t: Turn[BackupTaskContext]) -> None:
 
 
 def copy_on_pools(t: Turn[BackupTaskContext]) -> None:
-    """``copySnapshotOnPool`` for each pool id (no secondary backup in this case, spec §7.2)."""
+    """``copySnapshotOnPool`` for each pool id with the task's strategy (no secondary backup then, spec §7.2).
+
+    With backup on that is the TAKE strategy (spec §6.1): Default and StorageSystem have no copy of their own, so
+    the first pool's copy never completes and the task waits for good (no retry, no cleanup).
+    """
     rt, ctx = t.rt, t.ctx
     snapshot = rt.store.get(Snapshot, ctx.snapshot_id)
     ctx.copies = copies.pool_copies(
-        rt, snapshot, list(ctx.pool_ids), user_id=SYSTEM_USER_ID, account_id=SYSTEM_ACCOUNT_ID, job_id=ctx.job_id
+        rt,
+        snapshot,
+        list(ctx.pool_ids),
+        strategy=ctx.strategy,
+        user_id=SYSTEM_USER_ID,
+        account_id=SYSTEM_ACCOUNT_ID,
+        job_id=ctx.job_id,
     )
     t.spawn(Machine.COPY, ctx.copies, copies.next_target, resume=Task.PoolCopiesDone)
 
@@ -134,7 +150,7 @@ def cleanup(t: Turn[BackupTaskContext]) -> None:
     try:
         if snapshot is None:
             raise CloudRuntimeException(f"snapshot {ctx.snapshot_id} is gone (expunged while the task waited)")
-        cleanup_on_backup_failure(rt, snapshot, rt.store.get(StoragePool, ctx.pool_id))
+        cleanup_on_backup_failure(rt, SnapshotVO(snapshot), rt.store.get(StoragePool, ctx.pool_id))
     except CloudException as exc:
         log.warning("BackupSnapshotTask cleanup failed: %s", exc)
         ctx.cleanup_failed = exc.message

@@ -91,6 +91,8 @@ class TakeContext(Context):
     """The image store pre-selected for a KVM file-based snapshot (spec §5.4 step 3)."""
     primary_ref_id: int = 0
     image_ref_id: int = 0
+    backup_orig_state: str = ""
+    """The snapshot's state before the backup's BackupToSecondary (``backupSnapshot``'s ``origState``)."""
     backup_plan: BackupPlan | None = None
     post_process_failed: str | None = None
     pools_copied: bool = False
@@ -186,6 +188,8 @@ class BackupTaskContext(Context):
 
     account_id: int
     strategy: SnapshotStrategy
+    """The TAKE strategy when backup is on (it backs up, and copies to the pool ids), the COPY strategy when the task
+    only copies (spec §5.4 step 8, §7.2)."""
     payload: Payload = attrs.field(metadata=NOT_SUMMARISED)
     pool_id: int
     """The snapshot's primary pool."""
@@ -197,6 +201,8 @@ class BackupTaskContext(Context):
     """Backup off: the task only copies to the pools (spec §5.4 step 8)."""
     backup_plan: BackupPlan | None = None
     image_ref_id: int = 0
+    backup_orig_state: str = ""
+    """The snapshot's state before this try's BackupToSecondary (``backupSnapshot``'s ``origState``)."""
     cleanup_failed: str | None = None
     copies: CopyContext | None = None
 
@@ -251,6 +257,8 @@ class CopyContext(Context):
     calling_account_id: int
     """CallContext's user and account (the system's, 1 and 1, in a background task)."""
     targets: list[ZoneTarget | PoolTarget] = attrs.field(factory=list)
+    strategy: SnapshotStrategy | None = None
+    """The strategy ``copySnapshotOnPool`` is given for the pool targets (spec §7.4, §7.2)."""
     position: int = 0
     chain_index: int = 0
     zone_ids: tuple[int, ...] = ()

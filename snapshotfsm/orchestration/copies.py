@@ -42,7 +42,7 @@ from snapshotfsm.store.records import (
     StoragePool,
     Zone,
 )
-from snapshotfsm.strategies.base import Operation, primary_ref
+from snapshotfsm.strategies.base import Operation, SnapshotStrategy, copies_snapshots, primary_ref
 
 log = logging.getLogger(__name__)
 
@@ -190,11 +190,26 @@ def zone_copies(
 
 
 def pool_copies(
-    rt: Runtime, snapshot: Snapshot, pool_ids: list[int], *, user_id: int, account_id: int, job_id: int
+    rt: Runtime,
+    snapshot: Snapshot,
+    pool_ids: list[int],
+    *,
+    strategy: SnapshotStrategy | None = None,
+    user_id: int,
+    account_id: int,
+    job_id: int,
 ) -> CopyContext:
-    """``copyNewSnapshotToZonesOnPrimary``: the COPY strategy for each pool; none found is only logged."""
-    targets: list[ZoneTarget | PoolTarget] = list(_pool_targets(rt, snapshot, pool_ids))
-    return _copy_context(snapshot, targets, user_id=user_id, account_id=account_id, job_id=job_id)
+    """``copySnapshotOnPool`` for each pool, with ``strategy``: what the async backup task was given (spec §7.2).
+
+    Without one, ``copyNewSnapshotToZonesOnPrimary``: the COPY strategy, looked up once; none found is only logged.
+    """
+    if strategy is None:
+        targets, strategy = _pool_targets(rt, snapshot, pool_ids)
+    else:
+        targets = [PoolTarget(pool_id) for pool_id in pool_ids]
+    ctx = _copy_context(snapshot, list(targets), user_id=user_id, account_id=account_id, job_id=job_id)
+    ctx.strategy = strategy
+    return ctx
 
 
 def api_copies(
@@ -215,22 +230,27 @@ def api_copies(
     then dereferences it). Unlike ``copyNewSnapshotToZones`` this writes no SNAPSHOT.COPY action events of its own
     (the API's ``@ActionEvent`` does).
     """
-    targets: list[ZoneTarget | PoolTarget] = [*_pool_targets(rt, snapshot, pool_ids)]
+    pools, strategy = _pool_targets(rt, snapshot, pool_ids)
+    targets: list[ZoneTarget | PoolTarget] = [*pools]
     targets.extend(ZoneTarget(zone_id=z) for z in zone_ids)
     ctx = _copy_context(snapshot, targets, user_id=user_id, account_id=account_id, job_id=job_id)
+    ctx.strategy = strategy
     ctx.zone_ids = tuple(zone_ids)
     ctx.src = src_store_id
     return ctx
 
 
-def _pool_targets(rt: Runtime, snapshot: Snapshot, pool_ids: list[int]) -> list[PoolTarget]:
+def _pool_targets(
+    rt: Runtime, snapshot: Snapshot, pool_ids: list[int]
+) -> tuple[list[PoolTarget], SnapshotStrategy | None]:
+    """``copyNewSnapshotToZonesOnPrimary``: the COPY strategy, and the pools to copy to with it (none without one)."""
     if not pool_ids:
-        return []
+        return [], None
     strategy = rt.factory.best(rt.strategy_env, snapshot, Operation.COPY)
     if strategy is None:
         log.info("Unable to find snapshot strategy to handle the copy of a snapshot with id %s", snapshot.uuid)
-        return []
-    return [PoolTarget(pool_id) for pool_id in pool_ids]
+        return [], None
+    return [PoolTarget(pool_id) for pool_id in pool_ids], strategy
 
 
 def next_target(rt: Runtime, ctx: CopyContext) -> str:
@@ -368,7 +388,15 @@ def zone_answered(t: Turn[CopyContext]) -> str:
             f"Copy snapshot ID: {snapshot.id} failed for image store {target.dest}: "
             f"{answer.details if answer else 'null answer'}"
         )
-    store_ref_event(rt.store, ref, RefEvent.OperationSucceeded, answer)
+    # copySnapshotZoneAsyncCallback fires OperationSucceeded without the answer: the path and size come from the image
+    # store driver's own update of the ref with the DownloadAnswer (createSnapshotAsyncCallback), a commit before.
+    fields: dict[str, object] = {}
+    if answer.path is not None:
+        fields["install_path"] = answer.path
+    if answer.physical_size > 0:
+        fields["physical_size"] = answer.physical_size
+    ref = rt.store.update(ref, **fields)
+    store_ref_event(rt.store, ref, RefEvent.OperationSucceeded)
     add_to_zone(rt, snapshot.id, target.zone_id)
     accounting.change_count(rt, snapshot.account_id, accounting.SECONDARY_STORAGE, ref.size)
     if snapshot.account_id != SYSTEM_ACCOUNT_ID:
@@ -403,15 +431,20 @@ def add_to_zone(rt: Runtime, snapshot_id: int, zone_id: int) -> None:
     )
 
 
-def copy_to_pool(t: Turn[CopyContext]) -> str:
-    """``copySnapshotOnPool`` (spec §7.4): destination primary ref, the COPY strategy, then the bookkeeping."""
+def copy_to_pool(t: Turn[CopyContext]) -> str | None:
+    """``copySnapshotOnPool`` (spec §7.4): destination primary ref, the strategy's copy, then the bookkeeping.
+
+    The strategy is the one the caller was given (``CopyContext.strategy``). One with no copy of its own (Default,
+    StorageSystem: the interface's empty ``copySnapshot``) never completes the callback: the destination ref stays
+    Creating and the workflow waits for good, with nothing pending (``future.get()`` has no timeout).
+    """
     rt, ctx = t.rt, t.ctx
     target = ctx.target()
     if not isinstance(target, PoolTarget):
         raise CloudRuntimeException(f"copy target {ctx.position} is not a pool")
     snapshot = rt.store.get(Snapshot, ctx.snapshot_id)
     pool = rt.store.get(StoragePool, target.pool_id)
-    strategy = rt.factory.best(rt.strategy_env, snapshot, Operation.COPY)
+    strategy = ctx.strategy
     src = rt.store.first(
         SnapshotStoreRef,
         "snapshot_id = ? AND store_role = 'Primary' AND store_id != ?",
@@ -444,6 +477,9 @@ def copy_to_pool(t: Turn[CopyContext]) -> str:
         raise CloudRuntimeException(
             f"Cannot copy snapshot to another storage in different zone. It's not in the right state {src.state}"
         )
+    if not copies_snapshots(strategy):
+        log.debug("%s has no copySnapshot: the copy to pool %s never completes", strategy.name, pool.id)
+        return None
     try:
         error = strategy.copy_snapshot(rt.strategy_env, snapshot, src, pool)
     except CloudException as exc:

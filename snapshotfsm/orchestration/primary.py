@@ -16,7 +16,7 @@ from snapshotfsm.errors import (
     NullPointerException,
 )
 from snapshotfsm.names import RefEvent, RefState, SnapshotEvent, Take
-from snapshotfsm.objects import snapshot_event, store_ref_event
+from snapshotfsm.objects import AnswerType, snapshot_event, store_ref_event
 from snapshotfsm.orchestration import accounting
 from snapshotfsm.orchestration.contexts import TakeContext
 from snapshotfsm.orchestration.contract import StepTable, Turn
@@ -122,9 +122,8 @@ def _callback(rt: Runtime, ctx: TakeContext, ref: SnapshotStoreRef, answer: Answ
             pass
         return answer.details
     try:
-        if answer is None:
-            raise NullPointerException("answer.getClass() on a null answer in SnapshotObject.processEvent")
-        store_ref_event(rt.store, ref, RefEvent.OperationSucceeded, answer)
+        # The answer's fields and the ref's event are two commits (spec §21.2); a null answer throws on the first.
+        store_ref_event(rt.store, ref, RefEvent.OperationSucceeded, answer, answer_type=AnswerType.CREATE_OBJECT)
         take.snapshot = snapshot_event(rt.store, take.snapshot, SnapshotEvent.OperationSucceeded)
     except CloudException as exc:
         with contextlib.suppress(NoTransitionException):

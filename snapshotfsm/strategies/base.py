@@ -277,11 +277,21 @@ class SnapshotStrategy:
     def copy_snapshot(
         self, env: StrategyEnv, snapshot: Snapshot, src_ref: SnapshotStoreRef, dest_pool: StoragePool
     ) -> str | None:
-        """``copySnapshot`` to another pool (COPY): the error the callback completes with, or None."""
+        """``copySnapshot`` to another pool (COPY): the error the callback completes with, or None.
+
+        The interface's default, which Default and StorageSystem keep, is an empty method: it never completes the
+        callback. The copy workflow does not call it on a strategy that does not override it (:func:`copies_snapshots`)
+        and waits for good instead (spec §7.2).
+        """
         raise NotImplementedError(f"{self.name} does not copy snapshots")
 
     def __repr__(self) -> str:
         return f"<{self.name}>"
+
+
+def copies_snapshots(strategy: SnapshotStrategy) -> bool:
+    """Whether ``strategy`` has a ``copySnapshot`` of its own, one that completes the copy's callback."""
+    return type(strategy).copy_snapshot is not SnapshotStrategy.copy_snapshot
 
 
 def lock_key(snapshot_id: int) -> str:

@@ -7,27 +7,36 @@ the fork's ONTAP.
 from __future__ import annotations
 
 import contextlib
+import logging
+from collections.abc import Callable
 
 from snapshotfsm.drivers.base import (
+    ASYNC,
     CAN_CREATE_VOLUME_FROM_SNAPSHOT,
     CAN_REVERT_VOLUME_TO_SNAPSHOT,
     STORAGE_SYSTEM_SNAPSHOT,
+    Answer,
+    Driver,
 )
 from snapshotfsm.errors import (
     CloudException,
     CloudRuntimeException,
+    DriverContractError,
     InvalidParameterValueException,
     NoTransitionException,
+    ThreadBlocked,
 )
 from snapshotfsm.names import RefState, SnapshotEvent, SnapshotState, VolumeEvent
-from snapshotfsm.objects import snapshot_event, volume_transit
+from snapshotfsm.objects import missing_store_ref, snapshot_event, volume_transit
 from snapshotfsm.store.records import (
     Cluster,
+    Host,
     Snapshot,
     SnapshotDetail,
     SnapshotStoreRef,
     StoragePool,
     UsageEvent,
+    VmInstance,
     Volume,
     VolumeDetail,
 )
@@ -41,8 +50,11 @@ from snapshotfsm.strategies.base import (
     SnapshotTake,
     StrategyEnv,
     lock_key,
+    primary_ref,
     service_delete,
 )
+
+log = logging.getLogger(__name__)
 
 SUPPORTED_FORMATS = ("VHD", "OVA", "QCOW2", "RAW")
 
@@ -139,24 +151,40 @@ class StorageSystemSnapshotStrategy(SnapshotStrategy):
     def backup_plan(self, env: StrategyEnv, take: SnapshotTake) -> BackupPlan:
         """StorageSystemSnapshotStrategy.backupSnapshot: archive only SECONDARY snapshots.
 
-        Other location types are ``markAsBackedUp`` (BackupToSecondary then OperationSucceeded); SECONDARY needs
-        volume-from-snapshot support, then a full copy.
+        Other location types are ``markAsBackedUp`` (BackupToSecondary then OperationSucceeded). SECONDARY needs a
+        host (:func:`_archive_host`), volume-from-snapshot support, and a compute cluster that supports resigning;
+        then a full copy.
         """
         if take.payload.location_type != "SECONDARY":
             return BackupPlan(BackupKind.MARK_BACKED_UP)
+        host = _archive_host(env, take.volume)
         if CAN_CREATE_VOLUME_FROM_SNAPSHOT not in env.capabilities(take.pool):
             raise CloudRuntimeException(
                 "Cannot archive snapshot: 'canStorageSystemCreateVolumeFromSnapshot' was false."
             )
+        if not env.store.get(Cluster, host.cluster_id).supports_resign:
+            raise CloudRuntimeException("Cannot archive snapshot: 'computeClusterSupportsResign' was false.")
         return BackupPlan(BackupKind.COPY, full=True)
 
     def post_snapshot_creation(self, env: StrategyEnv, take: SnapshotTake) -> None:
         """Spec §5.9: write the payload's locationType into ``snapshots.location_type``.
 
-        A SECONDARY snapshot is then removed from primary storage (its failure only logged) by the workflow.
+        A SECONDARY snapshot is then deleted from primary storage (``snapshotSvr.deleteSnapshot``): the primary ref
+        DestroyRequested, the driver's delete, waited for on the caller's thread, then Destroyed. No transaction is
+        open (§21.2 ``SnapshotServiceImpl.deleteSnapshot`` row), so a failed delete leaves the ref Destroying,
+        committed, for the storage GC. A failure is only logged.
+
+        Raises:
+            ThreadBlocked: the driver never answers the delete: the caller's thread waits for good.
         """
         snapshot = env.store.get(Snapshot, take.snapshot.id)
         env.store.update(snapshot, location_type=take.payload.location_type)
+        if take.payload.location_type != "SECONDARY":
+            return
+        try:
+            _delete_on_primary(env, snapshot, take.pool)
+        except CloudException as exc:
+            log.warning("Failed to clean up snapshot '%s' on primary storage: %s", snapshot.id, exc.message)
 
     def delete(self, env: StrategyEnv, snapshot_id: int, zone_id: int | None) -> DeleteRun:
         """Spec §9.4: Destroyed is done, Error is soft-removed, only BackedUp is deleted, from primary storage."""
@@ -221,3 +249,101 @@ class StorageSystemSnapshotStrategy(SnapshotStrategy):
         """The snapshot's primary ref, if any."""
         refs = env.primary_refs(snapshot_id)
         return refs[0] if refs else None
+
+
+def _archive_host(env: StrategyEnv, volume: Volume) -> Host:
+    """``getHost(volumeId)``: the host whose cluster decides whether a SECONDARY snapshot can be archived.
+
+    First a host of a XenServer cluster of the volume's zone that supports resigning; else the host of the volume's
+    VM (its last host when it has none); else a host of any XenServer cluster of the zone. Clusters and hosts count
+    as Enabled (the model keeps no allocation or resource state); among several, the first by id (CloudStack
+    shuffles them, which changes the host but not the check that follows).
+
+    Raises:
+        CloudRuntimeException: "Unable to locate an applicable host".
+    """
+    store = env.store
+    clusters = store.find(
+        Cluster, "data_center_id = ? AND hypervisor_type = 'XenServer' AND removed IS NULL", (volume.data_center_id,)
+    )
+    hosts = [
+        host
+        for cluster in sorted(clusters, key=lambda c: not c.supports_resign)
+        for host in store.find(Host, "cluster_id = ? AND removed IS NULL", (cluster.id,), limit=1)
+    ]
+    if hosts and store.get(Cluster, hosts[0].cluster_id).supports_resign:
+        return hosts[0]
+    vm = store.first(VmInstance, "id = ? AND removed IS NULL", (volume.instance_id,))
+    host_id = None if vm is None else vm.host_id if vm.host_id is not None else vm.last_host_id
+    found = store.first(Host, "id = ? AND removed IS NULL", (host_id,))
+    if found is not None:
+        return found
+    if hosts:
+        return hosts[0]
+    raise CloudRuntimeException("Unable to locate an applicable host")
+
+
+def _delete_on_primary(env: StrategyEnv, snapshot: Snapshot, pool: StoragePool) -> None:
+    """``SnapshotServiceImpl.deleteSnapshot`` of the snapshot's primary ref, waited for on the caller's thread.
+
+    The delete's steps (:func:`service_delete`) run with the driver's answer at once (:func:`_call_blocking`): no
+    other work of this server runs in between, as the thread blocks on the future.
+
+    Raises:
+        CloudRuntimeException: no primary ref ("Failed to update state: ..."), the driver's error (the ref is left
+            Destroying), or an exception thrown at the driver's call.
+        ThreadBlocked: the driver never answers.
+    """
+    ref = primary_ref(env.store, snapshot.id, pool.id)
+    if ref is None:
+        raise missing_store_ref(env.store, snapshot.id, pool.id)
+    run = service_delete(env, ref)
+    pending = next(run)
+    try:
+        answer = _call_blocking(pending.driver, "deleteAsync", _delete_effect(pending.driver, pending.path))
+    except BaseException:
+        run.close()
+        raise
+    with contextlib.suppress(StopIteration):
+        run.send(answer)
+
+
+def _delete_effect(driver: Driver, path: str) -> Callable[[], Answer]:
+    """What ``deleteAsync`` does on storage: the object at ``path`` is dropped (already gone is a success)."""
+
+    def effect() -> Answer:
+        found = driver.find(path)
+        if found is not None:
+            driver.drop(found)
+        return Answer(result=True, path=path)
+
+    return effect
+
+
+def _call_blocking(driver: Driver, op: str, effect: Callable[[], Answer]) -> Answer | None:
+    """A call to ``driver``'s asynchronous ``op`` that the calling thread waits for: the answer, at once.
+
+    The fault plan applies as it does to the call made asynchronously: an ``error`` fault is a failed answer, an
+    ``exception`` fault is thrown at the call, a ``null_answer`` fault answers None, and a ``no_answer`` fault leaves
+    the thread waiting for good. No simulated time passes (the thread holds nothing else up on the clock).
+
+    Raises:
+        CloudRuntimeException: an ``exception`` fault.
+        ThreadBlocked: a ``no_answer`` fault.
+        DriverContractError: the driver does not declare ``op`` as an asynchronous operation.
+    """
+    if driver.operations.get(op) != ASYNC:
+        raise DriverContractError(
+            f"driver {driver.kind!r} ({type(driver).__qualname__}) has no asynchronous operation {op!r} to wait for"
+        )
+    env = driver.env
+    rule = env.faults.on_call([*(f"{a}.{op}" for a in driver.aliases), op], env.scheduler.clock.now_ms)
+    if rule is None:
+        return effect()
+    if rule.kind == "exception":
+        raise CloudRuntimeException(rule.message or f"{driver.kind} driver threw on {op} (injected fault)")
+    if rule.kind == "error":
+        return Answer(result=False, details=rule.message or f"{op} failed on {driver.kind} (injected fault)")
+    if rule.kind == "null_answer":
+        return None
+    raise ThreadBlocked(f"{driver.kind}.{op}", "StorageSystemSnapshotStrategy.postSnapshotCreation")

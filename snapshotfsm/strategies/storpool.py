@@ -171,7 +171,7 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
         assert isinstance(driver, StorPoolDriver)
         answer = driver.snapshot_delete(name or "null")
         primaries = [
-            r.id
+            r
             for r in env.store.find(
                 SnapshotStoreRef, "snapshot_id = ? AND state != ?", (snapshot.id, RefState.Destroyed)
             )
@@ -332,17 +332,13 @@ def _zone_of(env: StrategyEnv, ref: SnapshotStoreRef) -> int:
     return env.store.get(ImageStore, ref.store_id).data_center_id
 
 
-def _process(env: StrategyEnv, ref_ids: list[int], event: str) -> None:
+def _process(env: StrategyEnv, refs: list[SnapshotStoreRef], event: str) -> None:
     """``processResult``: the event on each primary ref, read afresh as ``ObjectInDataStoreManager.update`` does.
 
     Raises:
-        CloudRuntimeException: "Failed to update state:..." when a ref has no such transition or is gone.
+        CloudRuntimeException: "Failed to update state: ..." when a ref has no such transition or is gone.
+        NullPointerException: OperationFailed on a ref that is gone (``processEvent``'s finally block).
     """
-    for ref_id in ref_ids:
-        ref = env.store.first(SnapshotStoreRef, "id = ?", (ref_id,))
-        try:
-            if ref is None:
-                raise NullPointerException(f"snapshot_store_ref {ref_id} is gone")
-            store_ref_event(env.store, ref, event)
-        except CloudException as exc:
-            raise CloudRuntimeException(f"Failed to update state:{exc.java_name}: {exc.message}", cause=exc) from exc
+    for ref in refs:
+        current = env.store.first(SnapshotStoreRef, "id = ?", (ref.id,))
+        store_ref_event(env.store, current if current is not None else ref, event)
