@@ -262,6 +262,18 @@ class DriverContractError(SnapshotFSMError, RuntimeError):
     """A driver or a strategy broke the contract the workflows rely on (an undeclared operation, a second answer)."""
 
 
+class NeverAnswered(SnapshotFSMError):
+    """A blocking driver call that is never answered (a ``no_answer`` fault): the calling thread blocks for ever.
+
+    Not one of CloudStack's exceptions (no catch of theirs sees it): it unwinds the caller's open transaction, which
+    a thread that never returns never commits, to the point where the model parks the work for ever.
+    """
+
+    def __init__(self, operation: str) -> None:
+        self.operation = operation
+        super().__init__(f"{operation} was never answered: the calling thread blocks for ever")
+
+
 class StepWithoutErrorTransition(SnapshotFSMError, RuntimeError):
     """A step raised, but its transition names no ``on_error``: the definition misses an error transition."""
 

@@ -11,7 +11,7 @@ import json
 
 from snapshotfsm.names import JobEvent, Take, WorkEvent, WorkState
 from snapshotfsm.orchestration.contexts import TakeContext
-from snapshotfsm.orchestration.contract import StepTable, Turn
+from snapshotfsm.orchestration.contract import StepTable, Turn, job_thread
 from snapshotfsm.orchestration.jobs import complete
 from snapshotfsm.store.records import AsyncJob, VmWorkJob
 
@@ -75,9 +75,10 @@ def dispatch_next(t: Turn[TakeContext], vm_id: int) -> None:
 
 
 def start_work(t: Turn[TakeContext]) -> str:
-    """``VmWorkJobDispatcher.runJob``: the work job, holding the VM's slot, runs on this server."""
+    """``VmWorkJobDispatcher.runJob``: the work job, holding the VM's slot, runs on this server, on its own thread."""
     rt = t.rt
     job = rt.store.get(AsyncJob, t.ctx.work_job)
+    t.ctx.thread = job_thread(job.id)
     rt.store.update(job, job_executing_msid=rt.ms_id, last_updated=rt.clock.timestamp())
     return Take.Orchestrate
 
@@ -97,6 +98,7 @@ def _finish_work(t: Turn[TakeContext], work_event: str, job_event: str, code: in
     if work.state == WorkState.Running:
         rt.store.transit(work, work_event)
     complete(rt, rt.store.get(AsyncJob, work.id), job_event, code, result)
+    t.ctx.thread = ""  # the work job's thread has ended; the API job's own thread goes on
     dispatch_next(t, work.vm_instance_id)
 
 

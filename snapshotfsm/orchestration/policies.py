@@ -19,6 +19,7 @@ from snapshotfsm.errors import (
     CloudException,
     CloudRuntimeException,
     InvalidParameterValueException,
+    MsCrash,
     PermissionDeniedException,
     UnsupportedOperationException,
 )
@@ -53,6 +54,9 @@ log = logging.getLogger(__name__)
 INTERVALS = ("HOURLY", "DAILY", "WEEKLY", "MONTHLY")
 """``DateUtil.IntervalType``: a policy's ``interval`` column holds the ordinal."""
 POLL_LOCK = "snapshot.poll"
+"""The poller's ``GlobalLock`` (a MySQL named lock, not an ``op_lock`` row: spec §21.1, §21.7 on §11)."""
+POLL_THREAD = "SnapshotPollTask"
+"""The scheduler's timer thread (``ManagedContextTimerTask``): the thread of every poll."""
 TIMESTAMP = "%Y-%m-%d %H:%M:%S"
 DECEMBER = 12
 MAX_MONTHLY_DAY = 28
@@ -363,17 +367,29 @@ def reschedule_all(rt: Runtime) -> None:
 
 
 def poll(runner: Runner) -> list[AsyncJob]:
-    """One ``SnapshotPollTask`` run under the ``snapshot.poll`` lock; returns the jobs it submitted (spec §9.2)."""
+    """One ``SnapshotPollTask`` run under the ``snapshot.poll`` GlobalLock; returns the jobs it submitted (spec §9.2).
+
+    The lock is released in a finally, and the timer task's thread context then closes (``cleanupThread``); a crash
+    does neither: the server is gone, and its session's end frees the GlobalLock (``restart.crash``).
+    """
     rt = runner.rt
     rt.scheduler_timestamp_ms = rt.clock.now_ms
     env = rt.strategy_env
-    if not env.acquire_lock(POLL_LOCK, owner="SnapshotPollTask"):
+    if not env.global_lock(POLL_LOCK, owner=POLL_THREAD):
+        env.end_thread(POLL_THREAD)
         return []
     try:
         _reschedule_finished(rt)
-        return _dispatch_due(runner)
-    finally:
-        env.release_lock(POLL_LOCK)
+        submitted = _dispatch_due(runner)
+    except MsCrash:
+        raise
+    except BaseException:
+        env.global_unlock(POLL_LOCK)
+        env.end_thread(POLL_THREAD)
+        raise
+    env.global_unlock(POLL_LOCK)
+    env.end_thread(POLL_THREAD)
+    return submitted
 
 
 def _reschedule_finished(rt: Runtime) -> None:

@@ -114,7 +114,7 @@ class StorageSystemSnapshotStrategy(SnapshotStrategy):
             clone = cluster is not None and cluster.supports_resign
         else:
             clone = True
-        if not env.acquire_lock(lock_key(take.snapshot.id), owner=f"job {take.payload.snapshot_id}"):
+        if not env.acquire_lock(lock_key(take.snapshot.id)):
             raise CloudRuntimeException(f"Failed to acquire lock on the following snapshot: {take.snapshot.id}")
         take.locked = True
         try:
@@ -129,7 +129,7 @@ class StorageSystemSnapshotStrategy(SnapshotStrategy):
         """The finally block: volume OperationSucceeded or OperationFailed; no MS_ID detail (spec §5.7).
 
         The lock is released only on success: its release sits after the finally block and is skipped when the
-        take throws.
+        take throws. It is then held until the job's thread ends (``jobs.complete``, spec §21.7 on §5.7).
         """
         volume_transit(env.store, take.volume.id, VolumeEvent.OperationSucceeded if ok else VolumeEvent.OperationFailed)
         if ok and take.locked:
