@@ -9,8 +9,9 @@ snapshot is backed up (``backup_plan``), and the clean-up after a backup (``post
 
 from __future__ import annotations
 
+import contextlib
 import enum
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Iterator
 from typing import ClassVar
 
 import attrs
@@ -20,7 +21,7 @@ from snapshotfsm.drivers.base import Answer, Callback
 from snapshotfsm.drivers.image import ImageStoreDriver
 from snapshotfsm.drivers.primary import PrimaryDriver
 from snapshotfsm.drivers.registry import Drivers
-from snapshotfsm.errors import CloudRuntimeException
+from snapshotfsm.errors import CloudRuntimeException, MsCrash
 from snapshotfsm.names import RefEvent, RefState
 from snapshotfsm.objects import store_ref_event
 from snapshotfsm.store.records import (
@@ -225,6 +226,22 @@ class StrategyEnv:
         held = self.store.first(NamedLock, "name = ? AND ms_id = ?", (name, self.ms_id))
         if held is not None:
             self.store.delete(held, by="GlobalLock.unlock")
+
+
+@contextlib.contextmanager
+def finally_unless_crash(release: Callable[[], object]) -> Iterator[None]:
+    """A Java ``finally`` around the block: ``release`` runs however the block ends, unless the server dies in it.
+
+    A crash is the process's death: no ``finally`` of it runs, and a dead server writes nothing on its way out.
+    """
+    try:
+        yield
+    except MsCrash:
+        raise
+    except BaseException:
+        release()
+        raise
+    release()
 
 
 @attrs.frozen
