@@ -84,6 +84,14 @@ class TestPostSnapshotCreation:
         assert details(cloud.engine, second) == {"MS_ID": "1"}
         assert _primary_refs(cloud) == [(first, 0), (second, first)]
 
+    def test_the_async_task_commits_all_of_it_before_its_next_step(self):
+        """A crash just after the block (before the task's Finish): every write of it is there."""
+        cloud, first, second = self._second_take(FaultPlan().crash("backup_task.Finish"), async_backup=True)
+        assert cloud.engine.crashes == ["backup_task.Finish"]
+        assert details(cloud.engine, second) == {}
+        assert _primary_refs(cloud) == [(second, 0)]
+        assert _off_primary(cloud) == [first]
+
     def test_an_error_inside_keeps_what_was_done_before_it_and_the_take_goes_on(self):
         """The parent's row is expunged while the child's copy runs: its NotFound is caught inside the block.
 

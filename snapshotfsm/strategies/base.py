@@ -165,7 +165,8 @@ class StrategyEnv:
     def acquire_lock(self, key: str, owner: str | None = None) -> bool:
         """``acquireInLockTable`` / ``lockInLockTable``: an ``op_lock`` row (``Merovingian2``), held by a thread.
 
-        The row names this server and ``owner`` (default: :attr:`thread`); the lock is re-entrant for that thread.
+        The row names this server and ``owner`` (default: :attr:`thread`); the lock is re-entrant for that thread
+        (without Merovingian's count: the first release frees it).
         It is written on its own, as Merovingian writes over a connection of its own: never part of a caller's
         transaction, never rolled back with one (spec §21.1, §21.5).
 
