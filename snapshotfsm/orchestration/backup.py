@@ -149,7 +149,12 @@ def after_backup(rt: Runtime, strategy: SnapshotStrategy, take: SnapshotTake) ->
 
 
 def post_snapshot_creation(rt: Runtime, strategy: SnapshotStrategy, take: SnapshotTake) -> None:
-    """The strategy's ``postSnapshotCreation``; its errors are only logged (spec §5.9)."""
+    """The strategy's ``postSnapshotCreation``; its errors are only logged (spec §5.9).
+
+    The Default strategy catches its own errors inside its transaction, after the MS_ID delete (spec §21.2,
+    ``DefaultSnapshotStrategy.post_snapshot_creation``), so nothing of it reaches this catch; it stands for the other
+    strategies'.
+    """
     try:
         strategy.post_snapshot_creation(rt.strategy_env, take)
     except CloudException as exc:

@@ -336,7 +336,9 @@ def expunge_left_over_work_jobs(rt: Runtime, ms_id: int) -> int:
 def redelete_destroying(runner: Runner) -> int:
     """``SnapshotManagerImpl.start``: every Destroying snapshot goes through deleteSnapshot again (§10.3).
 
-    On the start-up thread: a lock a failed delete leaves (``deleteSnapshotInfos``) is held until the start ends.
+    On the start-up thread: a lock a failed delete leaves (``deleteSnapshotInfos``) is held until the start ends. A
+    re-delete whose storage delete never answers would block CloudStack's start for ever; the model parks that
+    delete (its job-less run waits in Deleting) and goes on with the start.
     """
     destroying = runner.rt.store.find(Snapshot, "status = ? AND removed IS NULL", (SnapshotState.Destroying,))
     for snapshot in destroying:
