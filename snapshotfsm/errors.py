@@ -264,6 +264,20 @@ class DriverContractError(SnapshotFSMError, RuntimeError):
     """A driver or a strategy broke the contract the workflows rely on (an undeclared operation, a second answer)."""
 
 
+class NeverAnswered(BaseException):
+    """A blocking driver call that is never answered (a ``no_answer`` fault): the calling thread waits for good.
+
+    Not one of CloudStack's exceptions, and a ``BaseException`` so that no catch block of the modelled code on the
+    way sees it: a blocked thread runs none of them. It unwinds the caller's open transaction (which a thread that
+    never returns never commits) to the step that made the call, which then waits with nothing pending: its job
+    never ends.
+    """
+
+    def __init__(self, operation: str) -> None:
+        self.operation = operation
+        super().__init__(f"{operation} was never answered: the calling thread waits for good")
+
+
 class StepWithoutErrorTransition(SnapshotFSMError, RuntimeError):
     """A step raised, but its transition names no ``on_error``: the definition misses an error transition."""
 
@@ -275,20 +289,6 @@ class StepOrderError(SnapshotFSMError, RuntimeError):
         self.machine = machine
         self.field = field
         super().__init__(f"{machine}: {field!r} is read before step {setter} sets it")
-
-
-class ThreadBlocked(BaseException):
-    """A CloudStack thread waits for good on a blocking call whose driver never answers (a ``no_answer`` fault).
-
-    Raised by the blocking call and caught by the step that made it, which then waits with nothing pending: its job
-    never ends, as the thread never returns. A ``BaseException``, so that no catch block of the modelled code on the
-    way catches it: a blocked thread runs none of them.
-    """
-
-    def __init__(self, op: str, where: str) -> None:
-        self.op = op
-        self.where = where
-        super().__init__(f"{where}: {op} never answers; the calling thread waits for good")
 
 
 class MsCrash(BaseException):

@@ -29,6 +29,7 @@ from snapshotfsm.drivers.registry import installed_drivers
 from snapshotfsm.errors import InvalidValue, did_you_mean
 
 RESTART_PHASES = (
+    "release_locks",
     "cleanup_left_over_jobs",
     "cleanup_storage_jobs",
     "expunge_left_over_work_jobs",
@@ -36,7 +37,8 @@ RESTART_PHASES = (
     "remove_orphan_policies",
     "reschedule_policies",
 )
-"""The start-up cleanup of spec §10, in order; a crash point precedes each (``restart.<phase>``)."""
+"""The start-up cleanup of spec §10 (after the lock controller's own, §21.1), in order; a crash point precedes each
+(``restart.<phase>``)."""
 
 
 @attrs.frozen

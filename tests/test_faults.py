@@ -47,7 +47,7 @@ class TestTheCatalogue:
         assert result.exit_code == 0, result.output
         assert "snapshotExport" in result.output
         assert "primary.request#<n>" in result.output
-        assert "24 driver operations, 135 crash points" in result.output
+        assert "24 driver operations, 136 crash points" in result.output
 
 
 class TestPlansAreChecked:
@@ -154,6 +154,22 @@ class TestDriverContractAtRuntime:
             DriverContractError, match=r"calls async operation 'takeSnapshot', which its operations do not declare"
         ):
             engine.run()
+
+    def test_a_blocking_call_needs_an_async_declaration(self) -> None:
+        """A caller may block on an asynchronous operation (spec §21.3); not on one the driver does not declare."""
+
+        class Sloppy(DefaultPrimaryDriver):
+            operations: ClassVar[Mapping[str, str]] = {"takeSnapshot": ASYNC, "copyAsync": ASYNC}
+
+        engine = Engine.open(":memory:", drivers=[Sloppy])
+        zone = engine.add_zone("z")
+        cluster = engine.add_cluster(zone, "c", hypervisor="XenServer")
+        pool = engine.add_pool(zone, "p", cluster=cluster)
+        driver = engine.rt.drivers.primary(pool)
+        with pytest.raises(
+            DriverContractError, match=r"calls blocking operation 'deleteAsync', which its operations do not declare"
+        ):
+            driver.delete_snapshot_blocking("nowhere")
 
     def test_an_operation_answered_twice(self) -> None:
         class Stutter(DefaultPrimaryDriver):

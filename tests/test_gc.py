@@ -13,7 +13,7 @@ from cloud import Cloud
 from lifecycle_cloud import delete, refs, second_zone, snapshot, stored, workflows
 
 from snapshotfsm.faults import FaultPlan
-from snapshotfsm.store.records import OpLock, Snapshot, SnapshotStoreRef, TransitionLog
+from snapshotfsm.store.records import NamedLock, OpLock, Snapshot, SnapshotStoreRef, TransitionLog
 
 DAY_MS = 86_400_000
 
@@ -27,33 +27,50 @@ def _collect(cloud: Cloud) -> list[tuple[str, str, str, str]]:
     return [(r.machine, r.kind, r.source, r.event) for r in rows]
 
 
+def _destroying_ref(cloud: Cloud) -> int:
+    """A managed-storage delete whose array delete failed: the ref stays Destroying, committed (no transaction).
+
+    StorageSystemSnapshotStrategy's delete writes each step on its own (spec §21.2); the snapshot goes back to
+    BackedUp and the delete returns false. (A Default delete rolls the same failure back: nothing is left.)
+    """
+    sid = cloud.take(cloud.volume("solidfire")).snapshot.id
+    assert delete(cloud, sid) == ("FAILED", 530, "Failed to delete Snapshot")
+    assert refs(cloud.engine, sid) == [("Primary", "Destroying")]
+    return sid
+
+
 class TestDestroyingRefs:
     def test_a_destroying_ref_is_deleted_again(self):
         """The primary ref a failed delete left Destroying is deleted on storage and becomes Destroyed."""
-        cloud = Cloud(faults=FaultPlan().fail("default.deleteAsync"))
-        sid = cloud.take(cloud.volume("xen-nfs")).snapshot.id
-        delete(cloud, sid)
-        assert refs(cloud.engine, sid) == [("Primary", "Destroying"), ("Image", "Ready")]
+        cloud = Cloud(faults=FaultPlan().fail("managed.deleteAsync"))
+        sid = _destroying_ref(cloud)
         moves = _collect(cloud)
         assert moves == [
             ("snapshot_store_ref", "event", "Destroying", "DestroyRequested"),
             ("snapshot_store_ref", "event", "Destroying", "OperationSucceeded"),
         ]
-        assert refs(cloud.engine, sid) == [("Primary", "Destroyed"), ("Image", "Ready")]
-        assert stored(cloud.engine, sid) == [("primary", False), ("image", True)]
+        assert refs(cloud.engine, sid) == [("Primary", "Destroyed")]
+        assert stored(cloud.engine, sid) == [("primary", False)]
         assert snapshot(cloud.engine, sid) == ("BackedUp", False)
 
     def test_a_failing_retry_is_only_logged(self):
-        """The driver fails again: the ref stays Destroying, the pass ends, the lock is released."""
-        cloud = Cloud(faults=FaultPlan().fail("default.deleteAsync", times=2))
+        """The driver fails again: the ref stays Destroying, committed; the pass ends, the lock is released."""
+        cloud = Cloud(faults=FaultPlan().fail("managed.deleteAsync", times=2))
+        sid = _destroying_ref(cloud)
+        _collect(cloud)
+        assert refs(cloud.engine, sid) == [("Primary", "Destroying")]
+        assert stored(cloud.engine, sid) == [("primary", True)]
+        assert cloud.engine.store.count(NamedLock) == 0
+        _collect(cloud)
+        assert refs(cloud.engine, sid) == [("Primary", "Destroyed")]
+
+    def test_a_default_delete_that_failed_leaves_it_nothing_to_do(self):
+        """A failed Default delete was rolled back (spec §21.4.1): no ref is Destroying, the pass deletes nothing."""
+        cloud = Cloud(faults=FaultPlan().fail("default.deleteAsync"))
         sid = cloud.take(cloud.volume("xen-nfs")).snapshot.id
         delete(cloud, sid)
-        _collect(cloud)
-        assert refs(cloud.engine, sid) == [("Primary", "Destroying"), ("Image", "Ready")]
-        assert stored(cloud.engine, sid) == [("primary", True), ("image", True)]
-        assert cloud.engine.store.count(OpLock) == 0
-        _collect(cloud)
-        assert refs(cloud.engine, sid) == [("Primary", "Destroyed"), ("Image", "Ready")]
+        assert _collect(cloud) == []
+        assert refs(cloud.engine, sid) == [("Primary", "Ready"), ("Image", "Ready")]
 
 
 class TestDestroyedImageRefs:
@@ -193,17 +210,36 @@ class TestSchedule:
         assert refs(cloud.engine, sid) == [("Primary", "Destroyed"), ("Image", "Destroyed")]
 
     def test_a_pass_does_not_start_while_another_holds_the_lock(self):
-        """The global lock storagemgr.cleanup: a second pass started while one waits on a driver does nothing."""
-        cloud = Cloud(faults=FaultPlan().fail("default.deleteAsync"))
-        sid = cloud.take(cloud.volume("xen-nfs")).snapshot.id
-        delete(cloud, sid)
+        """The GlobalLock storagemgr.cleanup: a second pass started while one waits on a driver does nothing.
+
+        It is a named lock, not an ``op_lock`` row (spec §21.7 on §11).
+        """
+        cloud = Cloud(faults=FaultPlan().fail("managed.deleteAsync"))
+        sid = _destroying_ref(cloud)
         cloud.engine.collect_garbage()
-        assert [lock.key for lock in cloud.engine.store.find(OpLock)] == ["storagemgr.cleanup"]
+        assert [(lock.name, lock.ms_id) for lock in cloud.engine.store.find(NamedLock)] == [("storagemgr.cleanup", 1)]
+        assert cloud.engine.store.count(OpLock) == 0
         cloud.engine.collect_garbage()
         assert len(workflows(cloud.engine, "storage_gc")) == 1
         cloud.engine.run()
-        assert refs(cloud.engine, sid) == [("Primary", "Destroyed"), ("Image", "Ready")]
-        assert cloud.engine.store.count(OpLock) == 0
+        assert refs(cloud.engine, sid) == [("Primary", "Destroyed")]
+        assert cloud.engine.store.count(NamedLock) == 0
+
+    def test_a_crash_mid_pass_frees_the_lock_for_a_peer(self):
+        """The crashed holder's session ended, and its GlobalLock with it: a peer's pass runs at once (audit D-13)."""
+        cloud = Cloud(faults=FaultPlan().fail("managed.deleteAsync").crash("storage_gc.DriverAnswered", ms_id=1))
+        sid = _destroying_ref(cloud)
+        peer = cloud.engine.peer(2)
+        cloud.engine.collect_garbage()
+        cloud.engine.run()
+        assert cloud.engine.crashes == ["storage_gc.DriverAnswered"]
+        assert cloud.engine.store.count(NamedLock) == 0
+        assert refs(cloud.engine, sid) == [("Primary", "Destroying")]  # the file went; the answer died with ms 1
+        peer.collect_garbage()
+        peer.run()
+        assert [w.state for w in workflows(cloud.engine, "storage_gc")] == ["Collecting", "Done"]
+        assert refs(cloud.engine, sid) == [("Primary", "Destroyed")]
+        assert cloud.engine.store.count(NamedLock) == 0
 
     def test_the_same_server_does_not_start_a_second_pass_while_its_first_waits(self):
         """The collector is one thread blocked on the delete: the lock's re-entrancy does not let a pass overlap.

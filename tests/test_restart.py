@@ -350,7 +350,7 @@ class TestPeers:
         """spec §10.1: server 2 fails server 1's jobs and fails its Creating snapshot; its own job goes on."""
         cloud, ms2, mine, job2 = self._two_servers("cloudstack")
         assert ms2.job_status(job2.id) == "IN_PROGRESS"
-        assert ms2.on_management_node_left(1) == {"jobs_failed": 2, "ms_id_details": 0}
+        assert ms2.on_management_node_left(1) == {"locks_released": 1, "jobs_failed": 2, "ms_id_details": 0}
         rows = {r.msid: r.state for r in cloud.engine.store.find(ManagementServer)}
         assert rows == {1: "Down", 2: "Up"}
         assert answer(cloud.engine, mine.job_id) == ("FAILED", 530, CANCELLED)
@@ -362,9 +362,16 @@ class TestPeers:
         assert ms2.get(Volume, ms2.get(Snapshot, job2.instance_id).volume_id).state == "Ready"
 
     def test_without_peer_cleanup_the_jobs_wait_for_their_servers_restart(self):
-        """The code as read at U (listener never registered): nothing is cleaned until server 1 restarts."""
+        """The code as read at U (job manager never a listener): no job is cleaned until server 1 restarts.
+
+        The lock controller's listener is another one (spec §21.1): server 1's ``snapshots<id>`` lock goes at once.
+        """
         cloud, ms2, mine, job2 = self._two_servers(Profile("cloudstack", peer_cleanup_on_node_left=False))
-        assert ms2.on_management_node_left(1) == {"jobs_failed": 0, "ms_id_details": 0}
+        assert [(lock.key, lock.ms_id) for lock in cloud.engine.store.find(OpLock)] == [
+            (f"snapshots{mine.snapshot.id}", 1)
+        ]
+        assert ms2.on_management_node_left(1) == {"locks_released": 1, "jobs_failed": 0, "ms_id_details": 0}
+        assert cloud.engine.store.count(OpLock) == 0
         assert mine.status == "IN_PROGRESS"
         assert (mine.snapshot.status, mine.volume.state) == ("Creating", "Snapshotting")
         cloud.engine.restart()

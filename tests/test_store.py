@@ -12,7 +12,7 @@ import re
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import attrs
@@ -713,3 +713,45 @@ def test_the_worker_module_runs_from_any_directory(tmp_path: Path) -> None:
         timeout=60,
     )
     assert (done.returncode, done.stderr.strip().splitlines()[-1]) == (1, "unknown worker 'nonsense' (race, churn)")
+
+
+def _rolled_back(store: Store, *writes: Callable[[], object], beside: Callable[[], object]) -> None:
+    """A transaction that makes ``writes`` and a write beside it, then fails."""
+    with store.atomic():
+        for write in writes:
+            write()
+        store.beside_transaction(beside)
+        raise RuntimeError
+
+
+class TestBesideTransaction:
+    """``Store.beside_transaction``: a write a rollback does not take back (simulated storage, spec §21.4.1)."""
+
+    def test_a_rollback_does_not_take_it_back(self, store: Store) -> None:
+        """Made inside a transaction that rolls back: the other writes are gone, this one is there."""
+        volume = new_volume(store)
+        with pytest.raises(RuntimeError):
+            _rolled_back(
+                store, lambda: store.update(volume, name="renamed"), beside=lambda: store.update(volume, size=2 * GIB)
+            )
+        assert (store.reload(volume).name, store.reload(volume).size) == ("data", 2 * GIB)
+        assert not store.conn.in_transaction
+
+    def test_an_inner_rollback_keeps_it_and_so_does_the_outer_commit(self, store: Store) -> None:
+        """A savepoint rolled back inside a transaction that commits: the write stays, made once more."""
+        volume = new_volume(store)
+        with store.atomic():
+            with pytest.raises(RuntimeError):
+                _rolled_back(store, beside=lambda: store.update(volume, size=3 * GIB))
+            store.update(volume, name="renamed")
+        assert (store.reload(volume).name, store.reload(volume).size) == ("renamed", 3 * GIB)
+
+    def test_the_redo_is_no_crash_point(self, store: Store) -> None:
+        """Redone after the rollback without calling ``write_point``: a crash falls only before a block."""
+        volume = new_volume(store)
+        points: list[str] = []
+        store.write_point = lambda: points.append("write")
+        with pytest.raises(RuntimeError):
+            _rolled_back(store, beside=lambda: store.update(volume, size=4 * GIB))
+        assert points == ["write"]
+        assert store.reload(volume).size == 4 * GIB

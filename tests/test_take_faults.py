@@ -415,12 +415,12 @@ def test_storpool_deletes_its_snapshot_when_the_backup_fails() -> None:
     assert taken.objects("primary") == []
 
 
-def test_storage_system_keeps_the_lock_after_a_failed_take() -> None:
-    """StorageSystemSnapshotStrategy releases the snapshot's lock outside its finally block (spec §5.7)."""
+def test_storage_system_keeps_the_lock_until_its_job_ends() -> None:
+    """StorageSystemSnapshotStrategy does not release its lock when the take throws (spec §5.7); the end of the
+    work job's thread releases it (``Merovingian2.cleanupThread``, spec §21.7 on §5.7)."""
     cloud, taken = run_case("StorageSystem takeSnapshot error")
-    assert [(lock.key, lock.ms_id) for lock in cloud.engine.store.find(OpLock)] == [
-        (f"snapshots{taken.snapshot.id}", 1)
-    ]
+    assert taken.status == "FAILED"
+    assert cloud.engine.store.count(OpLock) == 0
 
 
 @pytest.mark.parametrize("name", ["takeSnapshot error", "copyAsync error", "snapshot locked elsewhere"])

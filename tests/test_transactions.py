@@ -1,162 +1,271 @@
-"""What the createSnapshot path commits together, and what alone (spec §21.2, §21.4.3, §21.5).
+"""The blocks CloudStack commits together (spec §21.2, §21.5), and crash points on both sides of each.
 
-``allocSnapshot`` has no transaction: the snapshot's insert and each count increment commit on their own, each
-increment being its own small transaction. An increment that finds no ``resource_count`` row throws after the insert:
-the ``Allocated`` row and the earlier increment stay, no job is created and the API answers at once. The API job's
-insert (``submitAsyncJob``) and the tags of a successful take (``createTags``) are one transaction each. The crash
-windows of the create phase are in ``test_restart.py`` (``test_a_crash_in_the_create_phase_keeps_what_was_committed``).
+A block is one SQLite transaction (``Store.atomic``) around the same writes as CloudStack's, rolled back on the same
+exceptions; a crash never falls inside one. ``deleteSnapshotInfos`` is tested with the delete (``test_delete.py``).
+Here: ``postSnapshotCreation`` (sync backup and ``BackupSnapshotTask``), ``cleanupLeftOverJobs`` with the ``MS_ID``
+cleanup, the attached path's ``submitAsyncJob``, and ``saveDetails`` of a policy.
 """
 
 from __future__ import annotations
 
 import pytest
-from cloud import Cloud, Taken, action_events
+from cloud import Cloud
+from lifecycle_cloud import CANCELLED, answer, details, snapshot
 
-from snapshotfsm.errors import ApiError, CloudRuntimeException, ServerDown
+from snapshotfsm.describe import volume_str
+from snapshotfsm.errors import ApiError, CloudRuntimeException, NullPointerException, ServerDown
 from snapshotfsm.faults import FaultPlan
-from snapshotfsm.store.records import Alert, AsyncJob, ResourceCount, ResourceTag, Snapshot, Workflow
+from snapshotfsm.orchestration import policies, restart
+from snapshotfsm.store.records import (
+    AsyncJob,
+    NamedLock,
+    OpLock,
+    Snapshot,
+    SnapshotPolicy,
+    SnapshotPolicyDetail,
+    SnapshotSchedule,
+    SnapshotStoreRef,
+    UsageEvent,
+    VmWorkJob,
+)
 
-GENERIC = "Internal error executing command, please contact your system administrator"
-ALLOC_ERROR = "Error while creating entity for allocating snapshot"
-TAGS = {"team": "web", "tier": "gold"}
+
+def _primary_refs(cloud: Cloud) -> list[tuple[int, int]]:
+    """Every primary ref left: (snapshot id, parent_snapshot_id)."""
+    rows = cloud.engine.store.find(SnapshotStoreRef, "store_role = 'Primary'")
+    return [(r.snapshot_id, r.parent_snapshot_id) for r in rows]
 
 
-def _without_count(cloud: Cloud, resource: str) -> None:
-    """Delete alice's ``resource_count`` row of ``resource``: ``updateCountByDeltaForIds`` then finds no row."""
-    row = cloud.engine.store.first(ResourceCount, "account_id = ? AND type = ?", (cloud.alice.id, resource))
-    assert row is not None
-    cloud.engine.store.delete(row, by="test: a resource_count row missing")
+def _off_primary(cloud: Cloud) -> list[int]:
+    return [u.resource_id for u in cloud.engine.store.find(UsageEvent, "type = 'SNAPSHOT.OFF_PRIMARY'")]
 
 
-class TestAnIncrementThatFails:
-    """Spec §21.4.3: the increment's own transaction rolls back, nothing before it does."""
+class TestPostSnapshotCreation:
+    """``DefaultSnapshotStrategy.postSnapshotCreation``: {MS_ID delete; per parent: OFF_PRIMARY usage and primary-ref
+    delete; the current ref's ``parent_snapshot_id = 0``}, with its catch inside, after the MS_ID delete (§21.2)."""
 
-    @pytest.mark.parametrize(
-        ("missing", "left"),
-        [
-            ("snapshot", {"primary_storage": 0, "secondary_storage": 0}),
-            ("secondary_storage", {"snapshot": 1, "primary_storage": 0}),
-        ],
-        ids=["first increment", "second increment"],
-    )
-    def test_the_allocated_row_and_the_earlier_increment_stay(self, missing, left):
-        """CRE "Failed to increment resource count", answered 530 at once; the row stays Allocated, no job."""
-        cloud = Cloud()
+    @staticmethod
+    def _second_take(faults: FaultPlan, *, async_backup: bool = False) -> tuple[Cloud, int, int]:
+        """Two XenServer snapshots of one volume; the second's primary ref has the first's as its parent."""
+        cloud = Cloud(faults=faults)
         volume = cloud.volume("xen-nfs")
-        _without_count(cloud, missing)
-        with pytest.raises(ApiError) as info:
-            cloud.engine.create_snapshot(volume.id)
-        assert (info.value.code, info.value.text) == (530, GENERIC)
-        assert isinstance(info.value.exception, CloudRuntimeException)
-        message = f"Failed to increment resource count of type {missing} for account id={cloud.alice.id}"
-        assert info.value.exception.message == message
-        snapshots = cloud.engine.store.find(Snapshot)
-        assert [(s.status, s.removed) for s in snapshots] == [("Allocated", None)]
-        assert cloud.counts() == left
-        assert cloud.engine.store.find(AsyncJob) == []
-        sid = snapshots[0].id
-        alice = cloud.alice.id
-        assert action_events(cloud.engine, "SNAPSHOT.CREATE") == [("Created", "ERROR", alice, alice, sid, ALLOC_ERROR)]
-        assert cloud.engine.store.find(Alert) == []  # not a ResourceAllocationException
-        run = cloud.engine.store.find(Workflow, "machine = 'take_snapshot'")[-1]
-        assert (run.state, run.snapshot_id) == ("Rejected", sid)
+        first = cloud.take(volume).snapshot.id
+        second = cloud.take(volume, async_backup=async_backup).snapshot.id
+        return cloud, first, second
 
-    def test_a_root_admin_reads_the_message(self):
-        """ApiServer shows a CloudRuntimeException's text to a root admin only (spec appendix B)."""
-        cloud = Cloud()
-        volume = cloud.volume("xen-nfs")
-        _without_count(cloud, "secondary_storage")
-        with pytest.raises(ApiError) as info:
-            cloud.engine.create_snapshot(volume.id, caller=cloud.root)
-        assert (info.value.code, info.value.text) == (
-            530,
-            f"Failed to increment resource count of type secondary_storage for account id={cloud.alice.id}",
-        )
+    def test_all_of_it_commits(self):
+        """Without a fault: MS_ID gone, the parent's primary ref gone with its OFF_PRIMARY, the parent link cleared."""
+        cloud, first, second = self._second_take(FaultPlan())
+        assert details(cloud.engine, second) == {}
+        assert _primary_refs(cloud) == [(second, 0)]
+        assert _off_primary(cloud) == [first]
 
-    def test_the_leftover_is_deleted_and_decremented_though_never_counted(self):
-        """Deleting the Allocated leftover soft-removes it and gives back a ``snapshot`` it may never have counted.
+    def test_a_crash_before_it_writes_none_of_it(self):
+        """``backup.answered#4`` is the block: before it, the MS_ID and the parent's ref are all still there."""
+        cloud, first, second = self._second_take(FaultPlan().crash("backup.answered#4", nth=2))
+        assert cloud.engine.crashes == ["backup.answered#4"]
+        assert snapshot(cloud.engine, second) == ("BackedUp", False)
+        assert details(cloud.engine, second) == {"MS_ID": "1"}
+        assert _primary_refs(cloud) == [(first, 0), (second, first)]
+        assert _off_primary(cloud) == []
 
-        With the first increment failed there is no row to decrement: ``decrementResourceCount`` only alerts.
+    def test_a_crash_after_it_keeps_all_of_it(self):
+        """Just after the block (before post-processing): every write of it is there."""
+        cloud, first, second = self._second_take(FaultPlan().crash("take_snapshot.PostProcess", nth=2))
+        assert cloud.engine.crashes == ["take_snapshot.PostProcess"]
+        assert details(cloud.engine, second) == {}
+        assert _primary_refs(cloud) == [(second, 0)]
+        assert _off_primary(cloud) == [first]
+
+    def test_the_async_task_runs_it_as_one_block_too(self):
+        """``BackupSnapshotTask``: the same block in ``backup_task.answered``; a crash before it writes none of it."""
+        cloud, first, second = self._second_take(FaultPlan().crash("backup_task.answered#3", nth=1), async_backup=True)
+        assert cloud.engine.crashes == ["backup_task.answered#3"]
+        assert details(cloud.engine, second) == {"MS_ID": "1"}
+        assert _primary_refs(cloud) == [(first, 0), (second, first)]
+
+    def test_the_async_task_commits_all_of_it_before_its_next_step(self):
+        """A crash just after the block (before the task's Finish): every write of it is there."""
+        cloud, first, second = self._second_take(FaultPlan().crash("backup_task.Finish"), async_backup=True)
+        assert cloud.engine.crashes == ["backup_task.Finish"]
+        assert details(cloud.engine, second) == {}
+        assert _primary_refs(cloud) == [(second, 0)]
+        assert _off_primary(cloud) == [first]
+
+    def test_an_error_inside_keeps_what_was_done_before_it_and_the_take_goes_on(self):
+        """The parent's row is expunged while the child's copy runs: its NotFound is caught inside the block.
+
+        The MS_ID delete and the parent ref's delete before the error commit; the ``parent_snapshot_id = 0`` after it
+        is not written; the take goes on to its post-processing and SUCCEEDS (audit E-9).
         """
         cloud = Cloud()
         volume = cloud.volume("xen-nfs")
-        _without_count(cloud, "snapshot")
-        with pytest.raises(ApiError):
-            cloud.engine.create_snapshot(volume.id)
-        sid = cloud.engine.store.find(Snapshot)[0].id
-        job = cloud.engine.delete_snapshot(sid)
-        cloud.engine.run()
-        assert cloud.engine.job_status(job.id) == "SUCCEEDED"
-        assert cloud.engine.get(Snapshot, sid).removed is not None
-        assert cloud.counts() == {"primary_storage": 0, "secondary_storage": 0}
-        assert [(a.type, a.subject, a.data_center_id) for a in cloud.engine.store.find(Alert)] == [
-            (
-                "ALERT_TYPE_UPDATE_RESOURCE_COUNT",
-                f"Failed to decrement resource count of type snapshot for account id={cloud.alice.id}",
-                0,
-            )
-        ]
-
-    def test_with_the_second_increment_failed_the_delete_gives_back_the_first(self):
-        """The ``snapshot`` increment was counted: the delete's decrement brings it back to 0."""
-        cloud = Cloud()
-        volume = cloud.volume("xen-nfs")
-        _without_count(cloud, "secondary_storage")
-        with pytest.raises(ApiError):
-            cloud.engine.create_snapshot(volume.id)
-        sid = cloud.engine.store.find(Snapshot)[0].id
-        assert cloud.counts()["snapshot"] == 1
-        cloud.engine.delete_snapshot(sid)
-        cloud.engine.run()
-        assert cloud.counts() == {"snapshot": 0, "primary_storage": 0}
+        first = cloud.take(volume).snapshot.id
+        taken = cloud.create(volume)
+        engine = cloud.engine
+        while engine.get(Snapshot, taken.snapshot.id).status != "BackingUp":
+            engine.run(max_tasks=1)
+        engine.store.delete(engine.get(Snapshot, first), by="test: expunged meanwhile")
+        engine.run()
+        assert taken.status == "SUCCEEDED"
+        assert snapshot(engine, taken.snapshot.id) == ("BackedUp", False)
+        assert details(engine, taken.snapshot.id) == {}
+        assert _primary_refs(cloud) == [(taken.snapshot.id, first)]
+        assert _off_primary(cloud) == []
+        assert [u[0] for u in taken.usage()] == ["SNAPSHOT.ON_PRIMARY", "SNAPSHOT.CREATE"]
 
 
-class TestTheJobInsert:
-    def test_the_job_is_inserted_after_the_scheduled_event(self):
-        """``onScheduledActionEvent`` then ``submitAsyncJob``: a crash between them leaves the event, no job."""
-        cloud = Cloud(faults=FaultPlan().crash("jobs.submit#2"))
-        volume = cloud.volume("xen-nfs")
+def _crashed_while_backing_up() -> tuple[Cloud, int, int]:
+    """The server died as the backup copy answered: two jobs IN_PROGRESS, a BackingUp snapshot with MS_ID."""
+    cloud = Cloud(faults=FaultPlan().crash("take_snapshot.BackupAnswered"))
+    taken = cloud.take(cloud.volume("xen-nfs"))
+    assert snapshot(cloud.engine, taken.snapshot.id) == ("BackingUp", False)
+    assert details(cloud.engine, taken.snapshot.id) == {"MS_ID": "1"}
+    return cloud, taken.snapshot.id, taken.job_id
+
+
+def _in_progress(cloud: Cloud) -> list[int]:
+    return [j.id for j in cloud.engine.store.find(AsyncJob, "job_status = 0")]
+
+
+class TestCleanupLeftOverJobs:
+    """``cleanupLeftOverJobs`` and the ``MS_ID`` cleanup are one transaction (spec §10.1, §21.2, §21.7 on §10.1)."""
+
+    def test_it_commits_the_jobs_and_the_ms_id_cleanup_together(self):
+        """The jobs FAILED (530), the BackingUp snapshot Error, its MS_ID gone."""
+        cloud, sid, job_id = _crashed_while_backing_up()
+        report = cloud.engine.restart()
+        assert (report["jobs_failed"], report["ms_id_details"]) == (2, 1)
+        assert answer(cloud.engine, job_id) == ("FAILED", 530, CANCELLED)
+        assert snapshot(cloud.engine, sid) == ("Error", False)
+        assert details(cloud.engine, sid) == {}
+
+    def test_an_exception_in_the_ms_id_part_rolls_the_whole_cleanup_back(self, monkeypatch, caplog):
+        """A RuntimeException escaping ``cleanupFailedSnapshotsCreatedWithDefaultStrategy``: every job stays
+        IN_PROGRESS, the snapshot and its MS_ID as they were; the outer catch only logs (audit E-10)."""
+        cloud, sid, job_id = _crashed_while_backing_up()
+        jobs = _in_progress(cloud)
+        assert job_id in jobs
+
+        def thrown(*args: object, **kwargs: object) -> Snapshot:
+            raise NullPointerException("injected")
+
+        monkeypatch.setattr(restart, "snapshot_event", thrown)
+        report = cloud.engine.restart()
+        assert (report["jobs_failed"], report["ms_id_details"]) == (0, 0)
+        assert answer(cloud.engine, job_id)[0] == "IN_PROGRESS"
+        assert snapshot(cloud.engine, sid) == ("BackingUp", False)
+        assert details(cloud.engine, sid) == {"MS_ID": "1"}
+        assert "cleaning up left over jobs for management server 1" in caplog.text
+        monkeypatch.undo()
+        cloud.engine.crash()
+        report = cloud.engine.restart()  # the next restart does it
+        assert (report["jobs_failed"], report["ms_id_details"]) == (1, 1)
+        assert answer(cloud.engine, job_id) == ("FAILED", 530, CANCELLED)
+
+    def test_a_crash_before_it_writes_none_of_it(self):
+        """``restart.cleanup_left_over_jobs`` precedes the block: the jobs and the MS_ID are untouched."""
+        cloud, sid, job_id = _crashed_while_backing_up()
+        cloud.faults.crash("restart.cleanup_left_over_jobs")
         with pytest.raises(ServerDown):
-            cloud.engine.create_snapshot(volume.id)
-        assert [e[0] for e in action_events(cloud.engine, "SNAPSHOT.CREATE")] == ["Created", "Scheduled"]
-        assert cloud.engine.store.find(AsyncJob) == []
+            cloud.engine.restart()
+        assert cloud.engine.crashes[-1] == "restart.cleanup_left_over_jobs"
+        assert answer(cloud.engine, job_id)[0] == "IN_PROGRESS"
+        assert details(cloud.engine, sid) == {"MS_ID": "1"}
+
+    def test_a_crash_after_it_keeps_all_of_it(self):
+        """``restart.cleanup_storage_jobs`` follows the block: the jobs FAILED and the MS_ID cleanup are both kept."""
+        cloud, sid, job_id = _crashed_while_backing_up()
+        cloud.faults.crash("restart.cleanup_storage_jobs")
+        with pytest.raises(ServerDown):
+            cloud.engine.restart()
+        assert cloud.engine.crashes[-1] == "restart.cleanup_storage_jobs"
+        assert answer(cloud.engine, job_id) == ("FAILED", 530, CANCELLED)
+        assert snapshot(cloud.engine, sid) == ("Error", False)
+        assert details(cloud.engine, sid) == {}
 
 
-class TestTags:
-    """``TaggedResourceManagerImpl.createTags``: every tag of the call in one transaction."""
+class TestSubmitWorkJob:
+    """The attached path's ``submitAsyncJob``: {``async_job`` insert, queue item} in one transaction, under
+    ``op_lock vm_instance<vmId>`` released in a finally (spec §21.2, ``CreateSnapshotCmd.execute`` row)."""
 
-    def _crash(self, at: str) -> tuple[Cloud, Taken]:
+    # dispatch.enqueue's durable writes: #1 the lock, #2 the transaction, #3 the lock's release.
+
+    def _crash(self, at: str) -> tuple[Cloud, int]:
         cloud = Cloud(faults=FaultPlan().crash(at))
-        taken = cloud.take(cloud.volume("xen-nfs"), tags=TAGS)
+        taken = cloud.create(cloud.volume("xen-nfs"))
+        cloud.engine.run()
         assert cloud.engine.crashes == [at]
-        return cloud, taken
+        return cloud, taken.job_id
 
-    def test_a_successful_take_tags_its_snapshot(self):
-        """The tags of the call are on the snapshot, sorted by key here (a HashMap's order upstream)."""
-        cloud = Cloud()
-        taken = cloud.take(cloud.volume("xen-nfs"), tags=TAGS)
-        rows = cloud.engine.store.find(ResourceTag)
-        assert [(t.key, t.value, t.resource_id, t.resource_uuid, t.resource_type) for t in rows] == [
-            ("team", "web", taken.snapshot.id, taken.snapshot.uuid, "Snapshot"),
-            ("tier", "gold", taken.snapshot.id, taken.snapshot.uuid, "Snapshot"),
+    def test_a_crash_before_it_writes_neither_row(self):
+        """The lock is held (its own commit, the dead server's until cleaned up); no work job, no queue row."""
+        cloud, job_id = self._crash("dispatch.enqueue#2")
+        assert [j.id for j in cloud.engine.store.find(AsyncJob)] == [job_id]
+        assert cloud.engine.store.count(VmWorkJob) == 0
+        assert [(lock.key, lock.owner) for lock in cloud.engine.store.find(OpLock)] == [
+            ("vm_instance1", f"job-{job_id}")
         ]
 
-    def test_a_crash_before_the_tags_leaves_none(self):
-        """Before ``createTags``' transaction: no tag, the job IN_PROGRESS."""
-        cloud, taken = self._crash("jobs.succeed#1")
-        assert cloud.engine.store.find(ResourceTag) == []
-        assert taken.status == "IN_PROGRESS"
+    def test_a_crash_after_it_keeps_both(self):
+        """The work job and its queue row are both written; the lock is not released yet."""
+        cloud, job_id = self._crash("dispatch.enqueue#3")
+        work = cloud.engine.store.find(AsyncJob, "id != ?", (job_id,))
+        assert [j.job_cmd for j in work] == ["com.cloud.vm.VmWorkTakeVolumeSnapshot"]
+        assert [w.id for w in cloud.engine.store.find(VmWorkJob)] == [work[0].id]
+        assert cloud.engine.store.count(OpLock) == 1
 
-    def test_a_crash_after_the_tags_leaves_all_of_them(self):
-        """The next durable write after the tags: both tags are there, the Completed event and the job not yet."""
-        cloud, taken = self._crash("jobs.succeed#2")
-        assert [t.key for t in cloud.engine.store.find(ResourceTag)] == ["team", "tier"]
-        assert [e[0] for e in action_events(cloud.engine, "SNAPSHOT.CREATE")] == ["Created", "Scheduled", "Started"]
-        assert taken.status == "IN_PROGRESS"
+    def test_the_lock_is_released_once_submitted(self):
+        """Released in the finally: a crash at the next write finds no lock."""
+        cloud, _ = self._crash("dispatch.enqueue#4")
+        assert cloud.engine.store.count(OpLock) == 0
 
-    def test_without_tags_nothing_is_written_for_them(self):
-        """No tags, no transaction: the first write of the step is the Completed event."""
-        cloud = Cloud(faults=FaultPlan().crash("jobs.succeed#2"))
-        taken = cloud.take(cloud.volume("xen-nfs"))
-        assert [e[0] for e in action_events(cloud.engine, "SNAPSHOT.CREATE")][-1] == "Completed"
-        assert taken.status == "IN_PROGRESS"
+
+class TestPolicyCreation:
+    """``createPolicy`` is not one transaction: each write on its own, ``saveDetails`` one transaction, all under the
+    GlobalLock ``createSnapshotPolicy_<volumeId>`` (spec §18.6, §21.2 policy-create row)."""
+
+    def test_the_details_are_written_together(self):
+        """zoneid and storageid rows of the policy, in one saveDetails."""
+        cloud = Cloud()
+        zone2 = cloud.engine.add_zone("zone2")
+        cloud.engine.add_image_store(zone2, "secondary2")
+        volume = cloud.volume("xen-nfs")
+        policy = cloud.engine.create_snapshot_policy(
+            volume.id, interval="hourly", schedule="5", max_snaps=3, zone_ids=[zone2.id]
+        )
+        rows = cloud.engine.store.find(SnapshotPolicyDetail, "policy_id = ?", (policy.id,))
+        assert [(r.name, r.value) for r in rows] == [("zoneid", str(zone2.id))]
+        assert cloud.engine.store.count(NamedLock) == 0
+
+    def test_a_failure_after_the_policy_insert_keeps_the_policy(self, monkeypatch):
+        """No transaction around the call: what was written before a failure stays (§21.5 policy | details |
+        schedule); the lock is released in the finally."""
+        cloud = Cloud()
+        volume = cloud.volume("xen-nfs")
+
+        def thrown(*args: object, **kwargs: object) -> None:
+            raise CloudRuntimeException("injected")
+
+        monkeypatch.setattr(policies, "schedule_next", thrown)
+        with pytest.raises(ApiError):
+            cloud.engine.create_snapshot_policy(volume.id, interval="hourly", schedule="5", max_snaps=3)
+        assert cloud.engine.store.count(SnapshotPolicy) == 1
+        assert cloud.engine.store.count(SnapshotSchedule) == 0
+        assert cloud.engine.store.count(NamedLock) == 0
+
+    def test_a_lock_held_elsewhere_refuses_the_call_and_writes_nothing(self):
+        """GlobalLock ``createSnapshotPolicy_<volumeId>`` held (by a peer): CloudStack's CRE, 530; nothing written."""
+        cloud = Cloud()
+        volume = cloud.volume("xen-nfs")
+        cloud.engine.add(NamedLock(name=f"createSnapshotPolicy_{volume.id}", ms_id=2, owner="ApiServer"))
+        before = cloud.dump()
+        with pytest.raises(ApiError) as refused:
+            cloud.engine.create_snapshot_policy(
+                volume.id, interval="hourly", schedule="5", max_snaps=3, caller=cloud.root
+            )
+        assert (refused.value.code, refused.value.text) == (
+            530,
+            f"Unable to acquire lock for creating snapshot policy [HOURLY] for {volume_str(volume)}",
+        )
+        assert cloud.dump() == before

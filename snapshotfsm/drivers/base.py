@@ -7,6 +7,11 @@ survive a crash, while an answer due to a server that crashed meanwhile is lost.
 
 A fault plan (``snapshotfsm.faults``) makes the n-th call of a named operation fail: an error answer, an exception
 thrown at the call, no answer at all, or a null answer (spec §5.6 step 6).
+
+Some callers block on an asynchronous operation and get its answer on their own thread (spec §21.3: the image and
+default primary drivers' ``deleteAsync`` send their command with a blocking ``sendMessage`` and complete the callback
+themselves): :meth:`Driver.call_blocking` answers at once, with no simulated time passing, so that the callback's
+writes fall inside the caller's transaction.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 
 import attrs
 
-from snapshotfsm.errors import CloudRuntimeException, DriverContractError, InvalidValue
+from snapshotfsm.errors import CloudRuntimeException, DriverContractError, InvalidValue, NeverAnswered
 from snapshotfsm.store.records import StorageObject
 
 if TYPE_CHECKING:
@@ -150,7 +155,7 @@ class Driver:
             CloudRuntimeException: an injected ``exception`` fault, thrown at the call as a driver would.
         """
         env = self.env
-        self._declared(op, ASYNC)
+        self._declared(op, ASYNC, "async")
         rule = env.faults.on_call([*(f"{a}.{op}" for a in self.aliases), op], env.scheduler.clock.now_ms)
         if rule is not None and rule.kind == "exception":
             raise CloudRuntimeException(rule.message or f"{self.kind} driver threw on {op} (injected fault)")
@@ -182,7 +187,7 @@ class Driver:
         Raises:
             CloudRuntimeException: an injected ``exception`` fault.
         """
-        self._declared(op, SYNC)
+        self._declared(op, SYNC, "sync")
         rule = self.env.faults.on_call([*(f"{a}.{op}" for a in self.aliases), op], self.env.scheduler.clock.now_ms)
         if rule is None:
             return effect()
@@ -192,23 +197,59 @@ class Driver:
             return Answer(result=False, details=rule.message or f"{op} failed on {self.kind} (injected fault)")
         return Answer(result=False, details=f"no answer from {self.kind} to {op} (timeout)")
 
-    def _declared(self, op: str, call: str) -> None:
-        if self.operations.get(op) != call:
+    def call_blocking(self, op: str, effect: Callable[[], Answer]) -> Answer | None:
+        """An asynchronous operation whose caller blocks on it and is answered on its own thread (spec §21.3).
+
+        The fault plan applies under the operation's own name and kinds, as to :meth:`call`: ``error`` is a failed
+        answer, ``exception`` is thrown at the call, ``null_answer`` is None, and ``no_answer`` means the calling
+        thread blocks for ever. No simulated time passes: the answer is what the storage did at once.
+
+        Raises:
+            CloudRuntimeException: an injected ``exception`` fault.
+            NeverAnswered: an injected ``no_answer`` fault. The caller must let it through its transaction (which then
+                rolls back, as the connection of a thread that never returns is never committed) and wait for ever.
+        """
+        self._declared(op, ASYNC, "blocking")
+        rule = self.env.faults.on_call([*(f"{a}.{op}" for a in self.aliases), op], self.env.scheduler.clock.now_ms)
+        if rule is None:
+            return effect()
+        if rule.kind == "exception":
+            raise CloudRuntimeException(rule.message or f"{self.kind} driver threw on {op} (injected fault)")
+        if rule.kind == "error":
+            return Answer(result=False, details=rule.message or f"{op} failed on {self.kind} (injected fault)")
+        if rule.kind == "null_answer":
+            return None
+        raise NeverAnswered(f"{self.kind}.{op}")
+
+    def _declared(self, op: str, declared: str, call: str) -> None:
+        """Refuse a call of ``op`` (an ``async``, ``sync`` or ``blocking`` call) unless it is declared ``declared``.
+
+        A blocking call is one of an operation declared asynchronous, made by a caller that waits for its answer.
+        """
+        if self.operations.get(op) != declared:
             raise DriverContractError(
                 f"driver {self.kind!r} ({type(self).__qualname__}) calls {call} operation {op!r}, which its "
-                f"operations do not declare as {call} (declared: {', '.join(sorted(self.operations)) or 'none'})"
+                f"operations do not declare as {declared} (declared: {', '.join(sorted(self.operations)) or 'none'})"
             )
 
     def delete_snapshot(self, path: str, callback: Callback) -> None:
         """``deleteAsync`` of the snapshot at ``path`` on this store; deleting what is already gone succeeds."""
+        self.call("deleteAsync", callback, lambda: self._delete(path))
 
-        def effect() -> Answer:
-            found = self.find(path)
-            if found is not None:
-                self.drop(found)
-            return Answer(result=True, path=path)
+    def delete_snapshot_blocking(self, path: str) -> Answer | None:
+        """``deleteAsync`` as the image and default primary drivers make it: answered on the caller's thread (§21.3).
 
-        self.call("deleteAsync", callback, effect)
+        Raises:
+            CloudRuntimeException: an injected ``exception`` fault.
+            NeverAnswered: an injected ``no_answer`` fault (see :meth:`call_blocking`).
+        """
+        return self.call_blocking("deleteAsync", lambda: self._delete(path))
+
+    def _delete(self, path: str) -> Answer:
+        found = self.find(path)
+        if found is not None:
+            self.drop(found)
+        return Answer(result=True, path=path)
 
     # --- inventory -------------------------------------------------------------------------------------------------
 
@@ -238,5 +279,6 @@ class Driver:
         )
 
     def drop(self, obj: StorageObject) -> None:
-        """Mark ``obj`` deleted from storage."""
-        self.env.store.update(obj, deleted_ms=self.env.scheduler.clock.now_ms)
+        """Mark ``obj`` deleted from storage; a rollback of the caller's transaction does not bring it back."""
+        store, at = self.env.store, self.env.scheduler.clock.now_ms
+        store.beside_transaction(lambda: store.update(obj, deleted_ms=at))

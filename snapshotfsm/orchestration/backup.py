@@ -16,9 +16,9 @@ from snapshotfsm.drivers.base import Answer
 from snapshotfsm.errors import (
     CloudException,
     CloudRuntimeException,
+    NeverAnswered,
     NoTransitionException,
     NullPointerException,
-    ThreadBlocked,
 )
 from snapshotfsm.names import RefEvent, RefState, SnapshotEvent, SnapshotState, Take, Task
 from snapshotfsm.objects import AnswerType, missing_store_ref, snapshot_event, store_ref_event
@@ -223,13 +223,15 @@ def post_snapshot_creation(rt: Runtime, strategy: SnapshotStrategy, take: Snapsh
     """The strategy's ``postSnapshotCreation``; its errors are only logged (spec §5.9).
 
     False when it blocked the thread for good: StorageSystem's delete from primary storage of a SECONDARY snapshot
-    waits on the caller's thread for a driver that never answers. What it wrote before stays.
+    waits on the caller's thread for a driver that never answers. What it wrote before stays. The Default strategy
+    catches its own errors inside its transaction, after the MS_ID delete (spec §21.2,
+    ``DefaultSnapshotStrategy.post_snapshot_creation``), so nothing of it reaches this catch.
     """
     try:
         strategy.post_snapshot_creation(rt.strategy_env, take)
     except CloudException as exc:
         log.debug("postSnapshotCreation failed: %s", exc)
-    except ThreadBlocked as blocked:
+    except NeverAnswered as blocked:
         log.warning("postSnapshotCreation of snapshot %s never returns: %s", take.snapshot.id, blocked)
         return False
     return True

@@ -122,13 +122,19 @@ def copies_done(t: Turn[BackupTaskContext]) -> None:
     ctx = t.ctx
     thrown = ctx.copies.thrown if ctx.copies is not None else None
     if thrown is None or (not ctx.pool_ids and thrown.caught_by_zone_copies):
+        _end_try(t)
         return
     raise CloudRuntimeException(f"{thrown.type}: {thrown.message}")
 
 
 def finish(t: Turn[BackupTaskContext]) -> None:
-    """The task ends."""
-    del t
+    """The task ends, and its try's thread context closes."""
+    _end_try(t)
+
+
+def _end_try(t: Turn[BackupTaskContext]) -> None:
+    """The end of ``runInContext``: the try's thread context closes; locks it still holds go (spec §21.1)."""
+    t.rt.strategy_env.end_thread(t.ctx.thread)
 
 
 def decrease_attempts(t: Turn[BackupTaskContext]) -> str | None:
@@ -136,7 +142,9 @@ def decrease_attempts(t: Turn[BackupTaskContext]) -> str | None:
     rt, ctx = t.rt, t.ctx
     attempts = ctx.attempts
     if attempts >= 0:
+        _end_try(t)
         ctx.attempts = attempts - 1
+        ctx.thread = ctx.try_thread()  # the retry is a fresh task, on a thread of its own
         delay = rt.config.number("backup.retry.interval") * 1000
         t.later(Task.Retry, delay_ms=delay, label=f"BackupSnapshotTask retry, attempts {attempts - 1}")
         return None
@@ -154,6 +162,7 @@ def cleanup(t: Turn[BackupTaskContext]) -> None:
     except CloudException as exc:
         log.warning("BackupSnapshotTask cleanup failed: %s", exc)
         ctx.cleanup_failed = exc.message
+    _end_try(t)
 
 
 STEPS: StepTable = {

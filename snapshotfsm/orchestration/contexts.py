@@ -205,6 +205,14 @@ class BackupTaskContext(Context):
     """The snapshot's state before this try's BackupToSecondary (``backupSnapshot``'s ``origState``)."""
     cleanup_failed: str | None = None
     copies: CopyContext | None = None
+    thread: str = attrs.field(
+        default=attrs.Factory(lambda self: self.try_thread(), takes_self=True), metadata={"summary": False}
+    )
+    """Each try runs on a pool thread of its own (spec §21.3): named after the attempts it has left."""
+
+    def try_thread(self) -> str:
+        """The thread of the try that has ``attempts`` left after it."""
+        return f"BackupSnapshotTask snapshot {self.snapshot_id} attempts {self.attempts}"
 
     @property
     def plan(self) -> BackupPlan:

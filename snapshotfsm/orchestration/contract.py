@@ -60,6 +60,13 @@ class Context:
     volume_id: int = 0
     error: CloudException | None = None
     """What the step that failed raised; the error transition's steps read it and may replace it (a wrap)."""
+    thread: str = attrs.field(default="", metadata={"summary": False})
+    """The thread that runs the steps (spec §21.1, §21.3), as the lock table knows it; it owns their locks.
+
+    Empty: the executor thread of the job the workflow runs for (:func:`job_thread`). Set by whoever starts the run
+    when another thread runs it (the start-up thread, the storage GC, a ``BackupSnapshotTask`` try) or when the
+    thread changes (the VM work job of an attached take); a workflow a step waits for runs on that step's thread.
+    """
 
     def failure(self) -> CloudException:
         """The error an error transition handles (what the failed step raised, or what a rollback made of it)."""
@@ -84,6 +91,19 @@ class Context:
                     continue
             out[key] = value
         return out
+
+
+def job_thread(job_id: int) -> str:
+    """The executor thread of async job ``job_id`` (an API job or a VM work job), as its locks name it."""
+    return f"job-{job_id}"
+
+
+def thread_of(run: Run[Any]) -> str:
+    """Who runs ``run``'s steps: its context's thread, else its job's executor thread, else the run itself."""
+    ctx: Context = run.ctx
+    if ctx.thread:
+        return ctx.thread
+    return job_thread(ctx.job_id) if ctx.job_id else f"workflow-{run.id}"
 
 
 NOT_SUMMARISED: Mapping[str, object] = {"summary": False}
@@ -260,7 +280,12 @@ class Turn(Generic[C]):
         resume: str | None = None,
         label: str = "",
     ) -> None:
-        """Start a workflow once this step is persisted and run it at once; with ``resume``, wait for it to end."""
+        """Start a workflow once this step is persisted and run it at once; with ``resume``, wait for it to end.
+
+        CloudStack calls it on this step's thread: the new run's steps run on it, unless ``ctx`` names another.
+        """
+        if not ctx.thread:
+            ctx.thread = thread_of(self.run)
         self.effects.append(Spawn(machine, ctx, event, self.run if resume else None, resume, later=False, label=label))
 
     def schedule(self, machine: str, ctx: Context, event: str, *, label: str) -> None:

@@ -10,9 +10,11 @@ or false) or, at level ERROR, "Error while deleting snapshot. Snapshot ID: <uuid
 start-up re-delete call the method on ``this``: no such events.
 
 The DELETE strategy's code is a generator (``SnapshotStrategy.delete``) that yields where CloudStack blocks on a
-driver's future. ``delete.start`` is a generator step around it: the job waits in ``Deleting`` for each answer and
-``delete.answered`` resumes it there. The suspended step lives in the run's memory, as CloudStack's thread holds its
-stack: a crash loses it.
+driver's future answered by another thread. ``delete.start`` is a generator step around it: the job waits in
+``Deleting`` for each answer and ``delete.answered`` resumes it there. The suspended step lives in the run's memory,
+as CloudStack's thread holds its stack: a crash loses it. The Default strategy's deletes are answered on the job's
+own thread inside ``deleteSnapshotInfos``' transaction (spec §21.3), so it yields only where a delete never answers
+and the job waits for ever.
 """
 
 from __future__ import annotations
@@ -113,9 +115,9 @@ def _event(t: Turn[DeleteContext], text: str, *, state: str, level: str = "INFO"
     )
 
 
-def start_detached(runner: Runner, snapshot_id: int, *, caller_id: int) -> None:
-    """A delete nobody waits for (the restart cleanup of Destroying snapshots, spec §10.3)."""
-    run = runner.start(Machine.DELETE, DeleteContext(snapshot_id=snapshot_id, caller_id=caller_id))
+def start_detached(runner: Runner, snapshot_id: int, *, caller_id: int, thread: str) -> None:
+    """A delete nobody waits for (the restart cleanup of Destroying snapshots, spec §10.3), run on ``thread``."""
+    run = runner.start(Machine.DELETE, DeleteContext(snapshot_id=snapshot_id, caller_id=caller_id, thread=thread))
     runner.fire(run, Delete.Start)
 
 

@@ -11,15 +11,25 @@ import json
 
 from snapshotfsm.names import JobEvent, Take, WorkEvent, WorkState
 from snapshotfsm.orchestration.contexts import TakeContext
-from snapshotfsm.orchestration.contract import StepTable, Turn
+from snapshotfsm.orchestration.contract import StepTable, Turn, job_thread
 from snapshotfsm.orchestration.jobs import complete
 from snapshotfsm.store.records import AsyncJob, VmWorkJob
+from snapshotfsm.strategies.base import finally_unless_crash
 
 VM_WORK_TAKE_VOLUME_SNAPSHOT = "com.cloud.vm.VmWorkTakeVolumeSnapshot"
 
 
 def enqueue(t: Turn[TakeContext]) -> None:
-    """``takeVolumeSnapshotThroughJobQueue``: a VmWorkTakeVolumeSnapshot work job, queued on the VM (§4.3)."""
+    """``takeVolumeSnapshotThroughJobQueue``: a VmWorkTakeVolumeSnapshot work job, queued on the VM (§4.3).
+
+    ``submitAsyncJob(workJob, "VmWorkJobQueue", vmId)`` (spec §21.2, ``CreateSnapshotCmd.execute`` row): under
+    ``op_lock vm_instance<vmId>`` (``lockInLockTable``, its own commit, released in a finally), the ``async_job``
+    row and its queue item (here the ``vm_work_job`` row) in one transaction.
+
+    The lock is taken or refused at once (audit E-16): CloudStack waits up to ``vm.job.lock.timeout`` (1800 s) for
+    it. In the model only a server that died inside this step can hold it, and a peer's node-left cleanup then frees
+    it within that wait, so a refusal is taken as the end of such a wait: the job is submitted all the same.
+    """
     rt, ctx = t.rt, t.ctx
     vm_id = ctx.queue_vm_id
     info = {
@@ -36,22 +46,31 @@ def enqueue(t: Turn[TakeContext]) -> None:
         "zoneIds": list(ctx.zone_ids),
         "poolIds": list(ctx.pool_ids),
     }
-    job = rt.store.insert(
-        AsyncJob(
-            uuid=rt.new_uuid(),
-            job_dispatcher="VmWorkJobDispatcher",
-            # callingUser: the system user (1) for a scheduled snapshot, which runs in the owner's account.
-            user_id=ctx.user_id,
-            account_id=ctx.account_id,
-            job_cmd=VM_WORK_TAKE_VOLUME_SNAPSHOT,
-            job_cmd_info=json.dumps(info, sort_keys=True),
-            related=str(ctx.job_id),
-            job_init_msid=rt.ms_id,
-            created=rt.clock.timestamp(),
-            last_updated=rt.clock.timestamp(),
+    env = rt.strategy_env
+    key = f"vm_instance{vm_id}"
+    locked = env.acquire_lock(key)
+
+    def unlock() -> None:
+        if locked:
+            env.release_lock(key)
+
+    with finally_unless_crash(unlock), rt.store.atomic():
+        job = rt.store.insert(
+            AsyncJob(
+                uuid=rt.new_uuid(),
+                job_dispatcher="VmWorkJobDispatcher",
+                # callingUser: the system user (1) for a scheduled snapshot, which runs in the owner's account.
+                user_id=ctx.user_id,
+                account_id=ctx.account_id,
+                job_cmd=VM_WORK_TAKE_VOLUME_SNAPSHOT,
+                job_cmd_info=json.dumps(info, sort_keys=True),
+                related=str(ctx.job_id),
+                job_init_msid=rt.ms_id,
+                created=rt.clock.timestamp(),
+                last_updated=rt.clock.timestamp(),
+            )
         )
-    )
-    rt.store.insert(VmWorkJob(id=job.id, vm_instance_id=vm_id, state=WorkState.Queued))
+        rt.store.insert(VmWorkJob(id=job.id, vm_instance_id=vm_id, state=WorkState.Queued))
     ctx.work_job_id = job.id
     dispatch_next(t, vm_id)
 
@@ -75,9 +94,10 @@ def dispatch_next(t: Turn[TakeContext], vm_id: int) -> None:
 
 
 def start_work(t: Turn[TakeContext]) -> str:
-    """``VmWorkJobDispatcher.runJob``: the work job, holding the VM's slot, runs on this server."""
+    """``VmWorkJobDispatcher.runJob``: the work job, holding the VM's slot, runs on this server, on its own thread."""
     rt = t.rt
     job = rt.store.get(AsyncJob, t.ctx.work_job)
+    t.ctx.thread = job_thread(job.id)
     rt.store.update(job, job_executing_msid=rt.ms_id, last_updated=rt.clock.timestamp())
     return Take.Orchestrate
 
@@ -97,6 +117,7 @@ def _finish_work(t: Turn[TakeContext], work_event: str, job_event: str, code: in
     if work.state == WorkState.Running:
         rt.store.transit(work, work_event)
     complete(rt, rt.store.get(AsyncJob, work.id), job_event, code, result)
+    t.ctx.thread = ""  # the work job's thread has ended; the API job's own thread goes on
     dispatch_next(t, work.vm_instance_id)
 
 

@@ -17,26 +17,29 @@ from snapshotfsm.orchestration.contexts import GcContext, Machine
 from snapshotfsm.orchestration.contract import Resumes, StepGen, StepTable, Turn
 from snapshotfsm.orchestration.runner import Runner
 from snapshotfsm.orchestration.runtime import Runtime
-from snapshotfsm.store.records import ImageStore, OpLock, Snapshot, SnapshotStoreRef
-from snapshotfsm.strategies.base import DeleteRun, DriverDelete, service_delete
+from snapshotfsm.store.records import ImageStore, Snapshot, SnapshotStoreRef
+from snapshotfsm.strategies.base import DeleteRun, DeleteWait, service_delete
 
 log = logging.getLogger(__name__)
 GC_LOCK = "storagemgr.cleanup"
+"""The ``GlobalLock`` of ``cleanupStorage`` (a MySQL named lock, not an ``op_lock`` row: spec §21.1, §21.7 on §11)."""
+GC_THREAD = "StorageGarbageCollector"
+"""The collector's executor thread: the thread of every pass."""
 
-Collection = Generator[DriverDelete, Answer | None, None]
+Collection = Generator[DeleteWait, Answer | None, None]
 
 
 def run_once(runner: Runner) -> None:
-    """One ``cleanupStorage`` pass, if the ``storagemgr.cleanup`` lock is free.
+    """One ``cleanupStorage`` pass, if the GlobalLock ``storagemgr.cleanup`` is free (no transaction: spec §21.2).
 
     The collector is a single executor thread that blocks on each delete, so no pass starts while this server's
-    previous one still waits: the lock's re-entrancy for its holder does not apply here.
+    previous one still waits. A server that crashed mid-pass held the lock by its database session, which the crash
+    ended: a peer's pass then runs (``StrategyEnv.global_lock``).
     """
     rt = runner.rt
-    if rt.store.first(OpLock, "key = ?", (GC_LOCK,)) is not None:
+    if not rt.strategy_env.global_lock(GC_LOCK, owner=GC_THREAD):
         return
-    rt.strategy_env.acquire_lock(GC_LOCK, owner="StorageGarbageCollector")
-    runner.fire(runner.start(Machine.GC, GcContext()), Gc.Start)
+    runner.fire(runner.start(Machine.GC, GcContext(thread=GC_THREAD)), Gc.Start)
 
 
 def start_collector(runner: Runner) -> None:
@@ -121,8 +124,10 @@ def start(t: Turn[GcContext]) -> StepGen:
 
 
 def finish(t: Turn[GcContext]) -> None:
-    """The pass is over; the lock is released."""
-    t.rt.strategy_env.release_lock(GC_LOCK)
+    """The pass is over: the lock is released, and the pass's thread context closes (``cleanupThread``)."""
+    env = t.rt.strategy_env
+    env.global_unlock(GC_LOCK)
+    env.end_thread(GC_THREAD)
 
 
 STEPS: StepTable = {"gc.start": start, "gc.answered": Resumes(start), "gc.finish": finish}

@@ -17,7 +17,7 @@ from snapshotfsm.names import JobEvent, JobState, Take
 from snapshotfsm.orchestration import accounting
 from snapshotfsm.orchestration.api_errors import INTERNAL_ERROR, execute_error, through_work_job
 from snapshotfsm.orchestration.contexts import TakeContext
-from snapshotfsm.orchestration.contract import StepTable, Turn
+from snapshotfsm.orchestration.contract import StepTable, Turn, job_thread
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.store.records import AsyncJob, ResourceTag, Snapshot, Volume
 
@@ -107,22 +107,24 @@ def complete(rt: Runtime, job: AsyncJob, event: str, code: int, result: str | No
     """``AsyncJobManagerImpl.completeAsyncJob`` (spec §4.1): only a job that is IN_PROGRESS (and not removed) changes.
 
     In one transaction it sets the status, code, result and completing server, clears ``job_executing_msid`` and
-    soft-deletes the job row at once (``removed``).
+    soft-deletes the job row at once (``removed``). Then the job's thread context closes: the locks it still holds
+    go (``Merovingian2.cleanupThread``, spec §21.1), each on its own.
     """
-    if job.removed is not None or rt.store.state_of(job) != JobState.IN_PROGRESS:
-        return job
-    with rt.store.atomic():
-        job = rt.store.transit(job, event)
-        now = rt.clock.timestamp()
-        return rt.store.update(
-            job,
-            job_result_code=code,
-            job_result=result,
-            job_complete_msid=rt.ms_id,
-            job_executing_msid=None,
-            last_updated=now,
-            removed=now,
-        )
+    if job.removed is None and rt.store.state_of(job) == JobState.IN_PROGRESS:
+        with rt.store.atomic():
+            job = rt.store.transit(job, event)
+            now = rt.clock.timestamp()
+            job = rt.store.update(
+                job,
+                job_result_code=code,
+                job_result=result,
+                job_complete_msid=rt.ms_id,
+                job_executing_msid=None,
+                last_updated=now,
+                removed=now,
+            )
+    rt.strategy_env.end_thread(job_thread(job.id))
+    return job
 
 
 def serialized_response(kind: str, name: str, body: Mapping[str, object]) -> str:

@@ -47,12 +47,18 @@ from snapshotfsm.store.records import (
     Volume,
     Zone,
 )
+from snapshotfsm.strategies.base import finally_unless_crash
 
 log = logging.getLogger(__name__)
 
 INTERVALS = ("HOURLY", "DAILY", "WEEKLY", "MONTHLY")
 """``DateUtil.IntervalType``: a policy's ``interval`` column holds the ordinal."""
 POLL_LOCK = "snapshot.poll"
+"""The poller's ``GlobalLock`` (a MySQL named lock, not an ``op_lock`` row: spec §21.1, §21.7 on §11)."""
+POLL_THREAD = "SnapshotPollTask"
+"""The scheduler's timer thread (``ManagedContextTimerTask``): the thread of every poll."""
+API_THREAD = "ApiServer"
+"""The API request thread of a synchronous call (``createSnapshotPolicy``)."""
 TIMESTAMP = "%Y-%m-%d %H:%M:%S"
 DECEMBER = 12
 MAX_MONTHLY_DAY = 28
@@ -142,25 +148,29 @@ def create_policy(
 ) -> SnapshotPolicy:
     """``createSnapshotPolicy``: validate, then create or update the one policy per (volume, interval) (§9.1).
 
+    Not one transaction (spec §21.2, policy-create row): the policy, its schedule and the action event are each
+    written on their own, the details in one ``saveDetails`` transaction, all under the GlobalLock
+    ``createSnapshotPolicy_<volumeId>`` (§18.6). Every refusal comes before the first write, so a refused call
+    writes nothing.
+
     Raises:
         ApiError: a refusal, with the API layer's code.
     """
     caller = rt.store.get(Account, caller_id)
     try:
-        with rt.store.atomic():
-            return _create_policy(
-                rt,
-                caller,
-                volume_id,
-                interval,
-                schedule,
-                timezone,
-                max_snaps,
-                display,
-                list(zone_ids or ()),
-                list(storage_ids or ()),
-                use_storage_replication,
-            )
+        return _create_policy(
+            rt,
+            caller,
+            volume_id,
+            interval,
+            schedule,
+            timezone,
+            max_snaps,
+            display,
+            list(zone_ids or ()),
+            list(storage_ids or ()),
+            use_storage_replication,
+        )
     except CloudException as exc:
         code, text = create_phase_error(exc, caller)
         raise ApiError(code, text, exception=exc) from None
@@ -232,7 +242,19 @@ def _create_policy(
             )
     pool_ids = add_pools_for_copy_to_primary(rt, volume, zone_ids, list(storage_ids), replicate)
     _validate_policy_zones(rt, zone_ids, pool_ids, volume, caller)
-    return _persist(rt, volume, schedule, tz_id, INTERVALS.index(kind), max_snaps, display, zone_ids, pool_ids)
+    env = rt.strategy_env
+    name = policy_lock(volume.id)
+    if not env.global_lock(name, owner=API_THREAD):
+        raise CloudRuntimeException(
+            f"Unable to acquire lock for creating snapshot policy [{kind}] for {volume_str(volume)}"
+        )
+    with finally_unless_crash(lambda: env.global_unlock(name)):
+        return _persist(rt, volume, schedule, tz_id, INTERVALS.index(kind), max_snaps, display, zone_ids, pool_ids)
+
+
+def policy_lock(volume_id: int) -> str:
+    """The GlobalLock ``persistSnapshotPolicy`` takes (spec §18.6, §21.1): one per volume."""
+    return f"createSnapshotPolicy_{volume_id}"
 
 
 def _validate_policy_zones(
@@ -285,7 +307,10 @@ def _persist(
     zone_ids: list[int],
     pool_ids: list[int],
 ) -> SnapshotPolicy:
-    """``persistSnapshotPolicy``: one policy per (volume, interval): an existing one is updated (§9.1)."""
+    """``persistSnapshotPolicy``: one policy per (volume, interval): an existing one is updated (§9.1, §18.6).
+
+    Each write commits on its own but the details, one ``saveDetails`` transaction (spec §21.2).
+    """
     policy = rt.store.first(SnapshotPolicy, "volume_id = ? AND interval = ?", (volume.id, interval))
     if policy is None:
         policy = rt.store.insert(
@@ -301,9 +326,8 @@ def _persist(
                 display=display,
             )
         )
-        for name, ids in (("zoneid", zone_ids), ("storageid", pool_ids)):
-            for value in ids:
-                rt.store.insert(SnapshotPolicyDetail(policy_id=policy.id, name=name, value=str(value)))
+        details = [("zoneid", str(i)) for i in zone_ids] + [("storageid", str(i)) for i in pool_ids]
+        _save_details(rt, policy.id, details)
         schedule_next(rt, policy)
     else:
         was_displayed = policy.display
@@ -324,6 +348,20 @@ def _persist(
         state="Completed",
     )
     return policy
+
+
+def _save_details(rt: Runtime, policy_id: int, details: list[tuple[str, str]]) -> None:
+    """``SnapshotPolicyDetailsDao.saveDetails``: in one transaction, the policy's details deleted, the list inserted.
+
+    Spec §21.2 (policy-create row), §21.5: all or nothing. An empty list writes nothing.
+    """
+    if not details:
+        return
+    with rt.store.atomic():
+        for row in rt.store.find(SnapshotPolicyDetail, "policy_id = ?", (policy_id,)):
+            rt.store.delete(row, by="SnapshotPolicyDetailsDao.saveDetails")
+        for name, value in details:
+            rt.store.insert(SnapshotPolicyDetail(policy_id=policy_id, name=name, value=value))
 
 
 def _remove_schedule(rt: Runtime, policy: SnapshotPolicy) -> None:
@@ -363,17 +401,20 @@ def reschedule_all(rt: Runtime) -> None:
 
 
 def poll(runner: Runner) -> list[AsyncJob]:
-    """One ``SnapshotPollTask`` run under the ``snapshot.poll`` lock; returns the jobs it submitted (spec §9.2)."""
+    """One ``SnapshotPollTask`` run under the ``snapshot.poll`` GlobalLock; returns the jobs it submitted (spec §9.2).
+
+    The lock is released in a finally, and the timer task's thread context then closes (``cleanupThread``); a crash
+    does neither: the server is gone, and its session's end frees the GlobalLock (``restart.crash``).
+    """
     rt = runner.rt
     rt.scheduler_timestamp_ms = rt.clock.now_ms
     env = rt.strategy_env
-    if not env.acquire_lock(POLL_LOCK, owner="SnapshotPollTask"):
-        return []
-    try:
-        _reschedule_finished(rt)
-        return _dispatch_due(runner)
-    finally:
-        env.release_lock(POLL_LOCK)
+    with finally_unless_crash(lambda: env.end_thread(POLL_THREAD)):
+        if not env.global_lock(POLL_LOCK, owner=POLL_THREAD):
+            return []
+        with finally_unless_crash(lambda: env.global_unlock(POLL_LOCK)):
+            _reschedule_finished(rt)
+            return _dispatch_due(runner)
 
 
 def _reschedule_finished(rt: Runtime) -> None:

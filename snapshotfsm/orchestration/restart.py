@@ -1,10 +1,11 @@
 """A management server's crash, its restart cleanup, a peer's cleanup after it, and the storage GC (spec §10).
 
 A crash drops what the server held in memory (its runs, pending driver answers, retries, pollers) and keeps what it
-persisted. At start, CloudStack cleans up after itself in this order: left-over jobs and the snapshots they were
-creating, snapshots still carrying its ``MS_ID`` detail, failed volume work jobs and its left-over work-job rows,
-Destroying snapshots (deleted again), orphan policies, then every policy is rescheduled. A peer that sees a server
-leave runs the first of these for it (``onManagementNodeLeft``).
+persisted; its database sessions end, and with them its GlobalLocks (spec §21.1). At start, CloudStack cleans up
+after itself in this order: its ``op_lock`` rows (the lock controller's ``cleanupThisServer``), left-over jobs and
+the snapshots they were creating, snapshots still carrying its ``MS_ID`` detail, failed volume work jobs and its
+left-over work-job rows, Destroying snapshots (deleted again), orphan policies, then every policy is rescheduled. A
+peer that sees a server leave frees its ``op_lock`` rows and runs the job cleanup for it (``onManagementNodeLeft``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from snapshotfsm.store.records import (
     SYSTEM_ACCOUNT_ID,
     AsyncJob,
     ManagementServer,
+    NamedLock,
     OpLock,
     Snapshot,
     SnapshotDetail,
@@ -52,6 +54,8 @@ from snapshotfsm.strategies.default import MS_ID
 log = logging.getLogger(__name__)
 
 CANCELLED_TEXT = "job cancelled because of management server restart or shutdown"
+START_THREAD = "ManagementServer-start"
+"""The thread that runs the start-up cleanup (and the re-delete of Destroying snapshots in it)."""
 
 
 def mark_server(rt: Runtime, ms_id: int, state: str) -> None:
@@ -75,8 +79,35 @@ def crash(runner: Runner) -> int:
     dropped = len(rt.scheduler.drop_owned_by(rt.ms_id))
     runner.live.clear()
     rt.store.current_job_id = None
+    rt.strategy_env.thread = ""
+    end_sessions(rt, rt.ms_id)
     mark_server(rt, rt.ms_id, "Down")
     return dropped
+
+
+def end_sessions(rt: Runtime, ms_id: int) -> int:
+    """The crashed server's database sessions end: MySQL frees the GlobalLocks they held (spec §21.1).
+
+    That a crashed process's session ends and frees its ``GET_LOCK`` locks is MySQL behaviour, UNVERIFIED in the
+    spec. Its ``op_lock`` rows stay: only its restart or a peer's node-left cleanup removes them. Returns how many
+    named locks went.
+    """
+    held = rt.store.find(NamedLock, "ms_id = ?", (ms_id,))
+    for lock in held:
+        rt.store.delete(lock, by="MySQL session end (GET_LOCK released)")
+    return len(held)
+
+
+def release_locks(rt: Runtime, ms_id: int, *, by: str) -> int:
+    """The ``op_lock`` rows of server ``ms_id`` go: ``Merovingian2.cleanupThisServer`` or ``cleanupForServer``.
+
+    Spec §21.1: the lock controller does it over its own connection, each delete on its own, apart from (and before)
+    the job manager's cleanup transaction. Returns how many rows went.
+    """
+    held = rt.store.find(OpLock, "ms_id = ?", (ms_id,))
+    for lock in held:
+        rt.store.delete(lock, by=by)
+    return len(held)
 
 
 def restart(runner: Runner) -> dict[str, int]:
@@ -85,8 +116,10 @@ def restart(runner: Runner) -> dict[str, int]:
     rt.config.reload()
     rt.down = False
     mark_server(rt, rt.ms_id, "Up")
+    _phase(rt, "release_locks")
+    released = release_locks(rt, rt.ms_id, by="Merovingian2.cleanupThisServer")
     _phase(rt, "cleanup_left_over_jobs")
-    report = cleanup_left_over_jobs(rt, rt.ms_id)
+    report = {"locks_released": released, **cleanup_left_over_jobs(rt, rt.ms_id)}
     _phase(rt, "cleanup_storage_jobs")
     report["storage_jobs"] = cleanup_storage_jobs(rt, rt.ms_id)
     _phase(rt, "expunge_left_over_work_jobs")
@@ -98,6 +131,7 @@ def restart(runner: Runner) -> dict[str, int]:
     _phase(rt, "reschedule_policies")
     policies.configure(rt)
     policies.reschedule_all(rt)
+    rt.strategy_env.end_thread(START_THREAD)
     return report
 
 
@@ -111,60 +145,76 @@ def _phase(rt: Runtime, phase: str) -> None:
 
 
 def node_left(rt: Runtime, peer_ms_id: int) -> dict[str, int]:
-    """A peer left the cluster: ``AsyncJobManagerImpl.onManagementNodeLeft`` runs ``cleanupLeftOverJobs`` for it.
+    """A peer left the cluster: its ``op_lock`` rows go, then its left-over jobs are cleaned up.
 
-    Spec §10.1. Under a profile without ``peer_cleanup_on_node_left`` (the code as read at U, where the listener is
-    never registered) nothing is cleaned, and the peer's jobs wait for that server's own restart.
+    Two listeners (spec §21.1, §10.1): the lock controller's ``LockControllerListener.onManagementNodeLeft`` frees
+    the peer's locks (``cleanupForServer``), whatever the profile; ``AsyncJobManagerImpl.onManagementNodeLeft`` runs
+    ``cleanupLeftOverJobs`` for it. Under a profile without ``peer_cleanup_on_node_left`` (the code as read at U,
+    where the job manager is never registered as a listener) the jobs are not cleaned, and wait for that server's
+    own restart.
     """
     mark_server(rt, peer_ms_id, "Down")
+    released = release_locks(rt, peer_ms_id, by="Merovingian2.cleanupForServer")
     if not rt.profile.peer_cleanup_on_node_left:
-        return {"jobs_failed": 0, "ms_id_details": 0}
-    return cleanup_left_over_jobs(rt, peer_ms_id)
+        return {"locks_released": released, "jobs_failed": 0, "ms_id_details": 0}
+    return {"locks_released": released, **cleanup_left_over_jobs(rt, peer_ms_id)}
 
 
 def cleanup_left_over_jobs(rt: Runtime, ms_id: int) -> dict[str, int]:
-    """``cleanupLeftOverJobs(msid)`` then ``cleanupFailedSnapshotsCreatedWithDefaultStrategy(msid)`` (§10.1).
+    """``cleanupLeftOverJobs(msid)`` then ``cleanupFailedSnapshotsCreatedWithDefaultStrategy(msid)``, one transaction.
 
-    ``getResetJobs`` takes every IN_PROGRESS job this server executed (or created, when nobody executed it), removed
-    rows included, oldest first, VM work jobs too; each is set FAILED (530) and soft-deleted, whatever its
-    resource cleanup did.
+    Spec §10.1, §21.2 (restart row), §21.5, §21.7 on §10.1. ``getResetJobs`` takes every IN_PROGRESS job this server
+    executed (or created, when nobody executed it), removed rows included, oldest first, VM work jobs too; each is set
+    FAILED (530) and soft-deleted, whatever its resource cleanup did (``cleanupResources`` catches per job). Then the
+    ``MS_ID`` cleanup, in the same transaction: a CloudStack exception escaping it (any but NoTransition, which it
+    absorbs per snapshot) rolls back the whole cleanup, every job included, and is only logged by the outer catch;
+    the jobs stay IN_PROGRESS until the next restart or node-left (spec: UNVERIFIED at runtime).
+
+    Not modelled: CloudStack's flat nesting, where an SQL failure inside one DAO call rolls back everything so far
+    and the rest runs in autocommit (the model's writes do not fail that way, ``Store.atomic``).
     """
     store = rt.store
     jobs_failed = 0
-    with store.atomic():
-        for lock in store.find(OpLock, "ms_id = ?", (ms_id,)):
-            store.delete(lock, by="Merovingian2.cleanupForServer")
-        for work in store.find(
-            VmWorkJob,
-            "state IN (?, ?) AND id IN (SELECT id FROM async_job WHERE job_init_msid = ? OR job_executing_msid = ?)",
-            (WorkState.Queued, WorkState.Running, ms_id, ms_id),
-        ):
-            store.transit(work, WorkEvent.Cancel)
-        pending = store.find(
-            AsyncJob,
-            "job_status = ? AND (job_executing_msid = ? OR (job_executing_msid IS NULL AND job_init_msid = ?))",
-            (JobState.ordinal(JobState.IN_PROGRESS), ms_id, ms_id),
-            order_by="created, id",
-        )
-        for job in pending:
-            try:
-                _cleanup_resources(rt, job)
-            except CloudException as exc:
-                log.warning(
-                    "Error while cleaning up resource: [%s] with Id: %s: %s", job.instance_type, job.instance_id, exc
-                )
-            failed = store.transit(job, JobEvent.CompleteFailed)
-            now = rt.clock.timestamp()
-            store.update(
-                failed,
-                job_result_code=INTERNAL_ERROR,
-                job_result=CANCELLED_TEXT,
-                job_complete_msid=ms_id,
-                last_updated=now,
-                removed=now,
+    try:
+        with store.atomic():
+            for work in store.find(
+                VmWorkJob,
+                "state IN (?, ?) AND id IN"
+                " (SELECT id FROM async_job WHERE job_init_msid = ? OR job_executing_msid = ?)",
+                (WorkState.Queued, WorkState.Running, ms_id, ms_id),
+            ):
+                store.transit(work, WorkEvent.Cancel)
+            pending = store.find(
+                AsyncJob,
+                "job_status = ? AND (job_executing_msid = ? OR (job_executing_msid IS NULL AND job_init_msid = ?))",
+                (JobState.ordinal(JobState.IN_PROGRESS), ms_id, ms_id),
+                order_by="created, id",
             )
-            jobs_failed += 1
-    details = _cleanup_ms_id_details(rt, ms_id)
+            for job in pending:
+                try:
+                    _cleanup_resources(rt, job)
+                except CloudException as exc:
+                    log.warning(
+                        "Error while cleaning up resource: [%s] with Id: %s: %s",
+                        job.instance_type,
+                        job.instance_id,
+                        exc,
+                    )
+                failed = store.transit(job, JobEvent.CompleteFailed)
+                now = rt.clock.timestamp()
+                store.update(
+                    failed,
+                    job_result_code=INTERNAL_ERROR,
+                    job_result=CANCELLED_TEXT,
+                    job_complete_msid=ms_id,
+                    last_updated=now,
+                    removed=now,
+                )
+                jobs_failed += 1
+            details = _cleanup_ms_id_details(rt, ms_id)
+    except CloudException as exc:
+        log.warning("Unexpected exception while cleaning up left over jobs for management server %s: %s", ms_id, exc)
+        return {"jobs_failed": 0, "ms_id_details": 0}
     return {"jobs_failed": jobs_failed, "ms_id_details": details}
 
 
@@ -284,10 +334,15 @@ def expunge_left_over_work_jobs(rt: Runtime, ms_id: int) -> int:
 
 
 def redelete_destroying(runner: Runner) -> int:
-    """``SnapshotManagerImpl.start``: every Destroying snapshot goes through deleteSnapshot again (§10.3)."""
+    """``SnapshotManagerImpl.start``: every Destroying snapshot goes through deleteSnapshot again (§10.3).
+
+    On the start-up thread: a lock a failed delete leaves (``deleteSnapshotInfos``) is held until the start ends. A
+    re-delete whose storage delete never answers would block CloudStack's start for ever; the model parks that
+    delete (its job-less run waits in Deleting) and goes on with the start.
+    """
     destroying = runner.rt.store.find(Snapshot, "status = ? AND removed IS NULL", (SnapshotState.Destroying,))
     for snapshot in destroying:
-        deletes.start_detached(runner, snapshot.id, caller_id=SYSTEM_ACCOUNT_ID)
+        deletes.start_detached(runner, snapshot.id, caller_id=SYSTEM_ACCOUNT_ID, thread=START_THREAD)
     return len(destroying)
 
 

@@ -47,6 +47,7 @@ from snapshotfsm.orchestration.contract import (
     StepGen,
     StepTable,
     Turn,
+    thread_of,
 )
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.store.records import Failure, Workflow
@@ -140,11 +141,12 @@ class Runner:
         """Fire ``event`` and keep going while steps name a next event; returns when the run waits or ends.
 
         What the store writes meanwhile is logged as the run's job (``Store.acting_for``); a step may learn its job
-        (``jobs.submit``), and its own move is then the job's.
+        (``jobs.submit``), and its own move is then the job's. The strategies' environment is told which thread runs
+        each step (``contract.thread_of``): that thread owns the locks the step takes.
         """
-        rt, store = self.rt, self.rt.store
+        rt, store, env = self.rt, self.rt.store, self.rt.strategy_env
         machine = self.machines[run.machine]
-        previous_job = store.current_job_id
+        previous_job, previous_thread = store.current_job_id, env.thread
         try:
             while True:
                 where = f"{run.machine}.{event}"
@@ -153,6 +155,7 @@ class Runner:
                 turn: Turn[Any] = Turn(rt, run, event, answer, self)
                 answer = None
                 store.current_job_id = _column(run.ctx.job_id)
+                env.thread = thread_of(run)
                 try:
                     dest = self._step(machine, run, event, turn)
                 except CloudException as exc:
@@ -168,6 +171,7 @@ class Runner:
                 event = turn.outcome
         finally:
             store.current_job_id = previous_job
+            env.thread = previous_thread
 
     def _step(self, machine: StateMachine, run: Run[Any], event: str, turn: Turn[Any]) -> str:
         """Trigger ``event``: the legality check, then the step as the transition's callback; the destination."""

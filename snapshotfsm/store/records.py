@@ -441,11 +441,30 @@ class VmWorkJob(Record):
 
 @attrs.frozen(kw_only=True)
 class OpLock(Record):
-    """``op_lock``: a named cluster-wide lock (``snapshots<id>``, ``snapshot.poll``, ...), held by a server."""
+    """``op_lock``: a row lock of ``acquireInLockTable``/``lockInLockTable`` (``snapshots<id>``, ``vm_instance<id>``).
+
+    ``ms_id`` is CloudStack's ``mac`` (the server), ``owner`` its ``thread``: the thread that holds it (spec §21.1).
+    """
 
     table: ClassVar[str] = "op_lock"
     unique: ClassVar[tuple[tuple[str, ...], ...]] = (("key",),)
     key: str
+    ms_id: int
+    owner: str = ""
+    acquired_on: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class NamedLock(Record):
+    """A ``GlobalLock`` (MySQL ``GET_LOCK``; this table is ours), not an ``op_lock`` row (spec §21.1, §21.7 on §11).
+
+    ``snapshot.poll``, ``storagemgr.cleanup``, ``createSnapshotPolicy_<volumeId>``: held by a server's database
+    session, which a crash ends.
+    """
+
+    table: ClassVar[str] = "named_lock"
+    unique: ClassVar[tuple[tuple[str, ...], ...]] = (("name",),)
+    name: str
     ms_id: int
     owner: str = ""
     acquired_on: str | None = None
@@ -660,6 +679,7 @@ ALL_RECORDS: tuple[type[Record], ...] = (
     AsyncJob,
     VmWorkJob,
     OpLock,
+    NamedLock,
     ManagementServer,
     UsageEvent,
     ActionEvent,

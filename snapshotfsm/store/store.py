@@ -180,6 +180,8 @@ class Store:
         self.current_job_id: int | None = None
         self.write_point: Callable[[], None] | None = None
         """Called before every transaction that commits on its own (a durable write): the engine's crash points."""
+        self._kept: list[Callable[[], object]] = []
+        """Writes made inside the open transaction that its rollback must not take back (:meth:`beside_transaction`)."""
 
     @classmethod
     def open(
@@ -252,9 +254,28 @@ class Store:
         """One transaction (a savepoint when nested): all of the block is written, or none of it.
 
         The outermost level takes the write lock first (``BEGIN IMMEDIATE``), so that two management servers
-        sharing the file never fail on upgrading a read lock.
+        sharing the file never fail on upgrading a read lock. A crash point (``write_point``) comes before the
+        outermost level only: a crash never falls inside a block.
+
+        Nesting differs from CloudStack's (spec §21.1): an inner block that raises is a savepoint rolled back on its
+        own, where CloudStack's flat nesting rolls back everything since the outermost start and goes on in
+        autocommit. That happens upstream only when an SQL statement fails inside a DAO method, which the model never
+        does (its ``NotFound`` and ``ConcurrencyError`` are CloudStack's "0 rows updated", not SQL failures).
         """
         return _Transaction(self)
+
+    def beside_transaction(self, write: Callable[[], object]) -> None:
+        """Make ``write`` now, and make it again after a rollback of the transaction it was made in.
+
+        For what shares the database file without being the management server's data: simulated storage
+        (``sim_object``). A file a driver deletes inside one of CloudStack's transactions stays deleted when that
+        transaction rolls back (spec §21.4.1, §21.5); the model's storage write is undone with the SQLite
+        transaction, so it is made again, with no crash point, once the rollback is over. ``write`` must give the
+        same row whether it runs once or twice.
+        """
+        write()
+        if self.conn.in_transaction:
+            self._kept.append(write)
 
     def _timestamp(self) -> str:
         """``clock.timestamp()``, formatted once per simulated instant (strftime is a third of a transition)."""
@@ -683,15 +704,17 @@ class _Transaction:
     machinery costs as much as the log INSERT.
     """
 
-    __slots__ = ("nested", "store")
+    __slots__ = ("kept", "nested", "store")
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.nested: contextlib.AbstractContextManager[object] | None = None
+        self.kept = 0
 
     def __enter__(self) -> None:
         store = self.store
         conn = store.conn
+        self.kept = len(store._kept)  # noqa: SLF001 - the store's own transaction
         if conn.in_transaction:
             self.nested = store.db.atomic()
             self.nested.__enter__()
@@ -701,17 +724,39 @@ class _Transaction:
             conn.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        store = self.store
         if self.nested is not None:
             self.nested.__exit__(exc_type, exc, tb)  # type: ignore[arg-type]
+            if exc_type is not None:
+                self._redo()
             return
         if exc_type is not None:
-            self.store.db.rollback()
+            store.db.rollback()
+            self._redo()
             return
         try:
-            self.store.conn.execute("COMMIT")
+            store.conn.execute("COMMIT")
         except BaseException:
-            self.store.db.rollback()
+            store.db.rollback()
+            self._redo()
             raise
+        store._kept.clear()  # noqa: SLF001
+
+    def _redo(self) -> None:
+        """After a rollback: the writes made beside it (``Store.beside_transaction``) again, with no crash point."""
+        store = self.store
+        kept = store._kept[self.kept :]  # noqa: SLF001
+        if not kept:
+            return
+        hook, store.write_point = store.write_point, None
+        try:
+            with _Transaction(store):
+                for write in kept:
+                    write()
+        finally:
+            store.write_point = hook
+        if self.nested is None:
+            store._kept.clear()  # noqa: SLF001
 
 
 _Plan = tuple[tuple[str, Any, Any, Any], ...]

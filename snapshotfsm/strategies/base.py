@@ -9,8 +9,9 @@ snapshot is backed up (``backup_plan``), and the clean-up after a backup (``post
 
 from __future__ import annotations
 
+import contextlib
 import enum
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Iterator
 from typing import ClassVar
 
 import attrs
@@ -20,11 +21,12 @@ from snapshotfsm.drivers.base import Answer, Callback
 from snapshotfsm.drivers.image import ImageStoreDriver
 from snapshotfsm.drivers.primary import PrimaryDriver
 from snapshotfsm.drivers.registry import Drivers
-from snapshotfsm.errors import CloudRuntimeException
+from snapshotfsm.errors import CloudRuntimeException, MsCrash
 from snapshotfsm.names import RefEvent, RefState
 from snapshotfsm.objects import store_ref_event
 from snapshotfsm.store.records import (
     ImageStore,
+    NamedLock,
     OpLock,
     Snapshot,
     SnapshotDetail,
@@ -108,12 +110,19 @@ class BackupPlan:
 
 @attrs.define
 class StrategyEnv:
-    """What strategies reach: the store, the drivers (for capabilities), the config and the calling server."""
+    """What strategies reach: the store, the drivers (for capabilities), the config and the calling server.
+
+    ``thread`` is the thread that runs the current step, as CloudStack's lock table knows it (spec §21.1): the
+    executor thread of an async job (the API job, or the VM work job of an attached take), a ``BackupSnapshotTask``
+    try, the storage GC, the scheduler, the start-up thread. The runner sets it for each step; it owns the locks
+    the step takes, and the end of that thread's context releases what it still holds (:meth:`end_thread`).
+    """
 
     store: Store
     drivers: Drivers
     config: Config
     ms_id: int
+    thread: str = ""
 
     def pool_of(self, volume: Volume) -> StoragePool | None:
         """The volume's pool (``pool_id``, falling back to ``last_pool_id``, as StorageSystem's canHandle does)."""
@@ -151,23 +160,89 @@ class StrategyEnv:
         for detail in self.store.find(SnapshotDetail, "snapshot_id = ? AND name = ?", (snapshot_id, name)):
             self.store.delete(detail, by="SnapshotDetailsDao.removeDetail")
 
-    def acquire_lock(self, key: str, owner: str = "") -> bool:
-        """``acquireInLockTable`` / ``GlobalLock``: a named cluster-wide lock in ``op_lock``.
+    # --- locks (spec §21.1) ----------------------------------------------------------------------------------------
 
-        Merovingian locks are re-entrant for the thread that holds them: here, for the same server and ``owner``.
-        False when anyone else holds it (the callers' waits are not modelled: they give up at once).
+    def acquire_lock(self, key: str, owner: str | None = None) -> bool:
+        """``acquireInLockTable`` / ``lockInLockTable``: an ``op_lock`` row (``Merovingian2``), held by a thread.
+
+        The row names this server and ``owner`` (default: :attr:`thread`); the lock is re-entrant for that thread
+        (without Merovingian's count: the first release frees it).
+        It is written on its own, as Merovingian writes over a connection of its own: never part of a caller's
+        transaction, never rolled back with one (spec §21.1, §21.5).
+
+        Taken or refused at once: CloudStack polls every 5 s up to its timeout (``lock.timeout``, 300 s, for
+        ``acquireInLockTable``) before it gives up, which the model does not (audit E-16). Callers that ignore a
+        refusal (``deleteSnapshotInfos``, spec §21.6 quirk 3) go on at once, as CloudStack does after its wait.
+
+        Returns:
+            False when another server or thread holds it.
         """
+        owner = self.thread if owner is None else owner
         held = self.store.first(OpLock, "key = ?", (key,))
         if held is not None:
             return held.ms_id == self.ms_id and held.owner == owner
         self.store.insert(OpLock(key=key, ms_id=self.ms_id, owner=owner, acquired_on=self.store.clock.timestamp()))
         return True
 
-    def release_lock(self, key: str) -> None:
-        """``releaseFromLockTable``."""
-        held = self.store.first(OpLock, "key = ?", (key,))
+    def release_lock(self, key: str, owner: str | None = None) -> None:
+        """``releaseFromLockTable``: the row goes if this server's ``owner`` (default: :attr:`thread`) holds it."""
+        owner = self.thread if owner is None else owner
+        held = self.store.first(OpLock, "key = ? AND ms_id = ? AND owner = ?", (key, self.ms_id, owner))
         if held is not None:
             self.store.delete(held, by="releaseFromLockTable")
+
+    def end_thread(self, owner: str) -> int:
+        """``Merovingian2.cleanupThread``: the thread's outermost context closes; the locks it still holds go.
+
+        A lock not released on an exception is thus held to the end of the job (or task) that took it, not for ever
+        (spec §21.1, §21.7 on §5.7). Returns how many rows went.
+        """
+        held = self.store.find(OpLock, "ms_id = ? AND owner = ?", (self.ms_id, owner))
+        for lock in held:
+            self.store.delete(lock, by="Merovingian2.cleanupThread")
+        return len(held)
+
+    def global_lock(self, name: str, owner: str | None = None) -> bool:
+        """``GlobalLock.getInternLock(name).lock(timeout)``: a MySQL named lock (``GET_LOCK``), apart from ``op_lock``.
+
+        Spec §21.1: independent of transactions, released by ``unlock`` or when the holder's database session ends;
+        that a crash of the holding server ends its session and frees the lock is MySQL behaviour, UNVERIFIED in the
+        spec. The model keeps it in ``named_lock`` and drops a server's rows when it crashes (``restart.crash``).
+
+        Taken or refused at once (CloudStack waits up to the timeout the caller gives, audit E-16). A holder is
+        refused too: no model thread takes one of these twice, and a second run of a single-threaded timer task (the
+        collector, the poller) could not start while the first one blocks.
+
+        Returns:
+            False when anyone holds it.
+        """
+        if self.store.first(NamedLock, "name = ?", (name,)) is not None:
+            return False
+        owner = self.thread if owner is None else owner
+        self.store.insert(NamedLock(name=name, ms_id=self.ms_id, owner=owner, acquired_on=self.store.clock.timestamp()))
+        return True
+
+    def global_unlock(self, name: str) -> None:
+        """``GlobalLock.unlock()`` (``RELEASE_LOCK``): the lock goes if this server holds it."""
+        held = self.store.first(NamedLock, "name = ? AND ms_id = ?", (name, self.ms_id))
+        if held is not None:
+            self.store.delete(held, by="GlobalLock.unlock")
+
+
+@contextlib.contextmanager
+def finally_unless_crash(release: Callable[[], object]) -> Iterator[None]:
+    """A Java ``finally`` around the block: ``release`` runs however the block ends, unless the server dies in it.
+
+    A crash is the process's death: no ``finally`` of it runs, and a dead server writes nothing on its way out.
+    """
+    try:
+        yield
+    except MsCrash:
+        raise
+    except BaseException:
+        release()
+        raise
+    release()
 
 
 @attrs.frozen
@@ -182,21 +257,59 @@ class DriverDelete:
         self.driver.delete_snapshot(self.path, on_answer)
 
 
-DeleteRun = Generator[DriverDelete, Answer | None, bool]
+@attrs.frozen
+class BlockedForEver:
+    """Where a thread blocked on a driver call that never answers waits: a request nothing ever answers.
+
+    The job stays IN_PROGRESS and its run waits in its state; nothing is held open across the scheduler's turns.
+    """
+
+    operation: str
+
+    def start(self, on_answer: Callback) -> None:
+        """Nothing is sent: the answer never comes."""
+        del on_answer
+
+
+DeleteWait = DriverDelete | BlockedForEver
+"""What a delete yields to wait on."""
+DeleteRun = Generator[DeleteWait, Answer | None, bool]
 """A strategy's ``deleteSnapshot``: yields each driver delete it waits for, receives the answer, returns the result."""
 
 
 def service_delete(env: StrategyEnv, ref: SnapshotStoreRef) -> DeleteRun:
-    """``SnapshotServiceImpl.deleteSnapshot`` and ``deleteSnapshotCallback`` (spec §9.4).
+    """``SnapshotServiceImpl.deleteSnapshot`` and ``deleteSnapshotCallback`` (spec §9.4), answered later.
 
     The ref is DestroyRequested (Ready or Hidden to Destroying), the driver deletes, then the ref is Destroyed, or
-    stays Destroying when the driver failed, which throws.
+    stays Destroying when the driver failed, which throws. Outside a transaction (the storage GC, StorageSystem and
+    StorPool deletes) each of these writes commits on its own (spec §21.2).
 
     Raises:
         CloudRuntimeException: the driver's error.
     """
     moved = store_ref_event(env.store, ref, RefEvent.DestroyRequested)
     answer = yield DriverDelete(env.driver_for(moved), moved.install_path or "")
+    return _delete_answered(env, moved, answer)
+
+
+def service_delete_blocking(env: StrategyEnv, ref: SnapshotStoreRef) -> bool:
+    """``SnapshotServiceImpl.deleteSnapshot`` with the driver's ``deleteAsync`` completed on the caller's thread.
+
+    The image and default primary drivers send the delete with a blocking ``sendMessage`` and run
+    ``deleteSnapshotCallback`` themselves before ``future.get()`` returns (spec §21.3), so inside
+    ``deleteSnapshotInfos`` the callback's ref writes belong to its transaction.
+
+    Raises:
+        CloudRuntimeException: the driver's error (the ref was left Destroying, uncommitted), or its exception.
+        NeverAnswered: the delete is never answered.
+    """
+    moved = store_ref_event(env.store, ref, RefEvent.DestroyRequested)
+    answer = env.driver_for(moved).delete_snapshot_blocking(moved.install_path or "")
+    return _delete_answered(env, moved, answer)
+
+
+def _delete_answered(env: StrategyEnv, moved: SnapshotStoreRef, answer: Answer | None) -> bool:
+    """``deleteSnapshotCallback``: Destroyed, or OperationFailed (stays Destroying) and the driver's error thrown."""
     if answer is None or not answer.result:
         store_ref_event(env.store, moved, RefEvent.OperationFailed)
         raise CloudRuntimeException(answer.details if answer is not None else "null answer")
@@ -297,3 +410,21 @@ def copies_snapshots(strategy: SnapshotStrategy) -> bool:
 def lock_key(snapshot_id: int) -> str:
     """The ``op_lock`` key of ``acquireInLockTable(snapshotId)``: table name plus id (spec §5.5)."""
     return f"snapshots{snapshot_id}"
+
+
+def root_snapshot_id(store: Store, refs: list[SnapshotStoreRef], snapshot_id: int) -> int:
+    """The root of the snapshot's chain: the first of ``refs`` followed up by ``parent_snapshot_id`` on its store.
+
+    ``deleteSnapshotInfos`` locks this id (spec §9.4 step 1). A ref whose parent's ref is gone stops the walk at
+    the parent's id; a snapshot with no ref, or whose first ref has no parent, is its own root.
+    """
+    if not refs:
+        return snapshot_id
+    current, seen = refs[0], {refs[0].snapshot_id}
+    while current.parent_snapshot_id and current.parent_snapshot_id not in seen:
+        parent = parent_of(store, current)
+        if parent is None:
+            return current.parent_snapshot_id
+        seen.add(parent.snapshot_id)
+        current = parent
+    return current.snapshot_id

@@ -13,7 +13,10 @@ from snapshotfsm.errors import (
     CloudException,
     CloudRuntimeException,
     InvalidParameterValueException,
+    NeverAnswered,
+    NotFound,
     NoTransitionException,
+    SnapshotFSMError,
 )
 from snapshotfsm.names import RefState, SnapshotEvent, SnapshotState, VolumeEvent
 from snapshotfsm.objects import snapshot_event, volume_transit
@@ -32,6 +35,7 @@ from snapshotfsm.store.records import (
 from snapshotfsm.strategies.base import (
     BackupKind,
     BackupPlan,
+    BlockedForEver,
     DeleteRun,
     Operation,
     Priority,
@@ -42,7 +46,8 @@ from snapshotfsm.strategies.base import (
     lock_key,
     parent_of,
     primary_ref,
-    service_delete,
+    root_snapshot_id,
+    service_delete_blocking,
     shares_parent_path,
 )
 
@@ -99,7 +104,7 @@ class DefaultSnapshotStrategy(SnapshotStrategy):
         """
         if take.payload.quiescevm:
             raise InvalidParameterValueException("can't handle quiescevm equal true for volume snapshot")
-        if not env.acquire_lock(lock_key(take.snapshot.id), owner=f"job {take.payload.snapshot_id}"):
+        if not env.acquire_lock(lock_key(take.snapshot.id)):
             text = snapshot_object_str(take.snapshot, take.pool.id, take.image_store_id)
             raise CloudRuntimeException(f"Failed to get lock on snapshot: {text}")
         take.locked = True
@@ -174,39 +179,48 @@ class DefaultSnapshotStrategy(SnapshotStrategy):
         return BackupPlan(BackupKind.COPY, full=True)
 
     def post_snapshot_creation(self, env: StrategyEnv, take: SnapshotTake) -> None:
-        """Spec §5.9: in one transaction, remove MS_ID and the parents' primary refs.
+        """Spec §5.9: in one transaction, remove MS_ID and the parents' primary refs (§21.2 ``postSnapshotCreation``).
 
         Unless the pool is RBD, each parent's primary ref on this pool is deleted with a usage OFF_PRIMARY; the
-        current primary ref gets ``parent_snapshot_id = 0``.
+        current primary ref gets ``parent_snapshot_id = 0``. The catch is inside the transaction, after the MS_ID
+        delete: an error is only logged, and what was done before it commits with the rest (the take goes on). A row
+        gone meanwhile (``NotFound``: CloudStack's null from ``findById``, dereferenced) is caught there too.
         """
         snapshot_id = take.snapshot.id
         with env.store.atomic():
             env.remove_detail(snapshot_id, MS_ID)
-            current = primary_ref(env.store, snapshot_id, take.pool.id)
-            if current is None:
-                return
-            if current.parent_snapshot_id and take.pool.pool_type != "RBD":
-                parent_id = current.parent_snapshot_id
-                while parent_id:
-                    parent = primary_ref(env.store, parent_id, take.pool.id)
-                    if parent is None:
-                        break
-                    parent_id = parent.parent_snapshot_id
-                    env.store.delete(parent, by="DefaultSnapshotStrategy.postSnapshotCreation")
-                    parent_snapshot = env.store.get(Snapshot, parent.snapshot_id)
-                    env.store.insert(
-                        UsageEvent(
-                            type="SNAPSHOT.OFF_PRIMARY",
-                            created=env.store.clock.timestamp(),
-                            account_id=parent_snapshot.account_id,
-                            zone_id=parent_snapshot.data_center_id,
-                            resource_id=parent.snapshot_id,
-                            resource_name=parent_snapshot.name,
-                            size=parent.physical_size,
-                            virtual_size=parent_snapshot.size,
-                        )
+            try:
+                self._drop_parents_on_primary(env, take)
+            except (CloudException, NotFound) as exc:
+                log.warning("Failed to delete snapshot [%s] from primary storage: %s", snapshot_id, exc)
+
+    @staticmethod
+    def _drop_parents_on_primary(env: StrategyEnv, take: SnapshotTake) -> None:
+        current = primary_ref(env.store, take.snapshot.id, take.pool.id)
+        if current is None:
+            return
+        if current.parent_snapshot_id and take.pool.pool_type != "RBD":
+            parent_id = current.parent_snapshot_id
+            while parent_id:
+                parent = primary_ref(env.store, parent_id, take.pool.id)
+                if parent is None:
+                    break
+                parent_id = parent.parent_snapshot_id
+                env.store.delete(parent, by="DefaultSnapshotStrategy.postSnapshotCreation")
+                parent_snapshot = env.store.get(Snapshot, parent.snapshot_id)
+                env.store.insert(
+                    UsageEvent(
+                        type="SNAPSHOT.OFF_PRIMARY",
+                        created=env.store.clock.timestamp(),
+                        account_id=parent_snapshot.account_id,
+                        zone_id=parent_snapshot.data_center_id,
+                        resource_id=parent.snapshot_id,
+                        resource_name=parent_snapshot.name,
+                        size=parent.physical_size,
+                        virtual_size=parent_snapshot.size,
                     )
-            env.store.update(current, parent_snapshot_id=0)
+                )
+        env.store.update(current, parent_snapshot_id=0)
 
 
 class _DefaultDelete:
@@ -271,14 +285,43 @@ class _DefaultDelete:
         return True
 
     def _delete_infos(self, snapshot: Snapshot, zone_id: int | None) -> DeleteRun:
-        """``deleteSnapshotInfos``: under the chain root's lock, each ref of the snapshot (in the zone)."""
-        result = False
-        for ref in [r for r in self._refs(snapshot.id, zone_id) if r.state != RefState.Destroyed]:
-            if (yield from self._delete_info(snapshot, ref)):
-                result = True
+        """``deleteSnapshotInfos``: under the chain root's lock, each ref of the snapshot (in the zone), in one T.
+
+        Spec §21.2 (``DefaultSnapshotStrategy.deleteSnapshot`` row), §21.3, §21.4.1, §21.6 quirk 3:
+
+        - ``acquireInLockTable(rootId)`` writes its ``op_lock`` row over a connection of its own: taken before the
+          transaction, kept when it rolls back. A refusal is ignored (the delete goes on without the lock), and the
+          lock is released only after a normal return: on an exception it stays until the job's thread ends.
+        - In the transaction: every ref and snapshot event of the call, the ``Hidden`` marks, ``display=false``, and
+          the driver deletes' callbacks, which the image and default primary drivers complete on this thread
+          (``service_delete_blocking``). Any exception leaving the block rolls all of it back: the snapshot back to
+          BackedUp (or to a committed Destroying), its refs to Ready or Hidden with their ``display`` and
+          ``update_count``. Files already deleted on storage stay deleted. A ``NoTransitionException`` is caught per
+          ref inside (that ref returns false) and rolls nothing back.
+        - A delete never answered blocks the thread for ever inside its transaction, which is never committed: the
+          block rolls back (no one ever sees its writes) and the delete waits for ever, the job IN_PROGRESS, the
+          lock held. No SQLite transaction stays open across the scheduler's turns.
+
+        Not modelled: the Snapshot FSM events rolled back here were published on the event bus upstream (§21.6
+        quirk 6); the history keeps only what committed. Other threads cannot see or touch the rows of the open
+        transaction, as InnoDB would guarantee, because nothing else runs while it is open.
+        """
+        refs = [r for r in self._refs(snapshot.id, zone_id) if r.state != RefState.Destroyed]
+        key = lock_key(root_snapshot_id(self.store, refs, snapshot.id))
+        self.env.acquire_lock(key)  # a refusal (CloudStack's null after lock.timeout) is ignored, spec §21.6 quirk 3
+        try:
+            with self.store.atomic():
+                result = False
+                for ref in refs:
+                    if self._delete_info(snapshot, ref):
+                        result = True
+        except NeverAnswered as blocked:
+            yield BlockedForEver(blocked.operation)
+            raise SnapshotFSMError(f"{blocked.operation} answered a call that never answers") from blocked
+        self.env.release_lock(key)
         return result
 
-    def _delete_info(self, snapshot: Snapshot, ref: SnapshotStoreRef) -> DeleteRun:
+    def _delete_info(self, snapshot: Snapshot, ref: SnapshotStoreRef) -> bool:
         """``deleteSnapshotInfo``: the last live ref moves the snapshot through Destroying to Destroyed."""
         alive = [r for r in self._refs(snapshot.id, None) if r.state not in (RefState.Destroyed, RefState.Hidden)]
         last = len(alive) <= 1
@@ -303,7 +346,7 @@ class _DefaultDelete:
                     f"Unable to delete snapshot [{selected}] because it is being used by the following volumes: "
                     f"[{used_by}]."
                 )
-            yield from self._delete_chain(ref)
+            self._delete_chain(ref)
             fresh = self.store.first(SnapshotStoreRef, "id = ?", (ref.id,))
             if fresh is not None:
                 self.store.update(fresh, display=False)
@@ -314,10 +357,11 @@ class _DefaultDelete:
             return False
         return True
 
-    def _delete_chain(self, ref: SnapshotStoreRef) -> DeleteRun:
+    def _delete_chain(self, ref: SnapshotStoreRef) -> bool:
         """``deleteSnapshotChain``: delete a ref and walk up its parents, or only hide a ref that has a child.
 
-        The walk goes on while the parent's snapshot is Destroying, Destroyed, Error or Hidden.
+        The walk goes on while the parent's snapshot is Destroying, Destroyed, Error or Hidden. Each storage delete
+        is answered on this thread (``service_delete_blocking``).
         """
         result = False
         result_set = False
@@ -334,7 +378,7 @@ class _DefaultDelete:
                     if not result_set:
                         result, result_set = True, True
                 else:
-                    deleted = yield from service_delete(self.env, current)
+                    deleted = service_delete_blocking(self.env, current)
                     if not result_set:
                         result, result_set = deleted, True
                 current = parent

@@ -8,23 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
 
 from snapshotfsm.drivers.base import (
-    ASYNC,
     CAN_CREATE_VOLUME_FROM_SNAPSHOT,
     CAN_REVERT_VOLUME_TO_SNAPSHOT,
     STORAGE_SYSTEM_SNAPSHOT,
-    Answer,
-    Driver,
 )
 from snapshotfsm.errors import (
     CloudException,
     CloudRuntimeException,
-    DriverContractError,
     InvalidParameterValueException,
     NoTransitionException,
-    ThreadBlocked,
 )
 from snapshotfsm.names import RefState, SnapshotEvent, SnapshotState, VolumeEvent
 from snapshotfsm.objects import missing_store_ref, snapshot_event, volume_transit
@@ -52,6 +46,7 @@ from snapshotfsm.strategies.base import (
     lock_key,
     primary_ref,
     service_delete,
+    service_delete_blocking,
 )
 
 log = logging.getLogger(__name__)
@@ -126,7 +121,7 @@ class StorageSystemSnapshotStrategy(SnapshotStrategy):
             clone = cluster is not None and cluster.supports_resign
         else:
             clone = True
-        if not env.acquire_lock(lock_key(take.snapshot.id), owner=f"job {take.payload.snapshot_id}"):
+        if not env.acquire_lock(lock_key(take.snapshot.id)):
             raise CloudRuntimeException(f"Failed to acquire lock on the following snapshot: {take.snapshot.id}")
         take.locked = True
         try:
@@ -141,7 +136,7 @@ class StorageSystemSnapshotStrategy(SnapshotStrategy):
         """The finally block: volume OperationSucceeded or OperationFailed; no MS_ID detail (spec §5.7).
 
         The lock is released only on success: its release sits after the finally block and is skipped when the
-        take throws.
+        take throws. It is then held until the job's thread ends (``jobs.complete``, spec §21.7 on §5.7).
         """
         volume_transit(env.store, take.volume.id, VolumeEvent.OperationSucceeded if ok else VolumeEvent.OperationFailed)
         if ok and take.locked:
@@ -175,7 +170,7 @@ class StorageSystemSnapshotStrategy(SnapshotStrategy):
         committed, for the storage GC. A failure is only logged.
 
         Raises:
-            ThreadBlocked: the driver never answers the delete: the caller's thread waits for good.
+            NeverAnswered: the driver never answers the delete: the caller's thread waits for good.
         """
         snapshot = env.store.get(Snapshot, take.snapshot.id)
         env.store.update(snapshot, location_type=take.payload.location_type)
@@ -286,64 +281,15 @@ def _archive_host(env: StrategyEnv, volume: Volume) -> Host:
 def _delete_on_primary(env: StrategyEnv, snapshot: Snapshot, pool: StoragePool) -> None:
     """``SnapshotServiceImpl.deleteSnapshot`` of the snapshot's primary ref, waited for on the caller's thread.
 
-    The delete's steps (:func:`service_delete`) run with the driver's answer at once (:func:`_call_blocking`): no
-    other work of this server runs in between, as the thread blocks on the future.
+    The driver answers at once (:func:`service_delete_blocking`): no other work of this server runs in between, as
+    the thread blocks on the future. No transaction is open, so each ref write commits on its own.
 
     Raises:
         CloudRuntimeException: no primary ref ("Failed to update state: ..."), the driver's error (the ref is left
             Destroying), or an exception thrown at the driver's call.
-        ThreadBlocked: the driver never answers.
+        NeverAnswered: the driver never answers.
     """
     ref = primary_ref(env.store, snapshot.id, pool.id)
     if ref is None:
         raise missing_store_ref(env.store, snapshot.id, pool.id)
-    run = service_delete(env, ref)
-    pending = next(run)
-    try:
-        answer = _call_blocking(pending.driver, "deleteAsync", _delete_effect(pending.driver, pending.path))
-    except BaseException:
-        run.close()
-        raise
-    with contextlib.suppress(StopIteration):
-        run.send(answer)
-
-
-def _delete_effect(driver: Driver, path: str) -> Callable[[], Answer]:
-    """What ``deleteAsync`` does on storage: the object at ``path`` is dropped (already gone is a success)."""
-
-    def effect() -> Answer:
-        found = driver.find(path)
-        if found is not None:
-            driver.drop(found)
-        return Answer(result=True, path=path)
-
-    return effect
-
-
-def _call_blocking(driver: Driver, op: str, effect: Callable[[], Answer]) -> Answer | None:
-    """A call to ``driver``'s asynchronous ``op`` that the calling thread waits for: the answer, at once.
-
-    The fault plan applies as it does to the call made asynchronously: an ``error`` fault is a failed answer, an
-    ``exception`` fault is thrown at the call, a ``null_answer`` fault answers None, and a ``no_answer`` fault leaves
-    the thread waiting for good. No simulated time passes (the thread holds nothing else up on the clock).
-
-    Raises:
-        CloudRuntimeException: an ``exception`` fault.
-        ThreadBlocked: a ``no_answer`` fault.
-        DriverContractError: the driver does not declare ``op`` as an asynchronous operation.
-    """
-    if driver.operations.get(op) != ASYNC:
-        raise DriverContractError(
-            f"driver {driver.kind!r} ({type(driver).__qualname__}) has no asynchronous operation {op!r} to wait for"
-        )
-    env = driver.env
-    rule = env.faults.on_call([*(f"{a}.{op}" for a in driver.aliases), op], env.scheduler.clock.now_ms)
-    if rule is None:
-        return effect()
-    if rule.kind == "exception":
-        raise CloudRuntimeException(rule.message or f"{driver.kind} driver threw on {op} (injected fault)")
-    if rule.kind == "error":
-        return Answer(result=False, details=rule.message or f"{op} failed on {driver.kind} (injected fault)")
-    if rule.kind == "null_answer":
-        return None
-    raise ThreadBlocked(f"{driver.kind}.{op}", "StorageSystemSnapshotStrategy.postSnapshotCreation")
+    service_delete_blocking(env, ref)
