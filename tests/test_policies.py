@@ -308,6 +308,24 @@ class TestOnePolicyPerInterval:
         details = cloud.engine.store.find(SnapshotPolicyDetail, "policy_id = ?", (policy.id,))
         assert [(d.name, d.value) for d in details] == [("zoneid", str(zone2.id))]
 
+    def test_an_update_replaces_the_zones_only_when_new_ones_are_given(self):
+        """``updateSnapshotPolicy`` (spec §18.6): new zone ids replace the zoneid details; none given keeps them."""
+        cloud = Cloud()
+        volume = cloud.volume("xen-nfs")
+        zone2, zone3 = second_zone(cloud), second_zone(cloud, "zone3")
+
+        def zones(**kwargs: object) -> list[tuple[str, str]]:
+            policy = cloud.engine.create_snapshot_policy(
+                volume.id, interval="daily", schedule="0:1", max_snaps=2, **kwargs
+            )
+            details = cloud.engine.store.find(SnapshotPolicyDetail, "policy_id = ?", (policy.id,))
+            return [(d.name, d.value) for d in details]
+
+        assert zones(zone_ids=[zone2.id]) == [("zoneid", str(zone2.id))]
+        assert zones(zone_ids=[zone3.id, zone2.id]) == [("zoneid", str(zone3.id)), ("zoneid", str(zone2.id))]
+        assert zones() == [("zoneid", str(zone3.id)), ("zoneid", str(zone2.id))]
+        assert cloud.engine.store.count(SnapshotPolicy) == 1
+
     def test_an_unknown_timezone_becomes_gmt(self):
         """TimeZone.getTimeZone of an unknown id is GMT, and that is what is stored."""
         cloud = Cloud()

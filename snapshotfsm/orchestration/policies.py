@@ -309,7 +309,9 @@ def _persist(
 ) -> SnapshotPolicy:
     """``persistSnapshotPolicy``: one policy per (volume, interval): an existing one is updated (§9.1, §18.6).
 
-    Each write commits on its own but the details, one ``saveDetails`` transaction (spec §21.2).
+    An update replaces the zone details when zones are given, then the pool details when pools are given, each a
+    ``saveDetails`` of the policy's other details plus the new ones; without them the old details stay. Each write
+    commits on its own but the details, one ``saveDetails`` transaction each (spec §21.2).
     """
     policy = rt.store.first(SnapshotPolicy, "volume_id = ? AND interval = ?", (volume.id, interval))
     if policy is None:
@@ -334,6 +336,10 @@ def _persist(
         policy = rt.store.update(
             policy, schedule=schedule, timezone=timezone, max_snaps=max_snaps, active=True, display=display
         )
+        for name, ids in (("zoneid", zone_ids), ("storageid", pool_ids)):
+            if ids:
+                kept = [(d.name, d.value) for d in rt.store.find(SnapshotPolicyDetail, "policy_id = ?", (policy.id,))]
+                _save_details(rt, policy.id, [d for d in kept if d[0] != name] + [(name, str(i)) for i in ids])
         if policy.display != was_displayed:
             if policy.display:
                 schedule_next(rt, policy)

@@ -324,6 +324,24 @@ def primary_ref(store: Store, snapshot_id: int | None, pool_id: int | None) -> S
     )
 
 
+def store_zone(store: Store, ref: SnapshotStoreRef) -> int:
+    """``DataStoreManager.getStoreZoneId``: the zone of the pool or image store a ref lives on."""
+    if ref.store_role == "Primary":
+        return store.get(StoragePool, ref.store_id).data_center_id
+    return store.get(ImageStore, ref.store_id).data_center_id
+
+
+def ready_primary_ref(store: Store, snapshot_id: int) -> SnapshotStoreRef | None:
+    """``findOneBySnapshotAndDatastoreRole(id, Primary)``: the snapshot's first Ready ref on primary storage.
+
+    Ready only: the DAO method sets the state parameter (the spec's "any state" for it is upstream's search
+    criteria before that parameter is set).
+    """
+    return store.first(
+        SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Primary' AND state = ?", (snapshot_id, RefState.Ready)
+    )
+
+
 def live_child(store: Store, ref: SnapshotStoreRef) -> SnapshotStoreRef | None:
     """A ref on the same store whose parent is ``ref``'s snapshot and that is not being or already deleted.
 

@@ -21,7 +21,6 @@ from snapshotfsm.errors import (
 from snapshotfsm.names import RefState, SnapshotEvent, SnapshotState, VolumeEvent
 from snapshotfsm.objects import snapshot_event, volume_transit
 from snapshotfsm.store.records import (
-    ImageStore,
     Snapshot,
     SnapshotStoreRef,
     SnapshotZoneRef,
@@ -49,9 +48,13 @@ from snapshotfsm.strategies.base import (
     root_snapshot_id,
     service_delete_blocking,
     shares_parent_path,
+    store_zone,
 )
 
 log = logging.getLogger(__name__)
+
+CLVM_POOL_TYPES = frozenset({"CLVM", "CLVM_NG"})
+"""``ClvmPoolManager.isClvmPoolType``."""
 MS_ID = "MS_ID"
 
 
@@ -60,7 +63,7 @@ class DefaultSnapshotStrategy(SnapshotStrategy):
 
     name = "DefaultSnapshotStrategy"
 
-    def can_handle(  # noqa: PLR0911
+    def can_handle(
         self,
         env: StrategyEnv,
         snapshot: Snapshot,
@@ -70,7 +73,7 @@ class DefaultSnapshotStrategy(SnapshotStrategy):
         """Spec §6.2: never COPY; DEFAULT for everything else, with two exceptions.
 
         TAKE is refused when the VM has KVM file-based Disk VM snapshots or any DiskAndMemory VM snapshot; REVERT
-        needs a QCOW2 volume with a Ready ref, or a CLVM volume with a Ready image ref.
+        has rules of its own (:meth:`_can_revert`).
         """
         if op is Operation.COPY:
             return Priority.CANT_HANDLE
@@ -87,14 +90,30 @@ class DefaultSnapshotStrategy(SnapshotStrategy):
                 return Priority.CANT_HANDLE
             return Priority.DEFAULT
         if op is Operation.REVERT:
-            ready = env.store.find(SnapshotStoreRef, "snapshot_id = ? AND state = ?", (snapshot.id, RefState.Ready))
-            pool = env.pool_of(volume)
-            if volume.format == "QCOW2" and ready:
-                return Priority.DEFAULT
-            if pool is not None and pool.pool_type == "CLVM" and any(r.store_role == "Image" for r in ready):
-                return Priority.DEFAULT
-            return Priority.CANT_HANDLE
+            return self._can_revert(env, snapshot)
         return Priority.DEFAULT
+
+    @staticmethod
+    def _can_revert(env: StrategyEnv, snapshot: Snapshot) -> Priority:
+        """Spec §14.4: a QCOW2 volume with a Ready ref in its zone, or a CLVM one with a Ready image ref in its zone.
+
+        The volume is read as ``volumeDao.findById`` does (a removed one is not found: CANT_HANDLE), and its pool is
+        ``pool_id`` only.
+        """
+        volume = env.store.first(Volume, "id = ? AND removed IS NULL", (snapshot.volume_id,))
+        if volume is None:
+            return Priority.CANT_HANDLE
+        ready = [
+            r
+            for r in env.store.find(SnapshotStoreRef, "snapshot_id = ? AND state = ?", (snapshot.id, RefState.Ready))
+            if store_zone(env.store, r) == volume.data_center_id
+        ]
+        if volume.format == "QCOW2" and ready:
+            return Priority.DEFAULT
+        pool = None if volume.pool_id is None else env.store.get(StoragePool, volume.pool_id)
+        if pool is not None and pool.pool_type in CLVM_POOL_TYPES and any(r.store_role == "Image" for r in ready):
+            return Priority.DEFAULT
+        return Priority.CANT_HANDLE
 
     def before_take(self, env: StrategyEnv, take: SnapshotTake) -> None:
         """Spec §5.5 steps 1-3: refuse quiesce, lock the snapshot row, volume SnapshotRequested.
@@ -242,7 +261,7 @@ class _DefaultDelete:
             return True
         if state == SnapshotState.Error:
             refs = [r for r in self._refs(snapshot_id, None) if r.state != RefState.Destroyed]
-            deleted = [r for r in refs if zone_id is None or self._zone_of(r) == zone_id]
+            deleted = [r for r in refs if zone_id is None or store_zone(self.store, r) == zone_id]
             for ref in deleted:
                 self.store.delete(ref, by="DefaultSnapshotStrategy.deleteSnapshot (expunge)")
             if len(deleted) == len(refs):
@@ -261,12 +280,7 @@ class _DefaultDelete:
 
     def _refs(self, snapshot_id: int, zone_id: int | None) -> list[SnapshotStoreRef]:
         refs = self.store.find(SnapshotStoreRef, "snapshot_id = ?", (snapshot_id,))
-        return [r for r in refs if zone_id is None or self._zone_of(r) == zone_id]
-
-    def _zone_of(self, ref: SnapshotStoreRef) -> int:
-        if ref.store_role == "Primary":
-            return self.store.get(StoragePool, ref.store_id).data_center_id
-        return self.store.get(ImageStore, ref.store_id).data_center_id
+        return [r for r in refs if zone_id is None or store_zone(self.store, r) == zone_id]
 
     def _destroy_entries_and_files(self, snapshot: Snapshot, zone_id: int | None) -> DeleteRun:
         """``destroySnapshotEntriesAndFiles``: every ref, the zone rows, then Destroyed once no ref is left."""

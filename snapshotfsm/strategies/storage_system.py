@@ -45,6 +45,7 @@ from snapshotfsm.strategies.base import (
     StrategyEnv,
     lock_key,
     primary_ref,
+    ready_primary_ref,
     service_delete,
     service_delete_blocking,
 )
@@ -78,28 +79,35 @@ class StorageSystemSnapshotStrategy(SnapshotStrategy):
             return Priority.CANT_HANDLE
         if any(r.state == RefState.Ready for r in env.image_refs(snapshot.id)):
             return Priority.CANT_HANDLE
-        primary = env.primary_refs(snapshot.id)
-        if not primary:
+        primary = ready_primary_ref(env.store, snapshot.id)
+        if primary is None:
             return Priority.CANT_HANDLE
-        pool = env.store.get(StoragePool, primary[0].store_id)
+        pool = env.store.get(StoragePool, primary.store_id)
         if zone_id is not None and zone_id != pool.data_center_id:
             return Priority.CANT_HANDLE
         return Priority.HIGHEST if STORAGE_SYSTEM_SNAPSHOT in env.capabilities(pool) else Priority.CANT_HANDLE
 
     def _can_revert(self, env: StrategyEnv, snapshot: Snapshot, volume: Volume) -> Priority:
+        """Spec §14.4: the snapshot's pool (its first Ready primary ref), then the volume's, is asked in turn.
+
+        With the ``takeSnapshot`` detail "true" the question is ``CAN_REVERT_VOLUME_TO_SNAPSHOT``, and a snapshot
+        without a Ready primary ref is refused before the volume's pool is asked; without it, whether the pool is
+        managed.
+        """
         if volume.removed is not None or volume.format not in SUPPORTED_FORMATS:
             return Priority.CANT_HANDLE
-        pools = [p for p in (env.pool_of(volume), *self._snapshot_pools(env, snapshot)) if p is not None]
+        ref = ready_primary_ref(env.store, snapshot.id)
+        snapshot_pool = None if ref is None else env.store.get(StoragePool, ref.store_id)
+        volume_pool = env.pool_of(volume)
         detail = env.store.first(SnapshotDetail, "snapshot_id = ? AND name = 'takeSnapshot'", (snapshot.id,))
         if detail is not None and detail.value == "true":
-            ok = any(CAN_REVERT_VOLUME_TO_SNAPSHOT in env.capabilities(p) for p in pools)
+            if snapshot_pool is None:
+                return Priority.CANT_HANDLE
+            pools = [snapshot_pool, volume_pool]
+            ok = any(p is not None and CAN_REVERT_VOLUME_TO_SNAPSHOT in env.capabilities(p) for p in pools)
         else:
-            ok = any(p.is_managed for p in pools)
+            ok = any(p is not None and p.is_managed for p in (snapshot_pool, volume_pool))
         return Priority.HIGHEST if ok else Priority.CANT_HANDLE
-
-    @staticmethod
-    def _snapshot_pools(env: StrategyEnv, snapshot: Snapshot) -> list[StoragePool]:
-        return [env.store.get(StoragePool, r.store_id) for r in env.primary_refs(snapshot.id)]
 
     def before_take(self, env: StrategyEnv, take: SnapshotTake) -> None:
         """Spec §5.7: verify format and location type, lock, then the volume's SnapshotRequested.

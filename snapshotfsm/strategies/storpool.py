@@ -21,7 +21,6 @@ from snapshotfsm.errors import (
 from snapshotfsm.names import RefEvent, RefState, SnapshotState
 from snapshotfsm.objects import store_ref_event
 from snapshotfsm.store.records import (
-    ImageStore,
     Snapshot,
     SnapshotDetail,
     SnapshotStoreRef,
@@ -38,6 +37,7 @@ from snapshotfsm.strategies.base import (
     parent_of,
     service_delete,
     shares_parent_path,
+    store_zone,
 )
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
             for r in env.store.find(
                 SnapshotStoreRef, "snapshot_id = ? AND state != ?", (snapshot.id, RefState.Destroyed)
             )
-            if r.store_role == "Primary" and (zone_id is None or _zone_of(env, r) == zone_id)
+            if r.store_role == "Primary" and (zone_id is None or store_zone(env.store, r) == zone_id)
         ]
         _process(env, primaries, RefEvent.DestroyRequested)
         if not answer.result:
@@ -226,7 +226,7 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
             return True
         if state == SnapshotState.Error:
             refs = store.find(SnapshotStoreRef, "snapshot_id = ? AND state != ?", (snapshot.id, RefState.Destroyed))
-            gone = [r for r in refs if zone_id is None or _zone_of(env, r) == zone_id]
+            gone = [r for r in refs if zone_id is None or store_zone(env.store, r) == zone_id]
             for ref in gone:
                 store.delete(ref, by="StorPoolSnapshotStrategy.deleteSnapshotFromDbIfNeeded (expunge)")
             if len(gone) == len(refs):
@@ -241,7 +241,8 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
         images = [
             r
             for r in env.image_refs(snapshot.id)
-            if (zone_id is not None and _zone_of(env, r) == zone_id) or (zone_id is None and r.state == RefState.Ready)
+            if (zone_id is not None and store_zone(env.store, r) == zone_id)
+            or (zone_id is None and r.state == RefState.Ready)
         ]
         for ref in images:
             deleted = yield from self._delete_on_image(env, ref)
@@ -309,7 +310,7 @@ def view_rows(env: StrategyEnv, snapshot_id: int, zone_id: int | None) -> list[V
     refs = store.find(
         SnapshotStoreRef, "snapshot_id = ? AND state != ? AND display = 1", (snapshot_id, RefState.Destroyed)
     )
-    rows = [ViewRow(r.store_role, r.store_id, _zone_of(env, r)) for r in refs]
+    rows = [ViewRow(r.store_role, r.store_id, store_zone(env.store, r)) for r in refs]
     if not rows:
         zones = store.find(SnapshotZoneRef, "snapshot_id = ? AND removed IS NULL", (snapshot_id,))
         rows = [ViewRow(None, None, z.zone_id) for z in zones] or [ViewRow(None, None, None)]
@@ -324,12 +325,6 @@ NO_STORE_ROLE = (
 
 SPS_CHAIN_STATES = (SnapshotState.Destroying, SnapshotState.Destroyed, SnapshotState.Error, SnapshotState.BackedUp)
 """The snapshot states SPS's ``deleteSnapshotChain`` walks through (BackedUp too, unlike the default strategy's)."""
-
-
-def _zone_of(env: StrategyEnv, ref: SnapshotStoreRef) -> int:
-    if ref.store_role == "Primary":
-        return env.store.get(StoragePool, ref.store_id).data_center_id
-    return env.store.get(ImageStore, ref.store_id).data_center_id
 
 
 def _process(env: StrategyEnv, refs: list[SnapshotStoreRef], event: str) -> None:
