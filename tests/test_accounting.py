@@ -14,7 +14,7 @@ from lifecycle_cloud import delete, second_zone
 
 from snapshotfsm.errors import CloudRuntimeException
 from snapshotfsm.orchestration import accounting
-from snapshotfsm.store.records import Alert, ResourceCount, UsageEvent
+from snapshotfsm.store.records import SYSTEM_ACCOUNT_ID, Account, Alert, ResourceCount, UsageEvent
 
 
 def _rows(cloud: Cloud, resource: str) -> list[int]:
@@ -57,6 +57,16 @@ class TestChangeCount:
                 0,
             )
         ]
+
+    def test_the_system_accounts_counts_never_move(self):
+        """A take and delete of a volume the system account owns: its rows stay 0, and no alert is sent."""
+        cloud = Cloud()
+        system = cloud.engine.get(Account, SYSTEM_ACCOUNT_ID)
+        sid = cloud.take(cloud.volume("kvm-nfs", account=system)).snapshot.id
+        assert cloud.counts(system) == {"snapshot": 0, "primary_storage": 0, "secondary_storage": 0}
+        assert delete(cloud, sid)[0] == "SUCCEEDED"
+        assert cloud.counts(system) == {"snapshot": 0, "primary_storage": 0, "secondary_storage": 0}
+        assert cloud.engine.store.find(Alert) == []
 
 
 class TestAlert:

@@ -229,7 +229,7 @@ class TestBackupTaskPoolCopies:
         assert _task_states(e) == ["Scheduled", "Running", "CopyingOnPools", "Done"]
         assert [r[:2] for r in primary_refs(e, sid)] == [(cloud.pool_a.id, "Ready"), (cloud.pool_b.id, "Ready")]
         assert e.get(Snapshot, sid).status == "BackedUp"
-        assert count(e, SYSTEM, "primary_storage") == SIZE
+        assert count(e, SYSTEM, "primary_storage") == 0  # account 1 is never counted
 
     def test_with_backup_off_and_no_copy_strategy_no_task_is_scheduled(self):
         """No COPY strategy (a pool that is not StorPool's): no task at all; the snapshot is marked BackedUp."""
@@ -258,7 +258,7 @@ class TestBackupTaskPoolCopies:
         task = [row for row in e.history() if row.machine == "backup_task"]
         assert task[4].at_ms - task[3].at_ms == 300_000
         assert [r[:2] for r in primary_refs(e, sid)] == [(cloud.pool_a.id, "Ready"), (cloud.pool_b.id, "Ready")]
-        assert count(e, SYSTEM, "primary_storage") == SIZE
+        assert count(e, SYSTEM, "primary_storage") == 0  # account 1 is never counted
         assert e.get(Snapshot, sid).status == "BackedUp"
 
     def test_a_copy_failing_on_every_try_ends_in_a_cleanup_that_changes_nothing(self):
@@ -292,10 +292,13 @@ def _task_states(e: Engine) -> list[str]:
 
 
 class TestSystemCaller:
-    """The pool copy charges primary_storage to the calling *user* id, read as an account id (spec §7.4)."""
+    """The pool copy charges primary_storage to the calling *user* id, read as an account id (spec §7.4).
 
-    def test_a_scheduled_snapshot_charges_the_system_account(self):
-        """The scheduler's job runs as user 1: the system account is charged and no usage event is written."""
+    For the system's user (id 1) that is account 1, whose counts never move: no one is charged.
+    """
+
+    def test_a_scheduled_snapshot_charges_no_one(self):
+        """The scheduler's job runs as user 1: neither the system account nor the owner is charged, no usage event."""
         cloud = StorPoolCloud()
         e = cloud.engine
         e.create_snapshot_policy(
@@ -305,11 +308,11 @@ class TestSystemCaller:
         e.run(until_ms=11 * 60_000)
         sid = e.store.find(Snapshot)[0].id
         assert [r[:2] for r in primary_refs(e, sid)] == [(cloud.pool_a.id, "Ready"), (cloud.pool_b.id, "Ready")]
-        assert count(e, SYSTEM, "primary_storage") == SIZE
+        assert count(e, SYSTEM, "primary_storage") == 0  # account 1 is never counted
         assert count(e, cloud.alice.id, "primary_storage") == 0
         assert copy_usage(e, sid) == []
 
-    def test_the_async_backup_task_charges_the_system_account(self):
+    def test_the_async_backup_task_charges_no_one(self):
         """The backup task runs in the system context; with pool ids it only copies (no secondary backup)."""
         cloud = StorPoolCloud(config=BACKUP_OFF)
         sid = cloud.take(storage_ids=[cloud.pool_b.id], async_backup=True)
@@ -317,7 +320,7 @@ class TestSystemCaller:
         assert e.get(Snapshot, sid).status == "BackedUp"
         assert image_refs(e, sid) == []
         assert [r[:2] for r in primary_refs(e, sid)] == [(cloud.pool_a.id, "Ready"), (cloud.pool_b.id, "Ready")]
-        assert count(e, SYSTEM, "primary_storage") == SIZE
+        assert count(e, SYSTEM, "primary_storage") == 0  # account 1 is never counted
         assert copy_usage(e, sid) == []
 
     def test_an_admin_caller_gets_the_usage_event(self):

@@ -2,7 +2,8 @@
 
 A block is one SQLite transaction (``Store.atomic``) around the same writes as CloudStack's, rolled back on the same
 exceptions; a crash never falls inside one. ``deleteSnapshotInfos`` is tested with the delete (``test_delete.py``).
-Here: ``postSnapshotCreation`` (sync backup and ``BackupSnapshotTask``), ``cleanupLeftOverJobs`` with the ``MS_ID``
+Here: ``postSnapshotCreation`` (sync backup and ``BackupSnapshotTask``), ``cleanupOnSnapshotBackupFailure``,
+``cleanupLeftOverJobs`` with the ``MS_ID``
 cleanup, the attached path's ``submitAsyncJob``, and ``saveDetails`` of a policy.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 from cloud import Cloud
-from lifecycle_cloud import CANCELLED, answer, details, snapshot
+from lifecycle_cloud import CANCELLED, answer, details, refs, snapshot
 
 from snapshotfsm.describe import volume_str
 from snapshotfsm.errors import ApiError, CloudRuntimeException, NullPointerException, ServerDown
@@ -126,6 +127,35 @@ def _crashed_while_backing_up() -> tuple[Cloud, int, int]:
 
 def _in_progress(cloud: Cloud) -> list[int]:
     return [j.id for j in cloud.engine.store.find(AsyncJob, "job_status = 0")]
+
+
+class TestCleanupOnBackupFailure:
+    """The sync copy fails: ``cleanupOnSnapshotBackupFailure`` is one block {primary ref DestroyRequested and
+    OperationSucceeded, Snapshot OperationFailed, MS_ID delete, soft remove} (spec §21.2 ``backupSnapshot`` row).
+
+    Its rollbacks are in ``test_take_faults.TestBackupCleanupFails``; here, the crash points on both sides.
+    """
+
+    @staticmethod
+    def _crashed(at: str) -> tuple[Cloud, int]:
+        cloud = Cloud(faults=FaultPlan().fail("copyAsync").crash(at))
+        sid = cloud.take(cloud.volume("xen-nfs")).snapshot.id
+        assert cloud.engine.crashes == [at]
+        return cloud, sid
+
+    def test_a_crash_before_it_writes_none_of_it(self):
+        """``backup.answered#3`` is the block: the snapshot BackingUp, its primary ref Ready, its MS_ID there."""
+        cloud, sid = self._crashed("backup.answered#3")
+        assert snapshot(cloud.engine, sid) == ("BackingUp", False)
+        assert refs(cloud.engine, sid) == [("Primary", "Ready")]
+        assert details(cloud.engine, sid) == {"MS_ID": "1"}
+
+    def test_a_crash_after_it_keeps_all_of_it(self):
+        """At the error transition that follows: Error and soft-removed, the primary ref Destroyed, no MS_ID."""
+        cloud, sid = self._crashed("take_snapshot.Unwind")
+        assert snapshot(cloud.engine, sid) == ("Error", True)
+        assert refs(cloud.engine, sid) == [("Primary", "Destroyed")]
+        assert details(cloud.engine, sid) == {}
 
 
 class TestCleanupLeftOverJobs:

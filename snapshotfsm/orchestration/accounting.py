@@ -5,6 +5,7 @@ from __future__ import annotations
 from snapshotfsm.errors import CloudRuntimeException, ResourceAllocationException
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.store.records import (
+    SYSTEM_ACCOUNT_ID,
     SYSTEM_USER_ID,
     Account,
     ActionEvent,
@@ -89,11 +90,14 @@ def change_count(rt: Runtime, account_id: int, resource: str, delta: int) -> Non
     block is the count update alone). When no ``resource_count`` row of the account matches,
     ``ResourceCountDaoImpl.updateCountByDeltaForIds`` updates nothing and answers false: an increment then throws
     (spec §21.4.3), a decrement only sends an ``ALERT_TYPE_UPDATE_RESOURCE_COUNT`` alert. No row is ever inserted.
+    The system account's counts are never changed (``ResourceLimitManagerImpl`` returns first for account 1).
 
     Raises:
         CloudRuntimeException: an increment found no ``resource_count`` row of the account ("Failed to increment
             resource count of type <type> for account id=<id>").
     """
+    if account_id == SYSTEM_ACCOUNT_ID:
+        return
     with rt.store.atomic():
         row = rt.store.first(ResourceCount, "account_id = ? AND type = ?", (account_id, resource))
         if row is not None:

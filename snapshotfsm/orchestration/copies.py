@@ -495,8 +495,8 @@ def copy_to_pool(t: Turn[CopyContext]) -> str | None:
     moved = rt.store.update(moved, install_path=src.install_path)
     store_ref_event(rt.store, moved, RefEvent.OperationSucceeded)
     add_to_zone(rt, snapshot.id, pool.data_center_id)
-    # The increment passes the calling *user* id where an account id is expected (spec §7.4); the usage event,
-    # written unless that user id is the system account's id, goes to the calling account, not to the owner.
+    # The increment passes the calling *user* id where an account id is expected (spec §7.4), so the system's user
+    # charges no one; the usage event, written unless that user id is 1, goes to the calling account, not the owner.
     user_id, account_id = ctx.calling_user_id, ctx.calling_account_id
     accounting.change_count(rt, user_id, accounting.PRIMARY_STORAGE, snapshot.size)
     if user_id != SYSTEM_ACCOUNT_ID:
