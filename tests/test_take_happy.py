@@ -15,6 +15,7 @@ import json
 
 import pytest
 from cloud import GIB, PHYSICAL, SIZE, Cloud, Taken, new_engine
+from lifecycle_cloud import stored
 
 from snapshotfsm.engine import Engine
 from snapshotfsm.store.records import ImageStore, SnapshotZoneRef, StoragePool, VmInstance, Workflow
@@ -363,6 +364,20 @@ class TestCeph:
         assert taken.details() == {}
         assert cloud.counts() == BACKED_UP_ON_SECONDARY
         assert taken.usage() == [ON_PRIMARY, CREATE]
+
+
+class TestKvmHostDeletesAfterCopy:
+    """``KVMStorageProcessor.backupSnapshot`` deletes the snapshot on primary once it is copied, but on RBD."""
+
+    @pytest.mark.parametrize(("shape", "kept"), [("kvm-clvm", False), ("kvm-rbd", True)])
+    def test_the_copy_leaves_the_primary_snapshot_only_on_rbd(self, shape: str, kept: bool) -> None:
+        cloud, taken = scenario(shape)
+        assert stored(cloud.engine, taken.snapshot.id) == [("primary", kept), ("image", True)]
+
+    def test_a_xenserver_snapshot_stays_on_primary(self) -> None:
+        """Not a KVM host: the primary snapshot is the next delta's parent (spec §16.2)."""
+        cloud, taken = scenario("xen-nfs")
+        assert stored(cloud.engine, taken.snapshot.id) == [("primary", True), ("image", True)]
 
 
 @pytest.mark.parametrize("size", [1 * GIB, 3 * GIB + 1])

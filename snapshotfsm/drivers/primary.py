@@ -15,6 +15,9 @@ from snapshotfsm.store.records import Host, Snapshot, StorageObject, StoragePool
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+CLVM_POOL_TYPES = frozenset({"CLVM", "CLVM_NG"})
+"""``ClvmPoolManager.isClvmPoolType``: block storage whose snapshots are logical volumes."""
+
 FULL_FILL = 2
 """A snapshot holds half of its volume's virtual size (the model's fixed fill ratio), so that usage shows
 physical < virtual and the resource correction of spec §5.4 step 12 has something to correct."""
@@ -122,9 +125,13 @@ class PrimaryDriver(Driver):
                 volume_id=source.volume_id,
                 source_path=src_path,
             )
+            self.after_backup_copy(snapshot, source)
             return Answer(result=True, path=dest_path, physical_size=source.physical_size)
 
         self.call("copyAsync", self.wrap_backup_answer(snapshot, src_path, callback), effect)
+
+    def after_backup_copy(self, snapshot: Snapshot, source: StorageObject) -> None:
+        """What the host does with the snapshot on primary once it is copied (nothing, unless a driver says so)."""
 
     def wrap_backup_answer(self, snapshot: Snapshot, src_path: str, callback: Callback) -> Callback:  # noqa: ARG002
         """Hook for drivers that react to a failed backup (StorPool deletes its snapshot, spec §8)."""
@@ -159,11 +166,21 @@ class DefaultPrimaryDriver(PrimaryDriver):
         }
     )
 
+    def after_backup_copy(self, snapshot: Snapshot, source: StorageObject) -> None:
+        """A KVM host deletes the snapshot on primary once it is copied, but on RBD (spec §13.2, §16.4).
+
+        ``KVMStorageProcessor.backupSnapshot`` ends with ``deleteSnapshotOnPrimary`` (``lvremove`` on CLVM, the
+        file elsewhere); the database learns nothing of it (a CLVM primary ref is removed by the management server,
+        ``removeClvmPrimarySnapshotStoreRefIfNeeded``).
+        """
+        if snapshot.hypervisor_type == "KVM" and self.pool.pool_type != "RBD":
+            self.drop(source)
+
     def snapshot_path(self, snapshot: Snapshot, volume: Volume) -> str:
         """RBD keeps ``pool/image@snap``; CLVM a logical volume; file-based pools a file beside the volume."""
         if self.pool.pool_type == "RBD":
             return f"{self.pool.name}/{volume.path or volume.uuid}@{snapshot.uuid}"
-        if self.pool.pool_type == "CLVM":
+        if self.pool.pool_type in CLVM_POOL_TYPES:
             return f"/dev/{self.pool.name}/{snapshot.uuid}"
         return super().snapshot_path(snapshot, volume)
 

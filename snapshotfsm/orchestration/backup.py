@@ -13,6 +13,7 @@ import attrs
 
 from snapshotfsm.describe import snapshot_object_str, snapshot_str
 from snapshotfsm.drivers.base import Answer
+from snapshotfsm.drivers.primary import CLVM_POOL_TYPES
 from snapshotfsm.errors import (
     CloudException,
     CloudRuntimeException,
@@ -212,7 +213,7 @@ def after_backup(rt: Runtime, strategy: SnapshotStrategy, take: SnapshotTake) ->
     """
     if not post_snapshot_creation(rt, strategy, take):
         return False
-    if take.pool.pool_type == "CLVM":
+    if take.pool.pool_type in CLVM_POOL_TYPES:
         ref = primary_ref(rt.store, take.snapshot.id, take.pool.id)
         if ref is not None:
             rt.store.delete(ref, by="SnapshotManagerImpl.removeClvmPrimarySnapshotStoreRefIfNeeded")

@@ -9,6 +9,7 @@ import json
 import logging
 
 from snapshotfsm.describe import snapshot_object_str, snapshot_str
+from snapshotfsm.drivers.primary import CLVM_POOL_TYPES
 from snapshotfsm.errors import (
     CloudException,
     CloudRuntimeException,
@@ -52,9 +53,6 @@ from snapshotfsm.strategies.base import (
 )
 
 log = logging.getLogger(__name__)
-
-CLVM_POOL_TYPES = frozenset({"CLVM", "CLVM_NG"})
-"""``ClvmPoolManager.isClvmPoolType``."""
 MS_ID = "MS_ID"
 
 
