@@ -24,6 +24,7 @@ from snapshotfsm.errors import ApiError
 from snapshotfsm.faults import FaultPlan
 from snapshotfsm.profiles import Profile, get_profile
 from snapshotfsm.store.records import (
+    DEFAULT_CHURN_FRACTION,
     Account,
     ActionEvent,
     Alert,
@@ -52,6 +53,8 @@ GIB = 1 << 30
 SIZE = 10 * GIB
 """The default volume size; the simulated drivers fill half of it, so a snapshot's physical size is SIZE // 2."""
 PHYSICAL = SIZE // 2
+DELTA = SIZE // DEFAULT_CHURN_FRACTION
+"""A XenServer delta on secondary storage: what changed of the volume since its parent (the default churn)."""
 
 
 @attrs.frozen

@@ -173,12 +173,12 @@ class TestDriverContractAtRuntime:
 
     def test_an_operation_answered_twice(self) -> None:
         class Stutter(DefaultPrimaryDriver):
-            def take_snapshot(self, snapshot, volume, callback: Callback, *, to_image=None) -> None:  # type: ignore[no-untyped-def]
+            def take_snapshot(self, snapshot, volume, callback: Callback, *, to_image=None, parent_path=None) -> None:  # type: ignore[no-untyped-def]
                 def twice(answer):  # type: ignore[no-untyped-def]
                     callback(answer)
                     callback(answer)
 
-                super().take_snapshot(snapshot, volume, twice, to_image=to_image)
+                super().take_snapshot(snapshot, volume, twice, to_image=to_image, parent_path=parent_path)
 
         engine = Engine.open(":memory:", drivers=[Stutter])
         zone = engine.add_zone("z")

@@ -12,10 +12,10 @@ import datetime as dt
 import zoneinfo
 
 import pytest
-from cloud import PHYSICAL, SIZE, Cloud, action_events
+from cloud import DELTA, PHYSICAL, SIZE, Cloud, action_events
 from hypothesis import given
 from hypothesis import strategies as st
-from lifecycle_cloud import jobs, second_zone, usage
+from lifecycle_cloud import jobs, refs, second_zone, stored, usage
 
 from snapshotfsm.describe import snapshot_str, volume_str
 from snapshotfsm.errors import ApiError, CloudRuntimeException
@@ -71,7 +71,11 @@ class TestSchedulerAndRetention:
         ]
         deleted = [(u.type, u.resource_id) for u in cloud.engine.store.find(UsageEvent, "type = 'SNAPSHOT.DELETE'")]
         assert deleted == [("SNAPSHOT.DELETE", 1), ("SNAPSHOT.DELETE", 2), ("SNAPSHOT.DELETE", 3)]
-        assert cloud.counts() == {"snapshot": 3, "primary_storage": 0, "secondary_storage": 3 * PHYSICAL}
+        # Snapshot 1 is the chain's full copy, 2 to 6 deltas on it; the three kept are deltas. The deleted ones gave
+        # back their own sizes, although 1 to 3 stay on storage (Hidden) under the deltas that need them (§16.3).
+        assert cloud.counts() == {"snapshot": 3, "primary_storage": 0, "secondary_storage": 3 * DELTA}
+        assert [refs(cloud.engine, sid) for sid in (1, 2, 3)] == [[("Image", "Hidden")]] * 3
+        assert [stored(cloud.engine, sid)[-1] for sid in (1, 2, 3)] == [("image", True)] * 3
 
     def test_a_retention_delete_writes_one_action_event(self):
         """onCompletedActionEvent as the system user, naming the row as it was before the delete."""
@@ -168,7 +172,7 @@ class TestSchedulerAndRetention:
         ]
         created = [u[0] for sid in (3, 4, 5) for u in usage(cloud.engine, sid) if u[0] == "SNAPSHOT.CREATE"]
         assert created == ["SNAPSHOT.CREATE"]
-        assert cloud.counts() == {"snapshot": 3, "primary_storage": 0, "secondary_storage": PHYSICAL + 2 * SIZE}
+        assert cloud.counts() == {"snapshot": 3, "primary_storage": 0, "secondary_storage": DELTA + 2 * SIZE}
 
     def test_manual_snapshots_do_not_count(self):
         """Retention counts the policy's type only: manual snapshots of the volume are left alone."""

@@ -94,9 +94,9 @@ class TestPostSnapshotCreation:
         assert _off_primary(cloud) == [first]
 
     def test_an_error_inside_keeps_what_was_done_before_it_and_the_take_goes_on(self):
-        """The parent's row is expunged while the child's copy runs: its NotFound is caught inside the block.
+        """The parent's row is expunged while the child's copy runs: its first use throws, caught inside the block.
 
-        The MS_ID delete and the parent ref's delete before the error commit; the ``parent_snapshot_id = 0`` after it
+        The MS_ID delete before the error commits; the parent's ref is not deleted and the ``parent_snapshot_id = 0``
         is not written; the take goes on to its post-processing and SUCCEEDS (audit E-9).
         """
         cloud = Cloud()
@@ -111,7 +111,7 @@ class TestPostSnapshotCreation:
         assert taken.status == "SUCCEEDED"
         assert snapshot(engine, taken.snapshot.id) == ("BackedUp", False)
         assert details(engine, taken.snapshot.id) == {}
-        assert _primary_refs(cloud) == [(taken.snapshot.id, first)]
+        assert _primary_refs(cloud) == [(first, 0), (taken.snapshot.id, first)]
         assert _off_primary(cloud) == []
         assert [u[0] for u in taken.usage()] == ["SNAPSHOT.ON_PRIMARY", "SNAPSHOT.CREATE"]
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 import attrs
 
 from snapshotfsm.errors import CloudRuntimeException, DriverContractError, InvalidValue, NeverAnswered
-from snapshotfsm.store.records import StorageObject
+from snapshotfsm.store.records import DEFAULT_CHURN_FRACTION, SimVolume, StorageObject, Volume
 
 if TYPE_CHECKING:
     from snapshotfsm.scheduler import Scheduler
@@ -252,6 +252,13 @@ class Driver:
         return Answer(result=True, path=path)
 
     # --- inventory -------------------------------------------------------------------------------------------------
+
+    def churn(self, volume_id: int) -> int:
+        """How many bytes of the volume changed since its previous snapshot (``Inventory.set_volume_churn``)."""
+        row = self.env.store.first(SimVolume, "volume_id = ?", (volume_id,))
+        if row is not None:
+            return row.churn
+        return self.env.store.get(Volume, volume_id).size // DEFAULT_CHURN_FRACTION
 
     def put(self, path: str, **fields: object) -> StorageObject:
         """Record a new object at ``path`` on this store."""

@@ -63,18 +63,28 @@ class PrimaryDriver(Driver):
     # --- operations --------------------------------------------------------------------------------------------
 
     def take_snapshot(
-        self, snapshot: Snapshot, volume: Volume, callback: Callback, *, to_image: ImageStoreDriver | None = None
+        self,
+        snapshot: Snapshot,
+        volume: Volume,
+        callback: Callback,
+        *,
+        to_image: ImageStoreDriver | None = None,
+        parent_path: str | None = None,
     ) -> None:
         """``takeSnapshot``: create the snapshot and answer with its path and physical size.
 
         With ``to_image`` (KVM on file-based storage with backup on, spec §13.2) the host writes the snapshot
-        straight to that image store, at the image ref's install path.
+        straight to that image store, at the image ref's install path. ``parent_path`` is the path of the parent
+        snapshot on this pool (``SnapshotObjectTO.parentSnapshotPath``, when the ref has a parent, spec §16.1).
         """
 
         def effect() -> Answer:
             problem = self.endpoint_missing()
             if problem:
                 return Answer(result=False, details=problem)
+            unchanged = self.unchanged_parent(snapshot, volume, parent_path)
+            if unchanged is not None:
+                return Answer(result=True, path=unchanged.path, physical_size=unchanged.physical_size)
             physical = volume.size // FULL_FILL
             fields = {
                 "size": volume.size,
@@ -93,6 +103,11 @@ class PrimaryDriver(Driver):
 
         self.call("takeSnapshot", callback, effect)
 
+    def unchanged_parent(self, snapshot: Snapshot, volume: Volume, parent_path: str | None) -> StorageObject | None:
+        """The parent snapshot to answer with instead of a new one, when the host reports no change (none here)."""
+        del snapshot, volume, parent_path
+        return None
+
     def after_take(self, snapshot: Snapshot, path: str) -> None:
         """A driver's own bookkeeping once its snapshot exists (StorPool writes details, spec §8)."""
 
@@ -105,28 +120,38 @@ class PrimaryDriver(Driver):
         callback: Callback,
         *,
         full: bool = True,
+        parent_path: str | None = None,
     ) -> None:
         """``copyAsync`` of a snapshot from this pool to an image store (the backup of spec §5.8).
 
-        ``full`` is the strategy's backup plan (spec §7.3): a delta is written as an object of kind ``delta``. The
-        simulated copy holds the whole snapshot either way; sizes and parents of deltas are not modelled yet.
+        ``full`` is the strategy's plan (spec §7.3, §16.2) and ``parent_path`` the new image ref's parent on the
+        image store: a delta holds what changed since that parent (the volume's churn, at most the full snapshot),
+        points at its object, and the answer names it (``parentSnapshotPath``). A full copy, or a delta with no parent
+        to write on, names none, which starts a new chain on secondary storage.
         """
 
         def effect() -> Answer:
             source = self.find(src_path)
             if source is None:
                 return Answer(result=False, details=f"snapshot {src_path} does not exist on {self.pool.name}")
+            delta = not full and parent_path is not None
+            physical = source.physical_size
+            if delta:
+                physical = min(physical, self.churn(source.volume_id or snapshot.volume_id))
             target.put(
                 dest_path,
-                kind="snapshot" if full else "delta",
+                kind="delta" if delta else "snapshot",
                 size=source.size,
-                physical_size=source.physical_size,
+                physical_size=physical,
                 snapshot_id=snapshot.id,
                 volume_id=source.volume_id,
                 source_path=src_path,
+                parent_path=parent_path if delta else None,
             )
             self.after_backup_copy(snapshot, source)
-            return Answer(result=True, path=dest_path, physical_size=source.physical_size)
+            return Answer(
+                result=True, path=dest_path, physical_size=physical, parent_path=parent_path if delta else None
+            )
 
         self.call("copyAsync", self.wrap_backup_answer(snapshot, src_path, callback), effect)
 
@@ -166,15 +191,31 @@ class DefaultPrimaryDriver(PrimaryDriver):
         }
     )
 
-    def after_backup_copy(self, snapshot: Snapshot, source: StorageObject) -> None:
-        """A KVM host deletes the snapshot on primary once it is copied, but on RBD (spec §13.2, §16.4).
+    def unchanged_parent(self, snapshot: Snapshot, volume: Volume, parent_path: str | None) -> StorageObject | None:
+        """A XenServer host finds the new VHD's parent equal to the previous snapshot's: nothing changed (§16.2).
 
-        ``KVMStorageProcessor.backupSnapshot`` ends with ``deleteSnapshotOnPrimary`` (``lvremove`` on CLVM, the
-        file elsewhere); the database learns nothing of it (a CLVM primary ref is removed by the management server,
-        ``removeClvmPrimarySnapshotStoreRefIfNeeded``).
+        It destroys the new snapshot and answers with the parent's path (``XenServerStorageProcessor.createSnapshot``):
+        the empty delta. The simulated volume changed when its churn (``set_volume_churn``) is above 0.
+        """
+        if snapshot.hypervisor_type != "XenServer" or parent_path is None or self.churn(volume.id) > 0:
+            return None
+        return self.find(parent_path)
+
+    def after_backup_copy(self, snapshot: Snapshot, source: StorageObject) -> None:
+        """What the host deletes on primary once the copy is done (spec §13.2, §16.2, §16.4).
+
+        A KVM host deletes the copied snapshot, but on RBD (``KVMStorageProcessor.backupSnapshot`` ends with
+        ``deleteSnapshotOnPrimary``: ``lvremove`` on CLVM, the file elsewhere); a XenServer host keeps only that
+        one of the volume's snapshots on the pool (``destroySnapshotOnPrimaryStorageExceptThis``), the next delta's
+        base. The database learns nothing of either: the management server removes the refs its own way
+        (``removeClvmPrimarySnapshotStoreRefIfNeeded``, ``postSnapshotCreation``).
         """
         if snapshot.hypervisor_type == "KVM" and self.pool.pool_type != "RBD":
             self.drop(source)
+        elif snapshot.hypervisor_type == "XenServer" and source.volume_id is not None:
+            for other in self.objects():
+                if other.volume_id == source.volume_id and other.kind == "snapshot" and other.path != source.path:
+                    self.drop(other)
 
     def snapshot_path(self, snapshot: Snapshot, volume: Volume) -> str:
         """RBD keeps ``pool/image@snap``; CLVM a logical volume; file-based pools a file beside the volume."""

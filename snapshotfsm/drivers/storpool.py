@@ -55,7 +55,13 @@ class StorPoolDriver(PrimaryDriver):
         return f"{SP_DEV_PATH}{self.pool.id}.{snapshot.id}.{snapshot.uuid[:8]}"
 
     def take_snapshot(
-        self, snapshot: Snapshot, volume: Volume, callback: Callback, *, to_image: ImageStoreDriver | None = None
+        self,
+        snapshot: Snapshot,
+        volume: Volume,
+        callback: Callback,
+        *,
+        to_image: ImageStoreDriver | None = None,
+        parent_path: str | None = None,
     ) -> None:
         """Spec §8: a volume path outside ``/dev/storpool-byid/`` throws at the call.
 
@@ -64,7 +70,7 @@ class StorPoolDriver(PrimaryDriver):
         """
         if not volume.path.startswith(SP_DEV_PATH):
             raise UnsupportedOperationException(f"The path should be: {SP_DEV_PATH}")
-        super().take_snapshot(snapshot, volume, callback, to_image=to_image)
+        super().take_snapshot(snapshot, volume, callback, to_image=to_image, parent_path=parent_path)
 
     def after_take(self, snapshot: Snapshot, path: str) -> None:
         """``StorPoolHelper.addSnapshotDetails``: ``<uuid>`` = path and ``spStoragePoolId`` = pool id (spec §7.5)."""

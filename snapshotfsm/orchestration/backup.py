@@ -11,6 +11,7 @@ import logging
 
 import attrs
 
+from snapshotfsm.chains import image_ref_in_zone
 from snapshotfsm.describe import snapshot_object_str, snapshot_str
 from snapshotfsm.drivers.base import Answer
 from snapshotfsm.drivers.primary import CLVM_POOL_TYPES
@@ -62,7 +63,7 @@ def choose(t: Turn[TakeContext]) -> str:
     """The TAKE strategy's ``backupSnapshot`` decides how (spec §5.4 step 7: the same strategy object backs up)."""
     ctx = t.ctx
     ctx.backup_plan = ctx.strategy.backup_plan(t.rt.strategy_env, ctx.take)
-    return Take.MarkBackedUp if ctx.backup_plan.kind is BackupKind.MARK_BACKED_UP else Take.Copy
+    return Take.Copy if ctx.backup_plan.kind is BackupKind.COPY else Take.MarkBackedUp
 
 
 def start_backup(
@@ -93,6 +94,7 @@ def start_backup(
         src = primary_ref(rt.store, snapshot.id, take.pool.id)
         if src is None or src.install_path is None:
             raise CloudRuntimeException(f"no snapshot on primary storage to back up for {snapshot_str(snapshot)}")
+        parent = None if plan.full else image_ref_in_zone(rt.store, moved.parent_snapshot_id, image.data_center_id)
         driver = rt.drivers.primary(take.pool)
         driver.backup_snapshot(
             snapshot,
@@ -101,6 +103,7 @@ def start_backup(
             moved.install_path or "",
             on_answer,
             full=plan.full,
+            parent_path=parent.install_path if parent is not None else None,
         )
     except CloudException as exc:
         _not_copied(rt, snapshot, orig_state)
@@ -282,10 +285,42 @@ def mark_storage_system_backed_up(rt: Runtime, take: SnapshotTake) -> None:
     take.snapshot = snapshot
 
 
+def backed_up_without_copy(rt: Runtime, take: SnapshotTake, plan: BackupPlan) -> None:
+    """A backup that copies nothing: XenServer's empty delta (spec §16.2), or StorageSystem's mark (§5.7)."""
+    if plan.kind is BackupKind.EMPTY_DELTA:
+        empty_delta(rt, take, plan)
+    else:
+        mark_storage_system_backed_up(rt, take)
+
+
+def empty_delta(rt: Runtime, take: SnapshotTake, plan: BackupPlan) -> None:
+    """The take answered with its parent's path: nothing to copy (spec §16.2 item 1, ``backupSnapshot``).
+
+    An image ref is created on the store of the parent's image ref, CreateOnlyRequested, then OperationSucceeded
+    with a ``CreateObjectAnswer`` carrying the parent's install path (no physical size: the ref keeps its 0), and
+    the snapshot is OperationNotPerformed (CreatedOnPrimary to BackedUp). Each a write of its own.
+
+    Raises:
+        CloudRuntimeException: a ref event failed ("Failed to update state: ..."), or the snapshot event was refused
+            (the NoTransitionException's text).
+    """
+    assert plan.parent_ref_id is not None  # an EMPTY_DELTA plan always names the parent's image ref
+    parent = rt.store.get(SnapshotStoreRef, plan.parent_ref_id)
+    snapshot = rt.store.get(Snapshot, take.snapshot.id)
+    dest = new_image_ref(rt, snapshot, parent.store_id)
+    moved = store_ref_event(rt.store, dest, RefEvent.CreateOnlyRequested)
+    answer = Answer(result=True, path=parent.install_path)
+    store_ref_event(rt.store, moved, RefEvent.OperationSucceeded, answer, answer_type=AnswerType.CREATE_OBJECT)
+    try:
+        take.snapshot = snapshot_event(rt.store, snapshot, SnapshotEvent.OperationNotPerformed)
+    except NoTransitionException as exc:
+        raise CloudRuntimeException(f"{exc.java_name}: {exc.message}", cause=exc) from exc
+
+
 def mark_as_backed_up(t: Turn[TakeContext]) -> str | None:
-    """A StorageSystem snapshot that is not SECONDARY is marked BackedUp (spec §5.7), then postSnapshotCreation."""
+    """Backed up without a copy (:func:`backed_up_without_copy`), then postSnapshotCreation."""
     ctx = t.ctx
-    mark_storage_system_backed_up(t.rt, ctx.take)
+    backed_up_without_copy(t.rt, ctx.take, ctx.plan)
     if not post_snapshot_creation(t.rt, ctx.strategy, ctx.take):
         return None
     return Take.PostProcess

@@ -14,9 +14,9 @@ from snapshotfsm.orchestration import copies
 from snapshotfsm.orchestration.backup import (
     SnapshotVO,
     after_backup,
+    backed_up_without_copy,
     cleanup_on_backup_failure,
     finish_backup,
-    mark_storage_system_backed_up,
     start_backup,
 )
 from snapshotfsm.orchestration.contexts import BackupTaskContext, Machine
@@ -43,7 +43,7 @@ def run_task(t: Turn[BackupTaskContext]) -> str:
         return Task.CopyOnPools
     if rt.config.flag("snapshot.backup.to.secondary") and not ctx.copy_only:
         ctx.backup_plan = ctx.strategy.backup_plan(rt.strategy_env, _take(rt, ctx))
-        return Task.MarkBackedUp if ctx.backup_plan.kind is BackupKind.MARK_BACKED_UP else Task.Backup
+        return Task.Backup if ctx.backup_plan.kind is BackupKind.COPY else Task.MarkBackedUp
     return Task.Finish
 
 
@@ -56,10 +56,10 @@ def backup(t: Turn[BackupTaskContext]) -> None:
 
 
 def mark_backed_up(t: Turn[BackupTaskContext]) -> str | None:
-    """A StorageSystem snapshot that is not SECONDARY is marked BackedUp without a copy (spec §5.7)."""
+    """Backed up without a copy: StorageSystem's mark (spec §5.7) or XenServer's empty delta (§16.2)."""
     rt, ctx = t.rt, t.ctx
     take = _take(rt, ctx)
-    mark_storage_system_backed_up(rt, take)
+    backed_up_without_copy(rt, take, ctx.plan)
     return _after_backup(rt, ctx, take)
 
 

@@ -19,6 +19,7 @@ from snapshotfsm.store.records import (
     ImageStore,
     ResourceCount,
     ResourceLimit,
+    SimVolume,
     StoragePool,
     StoragePoolDetail,
     Template,
@@ -249,3 +250,26 @@ class Inventory:
                 created=self.rt.clock.timestamp(),
             )
         )
+
+    def set_volume_churn(self, volume: Volume | int, churn: int) -> None:
+        """How many bytes of ``volume`` change between two of its snapshots: the size of its deltas (spec §16.2).
+
+        The simulated storage's answer to "what changed": without a setting a volume changes by an eighth of its
+        size between snapshots; 0 means nothing changed, so that a XenServer take answers with the previous
+        snapshot's path (the empty delta of spec §16.2).
+
+        Raises:
+            InvalidValue: no such volume, or ``churn`` is not a number of bytes between 0 and the volume's size.
+        """
+        volume_id = volume.id if isinstance(volume, Volume) else volume
+        found = self.rt.store.first(Volume, "id = ?", (volume_id,))
+        if found is None:
+            raise InvalidValue("volume", volume_id, "the id of a volume")
+        if not isinstance(churn, int) or isinstance(churn, bool) or not 0 <= churn <= found.size:
+            raise InvalidValue("volume churn", churn, f"a number of bytes from 0 to the volume's size ({found.size})")
+        with self.rt.store.atomic():
+            row = self.rt.store.first(SimVolume, "volume_id = ?", (found.id,))
+            if row is None:
+                self.rt.store.insert(SimVolume(volume_id=found.id, churn=churn))
+            else:
+                self.rt.store.update(row, churn=churn)

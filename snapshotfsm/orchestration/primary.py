@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 
+from snapshotfsm.chains import primary_parent
 from snapshotfsm.describe import snapshot_object_str
 from snapshotfsm.drivers.base import Answer
 from snapshotfsm.errors import (
@@ -23,6 +24,7 @@ from snapshotfsm.orchestration.contract import StepTable, Turn
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.orchestration.take import new_image_ref
 from snapshotfsm.store.records import ImageStore, Snapshot, SnapshotStoreRef
+from snapshotfsm.strategies.base import primary_ref
 
 
 def begin(t: Turn[TakeContext]) -> str:
@@ -31,23 +33,18 @@ def begin(t: Turn[TakeContext]) -> str:
     return Take.RequestPrimary
 
 
-def parent_on_store(rt: Runtime, snapshot: Snapshot, store_id: int) -> int:
-    """The parent a new primary ref records: the volume's latest Ready snapshot on that store, or 0."""
-    latest = rt.store.find(
-        SnapshotStoreRef,
-        "volume_id = ? AND store_id = ? AND store_role = 'Primary' AND state = ? AND snapshot_id != ?",
-        (snapshot.volume_id, store_id, RefState.Ready, snapshot.id),
-        order_by="id DESC",
-        limit=1,
-    )
-    return latest[0].snapshot_id if latest else 0
-
-
 def request(t: Turn[TakeContext]) -> None:
     """``SnapshotServiceImpl.takeSnapshot`` up to the driver call (spec §5.6 steps 1-4); then wait for the answer."""
     rt, ctx = t.rt, t.ctx
     take = ctx.take
     original = take.snapshot
+    parent_id = primary_parent(
+        rt.store,
+        original,
+        take.pool.id,
+        kvm_incremental=rt.config.flag("kvm.incremental.snapshot", cluster=take.cluster_id),
+        to_image=ctx.image_store_id is not None,
+    )
     ref = rt.store.insert(
         SnapshotStoreRef(
             store_id=take.pool.id,
@@ -57,7 +54,7 @@ def request(t: Turn[TakeContext]) -> None:
             state=RefState.Allocated,
             size=take.volume.size,
             physical_size=take.volume.size,
-            parent_snapshot_id=parent_on_store(rt, original, take.pool.id),
+            parent_snapshot_id=parent_id,
             created=rt.clock.timestamp(),
             last_updated=rt.clock.timestamp(),
         )
@@ -77,7 +74,14 @@ def request(t: Turn[TakeContext]) -> None:
     driver = rt.drivers.primary(take.pool)
     target = rt.drivers.image(rt.store.get(ImageStore, image_id)) if image_id is not None else None
     try:
-        driver.take_snapshot(take.snapshot, take.volume, t.reply(Take.PrimaryAnswered), to_image=target)
+        parent = primary_ref(rt.store, parent_id, take.pool.id) if parent_id else None
+        driver.take_snapshot(
+            take.snapshot,
+            take.volume,
+            t.reply(Take.PrimaryAnswered),
+            to_image=target,
+            parent_path=parent.install_path if parent is not None else None,
+        )
     except CloudException as exc:
         # The catch fires OperationFailed on the ORIGINAL SnapshotObject, whose in-memory state is still
         # Allocated: NoTransition, caught, and the row stays Creating (spec §5.6 step 4).

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 
+from snapshotfsm.chains import image_parent
 from snapshotfsm.describe import snapshot_object_str, snapshot_str, volume_str
 from snapshotfsm.drivers.base import STORAGE_SYSTEM_SNAPSHOT
 from snapshotfsm.drivers.image import ImageStoreDriver
@@ -105,7 +106,15 @@ def find_image_store(rt: Runtime, snapshot: Snapshot) -> ImageStore | None:
 
 
 def new_image_ref(rt: Runtime, snapshot: Snapshot, image_store_id: int) -> SnapshotStoreRef:
-    """``ObjectInDataStoreManagerImpl.create`` on an image store: an Allocated ref at the snapshot's install path."""
+    """``ObjectInDataStoreManagerImpl.create`` on an image store: an Allocated ref at the snapshot's install path.
+
+    Its parent is looked up in the store's zone (spec §16.1), with ``kvm.incremental.snapshot`` of the cluster of
+    the volume's host (``findClusterIdByVolumeInfo``).
+    """
+    volume = rt.store.get(Volume, snapshot.volume_id)
+    cluster_id = cluster_of(rt, volume, volume_pool(rt, volume))
+    zone_id = rt.store.get(ImageStore, image_store_id).data_center_id
+    incremental = rt.config.flag("kvm.incremental.snapshot", cluster=cluster_id)
     return rt.store.insert(
         SnapshotStoreRef(
             store_id=image_store_id,
@@ -115,6 +124,7 @@ def new_image_ref(rt: Runtime, snapshot: Snapshot, image_store_id: int) -> Snaps
             state=RefState.Allocated,
             size=snapshot.size,
             install_path=ImageStoreDriver.install_path(snapshot),
+            parent_snapshot_id=image_parent(rt.store, snapshot, zone_id, kvm_incremental=incremental),
             created=rt.clock.timestamp(),
             last_updated=rt.clock.timestamp(),
         )

@@ -648,9 +648,29 @@ class StorageObject(Record):
     snapshot_id: int | None = None
     volume_id: int | None = None
     source_path: str | None = None
+    parent_path: str | None = None
+    """A delta's parent on the same store: the delta is readable only while that object is there (spec §16.2)."""
     exported_to: str | None = None
     created_ms: int = 0
     deleted_ms: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class SimVolume(Record):
+    """How much of a volume changes between two of its snapshots (ours): the size of a delta (spec §16.2, §16.4).
+
+    A volume without a row changes by :data:`DEFAULT_CHURN_FRACTION` of its size; 0 means nothing changed, so a
+    XenServer host answers a take with the previous snapshot's path (the empty delta).
+    """
+
+    table: ClassVar[str] = "sim_volume"
+    unique: ClassVar[tuple[tuple[str, ...], ...]] = (("volume_id",),)
+    volume_id: int
+    churn: int
+
+
+DEFAULT_CHURN_FRACTION = 8
+"""A volume with no ``sim_volume`` row changes by 1/8 of its size between two snapshots."""
 
 
 ALL_RECORDS: tuple[type[Record], ...] = (
@@ -690,4 +710,5 @@ ALL_RECORDS: tuple[type[Record], ...] = (
     Workflow,
     Failure,
     StorageObject,
+    SimVolume,
 )

@@ -19,7 +19,7 @@ if typing.TYPE_CHECKING:
     import sqlite_utils
 
 APPLICATION_ID = 0x534E4653  # "SNFS"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SQL_TYPES: dict[type, type] = {int: int, bool: int, str: str, float: float}
 

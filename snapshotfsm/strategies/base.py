@@ -92,20 +92,22 @@ class BackupKind(enum.StrEnum):
     """``SnapshotServiceImpl.backupSnapshot``: a copy to an image store, full or a delta on a parent."""
     MARK_BACKED_UP = "mark_backed_up"
     """StorageSystem with a PRIMARY location: BackupToSecondary then OperationSucceeded, nothing copied."""
+    EMPTY_DELTA = "empty_delta"
+    """XenServer answered the take with its parent's path: an image ref on the parent's file, nothing copied."""
 
 
 @attrs.frozen
 class BackupPlan:
     """How a strategy backs up a snapshot on primary (spec §5.8, §7.3): one value from the strategy to the driver.
 
-    For a copy, ``full`` and ``parent_path`` are what ``DefaultSnapshotStrategy.backupSnapshot`` puts on the
-    snapshot's payload for the hypervisor (XenServer's delta on its parent's file); the backup steps hand the plan
-    to the driver's ``backup_snapshot`` as it is.
+    For a copy, ``full`` is what ``DefaultSnapshotStrategy.backupSnapshot`` sets on the snapshot (XenServer's delta
+    on its parent's file); the delta's parent is the new image ref's (spec §16.1). An empty delta names the parent's
+    image ref (``parent_ref_id``), whose file the new image ref shares.
     """
 
     kind: BackupKind
     full: bool = True
-    parent_path: str | None = None
+    parent_ref_id: int | None = None
 
 
 @attrs.define
@@ -342,40 +344,6 @@ def ready_primary_ref(store: Store, snapshot_id: int) -> SnapshotStoreRef | None
     )
 
 
-def live_child(store: Store, ref: SnapshotStoreRef) -> SnapshotStoreRef | None:
-    """A ref on the same store whose parent is ``ref``'s snapshot and that is not being or already deleted.
-
-    A delta with such a child cannot go: the chain deletes of spec §9.4 stop (or hide the ref) there.
-    """
-    # CloudStack's getChild also excludes 'Error', which is no state of snapshot_store_ref: that term never matched.
-    return store.first(
-        SnapshotStoreRef,
-        "store_id = ? AND store_role = ? AND parent_snapshot_id = ? AND state NOT IN (?, ?)",
-        (ref.store_id, ref.store_role, ref.snapshot_id, RefState.Destroyed, RefState.Destroying),
-    )
-
-
-def parent_of(store: Store, ref: SnapshotStoreRef) -> SnapshotStoreRef | None:
-    """The ref of ``ref``'s parent snapshot on the same store, if it has one."""
-    if not ref.parent_snapshot_id:
-        return None
-    return store.first(
-        SnapshotStoreRef,
-        "store_id = ? AND store_role = ? AND snapshot_id = ?",
-        (ref.store_id, ref.store_role, ref.parent_snapshot_id),
-    )
-
-
-def shares_parent_path(store: Store, ref: SnapshotStoreRef) -> bool:
-    """The parent's ref has the same install path (case-insensitive): an empty delta, nothing of its own to delete."""
-    parent = parent_of(store, ref)
-    return (
-        parent is not None
-        and bool(parent.install_path)
-        and (parent.install_path or "").lower() == (ref.install_path or "").lower()
-    )
-
-
 class SnapshotStrategy:
     """Base of the snapshot strategies; the default hooks do nothing, so a strategy overrides what it changes."""
 
@@ -428,21 +396,3 @@ def copies_snapshots(strategy: SnapshotStrategy) -> bool:
 def lock_key(snapshot_id: int) -> str:
     """The ``op_lock`` key of ``acquireInLockTable(snapshotId)``: table name plus id (spec §5.5)."""
     return f"snapshots{snapshot_id}"
-
-
-def root_snapshot_id(store: Store, refs: list[SnapshotStoreRef], snapshot_id: int) -> int:
-    """The root of the snapshot's chain: the first of ``refs`` followed up by ``parent_snapshot_id`` on its store.
-
-    ``deleteSnapshotInfos`` locks this id (spec §9.4 step 1). A ref whose parent's ref is gone stops the walk at
-    the parent's id; a snapshot with no ref, or whose first ref has no parent, is its own root.
-    """
-    if not refs:
-        return snapshot_id
-    current, seen = refs[0], {refs[0].snapshot_id}
-    while current.parent_snapshot_id and current.parent_snapshot_id not in seen:
-        parent = parent_of(store, current)
-        if parent is None:
-            return current.parent_snapshot_id
-        seen.add(parent.snapshot_id)
-        current = parent
-    return current.snapshot_id

@@ -8,6 +8,14 @@ from __future__ import annotations
 import json
 import logging
 
+from snapshotfsm.chains import (
+    image_ref_in_zone,
+    live_child,
+    newest_ready_ref,
+    parent_of,
+    root_snapshot_id,
+    shares_parent_path,
+)
 from snapshotfsm.describe import snapshot_object_str, snapshot_str
 from snapshotfsm.drivers.primary import CLVM_POOL_TYPES
 from snapshotfsm.errors import (
@@ -17,6 +25,7 @@ from snapshotfsm.errors import (
     NeverAnswered,
     NotFound,
     NoTransitionException,
+    NullPointerException,
     SnapshotFSMError,
 )
 from snapshotfsm.names import RefState, SnapshotEvent, SnapshotState, VolumeEvent
@@ -42,13 +51,9 @@ from snapshotfsm.strategies.base import (
     SnapshotStrategy,
     SnapshotTake,
     StrategyEnv,
-    live_child,
     lock_key,
-    parent_of,
     primary_ref,
-    root_snapshot_id,
     service_delete_blocking,
-    shares_parent_path,
     store_zone,
 )
 
@@ -154,46 +159,47 @@ class DefaultSnapshotStrategy(SnapshotStrategy):
         return _DefaultDelete(env).run(snapshot_id, zone_id)
 
     def backup_plan(self, env: StrategyEnv, take: SnapshotTake) -> BackupPlan:
-        """Spec §7.3: a full backup unless XenServer with a parent on both stores and a short enough chain.
+        """``DefaultSnapshotStrategy.backupSnapshot``'s decision (spec §7.3, §16.2): an empty delta, a delta or a full.
 
-        The XenServer "empty delta" (the new snapshot has the parent's path) needs a driver that reports no change;
-        the simulated drivers always write a new file, so that branch is never taken here.
+        An empty delta when the snapshot's primary path is its parent's and the parent's first Ready-or-Hidden image
+        ref in the parent's zone is Ready. Otherwise full, unless XenServer with a Ready primary and a Ready image
+        ref of the volume: when the oldest Ready primary ref is on the volume's pool and is not the newest (the
+        snapshot's own), the newest image ref's chain is followed up to ``snapshot.delta.max - 1`` links and the
+        backup is a delta until that many are found. When the oldest is on another pool (the volume migrated), that
+        stale ref is deleted and the backup is full.
         """
-        snapshot, volume = take.snapshot, take.volume
-        if snapshot.hypervisor_type != "XenServer":
+        snapshot, volume, store = take.snapshot, take.volume, env.store
+        current = primary_ref(store, snapshot.id, take.pool.id)
+        parent = parent_of(store, current) if current is not None else None
+        if (
+            parent is not None
+            and current is not None
+            and (current.install_path or "").lower() == (parent.install_path or "").lower()
+        ):
+            on_image = image_ref_in_zone(store, parent.snapshot_id, store_zone(store, parent))
+            if on_image is not None and on_image.state == RefState.Ready:
+                return BackupPlan(BackupKind.EMPTY_DELTA, full=False, parent_ref_id=on_image.id)
+            log.debug("parent snapshot hasn't been backed up yet")
+        latest_image = newest_ready_ref(store, volume.id, "Image")
+        latest_primary = newest_ready_ref(store, volume.id, "Primary")
+        if latest_image is None or latest_primary is None or snapshot.hypervisor_type != "XenServer":
             return BackupPlan(BackupKind.COPY, full=True)
-        refs = env.store.find(
-            SnapshotStoreRef,
-            "volume_id = ? AND snapshot_id != ? AND state = ?",
-            (volume.id, snapshot.id, RefState.Ready),
-            order_by="id DESC",
-        )
-        on_image = next((r for r in refs if r.store_role == "Image"), None)
-        on_primary = next((r for r in refs if r.store_role == "Primary"), None)
-        if on_image is None or on_primary is None:
+        oldest = newest_ready_ref(store, volume.id, "Primary", oldest=True)
+        if oldest is None or oldest.id == latest_primary.id:
             return BackupPlan(BackupKind.COPY, full=True)
-        oldest = env.store.first(
-            SnapshotStoreRef, "volume_id = ? AND store_role = 'Primary' AND snapshot_id != ?", (volume.id, snapshot.id)
-        )
-        if oldest is None:
+        if oldest.store_id != volume.pool_id:
+            store.delete(oldest, by="DefaultSnapshotStrategy.backupSnapshot (volume migrated)")
             return BackupPlan(BackupKind.COPY, full=True)
-        if oldest.store_id == volume.pool_id and oldest.id != on_primary.id:
-            delta_max = env.config.number("snapshot.delta.max")
-            chain = 1
-            parent: SnapshotStoreRef | None = on_image
-            while chain < delta_max and parent is not None and parent.parent_snapshot_id:
-                parent = env.store.first(
-                    SnapshotStoreRef,
-                    "snapshot_id = ? AND store_role = 'Image' AND state = ?",
-                    (parent.parent_snapshot_id, RefState.Ready),
-                )
-                if parent is None:
-                    break
-                chain += 1
-            return BackupPlan(BackupKind.COPY, full=chain >= delta_max, parent_path=on_image.install_path)
-        if oldest.id != on_primary.id:
-            env.store.delete(oldest, by="DefaultSnapshotStrategy.backupSnapshot (volume migrated)")
-        return BackupPlan(BackupKind.COPY, full=True)
+        delta_max = env.config.number("snapshot.delta.max")
+        links, ref = 1, latest_image
+        while links < delta_max and ref.parent_snapshot_id:
+            found = image_ref_in_zone(store, ref.parent_snapshot_id, volume.data_center_id)
+            if found is None:
+                break
+            ref, links = found, links + 1
+        if links >= delta_max:
+            return BackupPlan(BackupKind.COPY, full=True)
+        return BackupPlan(BackupKind.COPY, full=False)
 
     def post_snapshot_creation(self, env: StrategyEnv, take: SnapshotTake) -> None:
         """Spec §5.9: in one transaction, remove MS_ID and the parents' primary refs (§21.2 ``postSnapshotCreation``).
@@ -213,30 +219,45 @@ class DefaultSnapshotStrategy(SnapshotStrategy):
 
     @staticmethod
     def _drop_parents_on_primary(env: StrategyEnv, take: SnapshotTake) -> None:
+        """The parents' primary refs go, each with an OFF_PRIMARY usage event; the snapshot's ref ends its chain.
+
+        Spec §5.9, §16.2 item 5. Only when the snapshot's ref has a parent. The usage events all carry the immediate
+        parent's account, zone, id and name, with sizes 0, whichever ref is deleted (upstream's quirk). On RBD the
+        parents' refs stay; the ``parent_snapshot_id = 0`` write happens anyway. A parent whose row is gone throws
+        at its first use, before any write (caught by the caller).
+
+        Raises:
+            NullPointerException: the parent's snapshot row is gone (not on RBD).
+        """
         current = primary_ref(env.store, take.snapshot.id, take.pool.id)
-        if current is None:
+        if current is None or not current.parent_snapshot_id:
             return
-        if current.parent_snapshot_id and take.pool.pool_type != "RBD":
-            parent_id = current.parent_snapshot_id
+        parent = env.store.first(Snapshot, "id = ? AND removed IS NULL", (current.parent_snapshot_id,))
+        if take.pool.pool_type != "RBD":
+            if parent is None:
+                # getParent wraps the null row of a removed parent; its first use throws.
+                raise NullPointerException(
+                    'Cannot invoke "com.cloud.storage.SnapshotVO.getId()" because "this.snapshot" is null'
+                )
+            parent_id = parent.id
             while parent_id:
-                parent = primary_ref(env.store, parent_id, take.pool.id)
-                if parent is None:
+                ref = primary_ref(env.store, parent_id, take.pool.id)
+                if ref is None:
                     break
-                parent_id = parent.parent_snapshot_id
-                env.store.delete(parent, by="DefaultSnapshotStrategy.postSnapshotCreation")
-                parent_snapshot = env.store.get(Snapshot, parent.snapshot_id)
+                parent_id = ref.parent_snapshot_id
                 env.store.insert(
                     UsageEvent(
                         type="SNAPSHOT.OFF_PRIMARY",
                         created=env.store.clock.timestamp(),
-                        account_id=parent_snapshot.account_id,
-                        zone_id=parent_snapshot.data_center_id,
-                        resource_id=parent.snapshot_id,
-                        resource_name=parent_snapshot.name,
-                        size=parent.physical_size,
-                        virtual_size=parent_snapshot.size,
+                        account_id=parent.account_id,
+                        zone_id=parent.data_center_id,
+                        resource_id=parent.id,
+                        resource_name=parent.name,
+                        size=0,
+                        virtual_size=0,
                     )
                 )
+                env.store.delete(ref, by="DefaultSnapshotStrategy.postSnapshotCreation")
         env.store.update(current, parent_snapshot_id=0)
 
 

@@ -10,6 +10,7 @@ import logging
 
 import attrs
 
+from snapshotfsm.chains import live_child, parent_of, shares_parent_path
 from snapshotfsm.describe import snapshot_str
 from snapshotfsm.drivers.storpool import SP_DEV_PATH, StorPoolDriver, sp_name
 from snapshotfsm.errors import (
@@ -33,10 +34,7 @@ from snapshotfsm.strategies.base import (
     Priority,
     SnapshotStrategy,
     StrategyEnv,
-    live_child,
-    parent_of,
     service_delete,
-    shares_parent_path,
     store_zone,
 )
 
