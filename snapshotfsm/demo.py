@@ -14,7 +14,7 @@ import attrs
 
 from snapshotfsm.engine import Engine
 from snapshotfsm.faults import FaultPlan
-from snapshotfsm.names import JobState, SnapshotState
+from snapshotfsm.names import JobState, RefState, SnapshotState
 from snapshotfsm.store.records import (
     AsyncJob,
     Failure,
@@ -95,6 +95,8 @@ def run_demo(path: str = "snapshotfsm-demo.db", *, seed: int = 0) -> tuple[Engin
     take("async backup", cloud.xen_volume, "the job completes, the backup task runs later (§7.2)", async_backup=True)
     take("zone copy", cloud.xen_volume, "copied to zone2's image store (§7.4)", zone_ids=[cloud.zone2.id])
 
+    outcomes.extend(_xenserver_chain(engine, cloud.chain_volume))
+
     engine.create_snapshot_policy(cloud.kvm_volume.id, interval="HOURLY", schedule="0", max_snaps=2)
     engine.start_background_tasks()
     engine.run(until_ms=engine.clock.now_ms + 3 * HOUR_MS + 60_000)
@@ -113,6 +115,47 @@ def run_demo(path: str = "snapshotfsm-demo.db", *, seed: int = 0) -> tuple[Engin
         )
     )
     return engine, outcomes
+
+
+def _xenserver_chain(engine: Engine, volume: Volume) -> list[Outcome]:
+    """Three XenServer snapshots (a full copy, then two deltas on it), then the delete of the middle one (§16)."""
+    outcomes = []
+    for label in ("XenServer chain: 1st", "XenServer chain: 2nd", "XenServer chain: 3rd"):
+        job = engine.create_snapshot(volume.id)
+        engine.run()
+        outcome = _outcome(engine, label, volume, job, "")
+        outcomes.append(attrs.evolve(outcome, note=_on_secondary(engine, outcome.snapshot_id)))
+    middle = outcomes[1].snapshot_id
+    assert middle is not None  # the take above succeeded; the demo's own cloud
+    job = engine.delete_snapshot(middle)
+    engine.run()
+    hidden = engine.store.first(SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Image'", (middle,))
+    kept = hidden is not None and hidden.state == RefState.Hidden
+    outcomes.append(
+        Outcome(
+            "XenServer chain: delete the 2nd",
+            _pool_name(engine, volume),
+            middle,
+            engine.get(Snapshot, middle).status,
+            engine.job_status(job.id),
+            "Default",
+            "its image ref is Hidden and its file kept: the 3rd delta needs it (§16.3)"
+            if kept
+            else "its file was deleted",
+        )
+    )
+    return outcomes
+
+
+def _on_secondary(engine: Engine, snapshot_id: int | None) -> str:
+    """How a snapshot sits on the image store: a full copy, or a delta on its parent, and its size (§16.2)."""
+    ref = engine.store.first(SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Image'", (snapshot_id,))
+    if ref is None:
+        return "not on secondary storage"
+    size = f"{ref.physical_size / GIB:.2f} GiB"
+    if ref.parent_snapshot_id:
+        return f"a delta on snapshot {ref.parent_snapshot_id}: {size} on secondary (§16.2)"
+    return f"a full copy: {size} on secondary, a new chain (§16.2)"
 
 
 def _last_job(engine: Engine, cmd: str) -> AsyncJob:
@@ -164,6 +207,7 @@ class _Cloud:
     storpool_volume: Volume = attrs.field(init=False)
     managed_volume: Volume = attrs.field(init=False)
     encrypted_volume: Volume = attrs.field(init=False)
+    chain_volume: Volume = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         e = self.engine
@@ -194,3 +238,4 @@ class _Cloud:
         self.storpool_volume = e.add_volume(alice, storpool, "web-sp", size=8 * GIB, vm=web, format="RAW")
         self.managed_volume = e.add_volume(alice, managed, "web-sf", size=8 * GIB, vm=web, format="QCOW2")
         self.encrypted_volume = e.add_volume(alice, nfs_kvm, "web-secret", size=4 * GIB, vm=web, encrypted=True)
+        self.chain_volume = e.add_volume(alice, nfs_xen, "db-logs", size=16 * GIB, vm=db, format="VHD")

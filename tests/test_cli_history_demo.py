@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from click.testing import CliRunner
+from lifecycle_cloud import refs, stored
 
 from snapshotfsm.cli import main
+from snapshotfsm.demo import run_demo
 from snapshotfsm.engine import Engine
 from snapshotfsm.store.records import Snapshot
 
@@ -104,4 +106,40 @@ class TestDemo:
         states = {s.id: s.status for s in engine.store.find(Snapshot)}
         assert states[2] == "BackedUp"
         assert "Destroyed" in states.values()
+        engine.close()
+
+    def test_the_demo_shows_a_xenserver_chain_and_the_delete_of_its_middle(self) -> None:
+        """Full, delta, delta (§16.2), one line each; the middle's delete hides its ref and keeps its file (§16.3)."""
+        engine, outcomes = run_demo(":memory:")
+        chain = [o for o in outcomes if o.scenario.startswith("XenServer chain")]
+        first, second, third = (o.snapshot_id for o in chain[:3])
+        assert [(o.scenario, o.snapshot_state, o.job, o.note) for o in chain] == [
+            (
+                "XenServer chain: 1st",
+                "BackedUp",
+                "SUCCEEDED",
+                "a full copy: 8.00 GiB on secondary, a new chain (§16.2)",
+            ),
+            (
+                "XenServer chain: 2nd",
+                "BackedUp",
+                "SUCCEEDED",
+                f"a delta on snapshot {first}: 2.00 GiB on secondary (§16.2)",
+            ),
+            (
+                "XenServer chain: 3rd",
+                "BackedUp",
+                "SUCCEEDED",
+                f"a delta on snapshot {second}: 2.00 GiB on secondary (§16.2)",
+            ),
+            (
+                "XenServer chain: delete the 2nd",
+                "Destroyed",
+                "SUCCEEDED",
+                "its image ref is Hidden and its file kept: the 3rd delta needs it (§16.3)",
+            ),
+        ]
+        assert chain[3].snapshot_id == second
+        assert [state for _, state in refs(engine, second)] == ["Hidden"]
+        assert stored(engine, third) == [("primary", True), ("image", True)]
         engine.close()
