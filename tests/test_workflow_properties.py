@@ -146,6 +146,35 @@ class CloudMachine(RuleBasedStateMachine):
             self.engine.delete_snapshot(snapshot.id)
 
     @precondition(lambda self: not self.engine.down)
+    @rule(index=st.integers(0, 1), changed=st.booleans())
+    def grow_a_chain(self, index: int, changed: bool) -> None:
+        """A XenServer snapshot taken to its end: a delta on the one before, or an empty delta (§16.2)."""
+        volume = self.volumes[index]
+        self.engine.set_volume_churn(volume, volume.size // 8 if changed else 0)
+        try:
+            self.engine.create_snapshot(volume.id)
+        except ApiError:
+            self.refusals += 1
+        self.engine.run()
+
+    @precondition(lambda self: not self.engine.down and self._parents())
+    @rule(data=st.data())
+    def delete_a_parent(self, data: st.DataObject) -> None:
+        """Delete a snapshot that a live delta still needs: its ref is hidden, or the delete fails (§16.3)."""
+        self.engine.delete_snapshot(data.draw(st.sampled_from(self._parents())))
+        self.engine.run()
+
+    def _parents(self) -> list[int]:
+        """Snapshots whose image ref is the parent of another live image ref."""
+        rows = self.engine.store.conn.execute(
+            "SELECT DISTINCT p.snapshot_id FROM snapshot_store_ref c JOIN snapshot_store_ref p "
+            "ON c.parent_snapshot_id = p.snapshot_id AND c.store_id = p.store_id AND p.store_role = 'Image' "
+            "WHERE c.store_role = 'Image' AND c.state NOT IN ('Destroying', 'Destroyed') AND p.state = 'Ready' "
+            "ORDER BY p.snapshot_id"
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    @precondition(lambda self: not self.engine.down)
     @rule(index=st.integers(0, 3), max_snaps=st.integers(1, 3))
     def create_policy(self, index: int, max_snaps: int) -> None:
         """An hourly policy; the scheduler picks it up when polled."""
