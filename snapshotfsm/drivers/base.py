@@ -155,22 +155,15 @@ class Driver:
             CloudRuntimeException: an injected ``exception`` fault, thrown at the call as a driver would.
         """
         env = self.env
-        self._declared(op, ASYNC, "async")
-        rule = env.faults.on_call([*(f"{a}.{op}" for a in self.aliases), op], env.scheduler.clock.now_ms)
+        rule = self._fault(op, ASYNC, "async")
         if rule is not None and rule.kind == "exception":
-            raise CloudRuntimeException(rule.message or f"{self.kind} driver threw on {op} (injected fault)")
+            self._injected(op, rule)
         if rule is not None and rule.kind == "no_answer":
             return
         incarnation = env.incarnation()
 
         def complete() -> None:
-            answer: Answer | None
-            if rule is None:
-                answer = effect()
-            elif rule.kind == "error":
-                answer = Answer(result=False, details=rule.message or f"{op} failed on {self.kind} (injected fault)")
-            else:
-                answer = None
+            answer = effect() if rule is None else self._injected(op, rule)
             env.scheduler.call_later(0, lambda: deliver(answer), label=f"answer {self.kind}.{op}", owner=env.ms_id)
 
         def deliver(answer: Answer | None) -> None:
@@ -187,15 +180,11 @@ class Driver:
         Raises:
             CloudRuntimeException: an injected ``exception`` fault.
         """
-        self._declared(op, SYNC, "sync")
-        rule = self.env.faults.on_call([*(f"{a}.{op}" for a in self.aliases), op], self.env.scheduler.clock.now_ms)
+        rule = self._fault(op, SYNC, "sync")
         if rule is None:
             return effect()
-        if rule.kind == "exception":
-            raise CloudRuntimeException(rule.message or f"{self.kind} driver threw on {op} (injected fault)")
-        if rule.kind == "error":
-            return Answer(result=False, details=rule.message or f"{op} failed on {self.kind} (injected fault)")
-        return Answer(result=False, details=f"no answer from {self.kind} to {op} (timeout)")
+        answer = self._injected(op, rule)
+        return answer or Answer(result=False, details=f"no answer from {self.kind} to {op} (timeout)")
 
     def call_blocking(self, op: str, effect: Callable[[], Answer]) -> Answer | None:
         """An asynchronous operation whose caller blocks on it and is answered on its own thread (spec §21.3).
@@ -209,17 +198,30 @@ class Driver:
             NeverAnswered: an injected ``no_answer`` fault. The caller must let it through its transaction (which then
                 rolls back, as the connection of a thread that never returns is never committed) and wait for ever.
         """
-        self._declared(op, ASYNC, "blocking")
-        rule = self.env.faults.on_call([*(f"{a}.{op}" for a in self.aliases), op], self.env.scheduler.clock.now_ms)
+        rule = self._fault(op, ASYNC, "blocking")
         if rule is None:
             return effect()
+        if rule.kind == "no_answer":
+            raise NeverAnswered(f"{self.kind}.{op}")
+        return self._injected(op, rule)
+
+    def _fault(self, op: str, declared: str, call: str) -> FaultRule | None:
+        """The fault plan's rule for this call of ``op``, if one fires (the call refused unless ``op`` is declared)."""
+        self._declared(op, declared, call)
+        names = [*(f"{a}.{op}" for a in self.aliases), op]
+        return self.env.faults.on_call(names, self.env.scheduler.clock.now_ms)
+
+    def _injected(self, op: str, rule: FaultRule) -> Answer | None:
+        """What an injected fault answers: ``error`` a failed answer, ``exception`` thrown, the others none.
+
+        Raises:
+            CloudRuntimeException: an ``exception`` fault.
+        """
         if rule.kind == "exception":
             raise CloudRuntimeException(rule.message or f"{self.kind} driver threw on {op} (injected fault)")
         if rule.kind == "error":
             return Answer(result=False, details=rule.message or f"{op} failed on {self.kind} (injected fault)")
-        if rule.kind == "null_answer":
-            return None
-        raise NeverAnswered(f"{self.kind}.{op}")
+        return None
 
     def _declared(self, op: str, declared: str, call: str) -> None:
         """Refuse a call of ``op`` (an ``async``, ``sync`` or ``blocking`` call) unless it is declared ``declared``.

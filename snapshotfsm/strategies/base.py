@@ -32,6 +32,7 @@ from snapshotfsm.store.records import (
     SnapshotDetail,
     SnapshotStoreRef,
     StoragePool,
+    UsageEvent,
     Volume,
 )
 from snapshotfsm.store.store import Store
@@ -323,6 +324,25 @@ def primary_ref(store: Store, snapshot_id: int | None, pool_id: int | None) -> S
     """The snapshot's ref on primary storage ``pool_id``, if it has one."""
     return store.first(
         SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Primary' AND store_id = ?", (snapshot_id, pool_id)
+    )
+
+
+def off_primary_usage(store: Store, snapshot: Snapshot, *, virtual_size: int | None) -> None:
+    """A ``SNAPSHOT.OFF_PRIMARY`` usage event of ``snapshot``, size 0 (spec §5.10).
+
+    The default strategy's overload also sets the virtual size (0); StorageSystem's leaves it unset.
+    """
+    store.insert(
+        UsageEvent(
+            type="SNAPSHOT.OFF_PRIMARY",
+            created=store.clock.timestamp(),
+            account_id=snapshot.account_id,
+            zone_id=snapshot.data_center_id,
+            resource_id=snapshot.id,
+            resource_name=snapshot.name,
+            size=0,
+            virtual_size=virtual_size,
+        )
     )
 
 

@@ -35,7 +35,6 @@ from snapshotfsm.store.records import (
     SnapshotStoreRef,
     SnapshotZoneRef,
     StoragePool,
-    UsageEvent,
     VmInstance,
     VmSnapshot,
     Volume,
@@ -52,6 +51,7 @@ from snapshotfsm.strategies.base import (
     SnapshotTake,
     StrategyEnv,
     lock_key,
+    off_primary_usage,
     primary_ref,
     service_delete_blocking,
     store_zone,
@@ -245,18 +245,7 @@ class DefaultSnapshotStrategy(SnapshotStrategy):
                 if ref is None:
                     break
                 parent_id = ref.parent_snapshot_id
-                env.store.insert(
-                    UsageEvent(
-                        type="SNAPSHOT.OFF_PRIMARY",
-                        created=env.store.clock.timestamp(),
-                        account_id=parent.account_id,
-                        zone_id=parent.data_center_id,
-                        resource_id=parent.id,
-                        resource_name=parent.name,
-                        size=0,
-                        virtual_size=0,
-                    )
-                )
+                off_primary_usage(env.store, parent, virtual_size=0)
                 env.store.delete(ref, by="DefaultSnapshotStrategy.postSnapshotCreation")
         env.store.update(current, parent_snapshot_id=0)
 

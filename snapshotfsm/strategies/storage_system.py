@@ -29,7 +29,6 @@ from snapshotfsm.store.records import (
     SnapshotDetail,
     SnapshotStoreRef,
     StoragePool,
-    UsageEvent,
     VmInstance,
     Volume,
     VolumeDetail,
@@ -44,6 +43,7 @@ from snapshotfsm.strategies.base import (
     SnapshotTake,
     StrategyEnv,
     lock_key,
+    off_primary_usage,
     primary_ref,
     ready_primary_ref,
     service_delete,
@@ -230,17 +230,7 @@ class StorageSystemSnapshotStrategy(SnapshotStrategy):
         try:
             yield from service_delete(env, ref)
             snapshot = snapshot_event(env.store, snapshot, SnapshotEvent.OperationSucceeded)
-            env.store.insert(
-                UsageEvent(
-                    type="SNAPSHOT.OFF_PRIMARY",
-                    created=env.store.clock.timestamp(),
-                    account_id=snapshot.account_id,
-                    zone_id=snapshot.data_center_id,
-                    resource_id=snapshot.id,
-                    resource_name=snapshot.name,
-                    size=0,
-                )
-            )
+            off_primary_usage(env.store, snapshot, virtual_size=None)
         except CloudException:
             with contextlib.suppress(NoTransitionException):
                 snapshot_event(env.store, env.store.get(Snapshot, snapshot.id), SnapshotEvent.OperationFailed)
