@@ -47,7 +47,7 @@ class TestTheCatalogue:
         assert result.exit_code == 0, result.output
         assert "snapshotExport" in result.output
         assert "primary.request#<n>" in result.output
-        assert "25 driver operations, 136 crash points" in result.output
+        assert "26 driver operations, 136 crash points" in result.output
 
 
 class TestPlansAreChecked:
