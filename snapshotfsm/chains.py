@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from snapshotfsm.errors import CloudRuntimeException, NullPointerException
 from snapshotfsm.names import RefState
-from snapshotfsm.store.records import Host, ImageStore, Snapshot, SnapshotStoreRef, StoragePool, VmInstance, Volume
+from snapshotfsm.store.records import Host, ImageStore, Snapshot, SnapshotStoreRef, VmInstance, Volume
 from snapshotfsm.store.store import Store
 
 CHAINING_HYPERVISORS = frozenset({"XenServer"})
@@ -248,18 +248,16 @@ def root_snapshot_id(store: Store, refs: list[SnapshotStoreRef], snapshot_id: in
 
 
 def volume_cluster_id(store: Store, volume: Volume) -> int | None:
-    """``HostDao.findClusterIdByVolumeInfo``: the cluster of the VM's host (or last host), else the pool's.
+    """``HostDao.findClusterIdByVolumeInfo``: the cluster of the host (else the last host) of the volume's VM.
 
-    The scope at which ``kvm.incremental.snapshot`` is read for the volume (spec §16.4, §16.6).
+    None for a volume with no VM (a removed one is not found), or whose VM has no host that is found: a setting of
+    cluster scope, ``kvm.incremental.snapshot`` among them, is then read at its global value (``valueIn(null)``,
+    spec §16.4, §16.6).
     """
-    if volume.instance_id is not None:
-        vm = store.first(VmInstance, "id = ?", (volume.instance_id,))
-        host_id = vm.host_id or vm.last_host_id if vm is not None else None
-        if host_id is not None:
-            return store.get(Host, host_id).cluster_id
-    if volume.pool_id is None:
-        return None
-    return store.get(StoragePool, volume.pool_id).cluster_id
+    vm = store.first(VmInstance, "id = ? AND removed IS NULL", (volume.instance_id,))
+    host_id = None if vm is None else vm.host_id if vm.host_id is not None else vm.last_host_id
+    host = store.first(Host, "id = ? AND removed IS NULL", (host_id,))
+    return host.cluster_id if host is not None else None
 
 
 def end_current_chain(store: Store, snapshot: Snapshot, delta_max: int) -> bool:

@@ -9,6 +9,8 @@ files are on the image store, the pool keeps only the bitmaps; with backup off e
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from cloud import DELTA, PHYSICAL, SIZE, Cloud
 from hypothesis import given, settings
@@ -23,10 +25,12 @@ from snapshotfsm.store.records import (
     ImageStore,
     Snapshot,
     SnapshotStoreRef,
+    SnapshotZoneRef,
     StorageObject,
     TransitionLog,
     UsageEvent,
     Volume,
+    Workflow,
 )
 
 CHAIN_FAILED = (
@@ -382,6 +386,55 @@ class TestTheDelete:
         kept = cloud.engine.store.find(StorageObject, "snapshot_id = ? AND deleted_ms IS NULL", (first,))
         assert [(o.store_id, o.kind, o.physical_size) for o in kept] == [(store2, "snapshot", PHYSICAL)]
         assert _present(cloud, second) == []
+
+
+def _post_process_failed(cloud: Cloud, job_id: int) -> str | None:
+    """What ended the take's post-processing (only logged by CloudStack), as its workflow row keeps it."""
+    flow = cloud.engine.store.first(Workflow, "job_id = ? AND machine = 'take_snapshot'", (job_id,))
+    assert flow is not None
+    found: str | None = json.loads(flow.context).get("post_process_failed")
+    return found
+
+
+class TestAVolumeWithoutACluster:
+    """``findClusterIdByVolumeInfo`` is null for a volume with no VM, or whose VM has no host (spec §16.4)."""
+
+    UNBOXED = 'java.lang.NullPointerException: Cannot invoke "java.lang.Long.longValue()" because "clusterId" is null'
+
+    def test_with_incremental_off_its_post_processing_throws(self) -> None:
+        """Quirk: ``endLastChainIfNeeded(long, long)`` unboxes the null cluster id. The take succeeds, but without
+        its zone row, its SNAPSHOT.CREATE usage and the correction of the secondary storage count."""
+        cloud = Cloud()
+        taken = cloud.take(cloud.volume("kvm-nfs", vm=False))
+        assert (taken.status, taken.snapshot.status) == ("SUCCEEDED", "BackedUp")
+        assert _post_process_failed(cloud, taken.job_id) == self.UNBOXED
+        assert [u[0] for u in taken.usage()] == ["SNAPSHOT.ON_PRIMARY"]
+        assert cloud.engine.store.count(SnapshotZoneRef, "snapshot_id = ?", (taken.snapshot.id,)) == 0
+        assert cloud.counts() == {"snapshot": 1, "primary_storage": 0, "secondary_storage": SIZE}
+
+    def test_a_vm_that_never_ran_has_no_cluster_either(self) -> None:
+        cloud = Cloud()
+        volume = cloud.volume("kvm-nfs", vm=cloud.engine.add_vm(cloud.alice, cloud.zone, "new", hypervisor="KVM"))
+        taken = cloud.take(volume)
+        assert _post_process_failed(cloud, taken.job_id) == self.UNBOXED
+
+    def test_the_clusters_setting_does_not_reach_it_the_global_one_does(self) -> None:
+        """Set for the cluster only, incremental is off for the volume; set globally, it is on, and the chain's
+        post-processing reads no cluster id."""
+        cloud = Cloud()
+        cloud.engine.set_config(
+            "kvm.incremental.snapshot", value=True, scope="Cluster", scope_id=cloud.cluster("KVM").id
+        )
+        volume = cloud.volume("kvm-nfs", vm=False)
+        taken = cloud.take(volume)
+        assert (_ref(cloud, taken.snapshot.id).kvm_checkpoint_path, _post_process_failed(cloud, taken.job_id)) == (
+            None,
+            self.UNBOXED,
+        )
+        cloud.engine.set_config("kvm.incremental.snapshot", value=True)
+        ids = _takes(cloud, volume, 2)
+        assert _chain(cloud, ids) == [(0, PHYSICAL, False), (ids[0], DELTA, False)]
+        assert [u.size for u in cloud.engine.store.find(UsageEvent, "type = 'SNAPSHOT.CREATE'")] == [PHYSICAL, DELTA]
 
 
 class TestConvertBeforeAZoneCopy:

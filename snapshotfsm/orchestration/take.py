@@ -282,15 +282,21 @@ def end_chain(rt: Runtime, ctx: TakeContext) -> None:
     After retention, for a KVM snapshot whose row is still there: with ``kvm.incremental.snapshot`` on for the
     volume's cluster (read when the take began), ``endCurrentChainIfNeeded`` ends the chain once it holds
     ``snapshot.delta.max`` snapshots; off, ``endLastChainIfNeeded`` ends the chain an earlier incremental period left,
-    so that turning incremental on again starts a new one. What this throws fails the post-processing.
+    so that turning incremental on again starts a new one. What this throws fails the post-processing: with
+    incremental off, a volume with no VM, or whose VM has no host, has no cluster, and the unboxing of that null
+    cluster id throws (quirk): no zone row, no SNAPSHOT.CREATE usage, no storage count correction, no copies.
     """
     snapshot = rt.store.first(Snapshot, "id = ? AND removed IS NULL", (ctx.snapshot_id,))
     if snapshot is None or snapshot.hypervisor_type != "KVM":
         return
-    if rt.config.flag("kvm.incremental.snapshot", cluster=ctx.take.cluster_id):
+    cluster_id = ctx.take.cluster_id
+    if rt.config.flag("kvm.incremental.snapshot", cluster=cluster_id):
         end_current_chain(rt.store, snapshot, rt.config.number("snapshot.delta.max"))
-    else:
-        end_last_chain(rt.store, snapshot.volume_id)
+        return
+    if cluster_id is None:
+        # endLastChainIfNeeded(long clusterId, long volumeId) is handed findClusterIdByVolumeInfo's null Long.
+        raise NullPointerException('Cannot invoke "java.lang.Long.longValue()" because "clusterId" is null')
+    end_last_chain(rt.store, snapshot.volume_id)
 
 
 def _next_copy(ctx: TakeContext, *, zones_done: bool) -> str:
