@@ -221,7 +221,10 @@ def parent_of(store: Store, ref: SnapshotStoreRef) -> SnapshotStoreRef | None:
 
 
 def same_path(ref: SnapshotStoreRef, parent: SnapshotStoreRef | None) -> bool:
-    """The parent's ref has the same install path (case-insensitive): an empty delta, nothing of its own to delete."""
+    """The parent's ref has the same install path (case-insensitive): an empty delta, nothing of its own to delete.
+
+    Spec §16.2 item 1, §16.3.
+    """
     return (
         parent is not None
         and bool(parent.install_path)

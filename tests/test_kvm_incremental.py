@@ -160,6 +160,7 @@ class TestTheTake:
 
     @pytest.mark.parametrize(("churn", "size"), [(1 << 20, 1 << 20), (0, 0), (SIZE, PHYSICAL)])
     def test_a_delta_holds_the_churn_and_never_more_than_a_full(self, churn: int, size: int) -> None:
+        """What changed since the parent's checkpoint, even nothing; a delta is never larger than a full."""
         cloud = Cloud(config=INCREMENTAL)
         volume = cloud.volume("kvm-nfs")
         first = _takes(cloud, volume, 1)[0]
@@ -178,6 +179,7 @@ class TestTheTake:
         assert {kind for sid in ids for _, kind, _, _ in _objects(cloud, sid)} == {"snapshot"}
 
     def test_the_setting_is_read_for_the_cluster_of_the_vms_host(self) -> None:
+        """``kvm.incremental.snapshot`` has cluster scope: set for the cluster of the VM's host, it applies."""
         cloud = Cloud()
         volume = cloud.volume("kvm-nfs")
         cloud.engine.set_config(
@@ -247,6 +249,7 @@ class TestWhereChainsEnd:
         ]
 
     def test_deleting_a_snapshot_inside_the_chain_moves_nothing(self) -> None:
+        """Only a Destroyed ref that ended its chain moves the end; the root's delete only hides it."""
         cloud = Cloud(config={**INCREMENTAL, "snapshot.delta.max": 3})
         ids = _takes(cloud, cloud.volume("kvm-nfs"), 3)
         assert delete(cloud, ids[0])[0] == "SUCCEEDED"
@@ -294,6 +297,7 @@ class TestTheDelete:
         assert cloud.counts() == {"snapshot": 1, "primary_storage": 0, "secondary_storage": PHYSICAL}
 
     def test_with_backup_off_the_chain_is_walked_on_the_pool(self) -> None:
+        """The same walk over primary refs: the hidden middle goes with the last child, the root stays."""
         cloud = Cloud(config={**INCREMENTAL, "snapshot.backup.to.secondary": False})
         first, middle, last = _takes(cloud, cloud.volume("kvm-nfs"), 3)
         assert delete(cloud, middle)[0] == delete(cloud, last)[0] == "SUCCEEDED"
@@ -413,6 +417,7 @@ class TestAVolumeWithoutACluster:
         assert cloud.counts() == {"snapshot": 1, "primary_storage": 0, "secondary_storage": SIZE}
 
     def test_a_vm_that_never_ran_has_no_cluster_either(self) -> None:
+        """A VM with neither host nor last host gives no cluster: the same throw."""
         cloud = Cloud()
         volume = cloud.volume("kvm-nfs", vm=cloud.engine.add_vm(cloud.alice, cloud.zone, "new", hypervisor="KVM"))
         taken = cloud.take(volume)
@@ -441,6 +446,7 @@ class TestConvertBeforeAZoneCopy:
     """§7.4, §16.7: a KVM delta is converted into one full file on its store, copied, and the file deleted."""
 
     def test_a_delta_is_converted_a_root_is_not(self) -> None:
+        """The delta goes BackingUp and back while ``<path>_temp`` is written; zone2 gets one full file, parent 0."""
         cloud = Cloud(config=INCREMENTAL)
         z2 = second_zone(cloud)
         volume = cloud.volume("kvm-nfs")
@@ -480,6 +486,7 @@ class TestConvertBeforeAZoneCopy:
         assert cloud.counts()["secondary_storage"] == PHYSICAL + DELTA + 2 * SIZE
 
     def test_a_failed_conversion_ends_the_copies_and_the_snapshot_is_backed_up_again(self) -> None:
+        """OperationNotPerformed puts it back; the throw skips zone3 too; the take still succeeds (§7.4)."""
         cloud = Cloud(config=INCREMENTAL, faults=FaultPlan().fail("image.convertSnapshot"))
         z2, z3 = second_zone(cloud), second_zone(cloud, "zone3")
         volume = cloud.volume("kvm-nfs")
@@ -499,6 +506,7 @@ class TestConvertBeforeAZoneCopy:
         assert cloud.engine.store.count(UsageEvent, "type = 'SNAPSHOT.COPY'") == 0
 
     def test_the_copy_api_fails_with_the_conversion(self) -> None:
+        """copySnapshot lets the conversion's exception out of its job: 530 with its text."""
         cloud = Cloud(config=INCREMENTAL, faults=FaultPlan().fail("image.convertSnapshot"))
         z2 = second_zone(cloud)
         sid = _takes(cloud, cloud.volume("kvm-nfs"), 2)[1]

@@ -83,7 +83,10 @@ class ImageStoreDriver(Driver):
         return self.call_sync("convertSnapshot", effect)
 
     def delete_extract_url(self, path: str) -> None:
-        """``deleteExtractUrl`` of a snapshot (``Upload.Type.SNAPSHOT``): the SSVM deletes its converted file."""
+        """``deleteExtractUrl`` of a snapshot (``Upload.Type.SNAPSHOT``): the SSVM deletes its converted file.
+
+        Once a zone copy of a converted snapshot succeeded (spec §7.4, §16.7).
+        """
         self._drop_converted(path.removesuffix(TEMP_SNAPSHOT_NAME))
 
     def _drop_converted(self, path: str) -> StorageObject | None:
@@ -93,7 +96,7 @@ class ImageStoreDriver(Driver):
         return found
 
     def _delete(self, path: str, checkpoint_path: str | None = None) -> Answer:
-        """The SSVM deletes ``*<name>*`` in the snapshot's directory: a converted file left behind goes too."""
+        """The SSVM deletes ``*<name>*`` in the snapshot's directory: a converted file left behind goes too (§16.7)."""
         answer = super()._delete(path, checkpoint_path)
         self._drop_converted(path)
         return answer
