@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from snapshotfsm.errors import CloudRuntimeException, NullPointerException
 from snapshotfsm.names import RefState
-from snapshotfsm.store.records import ImageStore, Snapshot, SnapshotStoreRef
+from snapshotfsm.store.records import Host, ImageStore, Snapshot, SnapshotStoreRef, VmInstance, Volume
 from snapshotfsm.store.store import Store
 
 CHAINING_HYPERVISORS = frozenset({"XenServer"})
@@ -129,16 +130,83 @@ def image_ref_in_zone(store: Store, snapshot_id: int, zone_id: int) -> SnapshotS
 
 
 def live_child(store: Store, ref: SnapshotStoreRef) -> SnapshotStoreRef | None:
-    """A ref on the same store whose parent is ``ref``'s snapshot and that is not being or already deleted.
+    """``SnapshotObject.getChild``: a ref whose parent is ``ref``'s snapshot and that is not being or already deleted.
 
-    A delta with such a child cannot go: the chain deletes of spec §9.4 stop (or hide the ref) there.
+    Of the same role, and on the same store except for a KVM snapshot, whose child may live on any store of the role
+    (spec §16.3): a KVM ref is kept (hidden) while a child lives in another zone. A delta with such a child cannot
+    go: the chain deletes of spec §9.4 stop (or hide the ref) there.
     """
     # CloudStack's getChild also excludes 'Error', which is no state of snapshot_store_ref: that term never matched.
-    return store.first(
-        SnapshotStoreRef,
-        "store_id = ? AND store_role = ? AND parent_snapshot_id = ? AND state NOT IN (?, ?)",
-        (ref.store_id, ref.store_role, ref.snapshot_id, RefState.Destroyed, RefState.Destroying),
+    where = "store_role = ? AND parent_snapshot_id = ? AND state NOT IN (?, ?)"
+    params: list[object] = [ref.store_role, ref.snapshot_id, RefState.Destroyed, RefState.Destroying]
+    if _hypervisor(store, ref.snapshot_id) != "KVM":
+        where += " AND store_id = ?"
+        params.append(ref.store_id)
+    elif ref.volume_id is not None:
+        # A child is of the parent's volume: the term changes no answer and lets SQLite use the volume's index.
+        where += " AND volume_id = ?"
+        params.append(ref.volume_id)
+    return store.first(SnapshotStoreRef, where, params)
+
+
+def _hypervisor(store: Store, snapshot_id: int) -> str | None:
+    """The snapshot row's hypervisor (removed rows included: ``SnapshotObject`` holds the VO it was built with)."""
+    row = store.first(Snapshot, "id = ?", (snapshot_id,))
+    return row.hypervisor_type if row is not None else None
+
+
+def chain_parent(store: Store, ref: SnapshotStoreRef) -> SnapshotStoreRef | None:
+    """``SnapshotObject.getParent``: the parent's ref on the same store, or for KVM the one with a checkpoint.
+
+    Spec §16.3: a KVM snapshot's parent is found by :func:`incremental_parent` on any store and role.
+
+    Raises:
+        CloudRuntimeException: (KVM) the parent has refs but none with a checkpoint path.
+    """
+    if not ref.parent_snapshot_id:
+        return None
+    if _hypervisor(store, ref.snapshot_id) == "KVM":
+        return incremental_parent(store, ref.parent_snapshot_id)
+    return parent_of(store, ref)
+
+
+def incremental_parent(store: Store, parent_id: int) -> SnapshotStoreRef | None:
+    """``getCorrectIncrementalParent`` (spec §16.3, §16.4): the parent snapshot's first ref with a checkpoint path.
+
+    Any store, role and state (a Destroyed ref included); None when the parent has no ref at all.
+
+    Raises:
+        CloudRuntimeException: the parent has refs but none with a checkpoint path.
+    """
+    refs = store.find(SnapshotStoreRef, "snapshot_id = ?", (parent_id,))
+    if not refs:
+        return None
+    for found in refs:
+        if found.kvm_checkpoint_path is not None:
+            return found
+    raise CloudRuntimeException(
+        f"Could not find snapshot parent with id [{parent_id}]. None of the records have a checkpoint path."
     )
+
+
+def parent_paths(store: Store, ref: SnapshotStoreRef) -> list[str]:
+    """``SnapshotObjectTO.parents``: the install paths from the chain's root down to ``ref``'s parent (spec §16.4).
+
+    Each parent as :func:`chain_parent` finds it, so that building the TO of a KVM snapshot throws where a parent
+    has no ref with a checkpoint.
+
+    Raises:
+        CloudRuntimeException: (KVM) a parent has refs but none with a checkpoint path.
+    """
+    paths: list[str] = []
+    seen = {ref.snapshot_id}
+    parent = chain_parent(store, ref)
+    while parent is not None and parent.snapshot_id not in seen:
+        paths.append(parent.install_path or "")
+        seen.add(parent.snapshot_id)
+        parent = chain_parent(store, parent)
+    paths.reverse()
+    return paths
 
 
 def parent_of(store: Store, ref: SnapshotStoreRef) -> SnapshotStoreRef | None:
@@ -152,9 +220,11 @@ def parent_of(store: Store, ref: SnapshotStoreRef) -> SnapshotStoreRef | None:
     )
 
 
-def shares_parent_path(store: Store, ref: SnapshotStoreRef) -> bool:
-    """The parent's ref has the same install path (case-insensitive): an empty delta, nothing of its own to delete."""
-    parent = parent_of(store, ref)
+def same_path(ref: SnapshotStoreRef, parent: SnapshotStoreRef | None) -> bool:
+    """The parent's ref has the same install path (case-insensitive): an empty delta, nothing of its own to delete.
+
+    Spec §16.2 item 1, §16.3.
+    """
     return (
         parent is not None
         and bool(parent.install_path)
@@ -178,3 +248,113 @@ def root_snapshot_id(store: Store, refs: list[SnapshotStoreRef], snapshot_id: in
         seen.add(parent.snapshot_id)
         current = parent
     return current.snapshot_id
+
+
+def volume_cluster_id(store: Store, volume: Volume) -> int | None:
+    """``HostDao.findClusterIdByVolumeInfo``: the cluster of the host (else the last host) of the volume's VM.
+
+    None for a volume with no VM (a removed one is not found), or whose VM has no host that is found: a setting of
+    cluster scope, ``kvm.incremental.snapshot`` among them, is then read at its global value (``valueIn(null)``,
+    spec §16.4, §16.6).
+    """
+    vm = store.first(VmInstance, "id = ? AND removed IS NULL", (volume.instance_id,))
+    host_id = None if vm is None else vm.host_id if vm.host_id is not None else vm.last_host_id
+    host = store.first(Host, "id = ? AND removed IS NULL", (host_id,))
+    return host.cluster_id if host is not None else None
+
+
+def end_current_chain(store: Store, snapshot: Snapshot, delta_max: int) -> bool:
+    """``endCurrentChainIfNeeded`` (spec §16.6): a chain that reached ``snapshot.delta.max`` ends at this snapshot.
+
+    The chain is counted from the snapshot's first ref whose snapshot row is in the snapshot's zone
+    (``findOneBySnapshotId``, any role, store and state), up through ``parent_snapshot_id``; at ``delta_max`` or
+    more, every ref of the snapshot gets ``end_of_chain``, each a write of its own, so that the next take starts a
+    new chain with a full snapshot. Returns whether it did.
+
+    Raises:
+        NullPointerException: a snapshot of the chain has no ref left (upstream dereferences the null).
+    """
+    length, current = 1, _first_ref_in_zone(store, snapshot.id, snapshot.data_center_id)
+    seen = {snapshot.id}
+    while True:
+        if current is None:
+            raise NullPointerException(
+                'Cannot invoke "org.apache.cloudstack.storage.datastore.db.SnapshotDataStoreVO.getParentSnapshotId()" '
+                'because "snapshotDataStoreVo" is null'
+            )
+        if current.parent_snapshot_id <= 0 or current.parent_snapshot_id in seen:
+            break
+        seen.add(current.parent_snapshot_id)
+        current = _first_ref_in_zone(store, current.parent_snapshot_id, snapshot.data_center_id)
+        length += 1
+    if length < delta_max:
+        return False
+    for ref in store.find(SnapshotStoreRef, "snapshot_id = ?", (snapshot.id,)):
+        store.update(ref, end_of_chain=True)
+    return True
+
+
+def _first_ref_in_zone(store: Store, snapshot_id: int, zone_id: int) -> SnapshotStoreRef | None:
+    """``findOneBySnapshotId(snapshotId, zoneId)``: a ref of the snapshot whose row (removed or not) is in the zone."""
+    return store.first(
+        SnapshotStoreRef,
+        "snapshot_id = ? AND snapshot_id IN (SELECT id FROM snapshots WHERE data_center_id = ?)",
+        (snapshot_id, zone_id),
+    )
+
+
+def end_last_chain(store: Store, volume_id: int) -> SnapshotStoreRef | None:
+    """``endLastChainIfNeeded`` (spec §16.6): with incremental off, close the chain incremental left behind.
+
+    The volume's Ready refs newest first (by ``created``, the later id first among equals); past the newest, the
+    first one with a checkpoint path gets ``end_of_chain`` unless it has it already, and the search stops there
+    either way. Returns the ref it marked, if any.
+    """
+    ready = store.find(
+        SnapshotStoreRef, "volume_id = ? AND state = ?", (volume_id, RefState.Ready), order_by="created DESC, id DESC"
+    )
+    for ref in ready[1:]:
+        if ref.kvm_checkpoint_path is not None:
+            return None if ref.end_of_chain else store.update(ref, end_of_chain=True)
+    return None
+
+
+def update_end_of_chain(store: Store, snapshot: Snapshot) -> list[SnapshotStoreRef]:
+    """``updateEndOfChainIfNeeded`` (spec §16.6), after a KVM delete: the chain's new tip ends it in its place.
+
+    When the deleted snapshot's Destroyed ref (image, else primary) ended its chain and had a parent, every ref of
+    the first ancestor that still has a Ready ref gets ``end_of_chain`` (each a write of its own), so that the next
+    take does not grow the chain from that ancestor. A snapshot whose ref was only hidden has no Destroyed ref: no
+    change. Returns the refs marked.
+    """
+    if snapshot.hypervisor_type != "KVM":
+        return []
+    destroyed = None
+    for role in ("Image", "Primary"):
+        destroyed = store.first(
+            SnapshotStoreRef,
+            "snapshot_id = ? AND store_role = ? AND state = ?",
+            (snapshot.id, role, RefState.Destroyed),
+        )
+        if destroyed is not None:
+            break
+    if destroyed is None or not destroyed.end_of_chain or destroyed.parent_snapshot_id <= 0:
+        return []
+    return [store.update(ref, end_of_chain=True) for ref in _last_alive_ancestors(store, destroyed.parent_snapshot_id)]
+
+
+def _last_alive_ancestors(store: Store, snapshot_id: int) -> list[SnapshotStoreRef]:
+    """``findLastAliveAncestors``: the refs of the nearest ancestor, from ``snapshot_id`` up, with a Ready ref.
+
+    Up through the first ref's ``parent_snapshot_id``; none when the chain runs out first.
+    """
+    seen: set[int] = set()
+    while snapshot_id and snapshot_id not in seen:
+        seen.add(snapshot_id)
+        refs = store.find(SnapshotStoreRef, "snapshot_id = ?", (snapshot_id,))
+        if not refs:
+            return []
+        if any(r.state == RefState.Ready for r in refs):
+            return refs
+        snapshot_id = refs[0].parent_snapshot_id
+    return []

@@ -86,7 +86,11 @@ def run_demo(path: str = "snapshotfsm-demo.db", *, seed: int = 0) -> tuple[Engin
     )
     take("attached, XenServer NFS, sync backup", cloud.xen_volume, "§13.1: CreatedOnPrimary → BackingUp → BackedUp")
     take("attached, KVM NFS", cloud.kvm_volume, "§13.2: written straight to secondary")
-    take("detached, KVM NFS", cloud.detached_volume, "no VM: no work job (§4.3)")
+    take(
+        "detached, KVM NFS",
+        cloud.detached_volume,
+        "no VM: no work job (§4.3); no cluster id, so post-processing throws (quirk)",
+    )
     take("attached, Ceph RBD", cloud.rbd_volume, "injected copyAsync error: cleanupOnSnapshotBackupFailure (§5.8)")
     take("attached, PowerFlex", cloud.powerflex_volume, "STORAGE_SYSTEM_SNAPSHOT: StorageSystem strategy")
     take("attached, StorPool", cloud.storpool_volume, "Default strategy, StorPool driver (§8)")

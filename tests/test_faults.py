@@ -30,6 +30,9 @@ class TestTheCatalogue:
         assert take.kinds == ("error", "exception", "no_answer", "null_answer")
         assert ops[("storpool", "snapshotExport")].call == "sync"
         assert ops[("image", "createAsync")].names[0] == "image.createAsync"
+        assert "NetworkFilesystem.removeBitmap" in ops[("default", "removeBitmap")].names  # spec §16.6
+        assert (ops[("default", "removeBitmap")].call, ops[("image", "convertSnapshot")].call) == ("sync", "sync")
+        assert ("storpool", "removeBitmap") not in ops  # only the default driver's hosts are sent it
 
     def test_it_has_a_point_for_every_event_step_and_restart_phase(self) -> None:
         """Events of every workflow, a write point per step, each phase of the restart cleanup."""
@@ -47,7 +50,7 @@ class TestTheCatalogue:
         assert result.exit_code == 0, result.output
         assert "snapshotExport" in result.output
         assert "primary.request#<n>" in result.output
-        assert "24 driver operations, 136 crash points" in result.output
+        assert "26 driver operations, 136 crash points" in result.output
 
 
 class TestPlansAreChecked:

@@ -60,6 +60,8 @@ class Answer:
     volume_path: str | None = None
     """The volume's new path, when the operation moved the volume (a ``CopyCmdAnswer``'s ``newData.volume.path``);
     no simulated driver sets it."""
+    checkpoint_path: str | None = None
+    """Where a KVM incremental take saved its checkpoint (``SnapshotObjectTO.checkpointPath``, spec §16.4)."""
 
 
 Callback = Callable[[Answer | None], None]
@@ -234,23 +236,27 @@ class Driver:
                 f"operations do not declare as {declared} (declared: {', '.join(sorted(self.operations)) or 'none'})"
             )
 
-    def delete_snapshot(self, path: str, callback: Callback) -> None:
-        """``deleteAsync`` of the snapshot at ``path`` on this store; deleting what is already gone succeeds."""
-        self.call("deleteAsync", callback, lambda: self._delete(path))
+    def delete_snapshot(self, path: str, callback: Callback, *, checkpoint_path: str | None = None) -> None:
+        """``deleteAsync`` of the snapshot at ``path`` on this store; deleting what is already gone succeeds.
 
-    def delete_snapshot_blocking(self, path: str) -> Answer | None:
+        ``checkpoint_path`` is the KVM checkpoint the command names (spec §16.6): the host deletes it too.
+        """
+        self.call("deleteAsync", callback, lambda: self._delete(path, checkpoint_path))
+
+    def delete_snapshot_blocking(self, path: str, *, checkpoint_path: str | None = None) -> Answer | None:
         """``deleteAsync`` as the image and default primary drivers make it: answered on the caller's thread (§21.3).
 
         Raises:
             CloudRuntimeException: an injected ``exception`` fault.
             NeverAnswered: an injected ``no_answer`` fault (see :meth:`call_blocking`).
         """
-        return self.call_blocking("deleteAsync", lambda: self._delete(path))
+        return self.call_blocking("deleteAsync", lambda: self._delete(path, checkpoint_path))
 
-    def _delete(self, path: str) -> Answer:
-        found = self.find(path)
-        if found is not None:
-            self.drop(found)
+    def _delete(self, path: str, checkpoint_path: str | None = None) -> Answer:
+        for target in (path, checkpoint_path):
+            found = self.find(target) if target is not None else None
+            if found is not None:
+                self.drop(found)
         return Answer(result=True, path=path)
 
     # --- inventory -------------------------------------------------------------------------------------------------

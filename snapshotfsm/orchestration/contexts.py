@@ -236,6 +236,8 @@ class ZoneTarget:
     size: int = 0
     dest: int | None = None
     """The destination image store."""
+    incremental: bool = False
+    """The snapshot's source ref has a KVM checkpoint: only it is copied, converted first (spec §7.4, §16.7)."""
 
 
 @attrs.frozen
@@ -282,6 +284,8 @@ class CopyContext(Context):
     dest_ref_id: int = 0
     pool_id: int = 0
     """The pool of the copy in progress."""
+    converted: str | None = None
+    """The converted file the zone copy in progress reads, on the source store (spec §16.7)."""
     thrown: Thrown | None = None
 
     def target(self) -> ZoneTarget | PoolTarget:

@@ -18,16 +18,18 @@ import logging
 
 import attrs
 
+from snapshotfsm.chains import chain_parent, image_parent, volume_cluster_id
 from snapshotfsm.drivers.base import Answer
 from snapshotfsm.errors import (
     CloudException,
     CloudRuntimeException,
+    NoTransitionException,
     NullPointerException,
     ResourceAllocationException,
     StorageUnavailableException,
 )
-from snapshotfsm.names import Copy, RefEvent, RefState
-from snapshotfsm.objects import store_ref_event
+from snapshotfsm.names import Copy, RefEvent, RefState, SnapshotEvent
+from snapshotfsm.objects import snapshot_event, store_ref_event
 from snapshotfsm.orchestration import accounting
 from snapshotfsm.orchestration.contexts import CopyContext, PoolTarget, Thrown, ZoneTarget
 from snapshotfsm.orchestration.contract import StepTable, Turn
@@ -40,6 +42,7 @@ from snapshotfsm.store.records import (
     SnapshotStoreRef,
     SnapshotZoneRef,
     StoragePool,
+    Volume,
     Zone,
 )
 from snapshotfsm.strategies.base import Operation, SnapshotStrategy, copies_snapshots, primary_ref
@@ -115,6 +118,7 @@ def _plan_zone(rt: Runtime, snapshot: Snapshot, src: ImageStore | None, zone: Zo
     target.chain = tuple(chain)
     target.size = size
     target.dest = dest.id if dest is not None else None
+    target.incremental = incremental
 
 
 def _already_in_store(rt: Runtime, snapshot_id: int, dest: ImageStore) -> bool:
@@ -340,14 +344,26 @@ def start_zone_copy(t: Turn[CopyContext]) -> None:
     if src_ref is None:
         raise NullPointerException(f"snapshot {snapshot.id} has no ref on image store {src_store.id} to copy from")
     source = rt.drivers.image(src_store)
+    path, physical = src_ref.install_path, src_ref.physical_size
+    if target.incremental:
+        try:
+            converted = convert_if_needed(rt, snapshot, src_store, src_ref)
+        except CloudException as exc:
+            abort(ctx, exc)
+            raise
+        if converted is not None:
+            path, physical = converted.path, converted.physical_size
+            ctx.converted = converted.path
     query = source.call_sync(
         "querySnapshotZoneCopy",
-        lambda: Answer(result=True, path=f"https://ssvm-{src_store.data_center_id}/copy/{src_ref.install_path}"),
+        lambda: Answer(result=True, path=f"https://ssvm-{src_store.data_center_id}/copy/{path}"),
     )
     if not query.result or not query.path:
         raise CloudRuntimeException(
             f"Unable to prepare URL for copy for snapshot ID: {snapshot.id} on store: {src_store.name}"
         )
+    volume = rt.store.get(Volume, snapshot.volume_id)
+    incremental = rt.config.flag("kvm.incremental.snapshot", cluster=volume_cluster_id(rt.store, volume))
     ref = rt.store.insert(
         SnapshotStoreRef(
             store_id=dest.id,
@@ -356,8 +372,8 @@ def start_zone_copy(t: Turn[CopyContext]) -> None:
             volume_id=snapshot.volume_id,
             state=RefState.Allocated,
             size=src_ref.size,
-            physical_size=src_ref.physical_size,
-            parent_snapshot_id=src_ref.parent_snapshot_id,
+            physical_size=physical,
+            parent_snapshot_id=image_parent(rt.store, snapshot, dest.data_center_id, kvm_incremental=incremental),
             created=rt.clock.timestamp(),
             last_updated=rt.clock.timestamp(),
         )
@@ -365,14 +381,60 @@ def start_zone_copy(t: Turn[CopyContext]) -> None:
     moved = store_ref_event(rt.store, ref, RefEvent.CreateOnlyRequested)
     ctx.dest_ref_id = moved.id
     try:
-        rt.drivers.image(dest).copy_from(
-            snapshot, query.path, src_ref.size, src_ref.physical_size, t.reply(Copy.ZoneAnswered)
-        )
+        rt.drivers.image(dest).copy_from(snapshot, query.path, src_ref.size, physical, t.reply(Copy.ZoneAnswered))
     except CloudException:
         # SnapshotServiceImpl.copySnapshot(snapshot, url, store) catches a createAsync that throws: the new ref
         # OperationFailed (its row deleted), and the future fails with the message.
         store_ref_event(rt.store, moved, RefEvent.OperationFailed)
         raise
+
+
+def convert_if_needed(
+    rt: Runtime, snapshot: Snapshot, src_store: ImageStore, src_ref: SnapshotStoreRef
+) -> Answer | None:
+    """``SnapshotHelper.convertSnapshotIfNeeded`` (spec §16.7): a KVM delta is converted before it is copied.
+
+    A KVM snapshot with a parent (the parent's ref with a checkpoint, on any store) cannot be read alone; a chain
+    root is used as it is (None).
+
+    Raises:
+        CloudRuntimeException: the parent has refs but none with a checkpoint; or the conversion failed.
+    """
+    if snapshot.hypervisor_type != "KVM" or chain_parent(rt.store, src_ref) is None:
+        return None
+    return convert_snapshot(rt, snapshot, src_store, src_ref)
+
+
+def convert_snapshot(rt: Runtime, snapshot: Snapshot, src_store: ImageStore, src_ref: SnapshotStoreRef) -> Answer:
+    """``SnapshotServiceImpl.convertSnapshot`` (spec §16.7): BackupToSecondary, the host converts, then back.
+
+    The snapshot goes BackedUp to BackingUp while the KVM host writes ``<path>_temp`` on the image store, then
+    OperationSucceeded, or OperationNotPerformed when the conversion failed, back to BackedUp (each a write of its
+    own; a refused event is only logged). The converted path is the copy's, in memory only: the refs keep theirs.
+
+    Raises:
+        CloudRuntimeException: "Failed to convert snapshot [<uuid>] due to [<details>]." (without the cause when
+            the snapshot could not go BackingUp), or the driver's exception.
+    """
+    held = rt.store.get(Snapshot, snapshot.id)
+    answer: Answer | None = None
+    try:
+        held = snapshot_event(rt.store, held, SnapshotEvent.BackupToSecondary)
+        answer = rt.drivers.image(src_store).convert_snapshot(src_ref.install_path or "")
+    except NoTransitionException as exc:
+        log.debug("Failed to change snapshot %s state: %s", snapshot.uuid, exc.message)
+    finally:
+        ok = answer is not None and answer.result
+        try:
+            snapshot_event(
+                rt.store, held, SnapshotEvent.OperationSucceeded if ok else SnapshotEvent.OperationNotPerformed
+            )
+        except NoTransitionException as exc:
+            log.debug("Failed to change snapshot %s state: %s", snapshot.uuid, exc.message)
+    if answer is not None and answer.result:
+        return answer
+    due = f" due to [{answer.details}]" if answer is not None else ""
+    raise CloudRuntimeException(f"Failed to convert snapshot [{snapshot.uuid}]{due}.")
 
 
 def zone_answered(t: Turn[CopyContext]) -> str:
@@ -409,13 +471,23 @@ def zone_answered(t: Turn[CopyContext]) -> str:
             zone_id=target.zone_id,
             named=False,
         )
+    if ctx.converted is not None and ctx.src is not None:
+        rt.drivers.image(rt.store.get(ImageStore, ctx.src)).delete_extract_url(ctx.converted)
+        ctx.converted = None
     ctx.chain_index += 1
     return next_target(rt, ctx)
 
 
 def zone_failed(t: Turn[CopyContext]) -> str:
-    """A zone's copy failed: the rest of its chain is skipped and the next target tried."""
+    """A zone's copy failed: the rest of its chain is skipped and the next target tried.
+
+    A failed conversion is thrown, not returned (spec §16.7): it ended the workflow (:func:`abort`), no zone failed.
+    A converted file stays on the source store: only a copy that succeeded deletes it.
+    """
     ctx = t.ctx
+    ctx.converted = None
+    if ctx.thrown is not None:
+        return next_target(t.rt, ctx)
     _zone_failed(ctx, ctx.zone_target(), ctx.failure().message)
     return next_target(t.rt, ctx)
 

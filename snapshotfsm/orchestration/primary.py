@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import contextlib
 
-from snapshotfsm.chains import primary_parent
+from snapshotfsm.chains import incremental_parent, primary_parent
 from snapshotfsm.describe import snapshot_object_str
 from snapshotfsm.drivers.base import Answer
+from snapshotfsm.drivers.primary import DefaultPrimaryDriver
 from snapshotfsm.errors import (
     CloudException,
     CloudRuntimeException,
@@ -24,7 +25,7 @@ from snapshotfsm.orchestration.contract import StepTable, Turn
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.orchestration.take import new_image_ref
 from snapshotfsm.store.records import ImageStore, Snapshot, SnapshotStoreRef
-from snapshotfsm.strategies.base import primary_ref
+from snapshotfsm.strategies.base import SnapshotTake, primary_ref
 
 
 def begin(t: Turn[TakeContext]) -> str:
@@ -74,14 +75,16 @@ def request(t: Turn[TakeContext]) -> None:
     driver = rt.drivers.primary(take.pool)
     target = rt.drivers.image(rt.store.get(ImageStore, image_id)) if image_id is not None else None
     try:
-        parent = primary_ref(rt.store, parent_id, take.pool.id) if parent_id else None
-        driver.take_snapshot(
-            take.snapshot,
-            take.volume,
-            t.reply(Take.PrimaryAnswered),
-            to_image=target,
-            parent_path=parent.install_path if parent is not None else None,
-        )
+        parent = _parent_ref(rt, take, parent_id)
+        parent_path = parent.install_path if parent is not None else None
+        if take.payload.kvm_incremental and isinstance(driver, DefaultPrimaryDriver):
+            driver.take_incremental_snapshot(
+                take.snapshot, take.volume, t.reply(Take.PrimaryAnswered), to_image=target, parent_path=parent_path
+            )
+        else:
+            driver.take_snapshot(
+                take.snapshot, take.volume, t.reply(Take.PrimaryAnswered), to_image=target, parent_path=parent_path
+            )
     except CloudException as exc:
         # The catch fires OperationFailed on the ORIGINAL SnapshotObject, whose in-memory state is still
         # Allocated: NoTransition, caught, and the row stays Creating (spec §5.6 step 4).
@@ -89,6 +92,19 @@ def request(t: Turn[TakeContext]) -> None:
             snapshot_event(rt.store, original, SnapshotEvent.OperationFailed)
         text = snapshot_object_str(original, take.pool.id, take.image_store_id)
         raise CloudRuntimeException(f"Failed to take snapshot {text}", cause=exc) from exc
+
+
+def _parent_ref(rt: Runtime, take: SnapshotTake, parent_id: int) -> SnapshotStoreRef | None:
+    """The parent the driver's TO names (``SnapshotObject.getParent``, spec §16.1, §16.4).
+
+    The parent's ref on this pool; for KVM, the parent's first ref with a checkpoint, on whichever store the
+    parent search found it (the pre-selected image store's kind, ``returnNullIfNotOnSameTypeOfStoreRole``).
+    """
+    if not parent_id:
+        return None
+    if take.snapshot.hypervisor_type == "KVM":
+        return incremental_parent(rt.store, parent_id)
+    return primary_ref(rt.store, parent_id, take.pool.id)
 
 
 def answered(t: Turn[TakeContext]) -> str:
@@ -137,15 +153,22 @@ def _callback(rt: Runtime, ctx: TakeContext, ref: SnapshotStoreRef, answer: Answ
 
 
 def _update_size(rt: Runtime, ctx: TakeContext, answer: Answer) -> None:
-    """``updateSnapSizeAndCheckpointPathIfPossible``: the pre-selected image ref (KVM file-based) or the primary ref."""
+    """``updateSnapSizeAndCheckpointPathIfPossible`` (spec §16.4): the pre-selected image ref, or the primary ref.
+
+    The image ref is created here when an image store was pre-selected (KVM file-based, backup on). One update
+    writes the answer's physical size (when above 0: a KVM incremental delta's own size) and its checkpoint path
+    (None for every take but a KVM incremental one).
+    """
     snapshot = ctx.take.snapshot
     if ctx.image_store_id is not None:
         ref = new_image_ref(rt, snapshot, ctx.image_store_id)
         ctx.image_ref_id = ref.id
     else:
         ref = rt.store.get(SnapshotStoreRef, ctx.primary_ref_id)
+    fields: dict[str, object] = {"kvm_checkpoint_path": answer.checkpoint_path}
     if answer.physical_size > 0:
-        rt.store.update(ref, physical_size=answer.physical_size)
+        fields["physical_size"] = answer.physical_size
+    rt.store.update(ref, **fields)
 
 
 def backup_decision(ctx: TakeContext) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from snapshotfsm.chains import image_parent
+from snapshotfsm.chains import end_current_chain, end_last_chain, image_parent, volume_cluster_id
 from snapshotfsm.describe import snapshot_object_str, snapshot_str, volume_str
 from snapshotfsm.drivers.base import STORAGE_SYSTEM_SNAPSHOT
 from snapshotfsm.drivers.image import ImageStoreDriver
@@ -31,7 +31,6 @@ from snapshotfsm.orchestration.lookups import (
 )
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.store.records import (
-    Host,
     ImageStore,
     Snapshot,
     SnapshotSchedule,
@@ -73,16 +72,6 @@ def orchestrate(t: Turn[TakeContext]) -> str:
     return Take.Prepare
 
 
-def cluster_of(rt: Runtime, volume: Volume, pool: StoragePool) -> int | None:
-    """``HostDao.findClusterIdByVolumeInfo``: the cluster of the VM's host (or last host), else the pool's."""
-    if volume.instance_id is not None:
-        vm = rt.store.first(VmInstance, "id = ?", (volume.instance_id,))
-        host_id = vm.host_id or vm.last_host_id if vm is not None else None
-        if host_id is not None:
-            return rt.store.get(Host, host_id).cluster_id
-    return pool.cluster_id
-
-
 def kvm_file_based(rt: Runtime, volume: Volume, pool: StoragePool) -> bool:
     """``isHypervisorKvmAndFileBasedStorage`` (spec §5.4 step 2)."""
     return volume_hypervisor(rt, volume) == "KVM" and pool.pool_type in FILE_BASED_POOLS
@@ -112,7 +101,7 @@ def new_image_ref(rt: Runtime, snapshot: Snapshot, image_store_id: int) -> Snaps
     the volume's host (``findClusterIdByVolumeInfo``).
     """
     volume = rt.store.get(Volume, snapshot.volume_id)
-    cluster_id = cluster_of(rt, volume, volume_pool(rt, volume))
+    cluster_id = volume_cluster_id(rt.store, volume)
     zone_id = rt.store.get(ImageStore, image_store_id).data_center_id
     incremental = rt.config.flag("kvm.incremental.snapshot", cluster=cluster_id)
     return rt.store.insert(
@@ -141,7 +130,7 @@ def prepare(t: Turn[TakeContext]) -> str:
     volume = rt.store.get(Volume, ctx.volume_id)
     pool = volume_pool(rt, volume)
     zone = rt.store.get(Zone, volume.data_center_id)
-    cluster_id = cluster_of(rt, volume, pool)
+    cluster_id = volume_cluster_id(rt.store, volume)
     file_based = kvm_file_based(rt, volume, pool)
     backup_on = backup_to_secondary_for_zone(rt, zone)
     ctx.kvm_file_based, ctx.backup_on = file_based, backup_on
@@ -279,11 +268,35 @@ def post_process(t: Turn[TakeContext]) -> str:
     if ctx.post_process_failed:
         return _completion(ctx)
     try:
+        end_chain(t.rt, ctx)
         _post_process(t.rt, ctx)
     except CloudException as exc:
         _post_process_failed(ctx, exc)
         return _completion(ctx)
     return _next_copy(ctx, zones_done=False)
+
+
+def end_chain(rt: Runtime, ctx: TakeContext) -> None:
+    """The end of ``postCreateSnapshot`` (spec §9.3 item 3, §16.6): where a KVM snapshot chain ends.
+
+    After retention, for a KVM snapshot whose row is still there: with ``kvm.incremental.snapshot`` on for the
+    volume's cluster (read when the take began), ``endCurrentChainIfNeeded`` ends the chain once it holds
+    ``snapshot.delta.max`` snapshots; off, ``endLastChainIfNeeded`` ends the chain an earlier incremental period left,
+    so that turning incremental on again starts a new one. What this throws fails the post-processing: with
+    incremental off, a volume with no VM, or whose VM has no host, has no cluster, and the unboxing of that null
+    cluster id throws (quirk): no zone row, no SNAPSHOT.CREATE usage, no storage count correction, no copies.
+    """
+    snapshot = rt.store.first(Snapshot, "id = ? AND removed IS NULL", (ctx.snapshot_id,))
+    if snapshot is None or snapshot.hypervisor_type != "KVM":
+        return
+    cluster_id = ctx.take.cluster_id
+    if rt.config.flag("kvm.incremental.snapshot", cluster=cluster_id):
+        end_current_chain(rt.store, snapshot, rt.config.number("snapshot.delta.max"))
+        return
+    if cluster_id is None:
+        # endLastChainIfNeeded(long clusterId, long volumeId) is handed findClusterIdByVolumeInfo's null Long.
+        raise NullPointerException('Cannot invoke "java.lang.Long.longValue()" because "clusterId" is null')
+    end_last_chain(rt.store, snapshot.volume_id)
 
 
 def _next_copy(ctx: TakeContext, *, zones_done: bool) -> str:

@@ -635,6 +635,9 @@ class StorageObject(Record):
 
     Storage is not a management server's memory: these rows survive a crash. ``store_kind`` is ``primary`` (a
     storage pool) or ``image`` (an image store); ``snapshot_id`` links a snapshot object to its ``snapshots`` row.
+    ``kind`` is ``snapshot`` (a full file), ``delta`` (readable through ``parent_path``), or what goes with a KVM
+    incremental snapshot (spec §16.4, §16.7): its ``checkpoint`` file, the dirty ``bitmap`` kept in its volume, and
+    the ``converted`` file of a zone copy; StorPool marks its snapshots under recovery ``recovering``.
     """
 
     table: ClassVar[str] = "sim_object"

@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import logging
 from collections.abc import Callable, Generator, Iterator
 from typing import ClassVar
 
 import attrs
 
+from snapshotfsm.chains import volume_cluster_id
 from snapshotfsm.config import Config
 from snapshotfsm.drivers.base import Answer, Callback
 from snapshotfsm.drivers.image import ImageStoreDriver
-from snapshotfsm.drivers.primary import PrimaryDriver
+from snapshotfsm.drivers.primary import DefaultPrimaryDriver, PrimaryDriver
 from snapshotfsm.drivers.registry import Drivers
 from snapshotfsm.errors import CloudRuntimeException, MsCrash
-from snapshotfsm.names import RefEvent, RefState
+from snapshotfsm.names import RefEvent, RefState, VolumeState
 from snapshotfsm.objects import store_ref_event
 from snapshotfsm.store.records import (
     ImageStore,
@@ -36,6 +38,8 @@ from snapshotfsm.store.records import (
     Volume,
 )
 from snapshotfsm.store.store import Store
+
+log = logging.getLogger(__name__)
 
 
 class Priority(enum.IntEnum):
@@ -254,10 +258,12 @@ class DriverDelete:
 
     driver: PrimaryDriver | ImageStoreDriver
     path: str
+    checkpoint_path: str | None = None
+    """The KVM checkpoint the delete command names, which the host deletes with the file (spec §16.6)."""
 
     def start(self, on_answer: Callback) -> None:
         """Make the call; the driver answers ``on_answer`` on the simulated clock (a pending request of a step)."""
-        self.driver.delete_snapshot(self.path, on_answer)
+        self.driver.delete_snapshot(self.path, on_answer, checkpoint_path=self.checkpoint_path)
 
 
 @attrs.frozen
@@ -291,7 +297,8 @@ def service_delete(env: StrategyEnv, ref: SnapshotStoreRef) -> DeleteRun:
         CloudRuntimeException: the driver's error.
     """
     moved = store_ref_event(env.store, ref, RefEvent.DestroyRequested)
-    answer = yield DriverDelete(env.driver_for(moved), moved.install_path or "")
+    checkpoint = remove_bitmap_if_needed(env, moved)
+    answer = yield DriverDelete(env.driver_for(moved), moved.install_path or "", checkpoint)
     return _delete_answered(env, moved, answer)
 
 
@@ -307,8 +314,41 @@ def service_delete_blocking(env: StrategyEnv, ref: SnapshotStoreRef) -> bool:
         NeverAnswered: the delete is never answered.
     """
     moved = store_ref_event(env.store, ref, RefEvent.DestroyRequested)
-    answer = env.driver_for(moved).delete_snapshot_blocking(moved.install_path or "")
+    checkpoint = remove_bitmap_if_needed(env, moved)
+    answer = env.driver_for(moved).delete_snapshot_blocking(moved.install_path or "", checkpoint_path=checkpoint)
     return _delete_answered(env, moved, answer)
+
+
+def remove_bitmap_if_needed(env: StrategyEnv, ref: SnapshotStoreRef) -> str | None:
+    """The KVM part of ``SnapshotServiceImpl.deleteSnapshot``, after the ref's DestroyRequested (spec §16.6).
+
+    Only for a KVM snapshot whose volume's cluster has ``kvm.incremental.snapshot`` on *now*, and a ref with a
+    checkpoint path: ``deleteBitmap`` sends a ``RemoveBitmapCommand`` when the volume is Ready, and the delete command
+    then names the checkpoint, which the host deletes with the file. Returns that checkpoint path, or None. With
+    incremental turned off since the take, neither the bitmap nor the checkpoint file is ever removed (quirk). The
+    model keeps bitmaps only in volumes of the default driver's pools, the file-based pools KVM incremental runs on;
+    elsewhere there is nothing to remove.
+
+    Raises:
+        CloudRuntimeException: the host failed to remove the bitmap ("Unable to remove bitmap associated with
+            snapshot [<name>].").
+    """
+    snapshot = env.store.first(Snapshot, "id = ?", (ref.snapshot_id,))
+    if snapshot is None or snapshot.hypervisor_type != "KVM":
+        return None
+    volume = env.store.get(Volume, snapshot.volume_id)
+    if not env.config.flag("kvm.incremental.snapshot", cluster=volume_cluster_id(env.store, volume)):
+        return None
+    if ref.kvm_checkpoint_path is None:
+        return None
+    pool = env.pool_of(volume)
+    driver = env.driver(pool) if pool is not None else None
+    if volume.state == VolumeState.Ready and isinstance(driver, DefaultPrimaryDriver):
+        answer = driver.remove_bitmap(volume, ref.install_path or "")
+        if not answer.result:
+            log.error("Unable to remove bitmap associated with snapshot %s due to %s.", snapshot.name, answer.details)
+            raise CloudRuntimeException(f"Unable to remove bitmap associated with snapshot [{snapshot.name}].")
+    return ref.kvm_checkpoint_path
 
 
 def _delete_answered(env: StrategyEnv, moved: SnapshotStoreRef, answer: Answer | None) -> bool:

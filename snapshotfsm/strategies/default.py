@@ -9,12 +9,15 @@ import json
 import logging
 
 from snapshotfsm.chains import (
+    chain_parent,
     image_ref_in_zone,
     live_child,
     newest_ready_ref,
     parent_of,
+    parent_paths,
     root_snapshot_id,
-    shares_parent_path,
+    same_path,
+    update_end_of_chain,
 )
 from snapshotfsm.describe import snapshot_object_str, snapshot_str
 from snapshotfsm.drivers.primary import CLVM_POOL_TYPES
@@ -297,6 +300,7 @@ class _DefaultDelete:
         for zone_ref in self.store.find(SnapshotZoneRef, "snapshot_id = ? AND removed IS NULL", (snapshot.id,)):
             if zone_id is None or zone_ref.zone_id == zone_id:
                 self.store.remove(zone_ref, by="SnapshotZoneDao.removeSnapshotFromZone")
+        update_end_of_chain(self.store, snapshot)
         if [r for r in self._refs(snapshot.id, None) if r.state != RefState.Destroyed]:
             return True
         self.store.write_state_directly(
@@ -383,8 +387,16 @@ class _DefaultDelete:
         """``deleteSnapshotChain``: delete a ref and walk up its parents, or only hide a ref that has a child.
 
         The walk goes on while the parent's snapshot is Destroying, Destroyed, Error or Hidden. Each storage delete
-        is answered on this thread (``service_delete_blocking``).
+        is answered on this thread (``service_delete_blocking``). A KVM ref's child is looked for on every store of
+        its role, and its parent is the parent's ref with a checkpoint, on any store (spec §16.3). The snapshot's TO
+        is built first, outside the catch: for KVM that looks up every parent, and one with refs but no checkpoint
+        throws as it is.
+
+        Raises:
+            CloudRuntimeException: "Failed to delete snapshot chain." (what the walk threw), or the TO's parent
+                lookup (see :func:`snapshotfsm.chains.incremental_parent`).
         """
+        parent_paths(self.store, ref)
         result = False
         result_set = False
         current: SnapshotStoreRef | None = ref
@@ -395,8 +407,8 @@ class _DefaultDelete:
                         current, RefState.Hidden, by="DefaultSnapshotStrategy.deleteSnapshotChain"
                     )
                     break
-                parent = parent_of(self.store, current)
-                if shares_parent_path(self.store, current):
+                parent = chain_parent(self.store, current)
+                if same_path(current, parent):
                     if not result_set:
                         result, result_set = True, True
                 else:

@@ -125,7 +125,9 @@ class StorageSystemSnapshotStrategy(SnapshotStrategy):
                 "Only the 'VHD' image type can be used when 'LocationType' is set to 'SECONDARY'."
             )
         if volume.format == "VHD":
-            cluster = env.store.get(Cluster, take.cluster_id) if take.cluster_id is not None else None
+            # The model's stand-in for getHost(volumeId): the cluster of the VM's host, else the pool's.
+            cluster_id = take.cluster_id if take.cluster_id is not None else take.pool.cluster_id
+            cluster = env.store.get(Cluster, cluster_id) if cluster_id is not None else None
             clone = cluster is not None and cluster.supports_resign
         else:
             clone = True

@@ -10,7 +10,7 @@ import logging
 
 import attrs
 
-from snapshotfsm.chains import live_child, parent_of, shares_parent_path
+from snapshotfsm.chains import chain_parent, live_child, same_path
 from snapshotfsm.describe import snapshot_str
 from snapshotfsm.drivers.storpool import SP_DEV_PATH, StorPoolDriver, sp_name
 from snapshotfsm.errors import (
@@ -266,8 +266,8 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
         while current is not None and store.get(Snapshot, current.snapshot_id).status in SPS_CHAIN_STATES:
             if live_child(store, current) is not None:
                 break
-            parent = parent_of(store, current)
-            if shares_parent_path(store, current):
+            parent = chain_parent(store, current)
+            if same_path(current, parent):
                 moved = store_ref_event(store, current, RefEvent.DestroyRequested)
                 store_ref_event(store, moved, RefEvent.OperationSucceeded)
                 result, result_set = True, True
