@@ -232,22 +232,21 @@ def same_path(ref: SnapshotStoreRef, parent: SnapshotStoreRef | None) -> bool:
     )
 
 
-def root_snapshot_id(store: Store, refs: list[SnapshotStoreRef], snapshot_id: int) -> int:
-    """The root of the snapshot's chain: the first of ``refs`` followed up by ``parent_snapshot_id`` on its store.
+def root_snapshot_id(store: Store, snapshot_id: int) -> int:
+    """``getRootSnapshotId``: the id whose lock ``deleteSnapshotInfos`` takes (spec §9.4, §16.3, §21.1).
 
-    ``deleteSnapshotInfos`` locks this id (spec §9.4 step 1). A ref whose parent's ref is gone stops the walk at
-    the parent's id; a snapshot with no ref, or whose first ref has no parent, is its own root.
+    From the snapshot's refs (any store, any state), the first non-zero parent, then that snapshot's refs, until
+    one has no parent: its first ref's snapshot. A snapshot with no refs at all, or a parent whose refs are all gone,
+    gives 0 (upstream locks ``snapshots0`` then).
     """
-    if not refs:
-        return snapshot_id
-    current, seen = refs[0], {refs[0].snapshot_id}
-    while current.parent_snapshot_id and current.parent_snapshot_id not in seen:
-        parent = parent_of(store, current)
-        if parent is None:
-            return current.parent_snapshot_id
-        seen.add(parent.snapshot_id)
-        current = parent
-    return current.snapshot_id
+    refs = store.find(SnapshotStoreRef, "snapshot_id = ?", (snapshot_id,))
+    parent = next((r.parent_snapshot_id for r in refs if r.parent_snapshot_id), 0)
+    seen = {snapshot_id}
+    while parent and parent not in seen:
+        seen.add(parent)
+        refs = store.find(SnapshotStoreRef, "snapshot_id = ?", (parent,))
+        parent = next((r.parent_snapshot_id for r in refs if r.parent_snapshot_id), 0)
+    return refs[0].snapshot_id if refs else 0
 
 
 def volume_cluster_id(store: Store, volume: Volume) -> int | None:

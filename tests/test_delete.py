@@ -594,6 +594,17 @@ class TestDeleteLock:
         cloud.engine.run()
         assert _locks(cloud) == [(f"snapshots{first}", 1, f"job-{job.id}")]
 
+    def test_a_parent_whose_refs_are_gone_gives_root_zero(self):
+        """``getRootSnapshotId`` returns the first ref's snapshot of the last list: none there, so ``snapshots0``."""
+        cloud = Cloud(faults=FaultPlan().crash("delete.start#4"), config={"snapshot.backup.to.secondary": False})
+        volume = cloud.volume("xen-nfs")
+        first, second = (cloud.take(volume).snapshot.id for _ in range(2))
+        for ref in cloud.engine.store.find(SnapshotStoreRef, "snapshot_id = ?", (first,)):
+            cloud.engine.store.delete(ref, by="test: expunged")
+        job = cloud.engine.delete_snapshot(second)
+        cloud.engine.run()
+        assert _locks(cloud) == [("snapshots0", 1, f"job-{job.id}")]
+
     def test_a_lock_held_elsewhere_is_ignored(self):
         """CloudStack ignores a null from acquireInLockTable here (§21.6 quirk 3): the delete goes on without it."""
         cloud, sid = _backed_up()

@@ -20,6 +20,7 @@ from lifecycle_cloud import jobs, refs, second_zone, stored, usage
 from snapshotfsm.describe import snapshot_str, volume_str
 from snapshotfsm.errors import ApiError, CloudRuntimeException
 from snapshotfsm.faults import FaultPlan
+from snapshotfsm.orchestration import backup
 from snapshotfsm.orchestration.policies import next_run_time
 from snapshotfsm.store.records import (
     Account,
@@ -156,6 +157,30 @@ class TestSchedulerAndRetention:
         rows = _hourly(cloud, volume, 2, 4, before_tick=image_store_read_only_at_second_tick)
         assert rows == [(1, "Destroyed", False), (2, "Allocated", True), (3, "BackedUp", False), (4, "BackedUp", False)]
         assert cloud.counts() == {"snapshot": 2, "primary_storage": 0, "secondary_storage": 2 * PHYSICAL + SIZE}
+
+    def test_a_snapshot_removed_before_its_post_processing_runs_no_retention(self, monkeypatch):
+        """``postCreateSnapshot`` reads the row with ``findById``: removed meanwhile, it stops before retention.
+
+        Three snapshots kept under maxSnaps 3, then the policy lowered to 1: the 4th take's retention would delete
+        two, but its row is removed (by another thread) just before its post-processing.
+        """
+        cloud = Cloud()
+        volume = cloud.volume("xen-nfs")
+        after_backup = backup.after_backup
+
+        def then_removed(rt, strategy, take):  # type: ignore[no-untyped-def]
+            done = after_backup(rt, strategy, take)
+            if take.snapshot.id == 4:
+                rt.store.remove(rt.store.get(Snapshot, 4), by="test: removed by another thread")
+            return done
+
+        def lower_max(tick: int) -> None:
+            if tick == 3:
+                cloud.engine.create_snapshot_policy(volume.id, interval="hourly", schedule="5", max_snaps=1)
+
+        monkeypatch.setattr(backup, "after_backup", then_removed)
+        rows = _hourly(cloud, volume, 3, 4, before_tick=lower_max)
+        assert rows == [(1, "BackedUp", False), (2, "BackedUp", False), (3, "BackedUp", False), (4, "BackedUp", True)]
 
     def test_a_stuck_creating_snapshot_blocks_retention(self):
         """A Creating snapshot cannot be deleted: retention stops there, and post-processing with it."""

@@ -78,10 +78,12 @@ def kvm_file_based(rt: Runtime, volume: Volume, pool: StoragePool) -> bool:
 
 
 def find_image_store(rt: Runtime, snapshot: Snapshot) -> ImageStore | None:
-    """``findSnapshotImageStore``: the parent's store for a delta, else a writable store of the zone with room.
+    """``findSnapshotImageStore``: a writable store of the zone with room (spec §5.4 step 3, §16.2 item 3).
 
-    With several candidates CloudStack picks one with free capacity; the model takes the first by id, so that runs
-    are reproducible.
+    For a delta it first looks for a Ready image ref of the snapshot itself, which never exists when it is asked, so
+    a delta can land on another store than its parent (a quirk the model cannot show with one store per zone). With
+    several candidates CloudStack picks one with free capacity; the model takes the first by id, so that runs are
+    reproducible.
     """
     stores = rt.store.find(
         ImageStore,
@@ -223,6 +225,8 @@ def data_store_role(rt: Runtime, ctx: TakeContext, snapshot: Snapshot) -> str:
 def post_create(t: Turn[TakeContext]) -> str | None:
     """``postCreateSnapshot`` (spec §5.4 step 9, §9.3): the policy's schedule, then retention.
 
+    A snapshot row removed meanwhile stops it after the schedule's update, as the row is read with ``findById``.
+
     Retention deletes older recurring snapshots through the delete workflow; the job waits for them. Any failure
     here ends the post-processing ("post process snapshot failed" is only logged).
     """
@@ -240,6 +244,8 @@ def post_create(t: Turn[TakeContext]) -> str | None:
             )
             if schedule is not None:
                 rt.store.update(schedule, snapshot_id=snapshot.id)
+        if snapshot.removed is not None:
+            return Take.Retained  # snapshotDao.findById finds no removed row: no retention, no chain end
         if snapshot.type_description in ("HOURLY", "DAILY", "WEEKLY", "MONTHLY"):
             plan = retention.plan(rt, snapshot, policy_id, caller_id=ctx.caller_id, job_id=ctx.job_id)
             if plan is not None:

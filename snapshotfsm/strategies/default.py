@@ -333,7 +333,7 @@ class _DefaultDelete:
         transaction, as InnoDB would guarantee, because nothing else runs while it is open.
         """
         refs = [r for r in self._refs(snapshot.id, zone_id) if r.state != RefState.Destroyed]
-        key = lock_key(root_snapshot_id(self.store, refs, snapshot.id))
+        key = lock_key(root_snapshot_id(self.store, snapshot.id))
         self.env.acquire_lock(key)  # a refusal (CloudStack's null after lock.timeout) is ignored, spec §21.6 quirk 3
         try:
             with self.store.atomic():
