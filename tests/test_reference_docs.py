@@ -42,3 +42,33 @@ def test_every_cited_section_has_a_heading(source: Path):
 def test_a_missing_section_is_caught():
     """The check is not vacuous: a citation of a section nobody wrote is reported."""
     assert _citations("see spec §99.7 and §5.4") - _headings() == {"99.7"}
+
+
+MODEL_LINE = re.compile(r"^In the model[^:]*:(.*?)(?:\n\n|\Z)", re.MULTILINE | re.DOTALL)
+PATH_AND_NAMES = re.compile(r"`(snapshotfsm/[\w/]+\.py|states/\w+\.toml|tests/\w+\.py)`(?:\s*\(([^)]*)\))?")
+
+
+def _model_references() -> list[tuple[str, str, str]]:
+    """(page, path, name) for every file and name an "In the model" paragraph points at."""
+    found = []
+    for page in sorted(REFERENCE.glob("*.md")):
+        for paragraph in MODEL_LINE.findall(page.read_text(encoding="utf-8")):
+            for path, names in PATH_AND_NAMES.findall(paragraph):
+                found.append((page.name, path, ""))
+                found.extend((page.name, path, n.rsplit(".", 1)[-1]) for n in re.findall(r"`([\w.]+)`", names))
+    return found
+
+
+def test_the_model_lines_point_somewhere():
+    assert len(_model_references()) > 100
+
+
+@pytest.mark.parametrize(("page", "path", "name"), _model_references())
+def test_every_file_and_name_the_reference_points_at_exists(page: str, path: str, name: str):
+    """A file renamed or a function moved makes the reference's pointer stale: this names it."""
+    source = ROOT / path
+    assert source.exists(), f"{page} points at {path}, which does not exist"
+    if name:
+        assert re.search(rf"\b{re.escape(name)}\b", source.read_text(encoding="utf-8")), (
+            f"{page} says {path} holds {name}, which it does not"
+        )
