@@ -64,6 +64,7 @@ class Invariant:
     doc: str
 
     def __call__(self, run: Run) -> list[Violation]:
+        """Every breach of this invariant in ``run``."""
         return list(self.check(run))
 
 
