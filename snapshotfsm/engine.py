@@ -30,6 +30,7 @@ from snapshotfsm.orchestration.runner import Runner
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.orchestration.workflows import engine_machines
 from snapshotfsm.profiles import Profile
+from snapshotfsm.record import RunRecord
 from snapshotfsm.scheduler import Scheduler
 from snapshotfsm.store.records import (
     SYSTEM_ACCOUNT_ID,
@@ -76,8 +77,10 @@ class Engine(Inventory):
         scheduler: Scheduler | None = None,
         strategies: Iterable[SnapshotStrategy | type[SnapshotStrategy]] | None = None,
         drivers: Iterable[type[PrimaryDriver]] | None = None,
+        record: RunRecord | None = None,
     ) -> None:
         installed, factory, self.faults = _plugins(store.definitions, strategies, drivers, faults)
+        self.record = record or RunRecord()
         self.store = store
         # The store checks every move against the machines the runner fires: the same objects, built once.
         store.machines = engine_machines(store.definitions)
@@ -92,6 +95,7 @@ class Engine(Inventory):
             faults=self.faults,
             ms_id=self.ms_id,
             incarnation=lambda: self.rt.incarnation,
+            record=self.record,
         )
         self.rt = Runtime(
             store=store,
@@ -105,6 +109,7 @@ class Engine(Inventory):
             profile=store.profile,
             ms_id=self.ms_id,
             rng=random.Random(seed * 1_000_003 + self.ms_id),  # noqa: S311 - ids, not secrets
+            record=self.record,
         )
         self.runner = Runner(self.rt, store.machines, CONTEXTS)
         self.ensure_system_account()
@@ -433,6 +438,7 @@ class Engine(Inventory):
             scheduler=self.scheduler,
             strategies=self.rt.factory.strategies,
             drivers=self.rt.drivers.installed.drivers,
+            record=self.record,
         )
 
     @property

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 import attrs
 
 from snapshotfsm.errors import CloudRuntimeException, DriverContractError, InvalidValue, NeverAnswered
+from snapshotfsm.record import RunRecord
 from snapshotfsm.store.records import DEFAULT_CHURN_FRACTION, SimVolume, StorageObject, Volume
 
 if TYPE_CHECKING:
@@ -118,6 +119,8 @@ class DriverEnv:
     ms_id: int
     incarnation: Callable[[], int]
     latency_ms: Mapping[str, int] = attrs.field(factory=dict)
+    record: RunRecord = attrs.field(factory=RunRecord)
+    """The world's notebook (:mod:`snapshotfsm.record`), shared by its servers."""
 
 
 ASYNC = "async"

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import attrs
 
+from snapshotfsm.record import RunRecord
 from snapshotfsm.store.store import Store
 
 
@@ -73,7 +74,7 @@ class Run:
     """What the invariants read: the store (database and simulated storage) and the run's record, when kept."""
 
     store: Store
-    record: object | None = None
+    record: RunRecord | None = None
 
 
 def invariant(name: str, when: When, *inputs: Input) -> Callable[[Check], Invariant]:

@@ -12,6 +12,7 @@ from snapshotfsm.config import Config
 from snapshotfsm.drivers.registry import Drivers
 from snapshotfsm.faults import FaultPlan
 from snapshotfsm.profiles import Profile
+from snapshotfsm.record import RunRecord
 from snapshotfsm.scheduler import Scheduler
 from snapshotfsm.store.store import Store
 from snapshotfsm.strategies.base import StrategyEnv
@@ -33,6 +34,8 @@ class Runtime:
     profile: Profile
     ms_id: int
     rng: random.Random
+    record: RunRecord = attrs.field(factory=RunRecord)
+    """The world's notebook (:mod:`snapshotfsm.record`), shared by its servers, kept across crashes."""
     incarnation: int = 1
     down: bool = False
     """The server crashed and has not restarted: it takes no calls."""
