@@ -26,8 +26,8 @@ class TestChangeCount:
     def test_an_increment_adds_to_the_row(self):
         """The account's row is updated in place."""
         cloud = Cloud()
-        accounting.change_count(cloud.engine.rt, cloud.alice.id, accounting.SNAPSHOT, 2)
-        accounting.change_count(cloud.engine.rt, cloud.alice.id, accounting.SNAPSHOT, -1)
+        accounting.change_count(cloud.engine.rt, cloud.alice.id, accounting.SNAPSHOT, 2, owner_id=cloud.alice.id)
+        accounting.change_count(cloud.engine.rt, cloud.alice.id, accounting.SNAPSHOT, -1, owner_id=cloud.alice.id)
         assert _rows(cloud, accounting.SNAPSHOT) == [1]
 
     def test_an_increment_without_a_row_throws_and_inserts_none(self):
@@ -37,7 +37,7 @@ class TestChangeCount:
         assert row is not None
         cloud.engine.store.delete(row, by="test")
         with pytest.raises(CloudRuntimeException) as info:
-            accounting.change_count(cloud.engine.rt, cloud.alice.id, accounting.SNAPSHOT, 1)
+            accounting.change_count(cloud.engine.rt, cloud.alice.id, accounting.SNAPSHOT, 1, owner_id=cloud.alice.id)
         assert (
             info.value.message == f"Failed to increment resource count of type snapshot for account id={cloud.alice.id}"
         )
@@ -48,7 +48,7 @@ class TestChangeCount:
         """``decrementResourceCountWithTag``: an alert (zone 0), no row, no exception; the alert does not repeat."""
         cloud = Cloud()
         for _ in range(2):
-            accounting.change_count(cloud.engine.rt, 99, accounting.SECONDARY_STORAGE, -5)
+            accounting.change_count(cloud.engine.rt, 99, accounting.SECONDARY_STORAGE, -5, owner_id=99)
         assert cloud.engine.store.find(ResourceCount, "account_id = 99") == []
         assert [(a.type, a.subject, a.data_center_id) for a in cloud.engine.store.find(Alert)] == [
             (
@@ -67,6 +67,44 @@ class TestChangeCount:
         assert delete(cloud, sid)[0] == "SUCCEEDED"
         assert cloud.counts(system) == {"snapshot": 0, "primary_storage": 0, "secondary_storage": 0}
         assert cloud.engine.store.find(Alert) == []
+
+
+class TestChargesInTheRecord:
+    """``change_count`` notes each count that moved in the run's record, with the owner its caller names."""
+
+    def test_a_change_is_noted_with_its_owner_and_time(self):
+        """Account charged, resource, delta, owner and the simulated time, in order."""
+        cloud = Cloud()
+        rt = cloud.engine.rt
+        rt.clock.advance_to(5)
+        accounting.change_count(rt, cloud.alice.id, accounting.SNAPSHOT, 2, owner_id=cloud.alice.id)
+        accounting.change_count(rt, cloud.alice.id, accounting.PRIMARY_STORAGE, -7, owner_id=cloud.bob.id)
+        assert [(c.account_id, c.resource, c.delta, c.owner_id, c.at_ms) for c in rt.record.charges] == [
+            (cloud.alice.id, "snapshot", 2, cloud.alice.id, 5),
+            (cloud.alice.id, "primary_storage", -7, cloud.bob.id, 5),
+        ]
+
+    def test_what_moves_no_count_is_not_noted(self):
+        """The system account, a missing row (increment refused, decrement alerted) and a change of 0."""
+        cloud = Cloud()
+        rt = cloud.engine.rt
+        accounting.change_count(rt, SYSTEM_ACCOUNT_ID, accounting.SNAPSHOT, 1, owner_id=cloud.alice.id)
+        accounting.change_count(rt, 99, accounting.SNAPSHOT, -1, owner_id=99)
+        with pytest.raises(CloudRuntimeException):
+            accounting.change_count(rt, 99, accounting.SNAPSHOT, 1, owner_id=99)
+        accounting.change_count(rt, cloud.alice.id, accounting.SNAPSHOT, 0, owner_id=cloud.alice.id)
+        assert rt.record.charges == []
+
+    def test_a_take_notes_its_allocation_and_correction(self):
+        """allocSnapshot's two increments and post-processing's size correction, all to the owner."""
+        cloud = Cloud()
+        cloud.take(cloud.volume("kvm-nfs"))
+        alice = cloud.alice.id
+        assert [(c.account_id, c.resource, c.owner_id) for c in cloud.engine.record.charges] == [
+            (alice, "snapshot", alice),
+            (alice, "secondary_storage", alice),
+            (alice, "secondary_storage", alice),
+        ]
 
 
 class TestAlert:

@@ -82,7 +82,7 @@ def check_limit(rt: Runtime, account: Account, resource: str, amount: int) -> No
     raise ResourceAllocationException(message, resource_type=resource)
 
 
-def change_count(rt: Runtime, account_id: int, resource: str, delta: int) -> None:
+def change_count(rt: Runtime, account_id: int, resource: str, delta: int, *, owner_id: int) -> None:
     """``incrementResourceCount`` (``delta`` > 0) or ``decrementResourceCount`` (< 0) on ``resource_count``.
 
     An increment is its own transaction (``removeResourceReservationIfNeededAndIncrementResourceCount``, spec §21.2
@@ -91,6 +91,10 @@ def change_count(rt: Runtime, account_id: int, resource: str, delta: int) -> Non
     ``ResourceCountDaoImpl.updateCountByDeltaForIds`` updates nothing and answers false: an increment then throws
     (spec §21.4.3), a decrement only sends an ``ALERT_TYPE_UPDATE_RESOURCE_COUNT`` alert. No row is ever inserted.
     The system account's counts are never changed (``ResourceLimitManagerImpl`` returns first for account 1).
+
+    ``owner_id`` is the account that owns the object charged for (the snapshot), which CloudStack does not pass:
+    a count that moved, once committed, is noted in the run's record with it, so that an invariant can compare
+    the account charged with the owner. A change of 0 writes the row as before but is not noted.
 
     Raises:
         CloudRuntimeException: an increment found no ``resource_count`` row of the account ("Failed to increment
@@ -102,11 +106,14 @@ def change_count(rt: Runtime, account_id: int, resource: str, delta: int) -> Non
         row = rt.store.first(ResourceCount, "account_id = ? AND type = ?", (account_id, resource))
         if row is not None:
             rt.store.update(row, count=row.count + delta)
-            return
-        if delta > 0:
+        elif delta > 0:
             raise CloudRuntimeException(
                 f"Failed to increment resource count of type {resource} for account id={account_id}"
             )
+    if row is not None:
+        if delta != 0:
+            rt.record.charge(account_id, resource, delta, owner_id, rt.clock.now_ms)
+        return
     if delta < 0:
         text = f"Failed to decrement resource count of type {resource} for account id={account_id}"
         alert(rt, ALERT_TYPE_UPDATE_RESOURCE_COUNT, text)

@@ -298,8 +298,8 @@ def _alloc(
     # From here on a failure leaves the row: the ids are known to the take (and to its ERROR event).
     ctx.snapshot_id = snapshot.id
     ctx.account_id = snapshot.account_id
-    accounting.change_count(rt, volume.account_id, accounting.SNAPSHOT, 1)
-    accounting.change_count(rt, volume.account_id, store_type, volume.size)
+    accounting.change_count(rt, volume.account_id, accounting.SNAPSHOT, 1, owner_id=snapshot.account_id)
+    accounting.change_count(rt, volume.account_id, store_type, volume.size, owner_id=snapshot.account_id)
 
 
 def reject(t: Turn[TakeContext]) -> None:

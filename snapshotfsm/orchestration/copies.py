@@ -460,7 +460,9 @@ def zone_answered(t: Turn[CopyContext]) -> str:
     ref = rt.store.update(ref, **fields)
     store_ref_event(rt.store, ref, RefEvent.OperationSucceeded)
     add_to_zone(rt, snapshot.id, target.zone_id)
-    accounting.change_count(rt, snapshot.account_id, accounting.SECONDARY_STORAGE, ref.size)
+    accounting.change_count(
+        rt, snapshot.account_id, accounting.SECONDARY_STORAGE, ref.size, owner_id=snapshot.account_id
+    )
     if snapshot.account_id != SYSTEM_ACCOUNT_ID:
         accounting.usage(
             rt,
@@ -570,7 +572,7 @@ def copy_to_pool(t: Turn[CopyContext]) -> str | None:
     # The increment passes the calling *user* id where an account id is expected (spec §7.4), so the system's user
     # charges no one; the usage event, written unless that user id is 1, goes to the calling account, not the owner.
     user_id, account_id = ctx.calling_user_id, ctx.calling_account_id
-    accounting.change_count(rt, user_id, accounting.PRIMARY_STORAGE, snapshot.size)
+    accounting.change_count(rt, user_id, accounting.PRIMARY_STORAGE, snapshot.size, owner_id=snapshot.account_id)
     if user_id != SYSTEM_ACCOUNT_ID:
         accounting.usage(
             rt,

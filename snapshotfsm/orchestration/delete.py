@@ -187,10 +187,12 @@ def finish(t: Turn[DeleteContext]) -> None:
         SnapshotState.Error,
         SnapshotState.Destroyed,
     ):
-        accounting.change_count(rt, ctx.account_id, accounting.SNAPSHOT, -1)
+        accounting.change_count(rt, ctx.account_id, accounting.SNAPSHOT, -1, owner_id=snapshot.account_id)
     for ref in ctx.refs_before:
         if ref.state == RefState.Ready and ref.role != "Primary":
-            accounting.change_count(rt, ctx.account_id, accounting.SECONDARY_STORAGE, -ref.physical_size)
+            accounting.change_count(
+                rt, ctx.account_id, accounting.SECONDARY_STORAGE, -ref.physical_size, owner_id=snapshot.account_id
+            )
     if ctx.api:
         _event(t, f"Successfully completed {EVENT_DESCRIPTION}", state="Completed")
         result = serialized_response("SuccessResponse", "null", {"success": True})

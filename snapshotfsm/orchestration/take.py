@@ -195,9 +195,10 @@ def unwind(t: Turn[TakeContext]) -> str:
     volume = rt.store.get(Volume, ctx.volume_id)
     zone = rt.store.get(Zone, volume.data_center_id)
     account_id = ctx.payload.account_id
-    accounting.change_count(rt, account_id, accounting.SNAPSHOT, -1)
+    owner = rt.store.get(Snapshot, ctx.snapshot_id).account_id
+    accounting.change_count(rt, account_id, accounting.SNAPSHOT, -1, owner_id=owner)
     store_type = store_resource_type(rt, zone, ctx.payload.location_type)
-    accounting.change_count(rt, account_id, store_type, -volume.size)
+    accounting.change_count(rt, account_id, store_type, -volume.size, owner_id=owner)
     if not isinstance(error, (CloudRuntimeException, UnsupportedOperationException)):
         ctx.error = CloudRuntimeException("Failed to create snapshot", cause=error)
     return attached_or_direct(ctx, Take.FailWork, Take.Fail)
@@ -357,7 +358,8 @@ def _post_process(rt: Runtime, ctx: TakeContext) -> None:
     ref = ready[0]
     accounting.usage(rt, "SNAPSHOT.CREATE", snapshot, size=ref.physical_size, virtual_size=volume.size)
     store_type = accounting.SECONDARY_STORAGE if role == "Image" else accounting.PRIMARY_STORAGE
-    accounting.change_count(rt, payload.account_id, store_type, -(volume.size - ref.physical_size))
+    correction = -(volume.size - ref.physical_size)
+    accounting.change_count(rt, payload.account_id, store_type, correction, owner_id=snapshot.account_id)
     ctx.data_store_role = role
 
 
