@@ -23,7 +23,7 @@ from snapshotfsm.drivers.primary import PrimaryDriver
 from snapshotfsm.drivers.registry import Drivers, DriverSet, installed_drivers
 from snapshotfsm.errors import InvalidValue, MsCrash, NotFound, ServerDown
 from snapshotfsm.faults import FaultPlan, catalogue
-from snapshotfsm.orchestration import api, copy_api, delete, gc, policies, restart, storpool_recovery
+from snapshotfsm.orchestration import api, copy_api, delete, gc, policies, recount, restart, storpool_recovery
 from snapshotfsm.orchestration.contexts import CONTEXTS, SnapshotRequest
 from snapshotfsm.orchestration.inventory import Inventory
 from snapshotfsm.orchestration.runner import Runner
@@ -297,6 +297,35 @@ class Engine(Inventory):
         with self._serving():
             return copy_api.submit_api_job(self.runner, request, caller_id=caller_id)
 
+    def update_resource_count(
+        self, account: int | Account, *, resource: str | None = None
+    ) -> dict[str, tuple[int | None, int]]:
+        """``updateResourceCount`` for one account: recount each type from the live objects and write it (spec §19.2).
+
+        ``resource`` is one of ``snapshot``, ``primary_storage``, ``secondary_storage`` (default: all three). Returns
+        the types written, each with its count before (None: the account had no row of it, one is inserted) and
+        after. Each type is its own write, as upstream; the model counts snapshots only (see
+        :mod:`snapshotfsm.orchestration.recount`: volumes and templates are never charged in the model).
+
+        Raises:
+            NotFound: no live account with that id.
+            InvalidValue: ``account`` is neither an id nor an Account, or ``resource`` is not one of the three.
+                Nothing is written.
+            ServerDown: the server is down, or a crash rule fired between two writes (the earlier ones stay).
+        """
+        account_id = _account_arg("updateResourceCount", account)
+        with self._serving():
+            return recount.update_resource_count(self.rt, account_id, resource=resource)
+
+    def recount(self, account: int | Account, *, resource: str | None = None) -> dict[str, int]:
+        """What :meth:`update_resource_count` would write, per type, without writing it (spec §19.2).
+
+        Raises:
+            NotFound: no live account with that id.
+            InvalidValue: ``account`` is neither an id nor an Account, or ``resource`` is not a counted type.
+        """
+        return recount.recount(self.store, _account_arg("recount", account), resource=resource)
+
     def _account_id(self, caller: int | Account) -> int:
         if isinstance(caller, Account):
             return caller.id
@@ -538,6 +567,15 @@ class Engine(Inventory):
                 message=f"job {row.id} ({row.job_cmd.rsplit('.', 1)[-1]}) is not about a snapshot",
             )
         return self.store.get(Snapshot, row.instance_id)
+
+
+def _account_arg(call: str, account: object) -> int:
+    """The id of an account argument (an id or an Account record); its existence is checked by the call."""
+    if isinstance(account, Account):
+        return account.id
+    if isinstance(account, int) and not isinstance(account, bool):
+        return account
+    raise InvalidValue(f"{call} account", account, "an account id (int) or an Account")
 
 
 def _operation(op: Operation | str) -> Operation:
