@@ -30,6 +30,24 @@ class TestChangeCount:
         accounting.change_count(cloud.engine.rt, cloud.alice.id, accounting.SNAPSHOT, -1, owner_id=cloud.alice.id)
         assert _rows(cloud, accounting.SNAPSHOT) == [1]
 
+    def test_a_change_of_zero_writes_nothing(self):
+        """``updateResourceCountForAccount`` returns first for 0: no write, so no crash point either."""
+        cloud = Cloud()
+        before = cloud.engine.store.conn.total_changes
+        accounting.change_count(cloud.engine.rt, cloud.alice.id, accounting.SNAPSHOT, 0, owner_id=cloud.alice.id)
+        assert cloud.engine.store.conn.total_changes == before
+
+    def test_a_decrement_by_a_negative_amount_is_only_logged(self, caplog):
+        """A correction that would raise the count (a snapshot larger than its volume) is dropped with a warning."""
+        cloud = Cloud()
+        accounting.decrement(cloud.engine.rt, cloud.alice.id, accounting.SNAPSHOT, -3, owner_id=cloud.alice.id)
+        assert _rows(cloud, accounting.SNAPSHOT) == [0]
+        assert "Resource count delta is negative, delta = -3" in caplog.text
+        accounting.decrement(cloud.engine.rt, cloud.alice.id, accounting.SNAPSHOT, -1, owner_id=cloud.alice.id)
+        accounting.change_count(cloud.engine.rt, cloud.alice.id, accounting.SNAPSHOT, 2, owner_id=cloud.alice.id)
+        accounting.decrement(cloud.engine.rt, cloud.alice.id, accounting.SNAPSHOT, 1, owner_id=cloud.alice.id)
+        assert _rows(cloud, accounting.SNAPSHOT) == [1]
+
     def test_an_increment_without_a_row_throws_and_inserts_none(self):
         """``removeResourceReservationIfNeededAndIncrementResourceCount``: CRE with upstream's text."""
         cloud = Cloud()

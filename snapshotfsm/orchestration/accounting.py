@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from snapshotfsm.errors import CloudRuntimeException, ResourceAllocationException
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.store.records import (
@@ -15,6 +17,8 @@ from snapshotfsm.store.records import (
     Snapshot,
     UsageEvent,
 )
+
+log = logging.getLogger(__name__)
 
 ALERT_TYPE_UPDATE_RESOURCE_COUNT = "ALERT_TYPE_UPDATE_RESOURCE_COUNT"
 """``AlertManager.AlertType.ALERT_TYPE_UPDATE_RESOURCE_COUNT`` (22, "ALERT.RESOURCE.COUNT"): not repeatable."""
@@ -94,13 +98,14 @@ def change_count(rt: Runtime, account_id: int, resource: str, delta: int, *, own
 
     ``owner_id`` is the account that owns the object charged for (the snapshot), which CloudStack does not pass:
     a count that moved, once committed, is noted in the run's record with it, so that an invariant can compare
-    the account charged with the owner. A change of 0 writes the row as before but is not noted.
+    the account charged with the owner. A change of 0 writes nothing (``updateResourceCountForAccount`` returns
+    first).
 
     Raises:
         CloudRuntimeException: an increment found no ``resource_count`` row of the account ("Failed to increment
             resource count of type <type> for account id=<id>").
     """
-    if account_id == SYSTEM_ACCOUNT_ID:
+    if account_id == SYSTEM_ACCOUNT_ID or delta == 0:
         return
     with rt.store.atomic():
         row = rt.store.first(ResourceCount, "account_id = ? AND type = ?", (account_id, resource))
@@ -111,12 +116,25 @@ def change_count(rt: Runtime, account_id: int, resource: str, delta: int, *, own
                 f"Failed to increment resource count of type {resource} for account id={account_id}"
             )
     if row is not None:
-        if delta != 0:
-            rt.record.charge(account_id, resource, delta, owner_id, rt.clock.now_ms)
+        rt.record.charge(account_id, resource, delta, owner_id, rt.clock.now_ms)
         return
     if delta < 0:
         text = f"Failed to decrement resource count of type {resource} for account id={account_id}"
         alert(rt, ALERT_TYPE_UPDATE_RESOURCE_COUNT, text)
+
+
+def decrement(rt: Runtime, account_id: int, resource: str, amount: int, *, owner_id: int) -> None:
+    """``decrementResourceCount(account, type, amount)``: an amount below zero is only logged, never added (quirk).
+
+    ``updateResourceCountForAccount`` warns "Resource count delta is negative" and changes nothing, so a correction
+    that would raise a count (a snapshot larger than its volume) is dropped.
+    """
+    if amount < 0:
+        log.warning(
+            "Resource count delta is negative, delta = %s for Account = %s Type = %s", amount, account_id, resource
+        )
+        return
+    change_count(rt, account_id, resource, -amount, owner_id=owner_id)
 
 
 def usage(

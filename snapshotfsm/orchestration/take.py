@@ -358,8 +358,9 @@ def _post_process(rt: Runtime, ctx: TakeContext) -> None:
     ref = ready[0]
     accounting.usage(rt, "SNAPSHOT.CREATE", snapshot, size=ref.physical_size, virtual_size=volume.size)
     store_type = accounting.SECONDARY_STORAGE if role == "Image" else accounting.PRIMARY_STORAGE
-    correction = -(volume.size - ref.physical_size)
-    accounting.change_count(rt, payload.account_id, store_type, correction, owner_id=snapshot.account_id)
+    accounting.decrement(
+        rt, payload.account_id, store_type, volume.size - ref.physical_size, owner_id=snapshot.account_id
+    )
     ctx.data_store_role = role
 
 
