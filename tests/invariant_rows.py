@@ -35,7 +35,8 @@ CMD = {"create": CREATE_SNAPSHOT_CMD, "delete": DELETE_SNAPSHOT_CMD, "copy": COP
 
 
 class Rows:
-    """An in-memory store and the inventory every row below hangs on (zone 1: ``pool``, ``image``)."""
+    """An in-memory store and the inventory the rows hang on: ``pool`` and ``image`` in ``zone``, ``pool2`` and
+    ``image2`` in ``zone2``."""
 
     def __init__(self) -> None:
         self.store = Store.open(":memory:")
@@ -43,6 +44,9 @@ class Rows:
         self.zone2 = self.store.insert(Zone(name="zone2"))
         self.pool = self.store.insert(
             StoragePool(name="pool", data_center_id=self.zone.id, pool_type="NetworkFilesystem")
+        )
+        self.pool2 = self.store.insert(
+            StoragePool(name="pool2", data_center_id=self.zone2.id, pool_type="NetworkFilesystem")
         )
         self.image = self.store.insert(ImageStore(name="image", data_center_id=self.zone.id))
         self.image2 = self.store.insert(ImageStore(name="image2", data_center_id=self.zone2.id))
