@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from cloud import Cloud
 from invariant_rows import Rows
+from lifecycle_cloud import delete
 
 from snapshotfsm import invariants
 from snapshotfsm.invariants import Input, When, storage
@@ -35,6 +37,21 @@ class TestTable:
 
     def test_an_empty_database_breaks_none(self, rows: Rows) -> None:
         assert invariants.check(invariants.Run(store=rows.store), at=When.RESTARTED) == []
+
+    def test_a_run_that_went_well_breaks_none(self) -> None:
+        """XenServer: a full copy and two deltas, a zone copy, the middle one deleted (hidden), then the newest."""
+        cloud = Cloud()
+        zone2 = cloud.engine.add_zone("zone2")
+        cloud.engine.add_image_store(zone2, "secondary2")
+        volume = cloud.volume("xen-nfs")
+        ids = [cloud.take(volume).snapshot.id for _ in range(3)]
+        job = cloud.engine.copy_snapshot(ids[0], dest_zone_ids=[zone2.id])
+        cloud.engine.run()
+        assert cloud.engine.job_status(job.id) == "SUCCEEDED"
+        assert delete(cloud, ids[1])[0] == "SUCCEEDED"
+        assert delete(cloud, ids[2])[0] == "SUCCEEDED"
+        run = invariants.Run(store=cloud.engine.store, record=cloud.engine.record)
+        assert invariants.check(run, at=When.QUIESCENT) == []
 
 
 class TestNoOrphanObject:
