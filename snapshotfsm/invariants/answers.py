@@ -88,17 +88,18 @@ def _how(kind: str, event: str) -> str:
     return f"{kind}d by {event}"
 
 
+_REFS_OF_JOB = "FROM snapshot_store_ref r WHERE r.snapshot_id = j.instance_id"
+"""The job's snapshot's refs; conditions on them go in a CASE, so that the snapshot's index is the one used."""
+
 _FAILED_CREATE = f"""
 SELECT j.id, j.job_cmd, j.instance_id, s.status, s.removed,
-    (SELECT COUNT(*) FROM snapshot_store_ref r
-     WHERE r.snapshot_id = j.instance_id AND r.store_role = 'Image' AND r.state = ?),
-    (SELECT COUNT(*) FROM snapshot_store_ref r
-     WHERE r.snapshot_id = j.instance_id AND r.store_role = 'Primary' AND r.state = ?),
-    (SELECT COUNT(*) FROM snapshot_store_ref r WHERE r.snapshot_id = j.instance_id AND r.store_role = 'Image')
+    (SELECT SUM(CASE WHEN r.store_role = 'Image' AND r.state = ? THEN 1 ELSE 0 END) {_REFS_OF_JOB}),
+    (SELECT SUM(CASE WHEN r.store_role = 'Primary' AND r.state = ? THEN 1 ELSE 0 END) {_REFS_OF_JOB}),
+    (SELECT SUM(CASE WHEN r.store_role = 'Image' THEN 1 ELSE 0 END) {_REFS_OF_JOB})
 FROM async_job j JOIN snapshots s ON s.id = j.instance_id
 WHERE j.job_cmd = ? AND j.job_status = ?
   AND ((s.removed IS NULL AND s.status NOT IN ({", ".join("?" * len(NOT_LIVE))}))
-       OR EXISTS (SELECT 1 FROM snapshot_store_ref r WHERE r.snapshot_id = j.instance_id AND r.state = ?))
+       OR (SELECT SUM(CASE WHEN r.state = ? THEN 1 ELSE 0 END) {_REFS_OF_JOB}) > 0)
 ORDER BY j.id
 """
 
@@ -131,7 +132,8 @@ _READY_IN_ZONE = f"""
 SELECT COUNT(*) FROM snapshot_store_ref r
 LEFT JOIN storage_pool p ON {ref_store_kind("r")} = 'primary' AND p.id = r.store_id
 LEFT JOIN image_store i ON {ref_store_kind("r")} = 'image' AND i.id = r.store_id
-WHERE r.snapshot_id = ? AND r.state = ? AND COALESCE(p.data_center_id, i.data_center_id) = ?
+WHERE r.snapshot_id = ? AND CASE WHEN r.state = ? THEN 1 ELSE 0 END = 1
+  AND COALESCE(p.data_center_id, i.data_center_id) = ?
 """
 
 
@@ -177,10 +179,10 @@ SELECT j.id, j.job_cmd, t.machine, t.entity_id, t.source, t.overwrote, s.status,
     EXISTS (SELECT 1 FROM transition_log y
             WHERE y.job_id = j.id AND y.machine = t.machine AND y.entity_id = t.entity_id AND y.kind = 'remove')
 FROM async_job j
-JOIN transition_log t ON t.job_id = j.id
+CROSS JOIN transition_log t
 LEFT JOIN snapshots s ON t.machine = ? AND s.id = t.entity_id
 LEFT JOIN snapshot_store_ref r ON t.machine = ? AND r.id = t.entity_id
-WHERE j.job_cmd IN (?, ?) AND j.job_status = ? AND t.machine IN (?, ?)
+WHERE j.job_cmd IN (?, ?) AND j.job_status = ? AND t.job_id = j.id AND t.machine IN (?, ?)
   AND t.id = (SELECT MIN(x.id) FROM transition_log x
               WHERE x.job_id = j.id AND x.machine = t.machine AND x.entity_id = t.entity_id)
 ORDER BY j.id, t.id
@@ -317,7 +319,9 @@ def usage_matches_objects(run: Run) -> Iterator[Violation]:
 
 _CODES = """
 SELECT f.exc_type, j.job_result_code, COUNT(*), MIN(j.id)
-FROM async_job j JOIN failure f ON f.id = (SELECT MAX(x.id) FROM failure x WHERE x.job_id = j.id)
+FROM (SELECT job_id, MAX(id) AS last FROM failure WHERE job_id IS NOT NULL GROUP BY job_id) l
+JOIN failure f ON f.id = l.last
+JOIN async_job j ON j.id = l.job_id
 WHERE j.job_status = ? AND f.exc_type <> ?
 GROUP BY f.exc_type, j.job_result_code
 ORDER BY f.exc_type, j.job_result_code

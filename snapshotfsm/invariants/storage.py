@@ -33,10 +33,11 @@ WITH RECURSIVE owned(store_kind, store_id, path) AS (
     WHERE o.deleted_ms IS NULL AND o.kind = 'delta' AND o.parent_path IS NOT NULL
 ),
 checkpoint(store_kind, store_id, path) AS (
-    SELECT DISTINCT w.store_kind, w.store_id, r.kvm_checkpoint_path
-    FROM owned w JOIN snapshot_store_ref r
-      ON {ref_store_kind("r")} = w.store_kind AND r.store_id = w.store_id AND r.install_path = w.path
-    WHERE r.state <> ? AND r.kvm_checkpoint_path IS NOT NULL
+    SELECT {ref_store_kind("r")}, r.store_id, r.kvm_checkpoint_path
+    FROM snapshot_store_ref r
+    WHERE r.kvm_checkpoint_path IS NOT NULL AND r.state <> ? AND EXISTS (
+        SELECT 1 FROM owned w
+        WHERE w.store_kind = {ref_store_kind("r")} AND w.store_id = r.store_id AND w.path = r.install_path)
 )
 SELECT o.id, o.store_kind, o.store_id, o.path, o.kind, o.snapshot_id
 FROM sim_object o
