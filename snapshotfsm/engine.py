@@ -115,7 +115,7 @@ class Engine(Inventory):
         self.ensure_system_account()
         policies.configure(self.rt)
         restart.mark_server(self.rt, self.ms_id, "Up")
-        self.scheduler.members[self.ms_id] = self.crash
+        self.scheduler.members[self.ms_id] = self
         self.crashes: list[str] = []
 
     @classmethod
@@ -466,7 +466,7 @@ class Engine(Inventory):
 
     def _crashed(self, crash: MsCrash) -> None:
         self.crashes.append(crash.where)
-        self.scheduler.members[crash.ms_id]()
+        self.scheduler.members[crash.ms_id].crash()
 
     def _own(self, ms_id: int | None) -> None:
         if ms_id is not None and ms_id != self.ms_id:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Callable
+from typing import Protocol
 
 import attrs
 
@@ -36,6 +37,13 @@ class Task:
         self.cancelled = True
 
 
+class Member(Protocol):
+    """A management server sharing the clock: a crash rule that fires names the server to take down."""
+
+    def crash(self) -> object:
+        """Crash the server: what it held only in memory is lost."""
+
+
 class Scheduler:
     """A heap of tasks on a :class:`SimClock`."""
 
@@ -44,8 +52,8 @@ class Scheduler:
         self._heap: list[tuple[int, int, Task]] = []
         self._seq = itertools.count()
         self.ran = 0
-        self.members: dict[int, Callable[[], object]] = {}
-        """Each management server sharing this clock, by ms id: how to crash it (a crash rule names the server)."""
+        self.members: dict[int, Member] = {}
+        """Each management server sharing this clock, by ms id: the world's servers (a crash rule names one)."""
 
     def call_later(
         self,

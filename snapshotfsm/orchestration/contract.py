@@ -179,6 +179,8 @@ class Run(Generic[C]):
     """Fired on ``parent`` when this run ends."""
     suspended: StepGen | None = None
     """A generator step waiting on a driver answer, resumed by a ``Resumes`` transition."""
+    pending: Pending | None = None
+    """The request the suspended generator step waits on (what a report of a run that waits for good names)."""
 
     @property
     def machine(self) -> str:

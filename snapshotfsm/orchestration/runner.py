@@ -70,6 +70,8 @@ class Runner:
         self.machines = {name: m for name, m in machines.items() if m.definition.kind == "workflow"}
         self.contexts = contexts
         self.live: dict[int, Run[Any]] = {}
+        self.awaiting: dict[int, list[str]] = {}
+        """For each live run, the events of the driver answers it waits for (the callbacks :meth:`reply` made)."""
         self._turn: Turn[Any] | None = None
         rt.store.write_point = self._write_point
 
@@ -81,6 +83,8 @@ class Runner:
         A second answer to one call is a driver bug: it raises :class:`DriverContractError`.
         """
         delivered = False
+        waits = self.awaiting.setdefault(run.id, [])
+        waits.append(event)
 
         def deliver(answer: Any) -> None:
             nonlocal delivered
@@ -90,6 +94,8 @@ class Runner:
                     "operation's callback is called once)"
                 )
             delivered = True
+            if event in waits:
+                waits.remove(event)
             if self.live.get(run.id) is run:
                 self.fire(run, event, answer=answer)
 
@@ -233,6 +239,7 @@ class Runner:
 
     def _end(self, run: Run[Any]) -> None:
         self.live.pop(run.id, None)
+        self.awaiting.pop(run.id, None)
         if run.parent is not None and run.resume_event is not None:
             self.fire_later(run.parent, run.resume_event, label=f"{run.machine} {run.id} done")
 
@@ -313,7 +320,7 @@ def _callback(name: str, entry: Any, resume_at: Mapping[tuple[str, GeneratorStep
         def resumed(event_data: EventData) -> None:
             turn: Turn[Any] = event_data.kwargs["turn"]
             row = turn.row = _row(event_data)
-            gen, turn.run.suspended = turn.run.suspended, None
+            gen, turn.run.suspended, turn.run.pending = turn.run.suspended, None, None
             if gen is None:
                 raise SnapshotFSMError(f"{turn.run.machine} {turn.run.id}: {name} resumes no waiting step")
             turn.outcome = _advance(turn, gen, turn.answer, resume_at[(row.dest, generator)])
@@ -356,5 +363,5 @@ def _advance(turn: Turn[Any], gen: StepGen, answer: Any, resume_event: str) -> s
         except CloudException as exc:
             error, answer = exc, None
             continue
-        turn.run.suspended = gen
+        turn.run.suspended, turn.run.pending = gen, request
         return None
