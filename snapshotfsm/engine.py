@@ -26,6 +26,7 @@ from snapshotfsm.faults import FaultPlan, catalogue
 from snapshotfsm.orchestration import api, copy_api, delete, gc, policies, restart, storpool_recovery
 from snapshotfsm.orchestration.contexts import CONTEXTS, SnapshotRequest
 from snapshotfsm.orchestration.inventory import Inventory
+from snapshotfsm.orchestration.quiesce import QuiesceReport, quiesce_world
 from snapshotfsm.orchestration.runner import Runner
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.orchestration.workflows import engine_machines
@@ -407,6 +408,22 @@ class Engine(Inventory):
         except MsCrash as crash:
             self._crashed(crash)
             raise ServerDown(crash.ms_id, crash.where) from None
+
+    def quiesce(self) -> QuiesceReport:
+        """Run the world until nothing more will happen, through a crash and restart of every server (spec §10).
+
+        The world is this server and its peers (:meth:`peer`). The clock runs until nothing is pending; every server
+        crashes and starts again (the start-up cleanup of §10); the clock runs to idle; every server starts its
+        background tasks (§9.2 poll, §10.5 GC, §8 StorPool recovery check) and the clock runs one full cycle of
+        them, bounded by simulated time since they reschedule themselves for ever; then to idle again. See
+        :mod:`snapshotfsm.orchestration.quiesce`.
+
+        Returns:
+            What ran, and every run still waiting for an answer that will never come, with the calls never
+            answered: a report whose ``settled`` is False when something waits for good.
+        """
+        servers = [m for _, m in sorted(self.scheduler.members.items()) if isinstance(m, Engine)]
+        return quiesce_world(servers, self.run)
 
     def on_management_node_left(self, ms_id: int) -> dict[str, int]:
         """A peer left: clean up its left-over jobs as ``onManagementNodeLeft`` does (spec §10.1)."""
