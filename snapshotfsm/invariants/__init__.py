@@ -5,9 +5,10 @@
 
 from __future__ import annotations
 
+from snapshotfsm.invariants import lifecycle
 from snapshotfsm.invariants.base import Input, Invariant, Run, Violation, When, invariant, violations
 
-INVARIANTS: tuple[Invariant, ...] = ()
+INVARIANTS: tuple[Invariant, ...] = (*lifecycle.INVARIANTS,)
 """Every invariant, gathered from the modules of this package (each lists its own in a module-level table)."""
 
 
