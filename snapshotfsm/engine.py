@@ -415,8 +415,8 @@ class Engine(Inventory):
         The world is this server and its peers (:meth:`peer`). The clock runs until nothing is pending; every server
         crashes and starts again (the start-up cleanup of §10); the clock runs to idle; every server starts its
         background tasks (§9.2 poll, §10.5 GC, §8 StorPool recovery check) and the clock runs one full cycle of
-        them, bounded by simulated time since they reschedule themselves for ever; then to idle again. See
-        :mod:`snapshotfsm.orchestration.quiesce`.
+        them, bounded by simulated time since they reschedule themselves for ever; then to idle again, starting
+        again any server a crash rule took down meanwhile. See :mod:`snapshotfsm.orchestration.quiesce`.
 
         Returns:
             What ran, and every run still waiting for an answer that will never come, with the calls never

@@ -113,6 +113,17 @@ class TestCrashes:
         assert report.settled
         assert not cloud.engine.down
 
+    def test_a_server_a_crash_rule_takes_down_in_the_cycle_starts_again(self) -> None:
+        """The poller's snapshot crashes the server during the background cycle: it is started again at the end."""
+        cloud = Cloud(faults=FaultPlan().crash("take_snapshot.PostProcess"))
+        volume = cloud.volume("xen-nfs")
+        cloud.engine.create_snapshot_policy(volume.id, interval="HOURLY", schedule="0", max_snaps=2)
+        report = cloud.engine.quiesce()
+        assert report.crashes == ("take_snapshot.PostProcess",)
+        assert (report.down, report.settled) == ((), True)
+        assert not cloud.engine.down
+        assert _unfinished_jobs(cloud) == []
+
 
 class TestPeers:
     """Every management server of the world: this engine and its peers."""
