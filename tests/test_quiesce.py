@@ -114,12 +114,14 @@ class TestCrashes:
         assert not cloud.engine.down
 
     def test_a_server_a_crash_rule_takes_down_in_the_cycle_starts_again(self) -> None:
-        """The poller's snapshot crashes the server during the background cycle: it is started again at the end."""
+        """The poller's snapshot crashes the server during the background cycle: it starts again, with a new cycle."""
         cloud = Cloud(faults=FaultPlan().crash("take_snapshot.PostProcess"))
         volume = cloud.volume("xen-nfs")
         cloud.engine.create_snapshot_policy(volume.id, interval="HOURLY", schedule="0", max_snaps=2)
         report = cloud.engine.quiesce()
         assert report.crashes == ("take_snapshot.PostProcess",)
+        assert report.background == BACKGROUND * 2
+        assert report.cleanups[1]["jobs_failed"] == 2  # the scheduled API job and its work job
         assert (report.down, report.settled) == ((), True)
         assert not cloud.engine.down
         assert _unfinished_jobs(cloud) == []

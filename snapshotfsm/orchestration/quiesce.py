@@ -13,8 +13,9 @@ The invariants that hold once nothing more will happen need a point where that i
    longest of the poll interval, ``storage.cleanup.delay`` and the recovery check's period). They reschedule
    themselves for ever, so the cycle is bounded by simulated time, not by their end; they stay scheduled after it,
    as on a live server, and, being periodic, keep no later :meth:`~snapshotfsm.engine.Engine.run` busy;
-5. the clock runs to idle again; a server a crash rule took down meanwhile starts again (its cleanup only, no second
-   background cycle) and the clock runs to idle once more, until none is down (each rule fires once).
+5. the clock runs to idle again. A crash rule that fires meanwhile (a job the poller started reaches it) takes its
+   server down: steps 2 to 5 are done again for the servers that are down, until none is (each rule fires once, so
+   this ends).
 
 A run still live when the clock is idle waits for something that will never come: a driver call never answered (a
 ``no_answer`` fault), a thread blocked for good (``BlockedForEver``, ``NeverAnswered``), a step that returned with
@@ -108,9 +109,10 @@ class QuiesceReport:
 
     ``servers`` crashed (those up) and started again, in that order; ``tasks_lost`` per server is what its crash
     dropped; ``cleanups`` per server is what its (last) start-up cleanup touched; ``crashes`` are the crash rules
-    that fired meanwhile (where); ``background`` the periodic tasks started (``ms<id> <task>``), run for
-    ``cycle_ms`` of simulated time; ``tasks_run`` counts every task the clock ran, from ``started_ms`` to
-    ``ended_ms``; ``down`` are servers still down at the end (none, unless a crash rule fired at every start).
+    that fired meanwhile (where); ``background`` the periodic tasks started (``ms<id> <task>``, again for a server
+    started again), each start followed by ``cycle_ms`` of simulated time (the longest cycle); ``tasks_run`` counts
+    every task the clock ran, from ``started_ms`` to ``ended_ms``; ``down`` are servers still down at the end (none,
+    unless a crash rule fired at every start).
     """
 
     started_ms: int
@@ -150,15 +152,19 @@ def quiesce_world(servers: Sequence[Server], run: RunClock) -> QuiesceReport:
     waiting = list(waiting_runs(ordered, BEFORE_RESTART))
     lost = {s.ms_id: s.crash() for s in ordered if not s.down}
     rules = len(rt.faults.crashes)
-    cleanups = start_all(ordered, rules)
-    ran += run()
-    background, cycle_ms = start_background(ordered)
-    ran += run(until_ms=rt.clock.now_ms + cycle_ms)
-    ran += run()
-    for _ in range(rules):
-        if not any(s.down for s in ordered):
+    cleanups: dict[int, dict[str, int]] = {}
+    background: list[str] = []
+    cycle_ms = 0
+    for _ in range(rules + 1):
+        down = [s for s in ordered if s.down]
+        if not down:
             break
-        cleanups.update(start_all(ordered, rules))
+        cleanups.update(start_all(down, rules))
+        ran += run()
+        tasks, cycle = start_background(down)
+        background.extend(tasks)
+        cycle_ms = max(cycle_ms, cycle)
+        ran += run(until_ms=rt.clock.now_ms + cycle)
         ran += run()
     waiting.extend(waiting_runs(ordered, AT_THE_END))
     return QuiesceReport(
@@ -169,7 +175,7 @@ def quiesce_world(servers: Sequence[Server], run: RunClock) -> QuiesceReport:
         tasks_lost=lost,
         cleanups=cleanups,
         crashes=tuple(f.op.removeprefix("crash@") for f in rt.faults.fired[fired:] if f.kind == "crash"),
-        background=background,
+        background=tuple(background),
         cycle_ms=cycle_ms,
         waiting=tuple(waiting),
         unanswered=tuple(unanswered_calls(rt.record)),
