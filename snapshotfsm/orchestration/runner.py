@@ -209,9 +209,17 @@ class Runner:
                 f"{exc.java_name}: {exc.message}, and transition ({run.state}, {event}) has no on_error"
             ) from exc
         self._apply(turn.effects)
+        self._forget(run, turn.replies)
         self._record_failure(run, event, row.calls or "", row.on_error, exc)
         run.ctx.error = exc
         return row.on_error
+
+    def _forget(self, run: Run[Any], events: list[str]) -> None:
+        """The answers a failed step asked for are no longer what the run waits for (a call that threw owes none)."""
+        waits = self.awaiting.get(run.id, [])
+        for event in events:
+            if event in waits:
+                waits.remove(event)
 
     def fire_later(self, run: Run[Any], event: str, *, delay_ms: int = 0, label: str = "") -> None:
         """Fire ``event`` on ``run`` from the scheduler, in this server's memory (a crash drops it)."""
