@@ -26,6 +26,7 @@ from snapshotfsm.faults import FaultPlan, catalogue
 from snapshotfsm.orchestration import api, copy_api, delete, gc, policies, recount, restart, storpool_recovery
 from snapshotfsm.orchestration.contexts import CONTEXTS, SnapshotRequest
 from snapshotfsm.orchestration.inventory import Inventory
+from snapshotfsm.orchestration.quiesce import QuiesceReport, quiesce_world
 from snapshotfsm.orchestration.runner import Runner
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.orchestration.workflows import engine_machines
@@ -115,7 +116,7 @@ class Engine(Inventory):
         self.ensure_system_account()
         policies.configure(self.rt)
         restart.mark_server(self.rt, self.ms_id, "Up")
-        self.scheduler.members[self.ms_id] = self.crash
+        self.scheduler.members[self.ms_id] = self
         self.crashes: list[str] = []
 
     @classmethod
@@ -437,6 +438,22 @@ class Engine(Inventory):
             self._crashed(crash)
             raise ServerDown(crash.ms_id, crash.where) from None
 
+    def quiesce(self) -> QuiesceReport:
+        """Run the world until nothing more will happen, through a crash and restart of every server (spec §10).
+
+        The world is this server and its peers (:meth:`peer`). The clock runs until nothing is pending; every server
+        crashes and starts again (the start-up cleanup of §10); the clock runs to idle; every server starts its
+        background tasks (§9.2 poll, §10.5 GC, §8 StorPool recovery check) and the clock runs one full cycle of
+        them, bounded by simulated time since they reschedule themselves for ever; then to idle again, starting
+        again any server a crash rule took down meanwhile. See :mod:`snapshotfsm.orchestration.quiesce`.
+
+        Returns:
+            What ran, and every run still waiting for an answer that will never come, with the calls never
+            answered: a report whose ``settled`` is False when something waits for good.
+        """
+        servers = [m for _, m in sorted(self.scheduler.members.items()) if isinstance(m, Engine)]
+        return quiesce_world(servers, self.run)
+
     def on_management_node_left(self, ms_id: int) -> dict[str, int]:
         """A peer left: clean up its left-over jobs as ``onManagementNodeLeft`` does (spec §10.1)."""
         if ms_id == self.ms_id:
@@ -495,7 +512,7 @@ class Engine(Inventory):
 
     def _crashed(self, crash: MsCrash) -> None:
         self.crashes.append(crash.where)
-        self.scheduler.members[crash.ms_id]()
+        self.scheduler.members[crash.ms_id].crash()
 
     def _own(self, ms_id: int | None) -> None:
         if ms_id is not None and ms_id != self.ms_id:

@@ -22,31 +22,60 @@ class Charge:
 
 
 @attrs.frozen
+class Call:
+    """One asynchronous driver call: its name (driver, operation, call number), the server it answers, and when."""
+
+    call: str
+    ms_id: int | None
+    """The management server whose callback the answer goes to (None: not said)."""
+    at_ms: int
+
+
+@attrs.frozen
 class Delivery:
-    """One answer a driver delivered to a callback: which call (driver, operation, call number) and when."""
+    """One answer a driver delivered to a callback: which call (driver, operation, call number) and when.
+
+    ``dropped``: the answer came back to a server that crashed since the call (its incarnation changed, or the crash
+    dropped the answer on its way). It reached no callback, so it does not count as delivered; it is noted so that
+    the call's missing delivery is explained.
+    """
 
     call: str
     at_ms: int
+    dropped: bool = False
 
 
 @attrs.define
 class RunRecord:
-    """The notebook: resource-count changes and callback deliveries, in the order they happened."""
+    """The notebook: resource-count changes, asynchronous calls and their deliveries, in the order they happened."""
 
     charges: list[Charge] = attrs.field(factory=list)
     deliveries: list[Delivery] = attrs.field(factory=list)
     calls: int = 0
     """How many asynchronous driver calls were made (each gets a number, its ``call`` name ends with it)."""
+    issued: list[Call] = attrs.field(factory=list)
+    """Every asynchronous call, in the order it was made."""
+    never_answered: dict[str, str] = attrs.field(factory=dict)
+    """Calls whose answer will never come, by name, with why (the storage never answers: a ``no_answer`` fault)."""
 
     def charge(self, account_id: int, resource: str, delta: int, owner_id: int | None, at_ms: int) -> None:
         """Note a resource-count change."""
         self.charges.append(Charge(account_id, resource, delta, owner_id, at_ms))
 
-    def new_call(self, name: str) -> str:
-        """A unique name for an asynchronous call of ``name`` (``default.takeSnapshot#12``)."""
-        self.calls += 1
-        return f"{name}#{self.calls}"
+    def new_call(self, name: str, *, ms_id: int | None = None, at_ms: int = 0) -> str:
+        """A unique name for an asynchronous call of ``name`` (``default.takeSnapshot#12``), noted as issued.
 
-    def delivered(self, call: str, at_ms: int) -> None:
-        """Note that ``call``'s answer reached its callback."""
-        self.deliveries.append(Delivery(call, at_ms))
+        ``ms_id`` is the server the answer goes back to, ``at_ms`` when the call was made.
+        """
+        self.calls += 1
+        call = f"{name}#{self.calls}"
+        self.issued.append(Call(call, ms_id, at_ms))
+        return call
+
+    def delivered(self, call: str, at_ms: int, *, dropped: bool = False) -> None:
+        """Note that ``call``'s answer reached its callback, or (``dropped``) was lost because its server crashed."""
+        self.deliveries.append(Delivery(call, at_ms, dropped))
+
+    def unanswered(self, call: str, why: str) -> None:
+        """Note that ``call`` will never be answered, and why: nothing will reach its callback."""
+        self.never_answered[call] = why

@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Callable
+from typing import Protocol
 
 import attrs
 
@@ -28,10 +29,19 @@ class Task:
     fn: Callable[[], None]
     periodic: bool = False
     cancelled: bool = False
+    on_drop: Callable[[], None] | None = None
+    """Called when a crash of ``owner`` drops the task (:meth:`Scheduler.drop_owned_by`), for the run's record."""
 
     def cancel(self) -> None:
         """Drop this task; it will not run."""
         self.cancelled = True
+
+
+class Member(Protocol):
+    """A management server sharing the clock: a crash rule that fires names the server to take down."""
+
+    def crash(self) -> object:
+        """Crash the server: what it held only in memory is lost."""
 
 
 class Scheduler:
@@ -42,20 +52,28 @@ class Scheduler:
         self._heap: list[tuple[int, int, Task]] = []
         self._seq = itertools.count()
         self.ran = 0
-        self.members: dict[int, Callable[[], object]] = {}
-        """Each management server sharing this clock, by ms id: how to crash it (a crash rule names the server)."""
+        self.members: dict[int, Member] = {}
+        """Each management server sharing this clock, by ms id: the world's servers (a crash rule names one)."""
 
     def call_later(
-        self, delay_ms: int, fn: Callable[[], None], *, label: str, owner: int | None = None, periodic: bool = False
+        self,
+        delay_ms: int,
+        fn: Callable[[], None],
+        *,
+        label: str,
+        owner: int | None = None,
+        periodic: bool = False,
+        on_drop: Callable[[], None] | None = None,
     ) -> Task:
         """Run ``fn`` ``delay_ms`` simulated milliseconds from now.
 
         A ``periodic`` task (a poller that reschedules itself) does not keep :meth:`run` busy: without ``until_ms``,
-        running stops once only periodic tasks are left.
+        running stops once only periodic tasks are left. ``on_drop`` is called instead of ``fn`` if a crash of
+        ``owner`` drops the task.
         """
         if delay_ms < 0:
             raise ValueError(f"a delay cannot be negative (got {delay_ms} ms for {label!r})")
-        task = Task(self.clock.now_ms + delay_ms, next(self._seq), label, owner, fn, periodic)
+        task = Task(self.clock.now_ms + delay_ms, next(self._seq), label, owner, fn, periodic, on_drop=on_drop)
         heapq.heappush(self._heap, (task.at_ms, task.seq, task))
         return task
 
@@ -107,7 +125,15 @@ class Scheduler:
 
     def drop_owned_by(self, owner: int) -> list[Task]:
         """Cancel every task held in ``owner``'s memory (a crash); returns what was dropped."""
-        dropped = [t for _, _, t in self._heap if t.owner == owner and not t.cancelled]
+        dropped = sorted((t for _, _, t in self._heap if t.owner == owner and not t.cancelled), key=_order)
         for task in dropped:
             task.cancel()
+        for task in dropped:
+            if task.on_drop is not None:
+                task.on_drop()
         return dropped
+
+
+def _order(task: Task) -> tuple[int, int]:
+    """The order tasks run in: time, then the order they were scheduled in."""
+    return task.at_ms, task.seq

@@ -156,6 +156,15 @@ class Driver:
     def call(self, op: str, callback: Callback, effect: Callable[[], Answer]) -> None:
         """Start ``op``: check the fault plan, run ``effect`` on storage after the latency, then answer.
 
+        Each call is noted in the run's record under a name of its own (``default.takeSnapshot#12``, from
+        :meth:`RunRecord.new_call`), and so is each answer that reaches its callback (:meth:`RunRecord.delivered`),
+        so that an invariant can check that every callback completes once. A call whose fault throws at once is not
+        noted: the caller gets the exception, no callback is ever owed. An injected ``no_answer`` is noted as never
+        answered. An answer that comes back after the server crashed (its incarnation changed, or the crash dropped
+        the answer on its way) is noted as ``dropped``: it reaches no callback and does not count as delivered.
+        Blocking calls (:meth:`call_blocking`) are answered on the caller's thread, with no callback, and are not
+        noted.
+
         Raises:
             CloudRuntimeException: an injected ``exception`` fault, thrown at the call as a driver would.
         """
@@ -163,17 +172,28 @@ class Driver:
         rule = self._fault(op, ASYNC, "async")
         if rule is not None and rule.kind == "exception":
             self._injected(op, rule)
+        clock = env.scheduler.clock
+        name = env.record.new_call(f"{self.kind}.{op}", ms_id=env.ms_id, at_ms=clock.now_ms)
         if rule is not None and rule.kind == "no_answer":
+            env.record.unanswered(name, f"injected {rule.kind} fault on {rule.op}: the storage never answers")
             return
         incarnation = env.incarnation()
 
+        def dropped() -> None:
+            env.record.delivered(name, clock.now_ms, dropped=True)
+
         def complete() -> None:
             answer = effect() if rule is None else self._injected(op, rule)
-            env.scheduler.call_later(0, lambda: deliver(answer), label=f"answer {self.kind}.{op}", owner=env.ms_id)
+            env.scheduler.call_later(
+                0, lambda: deliver(answer), label=f"answer {self.kind}.{op}", owner=env.ms_id, on_drop=dropped
+            )
 
         def deliver(answer: Answer | None) -> None:
-            if env.incarnation() == incarnation:
-                callback(answer)
+            if env.incarnation() != incarnation:
+                dropped()
+                return
+            env.record.delivered(name, clock.now_ms)
+            callback(answer)
 
         env.scheduler.call_later(self.latency(op), complete, label=f"{self.kind}.{op}")
 

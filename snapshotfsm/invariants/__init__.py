@@ -5,10 +5,15 @@
 
 from __future__ import annotations
 
-from snapshotfsm.invariants import answers, counts, storage
+from snapshotfsm.invariants import answers, counts, lifecycle, storage
 from snapshotfsm.invariants.base import Input, Invariant, Run, Violation, When, invariant, violations
 
-INVARIANTS: tuple[Invariant, ...] = (*counts.INVARIANTS, *storage.INVARIANTS, *answers.INVARIANTS)
+INVARIANTS: tuple[Invariant, ...] = (
+    *lifecycle.INVARIANTS,
+    *counts.INVARIANTS,
+    *storage.INVARIANTS,
+    *answers.INVARIANTS,
+)
 """Every invariant, gathered from the modules of this package (each lists its own in a module-level table)."""
 
 

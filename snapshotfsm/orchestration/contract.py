@@ -179,6 +179,8 @@ class Run(Generic[C]):
     """Fired on ``parent`` when this run ends."""
     suspended: StepGen | None = None
     """A generator step waiting on a driver answer, resumed by a ``Resumes`` transition."""
+    pending: Pending | None = None
+    """The request the suspended generator step waits on (what a report of a run that waits for good names)."""
 
     @property
     def machine(self) -> str:
@@ -253,6 +255,8 @@ class Turn(Generic[C]):
     """Durable writes the step committed so far (its crash points are ``<step>#<n>``)."""
     row: TransitionDef | None = None
     """The transition whose step runs (set before the step is called): its ``on_error`` is taken if it raises."""
+    replies: list[str] = attrs.field(factory=list)
+    """The events of the driver answers this step asked for (:meth:`reply`), in order."""
 
     @property
     def ctx(self) -> C:
@@ -261,6 +265,7 @@ class Turn(Generic[C]):
 
     def reply(self, event: str) -> Reply:
         """The callback a driver answers to: it fires ``event`` on this run with the answer (the one resume helper)."""
+        self.replies.append(event)
         return self.hooks.reply(self.run, event)
 
     def later(self, event: str, *, delay_ms: int = 0, label: str = "") -> None:

@@ -78,6 +78,7 @@ def crash(runner: Runner) -> int:
     rt.down = True
     dropped = len(rt.scheduler.drop_owned_by(rt.ms_id))
     runner.live.clear()
+    runner.awaiting.clear()
     rt.store.current_job_id = None
     rt.strategy_env.thread = ""
     end_sessions(rt, rt.ms_id)

@@ -70,6 +70,8 @@ class Runner:
         self.machines = {name: m for name, m in machines.items() if m.definition.kind == "workflow"}
         self.contexts = contexts
         self.live: dict[int, Run[Any]] = {}
+        self.awaiting: dict[int, list[str]] = {}
+        """For each live run, the events of the driver answers it waits for (the callbacks :meth:`reply` made)."""
         self._turn: Turn[Any] | None = None
         rt.store.write_point = self._write_point
 
@@ -81,6 +83,8 @@ class Runner:
         A second answer to one call is a driver bug: it raises :class:`DriverContractError`.
         """
         delivered = False
+        waits = self.awaiting.setdefault(run.id, [])
+        waits.append(event)
 
         def deliver(answer: Any) -> None:
             nonlocal delivered
@@ -90,6 +94,8 @@ class Runner:
                     "operation's callback is called once)"
                 )
             delivered = True
+            if event in waits:
+                waits.remove(event)
             if self.live.get(run.id) is run:
                 self.fire(run, event, answer=answer)
 
@@ -203,9 +209,17 @@ class Runner:
                 f"{exc.java_name}: {exc.message}, and transition ({run.state}, {event}) has no on_error"
             ) from exc
         self._apply(turn.effects)
+        self._forget(run, turn.replies)
         self._record_failure(run, event, row.calls or "", row.on_error, exc)
         run.ctx.error = exc
         return row.on_error
+
+    def _forget(self, run: Run[Any], events: list[str]) -> None:
+        """The answers a failed step asked for are no longer what the run waits for (a call that threw owes none)."""
+        waits = self.awaiting.get(run.id, [])
+        for event in events:
+            if event in waits:
+                waits.remove(event)
 
     def fire_later(self, run: Run[Any], event: str, *, delay_ms: int = 0, label: str = "") -> None:
         """Fire ``event`` on ``run`` from the scheduler, in this server's memory (a crash drops it)."""
@@ -233,6 +247,7 @@ class Runner:
 
     def _end(self, run: Run[Any]) -> None:
         self.live.pop(run.id, None)
+        self.awaiting.pop(run.id, None)
         if run.parent is not None and run.resume_event is not None:
             self.fire_later(run.parent, run.resume_event, label=f"{run.machine} {run.id} done")
 
@@ -313,7 +328,7 @@ def _callback(name: str, entry: Any, resume_at: Mapping[tuple[str, GeneratorStep
         def resumed(event_data: EventData) -> None:
             turn: Turn[Any] = event_data.kwargs["turn"]
             row = turn.row = _row(event_data)
-            gen, turn.run.suspended = turn.run.suspended, None
+            gen, turn.run.suspended, turn.run.pending = turn.run.suspended, None, None
             if gen is None:
                 raise SnapshotFSMError(f"{turn.run.machine} {turn.run.id}: {name} resumes no waiting step")
             turn.outcome = _advance(turn, gen, turn.answer, resume_at[(row.dest, generator)])
@@ -356,5 +371,5 @@ def _advance(turn: Turn[Any], gen: StepGen, answer: Any, resume_event: str) -> s
         except CloudException as exc:
             error, answer = exc, None
             continue
-        turn.run.suspended = gen
+        turn.run.suspended, turn.run.pending = gen, request
         return None
