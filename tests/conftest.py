@@ -1,4 +1,13 @@
-"""Hypothesis profiles for the whole suite, and small definitions written to ``tmp_path``.
+"""Hypothesis profiles for the whole suite, the invariants after every scenario, and small definitions.
+
+Every test that builds an engine is judged at its end: each world it built is quiesced and every invariant
+evaluated (``snapshotfsm.testing.invariants``). The test declares what it expects to break with
+``@pytest.mark.violates("invariant", ..., params=[...], tests=[...])`` (only for those parametrize ids, or for those
+test functions of a class that inherits them, such as the contract suites); under the
+``cloudstack`` profile those are upstream's behaviour, or rows the test wrote by hand. Anything else fails the test,
+and so does a declared violation that does not happen. Property tests (Hypothesis) are judged inside their examples
+instead: their examples change from run to run. ``SNAPSHOTFSM_RECORD_VIOLATIONS=<file>`` writes what each test
+breaks to that file (JSON lines) instead of judging.
 
 - ``dev`` (the default): few examples, so that ``pytest`` stays fast; failures found earlier replay from the local
   example database (``.hypothesis/``).
@@ -15,12 +24,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from snapshotfsm.testing.invariants import judge, open_worlds, tracking_engines
 
 collect_ignore = ["plugins"]
 """A third-party plugin's own tests, run in its own environment by test_plugins.py, not here."""
@@ -112,3 +123,46 @@ def write_definition(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+# --- the invariants after every scenario ---------------------------------------------------------------------------
+
+
+def _declared(item: pytest.Item) -> set[str]:
+    """The invariants this test (this parametrize id) declares it breaks."""
+    callspec = getattr(item, "callspec", None)
+    case = callspec.id if callspec is not None else None
+    names: set[str] = set()
+    function = getattr(item, "originalname", item.name)
+    for mark in item.iter_markers("violates"):
+        params, tests = mark.kwargs.get("params"), mark.kwargs.get("tests")
+        if (params is None or case in params) and (tests is None or function in tests):
+            names.update(mark.args)
+    return names
+
+
+def _is_property_test(item: pytest.Item) -> bool:
+    function = getattr(item, "function", None)
+    return bool(getattr(function, "is_hypothesis_test", False)) or "hypothesis.stateful" in repr(
+        getattr(item, "cls", None).__mro__ if getattr(item, "cls", None) else ()
+    )
+
+
+@pytest.fixture(autouse=True)
+def invariants_hold(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Quiesce every world the test built and judge it: only the violations it declares may happen, and must."""
+    with tracking_engines() as built:
+        yield
+    if _is_property_test(request.node) or not built:
+        return
+    found = sorted({v.invariant for world in open_worlds(built) for v in judge(world)})
+    record = os.environ.get("SNAPSHOTFSM_RECORD_VIOLATIONS")
+    if record:
+        with Path(record).open("a", encoding="utf-8") as out:
+            out.write(json.dumps({"test": request.node.nodeid, "violations": found}) + "\n")
+        return
+    declared = sorted(_declared(request.node))
+    assert found == declared, (
+        f"invariants broken: {found}, declared: {declared} "
+        f"(unexpected: {sorted(set(found) - set(declared))}, missing: {sorted(set(declared) - set(found))})"
+    )

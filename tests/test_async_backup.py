@@ -42,6 +42,7 @@ def _tries(cloud: Cloud, snapshot_id: int) -> list[int]:
     return [r.at_ms for r in rows if r.event == "BackupToSecondary"]
 
 
+@pytest.mark.violates("counts-match-recount", "no-negative-count")
 class TestApiJob:
     def test_the_job_succeeds_while_the_snapshot_is_backing_up(self):
         """The API job and its work job end as soon as the task is scheduled; the copy is still running."""
@@ -124,6 +125,20 @@ RETRIES = [
 
 
 class TestRetries:
+    @pytest.mark.violates(
+        "answer-matches-state",
+        "counts-match-recount",
+        "no-negative-count",
+        "usage-matches-objects",
+        params=["all-tries-answer-null", "failed-copy-dooms-the-retries", "no-fifth-try"],
+    )
+    @pytest.mark.violates("counts-match-recount", "no-negative-count", params=["first-try"])
+    @pytest.mark.violates(
+        "counts-match-recount",
+        "no-negative-count",
+        "no-transitional-state",
+        params=["null-answer-then-success", "success-on-the-last-try"],
+    )
     @pytest.mark.parametrize(
         ("failures", "kind", "runs", "status", "removed", "ref_states", "ms_id", "task_state", "end_ms"), RETRIES
     )
@@ -145,6 +160,7 @@ class TestRetries:
         assert [w.state for w in workflows(cloud.engine, "backup_task")] == [task_state]
         assert cloud.engine.clock.now_ms == end_ms
 
+    @pytest.mark.violates("answer-matches-state", "counts-match-recount", "no-negative-count", "usage-matches-objects")
     def test_a_failed_async_copy_soft_removes_the_row_at_once(self):
         """After the first failure the row is BackingUp and removed, and its image ref is gone (deleteIfNotReady)."""
         cloud = Cloud(faults=FaultPlan().fail("copyAsync"))
@@ -165,6 +181,7 @@ class TestRetries:
             ("Allocated", "SnapshotObject.deleteIfNotReady", "", "delete"),
         ]
 
+    @pytest.mark.violates("answer-matches-state", "counts-match-recount", "no-negative-count", "usage-matches-objects")
     def test_the_retry_on_the_removed_row_fails_before_its_copy(self):
         """The second try moves BackingUp to BackingUp, then the image ref's install path needs the removed row: the
         NullPointerException fails the snapshot (Error) and no image ref is inserted; tries 3 and 4 cannot move it.
@@ -182,6 +199,7 @@ class TestRetries:
         assert len(failures) == 4
         assert "SnapshotDao.findById(Object)" in failures[1] and "NullPointerException" in failures[1]
 
+    @pytest.mark.violates("answer-matches-state", "counts-match-recount", "no-negative-count", "usage-matches-objects")
     def test_the_cleanup_after_a_failed_copy_fails_and_changes_nothing(self):
         """cleanupOnSnapshotBackupFailure finds the row in Error: its transaction rolls back.
 
@@ -195,6 +213,7 @@ class TestRetries:
         assert details(cloud.engine, sid) == {"MS_ID": "1"}
         assert cloud.counts() == {"snapshot": 1, "primary_storage": -(SIZE - PHYSICAL), "secondary_storage": SIZE}
 
+    @pytest.mark.violates("answer-matches-state", "counts-match-recount", "no-negative-count", "usage-matches-objects")
     def test_the_failed_cleanup_names_the_snapshot_object(self):
         """The refused Snapshot event is rethrown as "Failed to backup snapshot" + ``SnapshotObject.toString``."""
         cloud, taken = _faulty(4, "error")
@@ -204,6 +223,7 @@ class TestRetries:
         assert failed == f"Failed to backup snapshot{text}"
         assert '"state":"Error"' in failed
 
+    @pytest.mark.violates("answer-matches-state", "counts-match-recount", "no-negative-count", "usage-matches-objects")
     def test_a_snapshot_that_fails_its_copy_cannot_be_deleted(self):
         """The removed row is invisible to deleteSnapshot: 431 and the primary copy stays on storage."""
         cloud, taken = _faulty(1, "error")
@@ -211,6 +231,7 @@ class TestRetries:
         assert delete(cloud, sid) == ("FAILED", 431, f"unable to find a snapshot with id {sid}")
         assert stored(cloud.engine, sid) == [("primary", True)]
 
+    @pytest.mark.violates("answer-matches-state", "counts-match-recount", "no-negative-count", "usage-matches-objects")
     def test_after_the_last_null_answer_cleanup_on_backup_failure_runs(self):
         """cleanupOnSnapshotBackupFailure: primary ref Destroyed, snapshot Error and removed, MS_ID removed."""
         # Nothing is deleted on storage, and the counters keep what the take left.
@@ -233,6 +254,7 @@ class TestRetries:
 
 
 class TestAccounting:
+    @pytest.mark.violates("counts-match-recount", "no-negative-count", params=["async"])
     @pytest.mark.parametrize(
         ("async_backup", "expected"),
         [
@@ -254,6 +276,7 @@ class TestAccounting:
 
 
 class TestConfig:
+    @pytest.mark.violates("answer-matches-state", "counts-match-recount", "no-negative-count", "usage-matches-objects")
     @pytest.mark.parametrize(("retry", "tries"), [(0, 1), (1, 2), (5, 6)])
     def test_backup_retry_is_read_at_start(self, retry, tries):
         """backup.retry takes effect after a restart: backup.retry + 1 tries, then the cleanup."""
@@ -264,6 +287,7 @@ class TestConfig:
         assert len(_task_runs(cloud)) == tries
         assert snapshot(cloud.engine, taken.snapshot.id) == ("Error", True)
 
+    @pytest.mark.violates("answer-matches-state", "counts-match-recount", "no-negative-count", "usage-matches-objects")
     def test_backup_retry_changed_without_a_restart_changes_nothing(self):
         """The running server keeps the value it read at start: still 4 tries."""
         cloud = Cloud(faults=FaultPlan().fail("copyAsync", times=99))
@@ -271,6 +295,7 @@ class TestConfig:
         cloud.take(cloud.volume("xen-nfs"), async_backup=True)
         assert len(_task_runs(cloud)) == 4
 
+    @pytest.mark.violates("counts-match-recount", "no-negative-count", "no-transitional-state")
     def test_backup_retry_interval_is_read_at_start(self):
         """backup.retry.interval=60 after a restart: each retry starts 60 s after the null copy answer."""
         cloud = Cloud(faults=FaultPlan().fail("copyAsync", times=2, kind="null_answer"))
@@ -285,6 +310,7 @@ class TestConfig:
         assert snapshot(cloud.engine, taken.snapshot.id) == ("BackedUp", False)
 
 
+@pytest.mark.violates("counts-match-recount", "no-negative-count", "no-transitional-state")
 def test_each_try_inserts_an_image_ref_again():
     """Each try inserts an image ref; those a null answer left stay Creating beside the one that succeeded."""
     cloud, taken = _faulty(2, "null_answer")

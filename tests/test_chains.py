@@ -115,11 +115,13 @@ class TestXenServerDeltas:
         got = "".join("F" if _image(cloud, sid).parent_snapshot_id == 0 else "D" for sid in ids)
         assert got == kinds
 
+    @pytest.mark.violates("usage-matches-objects")
     def test_kvm_copies_are_always_full(self) -> None:
         cloud = Cloud(config={"snapshot.delta.max": 16})
         ids = _takes(cloud, cloud.volume("kvm-clvm"), 3)
         assert [_image_objects(cloud, sid) for sid in ids] == [[("snapshot", PHYSICAL, None)]] * 3
 
+    @pytest.mark.violates("no-orphan-object")
     def test_a_migrated_volume_drops_its_stale_primary_ref_and_starts_a_new_chain(self) -> None:
         """The oldest Ready primary ref is on the pool the volume left: it is deleted and the backup is full."""
         cloud = Cloud()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from snapshotfsm.drivers.managed import ManagedDriver, OntapDriver
 from snapshotfsm.drivers.powerflex import PowerFlexDriver
 from snapshotfsm.drivers.primary import DefaultPrimaryDriver
@@ -13,56 +15,147 @@ from snapshotfsm.strategies.storpool import StorPoolSnapshotStrategy
 from snapshotfsm.testing import DriverContract, PoolShape, StrategyContract
 
 
+@pytest.mark.violates(
+    "answer-matches-state",
+    "counts-match-recount",
+    "no-transitional-state",
+    "usage-matches-objects",
+    tests=["test_a_failed_take_answer_rolls_the_take_back"],
+)
+@pytest.mark.violates("counts-match-recount", tests=["test_no_answer_leaves_the_take_waiting"])
 class TestDefaultDriverOnXenServer(DriverContract):
     driver = DefaultPrimaryDriver
     shape = PoolShape(hypervisor="XenServer", format="VHD")
 
 
+@pytest.mark.violates(
+    "answer-matches-state",
+    "counts-match-recount",
+    "no-transitional-state",
+    "usage-matches-objects",
+    tests=["test_a_failed_take_answer_rolls_the_take_back"],
+)
+@pytest.mark.violates("counts-match-recount", tests=["test_no_answer_leaves_the_take_waiting"])
+@pytest.mark.violates("usage-matches-objects", tests=["test_a_delete_drops_what_the_take_put"])
+@pytest.mark.violates("usage-matches-objects", tests=["test_a_failed_delete_answer_fails_the_delete"])
+@pytest.mark.violates("usage-matches-objects", tests=["test_a_take_is_answered_once_and_puts_the_snapshot_on_storage"])
 class TestDefaultDriverOnKvmNfs(DriverContract):
     driver = DefaultPrimaryDriver
     shape = PoolShape()
 
 
+@pytest.mark.violates(
+    "answer-matches-state",
+    "counts-match-recount",
+    "no-transitional-state",
+    "usage-matches-objects",
+    tests=["test_a_failed_take_answer_rolls_the_take_back"],
+)
+@pytest.mark.violates("counts-match-recount", tests=["test_no_answer_leaves_the_take_waiting"])
 class TestDefaultDriverOnRbd(DriverContract):
     driver = DefaultPrimaryDriver
     shape = PoolShape(pool_type="RBD", format="RAW")
 
 
+@pytest.mark.violates(
+    "answer-matches-state",
+    "counts-match-recount",
+    "no-transitional-state",
+    "usage-matches-objects",
+    tests=["test_a_failed_take_answer_rolls_the_take_back"],
+)
+@pytest.mark.violates(
+    "answer-matches-state",
+    "counts-match-recount",
+    "no-transitional-state",
+    tests=["test_a_failed_delete_answer_fails_the_delete"],
+)
+@pytest.mark.violates("counts-match-recount", tests=["test_a_delete_drops_what_the_take_put"])
+@pytest.mark.violates("counts-match-recount", tests=["test_no_answer_leaves_the_take_waiting"])
 class TestPowerFlexDriver(DriverContract):
     driver = PowerFlexDriver
     shape = PoolShape.of(PowerFlexDriver, format="RAW", managed=True)
 
 
+@pytest.mark.violates(
+    "answer-matches-state",
+    "counts-match-recount",
+    "no-transitional-state",
+    "usage-matches-objects",
+    tests=["test_a_failed_take_answer_rolls_the_take_back"],
+)
+@pytest.mark.violates("counts-match-recount", tests=["test_no_answer_leaves_the_take_waiting"])
 class TestStorPoolDriver(DriverContract):
     driver = StorPoolDriver
     shape = PoolShape.of(StorPoolDriver, format="RAW")
 
 
+@pytest.mark.violates(
+    "answer-matches-state",
+    "counts-match-recount",
+    "no-transitional-state",
+    "usage-matches-objects",
+    tests=["test_a_failed_take_answer_rolls_the_take_back"],
+)
+@pytest.mark.violates(
+    "answer-matches-state",
+    "counts-match-recount",
+    "no-transitional-state",
+    tests=["test_a_failed_delete_answer_fails_the_delete"],
+)
+@pytest.mark.violates("counts-match-recount", tests=["test_a_delete_drops_what_the_take_put"])
+@pytest.mark.violates("counts-match-recount", tests=["test_no_answer_leaves_the_take_waiting"])
 class TestSolidFireDriver(DriverContract):
     driver = ManagedDriver
     shape = PoolShape.of(ManagedDriver, managed=True, zone_wide=True)
 
 
+@pytest.mark.violates(
+    "answer-matches-state",
+    "counts-match-recount",
+    "no-transitional-state",
+    "usage-matches-objects",
+    tests=["test_a_failed_take_answer_rolls_the_take_back"],
+)
+@pytest.mark.violates(
+    "answer-matches-state",
+    "counts-match-recount",
+    "no-transitional-state",
+    tests=["test_a_failed_delete_answer_fails_the_delete"],
+)
+@pytest.mark.violates("counts-match-recount", tests=["test_a_delete_drops_what_the_take_put"])
+@pytest.mark.violates("counts-match-recount", tests=["test_no_answer_leaves_the_take_waiting"])
 class TestOntapDriver(DriverContract):
     driver = OntapDriver
     shape = PoolShape.of(OntapDriver, managed=True, zone_wide=True)
 
 
+@pytest.mark.violates("usage-matches-objects")
 class TestDefaultStrategy(StrategyContract):
     strategy = DefaultSnapshotStrategy
 
 
+@pytest.mark.violates(
+    "counts-match-recount", "usage-matches-objects", tests=["test_what_it_deletes_is_gone_and_no_lock_is_left"]
+)
+@pytest.mark.violates("usage-matches-objects", tests=["test_can_handle_answers_every_operation_without_writing"])
+@pytest.mark.violates(
+    "usage-matches-objects", tests=["test_what_it_takes_ends_backed_up_with_the_volume_ready_and_no_lock"]
+)
 class TestStorageSystemStrategy(StrategyContract):
     strategy = StorageSystemSnapshotStrategy
 
 
+@pytest.mark.violates("usage-matches-objects")
 class TestCephStrategy(StrategyContract):
     strategy = CephSnapshotStrategy
 
 
+@pytest.mark.violates("usage-matches-objects")
 class TestScaleIOStrategy(StrategyContract):
     strategy = ScaleIOSnapshotStrategy
 
 
+@pytest.mark.violates("usage-matches-objects")
 class TestStorPoolStrategy(StrategyContract):
     strategy = StorPoolSnapshotStrategy

@@ -39,6 +39,7 @@ def _image_ref(cloud: Cloud, snapshot_id: int, store_id: int) -> SnapshotStoreRe
 class TestZoneCopies:
     """``createSnapshot`` with ``zoneids`` on a XenServer volume (sync backup)."""
 
+    @pytest.mark.violates("counts-match-recount")
     def test_two_zones_copied(self):
         """Both zones get an image ref, a zone row, the ref's size in secondary_storage and a usage event."""
         cloud, (z2, z3) = _xen()
@@ -69,6 +70,7 @@ class TestZoneCopies:
         )
         assert [(o.store_id, o.source_path) for o in copies] == [(2, url), (3, url)]
 
+    @pytest.mark.violates("counts-match-recount")
     def test_one_zone_fails(self):
         """The second createAsync fails: zone3's ref is deleted, it gets nothing; zone2 is copied; the job SUCCEEDS.
 
@@ -149,6 +151,7 @@ class TestZoneCopies:
             )
         ]
 
+    @pytest.mark.violates("counts-match-recount")
     def test_a_zone_without_image_store_aborts_the_rest(self):
         """StorageUnavailableException stops the loop; copyNewSnapshotToZones catches it with nothing counted failed.
 
@@ -184,6 +187,7 @@ class TestZoneCopies:
             f"Completed copying snapshot ID: {taken.snapshot.uuid} to zone(s): zone3, zone2"
         )
 
+    @pytest.mark.violates("counts-match-recount")
     def test_the_reservation_is_checked_at_each_zones_turn(self):
         """The chain's reservation is checked when the zone's turn comes, after the zones before it were charged.
 
@@ -198,6 +202,7 @@ class TestZoneCopies:
         assert cloud.counts()["secondary_storage"] == PHYSICAL + SIZE
         assert copy_events(cloud.engine)[-1][:2] == ("Completed", "INFO")
 
+    @pytest.mark.violates("counts-match-recount", "no-negative-count")
     def test_async_backup_copies_as_the_system(self):
         """The backup task copies after its backup; its action events are the system's (user 1, account 1)."""
         cloud, (z2,) = _xen(zones=1)
@@ -209,6 +214,7 @@ class TestZoneCopies:
         assert [(e[0], e[2], e[3]) for e in copy_events(cloud.engine)] == [("Started", 1, 1), ("Completed", 1, 1)]
 
 
+@pytest.mark.violates("counts-match-recount")
 class TestChainCopy:
     """``copySnapshotChainToZone``: the chain back to a snapshot already in the zone, oldest first."""
 
@@ -268,6 +274,7 @@ class TestAlreadyInStore:
         cloud.engine.run()
         return cloud.engine.job_status(job.id)
 
+    @pytest.mark.violates("counts-match-recount")
     def test_ready_is_made_displayable_and_not_copied(self):
         """A Ready ref counts as copied; a hidden-from-view one (display false) is made displayable."""
         cloud, z2, sid = self._copied()
@@ -280,6 +287,7 @@ class TestAlreadyInStore:
         assert cloud.counts() == counts
         assert len(copy_usage(cloud.engine, sid)) == 1
 
+    @pytest.mark.violates("counts-match-recount")
     def test_hidden_is_set_ready_without_a_copy(self):
         """A Hidden ref is set Ready and displayable directly (no state machine), and nothing is copied or charged."""
         cloud, z2, sid = self._copied()
@@ -295,6 +303,7 @@ class TestAlreadyInStore:
         assert cloud.engine.store.count(StorageObject) == objects
         assert len(copy_usage(cloud.engine, sid)) == 1
 
+    @pytest.mark.violates("counts-match-recount")
     @pytest.mark.parametrize("stale", ["Destroyed", "Allocated", "Failed"])
     def test_a_stale_ref_is_removed_and_the_copy_runs_again(self, stale):
         """A ref neither Ready, Hidden, Creating nor Copying is deleted, then the snapshot is copied again."""
@@ -309,6 +318,7 @@ class TestAlreadyInStore:
         assert cloud.counts()["secondary_storage"] == PHYSICAL + 2 * SIZE
         assert len(copy_usage(cloud.engine, sid)) == 2
 
+    @pytest.mark.violates("counts-match-recount", "no-transitional-state")
     def test_a_copy_in_progress_is_left_and_a_second_ref_made(self):
         """A Creating ref is neither removed nor counted: a second ref for the same store and snapshot is made."""
         cloud, z2, sid = self._copied()
@@ -316,6 +326,7 @@ class TestAlreadyInStore:
         assert self._copy_again(cloud, z2, sid) == "SUCCEEDED"
         assert image_refs(cloud.engine, sid) == [(1, "Ready"), (2, "Creating"), (2, "Ready")]
 
+    @pytest.mark.violates("counts-match-recount")
     def test_the_head_found_ready_elsewhere_in_the_zone_stops_the_walk(self):
         """A Ready copy in the zone's image store ends the chain walk: nothing to copy, nothing charged."""
         cloud, z2, sid = self._copied()

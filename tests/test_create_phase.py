@@ -31,6 +31,7 @@ def _without_count(cloud: Cloud, resource: str) -> None:
 class TestAnIncrementThatFails:
     """Spec §21.4.3: the increment's own transaction rolls back, nothing before it does."""
 
+    @pytest.mark.violates("counts-match-recount", params=["first increment"])
     @pytest.mark.parametrize(
         ("missing", "left"),
         [
@@ -112,6 +113,7 @@ class TestAnIncrementThatFails:
 
 
 class TestTheJobInsert:
+    @pytest.mark.violates("counts-match-recount")
     def test_the_job_is_inserted_after_the_scheduled_event(self):
         """``onScheduledActionEvent`` then ``submitAsyncJob``: a crash between them leaves the event, no job."""
         cloud = Cloud(faults=FaultPlan().crash("jobs.submit#2"))
@@ -141,12 +143,14 @@ class TestTags:
             ("tier", "gold", taken.snapshot.id, taken.snapshot.uuid, "Snapshot"),
         ]
 
+    @pytest.mark.violates("answer-matches-state")
     def test_a_crash_before_the_tags_leaves_none(self):
         """Before ``createTags``' transaction: no tag, the job IN_PROGRESS."""
         cloud, taken = self._crash("jobs.succeed#1")
         assert cloud.engine.store.find(ResourceTag) == []
         assert taken.status == "IN_PROGRESS"
 
+    @pytest.mark.violates("answer-matches-state")
     def test_a_crash_after_the_tags_leaves_all_of_them(self):
         """The next durable write after the tags: both tags are there, the Completed event and the job not yet."""
         cloud, taken = self._crash("jobs.succeed#2")
@@ -154,6 +158,7 @@ class TestTags:
         assert [e[0] for e in action_events(cloud.engine, "SNAPSHOT.CREATE")] == ["Created", "Scheduled", "Started"]
         assert taken.status == "IN_PROGRESS"
 
+    @pytest.mark.violates("answer-matches-state")
     def test_without_tags_nothing_is_written_for_them(self):
         """No tags, no transaction: the first write of the step is the Completed event."""
         cloud = Cloud(faults=FaultPlan().crash("jobs.succeed#2"))

@@ -192,6 +192,13 @@ CASES = {
 
 
 class TestByState:
+    @pytest.mark.violates(
+        "answer-matches-state", "counts-match-recount", "no-orphan-object", params=["CreatedOnPrimary"]
+    )
+    @pytest.mark.violates("answer-matches-state", "usage-matches-objects", params=["Destroying"])
+    @pytest.mark.violates("counts-match-recount", params=["Allocated", "Creating"])
+    @pytest.mark.violates("counts-match-recount", "no-orphan-object", params=["Error"])
+    @pytest.mark.violates("counts-match-recount", "usage-matches-objects", params=["BackingUp"])
     @pytest.mark.parametrize("state", list(CASES))
     def test_delete_from_each_state(self, state):
         """DefaultSnapshotStrategy's rules by state (spec §9.4), with the counters and usage the manager adds."""
@@ -224,6 +231,7 @@ class TestByState:
             ended,
         ]
 
+    @pytest.mark.violates("usage-matches-objects")
     def test_a_removed_snapshot_is_not_found(self):
         """A failed sync backup soft-removes the Error row: deleteSnapshot cannot find it (431)."""
         cloud = Cloud(faults=FaultPlan().fail("copyAsync"))
@@ -231,6 +239,7 @@ class TestByState:
         assert snapshot(cloud.engine, sid) == ("Error", True)
         assert delete(cloud, sid) == ("FAILED", 431, f"unable to find a snapshot with id {sid}")
 
+    @pytest.mark.violates("answer-matches-state", "counts-match-recount", "no-orphan-object")
     def test_created_on_primary_is_set_destroyed_directly(self):
         """No FSM event: a direct write, logged as such; the primary ref and its file are left behind."""
         cloud, sid = _created_on_primary()
@@ -240,6 +249,7 @@ class TestByState:
             ("direct", "CreatedOnPrimary", "DefaultSnapshotStrategy.deleteSnapshot", "Destroyed")
         ]
 
+    @pytest.mark.violates("counts-match-recount", "no-orphan-object")
     def test_error_refs_are_expunged_not_deleted_on_storage(self):
         """Error: the refs' rows are deleted, the row soft-removed; storage keeps both files."""
         cloud, sid = _error()
@@ -257,6 +267,7 @@ class TestByState:
             ("snapshot", "remove", "DefaultSnapshotStrategy.deleteSnapshot"),
         ]
 
+    @pytest.mark.violates("counts-match-recount")
     def test_deleting_a_queued_snapshot_fails_its_take(self):
         """The Allocated row is soft-removed while its work job waits; the take then finds no snapshot (NPE)."""
         # The take's outer catch gives the counters back a second time, so the snapshot count ends one below what
@@ -334,6 +345,7 @@ class TestDriverFailure:
         assert delete(cloud, sid) == ("SUCCEEDED", 0, SUCCESS)
         assert snapshot(cloud.engine, sid) == ("Destroyed", False)
 
+    @pytest.mark.violates("ready-ref-has-object", "usage-matches-objects")
     def test_a_failed_last_delete_puts_both_refs_back_with_one_file_gone(self):
         """The primary file was deleted, then the image delete failed: both rows roll back to Ready (§21.4.1 quirk).
 
@@ -347,6 +359,7 @@ class TestDriverFailure:
         assert stored(cloud.engine, sid) == [("primary", False), ("image", True)]
         assert [w.state for w in workflows(cloud.engine, "delete_snapshot")] == ["Failed"]
 
+    @pytest.mark.violates("answer-matches-state", "usage-matches-objects")
     def test_a_restart_deletes_destroying_snapshots_again(self):
         """SnapshotManagerImpl.start: the Destroying snapshot goes through deleteSnapshot again and succeeds."""
         # It was Destroying, not BackedUp, so no SNAPSHOT.DELETE usage.
@@ -361,6 +374,7 @@ class TestDriverFailure:
         assert [u[0] for u in usage(cloud.engine, sid)] == ["SNAPSHOT.ON_PRIMARY", "SNAPSHOT.CREATE"]
         assert [w.state for w in workflows(cloud.engine, "delete_snapshot")] == ["Deleted"]
 
+    @pytest.mark.violates("answer-matches-state", "usage-matches-objects")
     def test_a_restart_re_delete_that_fails_is_rolled_back_to_destroying(self):
         """The start-up re-delete fails on storage: its transaction rolls back to the committed Destroying (§21.2)."""
         cloud, sid = _destroying()
@@ -371,6 +385,7 @@ class TestDriverFailure:
         assert stored(cloud.engine, sid) == [("primary", False), ("image", True)]
         assert cloud.engine.store.count(OpLock) == 0  # held to the end of the start-up thread
 
+    @pytest.mark.violates("answer-matches-state", "counts-match-recount", "usage-matches-objects")
     def test_a_storage_system_delete_leaves_the_ref_destroying_for_the_gc(self):
         """No transaction there (spec §21.2): the ref stays Destroying, committed; the storage GC retries it."""
         cloud = Cloud(faults=FaultPlan().fail("managed.deleteAsync"))
@@ -385,6 +400,7 @@ class TestDriverFailure:
         assert snapshot(cloud.engine, sid) == ("BackedUp", False)
         assert stored(cloud.engine, sid) == [("primary", False)]
 
+    @pytest.mark.violates("answer-matches-state", "counts-match-recount", "usage-matches-objects")
     def test_a_storage_system_delete_never_answered_leaves_the_snapshot_destroying(self):
         """The array never answers: the snapshot's DestroyRequested and the ref's are committed; the job waits.
 
@@ -425,6 +441,7 @@ class TestDeleteTransaction:
     ``op_lock`` row is written apart, before it, and kept when it rolls back.
     """
 
+    @pytest.mark.violates("usage-matches-objects")
     def test_the_worked_example_of_spec_21_4_1(self):
         """KVM, one image ref, its delete fails: every row as before the call, the file kept, the job 530."""
         cloud = Cloud(faults=FaultPlan().fail("image.deleteAsync"))
@@ -450,6 +467,7 @@ class TestDeleteTransaction:
         assert cloud.engine.restart()["destroying_redeleted"] == 0
         assert snapshot(cloud.engine, sid) == ("BackedUp", False)
 
+    @pytest.mark.violates("counts-match-recount", "no-orphan-object", "ready-ref-has-object", "usage-matches-objects")
     def test_a_rolled_back_hidden_ancestor_is_hidden_again_with_its_file_gone(self):
         """The chain walk deleted a Hidden parent's file, then failed higher up: both refs roll back (§21.4.1)."""
         faults = FaultPlan().fail("default.deleteAsync", nth=3)
@@ -479,6 +497,7 @@ class TestDeleteTransaction:
             [("primary", False)],
         ]
 
+    @pytest.mark.violates("usage-matches-objects")
     @pytest.mark.parametrize("kind", ["error", "exception", "null_answer"])
     def test_every_failed_answer_rolls_back(self, kind):
         """An error answer, a throw at the call or a null answer: the same rollback, the same 530 answer."""
@@ -489,6 +508,7 @@ class TestDeleteTransaction:
         assert _rows(cloud, sid) == [("Image", "Ready", True, 1)]
         assert cloud.counts() == {"snapshot": 1, "primary_storage": 0, "secondary_storage": PHYSICAL}
 
+    @pytest.mark.violates("usage-matches-objects")
     def test_a_delete_never_answered_waits_for_ever_with_nothing_written(self):
         """The thread blocks inside its transaction, never committed: the rows stay as they were, the job waits.
 
@@ -537,6 +557,7 @@ class TestDeleteCrash:
         assert cloud.engine.crashes == [at]
         return cloud, sid, job
 
+    @pytest.mark.violates("usage-matches-objects")
     def test_a_crash_before_the_transaction_writes_none_of_it(self):
         """The lock was taken (its own commit); nothing of the transaction is written, the file is still there."""
         cloud, sid, job = self._crash(self.BEFORE)
@@ -549,6 +570,7 @@ class TestDeleteCrash:
         assert snapshot(cloud.engine, sid) == ("BackedUp", False)
         assert _locks(cloud) == []
 
+    @pytest.mark.violates("answer-matches-state", "counts-match-recount", "usage-matches-objects")
     def test_a_crash_after_the_transaction_keeps_all_of_it(self):
         """The refs and the snapshot are Destroyed, the file gone; the counters are never given back (§21.5)."""
         cloud, sid, job = self._crash(self.AFTER)
@@ -565,6 +587,7 @@ class TestDeleteCrash:
 class TestDeleteLock:
     """``acquireInLockTable(rootId)`` in ``deleteSnapshotInfos`` (spec §9.4 step 1, §21.4.1 steps 3, 7, 9, §21.6)."""
 
+    @pytest.mark.violates("usage-matches-objects")
     def test_a_failed_delete_holds_the_lock_until_its_job_ends(self):
         """Not released on the exception: the row is there when the job fails, gone once its thread has ended."""
         cloud = Cloud(faults=FaultPlan().fail("image.deleteAsync").crash("delete.fail#1"))
@@ -575,6 +598,7 @@ class TestDeleteLock:
         assert _locks(cloud) == [(f"snapshots{sid}", 1, f"job-{job.id}")]
         assert snapshot(cloud.engine, sid) == ("BackedUp", False)
 
+    @pytest.mark.violates("answer-matches-state", "counts-match-recount", "usage-matches-objects")
     def test_a_successful_delete_releases_it_at_once(self):
         """Released right after the transaction, before the rest of the delete (a crash there finds no row)."""
         cloud = Cloud(faults=FaultPlan().crash("delete.start#6"))
@@ -594,6 +618,7 @@ class TestDeleteLock:
         cloud.engine.run()
         assert _locks(cloud) == [(f"snapshots{first}", 1, f"job-{job.id}")]
 
+    @pytest.mark.violates("counts-match-recount", "legal-transitions", "no-orphan-object")
     def test_a_parent_whose_refs_are_gone_gives_root_zero(self):
         """``getRootSnapshotId`` returns the first ref's snapshot of the last list: none there, so ``snapshots0``."""
         cloud = Cloud(faults=FaultPlan().crash("delete.start#4"), config={"snapshot.backup.to.secondary": False})
@@ -605,6 +630,7 @@ class TestDeleteLock:
         cloud.engine.run()
         assert _locks(cloud) == [("snapshots0", 1, f"job-{job.id}")]
 
+    @pytest.mark.violates("locks-released")
     def test_a_lock_held_elsewhere_is_ignored(self):
         """CloudStack ignores a null from acquireInLockTable here (§21.6 quirk 3): the delete goes on without it."""
         cloud, sid = _backed_up()
@@ -648,6 +674,7 @@ class TestInUse:
 
 
 class TestStrategies:
+    @pytest.mark.violates("counts-match-recount")
     def test_storage_system_delete(self):
         """Managed storage: Destroying, the array delete, Destroyed, usage OFF_PRIMARY then DELETE."""
         cloud = Cloud()
@@ -667,6 +694,7 @@ class TestStrategies:
             ("event", "Destroying", "OperationSucceeded", "Destroyed"),
         ]
 
+    @pytest.mark.violates("counts-match-recount")
     def test_storpool_delete(self):
         """StorPool: snapshotDelete, the refs Destroyed and their rows removed, the snapshot Destroyed directly."""
         cloud = Cloud(config={"snapshot.backup.to.secondary": False})
@@ -682,6 +710,7 @@ class TestStrategies:
             "Destroyed",
         )
 
+    @pytest.mark.violates("answer-matches-state", "counts-match-recount")
     def test_storpool_refuses_a_snapshot_still_exported(self):
         """An exported snapshot: the primary refs fail (they stay Destroying) and the delete throws (530).
 
@@ -718,6 +747,7 @@ class TestStrategies:
 
 
 class TestZone:
+    @pytest.mark.violates("counts-match-recount")
     def test_delete_in_one_zone(self):
         """zoneid: only that zone's image ref goes; the snapshot stays BackedUp; usage DELETE names that zone."""
         cloud = Cloud()
@@ -734,6 +764,7 @@ class TestZone:
         zones = {z.zone_id: z.removed is not None for z in cloud.engine.store.find(SnapshotZoneRef)}
         assert zones == {cloud.zone.id: False, zone2.id: True}
 
+    @pytest.mark.violates("counts-match-recount")
     def test_the_zone_copy_is_charged_more_than_its_delete_gives_back(self):
         """The copy adds the ref's size, the delete subtracts its physical size: half of it stays counted."""
         cloud = Cloud()
@@ -748,6 +779,7 @@ class TestZone:
             ("SNAPSHOT.DELETE", cloud.zone.id),
         ]
 
+    @pytest.mark.violates("answer-matches-state", "counts-match-recount")
     def test_a_snapshot_on_primary_only_cannot_be_deleted_in_a_zone(self):
         """CreatedOnPrimary with zoneid: the strategy's refusal, wrapped (530)."""
         cloud, sid = _created_on_primary()
@@ -789,6 +821,7 @@ class TestAccess:
         assert cloud.counts()["snapshot"] == 0
 
 
+@pytest.mark.violates("counts-match-recount")
 def test_details_survive_the_delete():
     """The Default strategy keeps snapshot_details; only the StorPool strategy touches them."""
     cloud = Cloud(config={"snapshot.backup.to.secondary": False})

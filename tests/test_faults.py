@@ -102,6 +102,7 @@ class TestPlansAreChecked:
 class TestCrashPoints:
     """Crashes between the writes of a step, and during the restart cleanup."""
 
+    @pytest.mark.violates("counts-match-recount", "no-transitional-state")
     def test_a_crash_before_a_steps_second_write_keeps_the_first(self) -> None:
         """``primary.request`` inserts the primary ref, then moves the snapshot: a crash before the second write."""
         cloud = Cloud(faults=FaultPlan().crash("primary.request#2"))
@@ -115,6 +116,7 @@ class TestCrashPoints:
         flow = cloud.engine.store.first(Workflow, "machine = 'take_snapshot'")
         assert flow is not None and flow.state == "TakeBegun"
 
+    @pytest.mark.violates("counts-match-recount", "no-orphan-object")
     def test_a_crash_in_a_restart_phase_takes_the_server_down_again(self) -> None:
         """The cleanup stops where the crash falls; the server is down, and the next restart runs it whole."""
         cloud = Cloud(faults=FaultPlan().crash("take_snapshot.PrimaryAnswered").crash("restart.redelete_destroying"))
@@ -133,6 +135,7 @@ class TestCrashPoints:
 class TestDriverContractAtRuntime:
     """What a driver must not do shows at once, not as a silent corruption."""
 
+    @pytest.mark.violates("counts-match-recount")
     def test_an_operation_the_driver_does_not_declare(self) -> None:
         class Sloppy(DefaultPrimaryDriver):
             operations: ClassVar[Mapping[str, str]] = {"copyAsync": ASYNC, "deleteAsync": ASYNC}

@@ -5,6 +5,7 @@ The bad ones are written by hand: a count off or below zero, a charge to an acco
 
 from __future__ import annotations
 
+import pytest
 from cloud import PHYSICAL, Cloud
 from helpers_counts import Rows
 
@@ -37,6 +38,7 @@ class TestDeclarations:
         """A docstring of more than its first line."""
         assert all(len(i.doc.splitlines()) > 2 for i in counts.INVARIANTS)
 
+    @pytest.mark.violates("counts-match-recount")
     def test_the_recount_is_checked_at_rest_only(self):
         """``check(at=ALWAYS)`` leaves counts-match-recount out; ``at=QUIESCENT`` runs it."""
         rows = Rows()
@@ -59,6 +61,7 @@ class TestCountsMatchRecount:
         cloud.engine.run()
         assert counts.counts_match_recount(Run(cloud.engine.store)) == []
 
+    @pytest.mark.violates("counts-match-recount", "no-negative-count", "ready-ref-has-object")
     def test_fails_on_counts_written_off(self):
         """One violation per account and type that differs, with count, recount and the difference."""
         rows = Rows()
@@ -80,6 +83,7 @@ class TestCountsMatchRecount:
             ),
         ]
 
+    @pytest.mark.violates("counts-match-recount")
     def test_a_missing_row_reads_as_zero(self):
         """No row and something to count: a violation naming the missing row; no row and nothing to count: none."""
         rows = Rows()
@@ -103,12 +107,14 @@ class TestCountsMatchRecount:
 
 
 class TestNoNegativeCount:
+    @pytest.mark.violates("counts-match-recount")
     def test_holds_on_zero_and_above(self):
         """Counts of 0 and more."""
         rows = Rows()
         rows.set_count("snapshot", 2)
         assert counts.no_negative_count(_run(rows)) == []
 
+    @pytest.mark.violates("counts-match-recount", "no-negative-count")
     def test_fails_on_a_count_below_zero(self):
         """One violation per row below zero, with its count."""
         rows = Rows()
@@ -126,6 +132,7 @@ class TestChargeToOwner:
         record.charge(3, "primary_storage", 5, None, 20)
         assert counts.charge_to_owner(_run(Rows(), record)) == []
 
+    @pytest.mark.violates("usage-matches-objects")
     def test_holds_after_a_take(self):
         """A take's charges, as change_count notes them, are all the owner's."""
         cloud = Cloud()

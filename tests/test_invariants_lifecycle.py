@@ -42,6 +42,7 @@ class TestCallbackRecord:
         ]
         assert record.never_answered == {}
 
+    @pytest.mark.violates("counts-match-recount")
     def test_a_no_answer_fault_is_noted_as_never_answered(self) -> None:
         """The call is named; nothing is delivered; the record says why."""
         cloud = Cloud(faults=FaultPlan().fail("default.takeSnapshot", kind="no_answer"))
@@ -53,6 +54,7 @@ class TestCallbackRecord:
             "default.takeSnapshot#1": "injected no_answer fault on default.takeSnapshot: the storage never answers"
         }
 
+    @pytest.mark.violates("answer-matches-state", "counts-match-recount", "no-transitional-state")
     def test_a_call_that_throws_at_once_is_not_an_asynchronous_call(self) -> None:
         """The caller gets the exception: no callback is owed, nothing is noted."""
         cloud = Cloud(faults=FaultPlan().fail("default.takeSnapshot", kind="exception"))
@@ -61,6 +63,7 @@ class TestCallbackRecord:
         assert cloud.engine.record.issued == []
         assert cloud.engine.record.deliveries == []
 
+    @pytest.mark.violates("counts-match-recount", "no-orphan-object")
     def test_an_answer_to_a_crashed_server_is_dropped(self) -> None:
         """The server crashed after the call: its answer comes back to a new incarnation and is dropped."""
         cloud = Cloud()
@@ -71,6 +74,7 @@ class TestCallbackRecord:
         engine.run()
         assert engine.record.deliveries == [Delivery("default.takeSnapshot#1", 2000, dropped=True)]
 
+    @pytest.mark.violates("counts-match-recount", "no-orphan-object")
     def test_a_crash_that_drops_the_answer_on_its_way_notes_it_dropped(self) -> None:
         """The storage answered, but the server crashed before the answer ran: the crash notes it dropped."""
         cloud = Cloud()
@@ -166,6 +170,9 @@ class TestNoTransitionalState:
         cloud.engine.quiesce()
         assert _found(lifecycle.no_transitional_state, cloud) == []
 
+    @pytest.mark.violates(
+        "answer-matches-state", "counts-match-recount", "no-orphan-object", "no-transitional-state", "state-matches-log"
+    )
     def test_fails_on_rows_left_mid_operation(self) -> None:
         """A snapshot Creating (soft-removed too), a job IN_PROGRESS and a work job Queued are each found."""
         cloud, snapshot = _taken()
@@ -201,6 +208,7 @@ class TestLocksReleased:
         cloud, _ = _taken()
         assert _found(lifecycle.locks_released, cloud) == []
 
+    @pytest.mark.violates("locks-released")
     def test_fails_on_a_row_lock_and_a_global_lock(self) -> None:
         """Each held lock is named with its holder."""
         cloud, _ = _taken()
@@ -223,6 +231,7 @@ class TestStateMatchesLog:
         cloud, _ = _taken()
         assert _found(lifecycle.state_matches_log, cloud) == []
 
+    @pytest.mark.violates("answer-matches-state", "counts-match-recount", "state-matches-log", "usage-matches-objects")
     def test_fails_on_a_state_written_around_the_store(self) -> None:
         """A snapshot and a workflow whose state column was set directly."""
         cloud, _ = _taken()
@@ -234,6 +243,7 @@ class TestStateMatchesLog:
             ("take_snapshot 1", "is Started but its last logged transition (Complete) ends at Succeeded"),
         ]
 
+    @pytest.mark.violates("counts-match-recount", "no-orphan-object", "state-matches-log")
     def test_fails_on_a_row_with_no_log_and_a_row_gone_unlogged(self) -> None:
         """A volume inserted directly has no log; a ref deleted directly is logged but gone."""
         cloud, _ = _taken()
@@ -246,6 +256,7 @@ class TestStateMatchesLog:
             ("volume 99", "is Ready but no transition of it was ever logged"),
         ]
 
+    @pytest.mark.violates("state-matches-log")
     def test_fails_on_a_row_whose_log_ends_with_a_delete(self) -> None:
         """The log says the row went; it is there."""
         cloud, _ = _taken()
@@ -254,6 +265,7 @@ class TestStateMatchesLog:
             ("snapshot 1", "is BackedUp but its log ends with a delete (Test.delete)")
         ]
 
+    @pytest.mark.violates("answer-matches-state", "state-matches-log")
     def test_async_job_states_are_compared_by_name(self) -> None:
         """``async_job`` stores ordinals; the log names states."""
         cloud, _ = _taken()
@@ -274,6 +286,7 @@ class TestLegalTransitions:
         cloud.engine.quiesce()
         assert _found(lifecycle.legal_transitions, cloud) == []
 
+    @pytest.mark.violates("legal-transitions", "state-matches-log")
     def test_fails_on_each_kind_of_illegal_row(self) -> None:
         """Hand-written log rows: each is named with what is wrong with it."""
         cloud, _ = _taken()
@@ -314,6 +327,7 @@ class TestLegalTransitions:
             ("snapshot 1", f"log row {mark + 10}: unknown kind of write 'patch'"),
         ]
 
+    @pytest.mark.violates("state-matches-log")
     def test_a_direct_write_may_carry_a_note(self) -> None:
         """``Class.method (why)`` names a method."""
         cloud, _ = _taken()
@@ -329,6 +343,7 @@ class TestNoBlindOverwrite:
         cloud, _ = _taken()
         assert _found(lifecycle.no_blind_overwrite, cloud) == []
 
+    @pytest.mark.violates("answer-matches-state", "no-blind-overwrite", "usage-matches-objects")
     def test_fails_on_an_event_fired_on_a_stale_snapshot(self) -> None:
         """``snapshots`` has no compare-and-swap: a stale record's event lands over the state another write left."""
         cloud, snapshot = _taken()
@@ -364,6 +379,7 @@ class TestOneWinner:
         cloud.take(volume)
         assert _found(lifecycle.one_winner, cloud) == []
 
+    @pytest.mark.violates("one-winner", "usage-matches-objects")
     def test_fails_when_two_actors_fire_one_event_from_one_read(self) -> None:
         """Two holders of the same BackedUp record both fire DestroyRequested; without a compare-and-swap both land."""
         cloud, snapshot = _taken()
@@ -384,6 +400,7 @@ class TestOneWinner:
         ]
         assert _found(lifecycle.no_blind_overwrite, cloud) == []
 
+    @pytest.mark.violates("answer-matches-state", "counts-match-recount", "no-orphan-object")
     def test_a_compare_and_swap_leaves_one_winner(self) -> None:
         """On a ref the second actor's write is refused: nothing to report."""
         cloud, _ = _taken()
@@ -394,6 +411,7 @@ class TestOneWinner:
             store.transit(ref, "DestroyRequested")
         assert _found(lifecycle.one_winner, cloud) == []
 
+    @pytest.mark.violates("one-winner", "state-matches-log")
     def test_fails_on_three_racers_once_per_loser(self) -> None:
         """Hand-written: a winner and two losers from one read; each loser is reported once, against the winner."""
         cloud, _ = _taken()
@@ -412,6 +430,7 @@ class TestOneWinner:
 class TestCallbacksOnce:
     """``callbacks-once``: each asynchronous call answered once, unless its server died or it never would be."""
 
+    @pytest.mark.violates("counts-match-recount", "no-orphan-object")
     def test_holds_on_takes_a_crash_and_a_driver_that_never_answers(self) -> None:
         """Delivered, dropped by a crash, never answered: each is as it should be."""
         cloud = Cloud(faults=FaultPlan().fail("default.takeSnapshot", nth=2, kind="no_answer"))

@@ -92,6 +92,7 @@ def _entity_log(cloud: Cloud, mark: int) -> list[tuple[str, int, str, str, str]]
 class TestTheTake:
     """§16.4: a chain root is full, the next snapshots are deltas on it; checkpoints beside the files."""
 
+    @pytest.mark.violates("usage-matches-objects")
     def test_with_backup_on_the_files_are_on_the_image_store(self) -> None:
         """Image refs 0 <- 1 <- 2 with checkpoint paths; delta objects on their parents' files; bitmaps on the pool."""
         cloud = Cloud(config=INCREMENTAL)
@@ -116,6 +117,7 @@ class TestTheTake:
         created = cloud.engine.store.find(UsageEvent, "type = 'SNAPSHOT.CREATE'")
         assert [u.size for u in created] == [PHYSICAL, DELTA, DELTA]
 
+    @pytest.mark.violates("usage-matches-objects")
     def test_a_delta_take_moves_through_the_same_states_as_any(self) -> None:
         """The second take's log is §13.2's walkthrough: incremental changes sizes and paths, not states."""
         cloud = Cloud(config=INCREMENTAL)
@@ -158,6 +160,7 @@ class TestTheTake:
         assert {store for sid in ids for store, *_ in _objects(cloud, sid)} == {"primary"}
         assert cloud.counts() == {"snapshot": 3, "primary_storage": PHYSICAL + 2 * DELTA, "secondary_storage": 0}
 
+    @pytest.mark.violates("usage-matches-objects")
     @pytest.mark.parametrize(("churn", "size"), [(1 << 20, 1 << 20), (0, 0), (SIZE, PHYSICAL)])
     def test_a_delta_holds_the_churn_and_never_more_than_a_full(self, churn: int, size: int) -> None:
         """What changed since the parent's checkpoint, even nothing; a delta is never larger than a full."""
@@ -169,6 +172,7 @@ class TestTheTake:
         assert _chain(cloud, [second]) == [(first, size, False)]
         assert cloud.counts()["secondary_storage"] == PHYSICAL + size
 
+    @pytest.mark.violates("usage-matches-objects", params=["kvm-clvm"])
     @pytest.mark.parametrize("shape", ["kvm-rbd", "kvm-clvm"])
     def test_other_pools_take_no_checkpoint(self, shape: str) -> None:
         """``updateSnapshotPayload`` sets the flag for file-based pools only: full copies, no parent, no checkpoint."""
@@ -178,6 +182,7 @@ class TestTheTake:
         assert {(r.parent_snapshot_id, r.kvm_checkpoint_path) for r in rows} == {(0, None)}
         assert {kind for sid in ids for _, kind, _, _ in _objects(cloud, sid)} == {"snapshot"}
 
+    @pytest.mark.violates("usage-matches-objects")
     def test_the_setting_is_read_for_the_cluster_of_the_vms_host(self) -> None:
         """``kvm.incremental.snapshot`` has cluster scope: set for the cluster of the VM's host, it applies."""
         cloud = Cloud()
@@ -189,6 +194,7 @@ class TestTheTake:
         assert _chain(cloud, ids) == [(0, PHYSICAL, False), (ids[0], DELTA, False)]
 
 
+@pytest.mark.violates("usage-matches-objects")
 class TestWhereChainsEnd:
     """§16.6: ``endCurrentChainIfNeeded``, ``endLastChainIfNeeded`` and ``updateEndOfChainIfNeeded``."""
 
@@ -259,6 +265,7 @@ class TestWhereChainsEnd:
 class TestTheDelete:
     """§16.3, §16.6: hidden parents, the walk up the chain, bitmaps and checkpoints."""
 
+    @pytest.mark.violates("usage-matches-objects")
     def test_a_parent_is_hidden_and_keeps_its_files_and_bitmap(self) -> None:
         cloud = Cloud(config=INCREMENTAL)
         first, middle, last = _takes(cloud, cloud.volume("kvm-nfs"), 3)
@@ -277,6 +284,7 @@ class TestTheDelete:
             ["delta", "checkpoint", "bitmap"],
         ]
 
+    @pytest.mark.violates("usage-matches-objects")
     def test_the_last_child_frees_its_hidden_parent_bitmaps_and_checkpoints_included(self) -> None:
         cloud = Cloud(config=INCREMENTAL)
         first, middle, last = _takes(cloud, cloud.volume("kvm-nfs"), 3)
@@ -296,6 +304,7 @@ class TestTheDelete:
         assert [_present(cloud, sid) for sid in (first, middle, last)] == [["snapshot", "checkpoint", "bitmap"], [], []]
         assert cloud.counts() == {"snapshot": 1, "primary_storage": 0, "secondary_storage": PHYSICAL}
 
+    @pytest.mark.violates("counts-match-recount")
     def test_with_backup_off_the_chain_is_walked_on_the_pool(self) -> None:
         """The same walk over primary refs: the hidden middle goes with the last child, the root stays."""
         cloud = Cloud(config={**INCREMENTAL, "snapshot.backup.to.secondary": False})
@@ -304,6 +313,7 @@ class TestTheDelete:
         assert [_refs(cloud, sid)[0][2] for sid in (first, middle, last)] == ["Ready", "Destroyed", "Destroyed"]
         assert [_present(cloud, sid) for sid in (first, middle, last)] == [["snapshot", "checkpoint", "bitmap"], [], []]
 
+    @pytest.mark.violates("no-orphan-object", "usage-matches-objects")
     def test_with_incremental_turned_off_bitmap_and_checkpoint_stay_for_good(self) -> None:
         """§16.6 quirk: the setting is read at the delete; the command then names no checkpoint either."""
         cloud = Cloud(config=INCREMENTAL)
@@ -313,6 +323,7 @@ class TestTheDelete:
         assert _present(cloud, second) == ["checkpoint", "bitmap"]
         assert _present(cloud, first) == ["snapshot", "checkpoint", "bitmap"]
 
+    @pytest.mark.violates("no-orphan-object", "no-transitional-state", "usage-matches-objects")
     def test_a_volume_that_is_not_ready_keeps_the_bitmap(self) -> None:
         """``deleteBitmap`` returns at once for a volume not Ready; the checkpoint still goes with the file."""
         cloud = Cloud(config=INCREMENTAL)
@@ -322,6 +333,7 @@ class TestTheDelete:
         assert delete(cloud, sid)[0] == "SUCCEEDED"
         assert _present(cloud, sid) == ["bitmap"]
 
+    @pytest.mark.violates("usage-matches-objects")
     @pytest.mark.parametrize("kind", ["error", "exception", "no_answer", "null_answer"])
     def test_a_failed_bitmap_removal_fails_the_delete_and_rolls_it_back(self, kind: FaultKind) -> None:
         """Every kind of failure of the sync command ends in the same 530; nothing of the delete is left."""
@@ -342,6 +354,7 @@ class TestTheDelete:
         failures = cloud.engine.store.find(Failure, "job_id = ?", (job.id,))
         assert [(f.step, f.message) for f in failures] == [("delete.start", CHAIN_FAILED)]
 
+    @pytest.mark.violates("usage-matches-objects")
     def test_a_bitmap_removed_before_the_file_delete_failed_stays_removed(self) -> None:
         """The rollback brings the rows back, not what the host did (spec §21.4.1)."""
         cloud = Cloud(config=INCREMENTAL, faults=FaultPlan().fail("image.deleteAsync"))
@@ -350,6 +363,7 @@ class TestTheDelete:
         assert _refs(cloud, sid) == [("Image", 1, "Ready", False, True)]
         assert _present(cloud, sid) == ["snapshot", "checkpoint"]
 
+    @pytest.mark.violates("no-orphan-object", "usage-matches-objects")
     def test_a_parent_with_no_checkpoint_fails_the_delete_before_the_walk(self) -> None:
         """Building the snapshot's TO looks up its parents first; that throw is not the chain's."""
         cloud = Cloud(config=INCREMENTAL)
@@ -366,6 +380,7 @@ class TestTheDelete:
         assert snapshot(cloud.engine, second) == ("BackedUp", False)
         assert _present(cloud, second) == ["delta", "checkpoint", "bitmap"]
 
+    @pytest.mark.violates("counts-match-recount", "no-orphan-object", "usage-matches-objects")
     def test_a_child_in_another_zone_hides_a_copy_that_no_walk_frees(self) -> None:
         """A KVM child counts on any store of the role (§16.3): both copies of the root are hidden; the walk of the
         last child frees only the ref with a checkpoint, so the copy in zone2 stays Hidden, its file kept, and the
@@ -400,6 +415,7 @@ def _post_process_failed(cloud: Cloud, job_id: int) -> str | None:
     return found
 
 
+@pytest.mark.violates("counts-match-recount", "usage-matches-objects")
 class TestAVolumeWithoutACluster:
     """``findClusterIdByVolumeInfo`` is null for a volume with no VM, or whose VM has no host (spec §16.4)."""
 
@@ -445,6 +461,7 @@ class TestAVolumeWithoutACluster:
 class TestConvertBeforeAZoneCopy:
     """§7.4, §16.7: a KVM delta is converted into one full file on its store, copied, and the file deleted."""
 
+    @pytest.mark.violates("counts-match-recount", "usage-matches-objects")
     def test_a_delta_is_converted_a_root_is_not(self) -> None:
         """The delta goes BackingUp and back while ``<path>_temp`` is written; zone2 gets one full file, parent 0."""
         cloud = Cloud(config=INCREMENTAL)
@@ -485,6 +502,7 @@ class TestConvertBeforeAZoneCopy:
         assert [(u.resource_id, u.zone_id) for u in copies] == [(1, z2.id), (2, z2.id)]
         assert cloud.counts()["secondary_storage"] == PHYSICAL + DELTA + 2 * SIZE
 
+    @pytest.mark.violates("usage-matches-objects")
     def test_a_failed_conversion_ends_the_copies_and_the_snapshot_is_backed_up_again(self) -> None:
         """OperationNotPerformed puts it back; the throw skips zone3 too; the take still succeeds (§7.4)."""
         cloud = Cloud(config=INCREMENTAL, faults=FaultPlan().fail("image.convertSnapshot"))
@@ -505,6 +523,7 @@ class TestConvertBeforeAZoneCopy:
         assert _present(cloud, sid) == ["delta", "checkpoint", "bitmap"]
         assert cloud.engine.store.count(UsageEvent, "type = 'SNAPSHOT.COPY'") == 0
 
+    @pytest.mark.violates("usage-matches-objects")
     def test_the_copy_api_fails_with_the_conversion(self) -> None:
         """copySnapshot lets the conversion's exception out of its job: 530 with its text."""
         cloud = Cloud(config=INCREMENTAL, faults=FaultPlan().fail("image.convertSnapshot"))
@@ -524,6 +543,7 @@ class TestConvertBeforeAZoneCopy:
             ("event", "BackingUp", "OperationNotPerformed", "BackedUp"),
         ]
 
+    @pytest.mark.violates("usage-matches-objects")
     def test_a_converted_file_left_by_a_failed_copy_goes_with_the_snapshot(self) -> None:
         """Only a copy that succeeded deletes it; the SSVM's delete of ``*<name>*`` takes it with the delta."""
         cloud = Cloud(config=INCREMENTAL, faults=FaultPlan().fail("image.createAsync"))

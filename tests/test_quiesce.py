@@ -72,6 +72,7 @@ class TestIdle:
         assert (report.waiting, report.unanswered) == ((), ())
         assert taken.status == "SUCCEEDED"
 
+    @pytest.mark.violates("counts-match-recount", "usage-matches-objects")
     def test_quiescence_is_deterministic(self) -> None:
         """The same world quiesced twice gives the same report and the same database."""
 
@@ -93,6 +94,7 @@ class TestIdle:
 class TestCrashes:
     """A server a crash rule took down, or will take down during the quiescence."""
 
+    @pytest.mark.violates("counts-match-recount", "no-orphan-object")
     def test_a_crashed_server_is_restarted_and_its_job_cleaned_up(self) -> None:
         """Down when quiescence starts: it is not crashed again, only started; its job is failed by the cleanup."""
         cloud = Cloud(faults=FaultPlan().crash("take_snapshot.PrimaryAnswered"))
@@ -113,6 +115,7 @@ class TestCrashes:
         assert report.settled
         assert not cloud.engine.down
 
+    @pytest.mark.violates("counts-match-recount")
     def test_a_server_a_crash_rule_takes_down_in_the_cycle_starts_again(self) -> None:
         """The poller's snapshot crashes the server during the background cycle: it starts again, with a new cycle."""
         cloud = Cloud(faults=FaultPlan().crash("take_snapshot.PostProcess"))
@@ -160,6 +163,7 @@ class TestPeers:
 class TestNeverAnswered:
     """A run waiting for an answer that will never come is reported as such, not taken for idle."""
 
+    @pytest.mark.violates("counts-match-recount")
     def test_a_driver_that_never_answers_is_reported_and_quiescence_ends(self) -> None:
         """The take waits for the driver's answer; the restart then fails its job."""
         cloud = Cloud(faults=FaultPlan().fail("default.takeSnapshot", kind="no_answer"))
@@ -199,6 +203,7 @@ class TestNeverAnswered:
         ]
         assert cloud.engine.job_status(job.id) == "FAILED"
 
+    @pytest.mark.violates("usage-matches-objects")
     def test_a_run_stuck_after_the_restart_is_found_at_the_end(self) -> None:
         """The GC's delete of an Error snapshot is never answered: it waits at the end, holding its lock."""
         faults = FaultPlan().fail("default.copyAsync").fail("default.deleteAsync", kind="no_answer")
@@ -211,6 +216,7 @@ class TestNeverAnswered:
         assert [c.call for c in report.unanswered] == ["default.deleteAsync#3"]
         assert [lock.name for lock in cloud.engine.store.find(NamedLock)] == ["storagemgr.cleanup"]
 
+    @pytest.mark.violates("answer-matches-state", "counts-match-recount", "usage-matches-objects")
     def test_a_step_that_waits_with_nothing_pending_is_reported(self) -> None:
         """StorageSystem's SECONDARY post-processing blocks on a delete that never answers: the step returns."""
         cloud = Cloud(faults=FaultPlan().fail("managed.deleteAsync", kind="no_answer"))

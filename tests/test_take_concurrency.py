@@ -6,6 +6,7 @@ Jobs interleave at their waits on the simulated clock: the driver takes a snapsh
 
 from __future__ import annotations
 
+import pytest
 from cloud import PHYSICAL, SIZE, Cloud, Taken
 
 from snapshotfsm.store.records import TransitionLog
@@ -94,6 +95,7 @@ class TestSameVm:
         ]
         assert cloud.counts() == {"snapshot": 2, "primary_storage": 0, "secondary_storage": 2 * PHYSICAL}
 
+    @pytest.mark.violates("answer-matches-state", "counts-match-recount")
     def test_a_failed_work_job_frees_the_slot(self) -> None:
         """A work job that fails (an encrypted volume on a running VM) hands the slot on to the next one."""
         cloud = Cloud()
@@ -170,6 +172,7 @@ class TestOngoingSnapshot:
         assert times(cloud, second)["backed up"] == 2 * TAKE_MS
 
 
+@pytest.mark.violates("answer-matches-state", "counts-match-recount")
 def test_two_snapshots_of_one_detached_volume() -> None:
     """No queue for a detached volume: the second job finds the volume Snapshotting and fails in the execute phase,
     keeping its Allocated snapshot and its counters (spec §5.2)."""

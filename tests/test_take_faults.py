@@ -20,6 +20,7 @@ from snapshotfsm.errors import CloudRuntimeException
 from snapshotfsm.faults import FaultPlan
 from snapshotfsm.store.records import OpLock, Snapshot, VmInstance
 from snapshotfsm.strategies.default import DefaultSnapshotStrategy
+from snapshotfsm.testing.invariants import share
 
 ON_PRIMARY = ["SNAPSHOT.ON_PRIMARY"]
 GIVEN_BACK = {"snapshot": 0, "primary_storage": 0, "secondary_storage": 0}
@@ -287,8 +288,15 @@ FAULTS: dict[str, Expect] = {
 def run_case(name: str) -> tuple[Cloud, Taken]:
     """Build the case's cloud, take a snapshot of a new volume of its shape, run until idle.
 
-    Cached: each case runs once per session, and the tests only read what it left.
+    Cached: each case runs once per session, and the tests only read what it left; its world is judged by the
+    invariants in :func:`test_each_case_is_judged`, on a world of its own.
     """
+    cloud, taken = _run_case(name)
+    share(cloud.engine)
+    return cloud, taken
+
+
+def _run_case(name: str) -> tuple[Cloud, Taken]:
     case = CASES[name]
     cloud = Cloud(faults=FaultPlan(), image_store=case.image_store)
     case.setup(cloud)
@@ -431,6 +439,7 @@ def test_default_releases_the_lock(name: str) -> None:
     assert owners == (["another job"] if name == "snapshot locked elsewhere" else [])
 
 
+@pytest.mark.violates("usage-matches-objects")
 def test_the_snapshot_can_be_taken_again_after_a_failure() -> None:
     """A fault on the first call only: the volume is Ready again and the next snapshot succeeds."""
     cloud = Cloud(faults=FaultPlan().fail("default.takeSnapshot"))
@@ -443,6 +452,7 @@ def test_the_snapshot_can_be_taken_again_after_a_failure() -> None:
 class TestStorPoolPath:
     """Spec §8, §5.6 step 4: a StorPool volume whose path is not a StorPool device."""
 
+    @pytest.mark.violates("answer-matches-state", "counts-match-recount", "no-transitional-state")
     def test_the_driver_throws_and_the_snapshot_stays_creating(self) -> None:
         """UnsupportedOperationException thrown at the call becomes "Failed to take snapshot ..."; the job fails
         with 530 (the cause that reaches execute() is the CloudRuntimeException); rows stay Creating."""
@@ -492,6 +502,7 @@ class TestNoStrategy:
         assert taken.failures() == [("take.choose_strategy", "UnsupportedOperationException", message)]
         assert taken.work_result == f"java.lang.UnsupportedOperationException:{message}"
 
+    @pytest.mark.violates("usage-matches-objects", params=["False"])
     @pytest.mark.parametrize("kvm_file_based", [True, False])
     def test_disk_vm_snapshots(self, kvm_file_based: bool) -> None:
         """A Disk VM snapshot stops Default only when it is a KVM file-based one."""
@@ -553,6 +564,7 @@ class TestBackupCleanupFails:
         assert cloud.counts() == GIVEN_BACK
         assert taken.details() == {"MS_ID": "1"}
 
+    @pytest.mark.violates("no-orphan-object")
     def test_a_primary_ref_moved_meanwhile(self) -> None:
         """The primary ref is Copying: DestroyRequested is refused, nothing of the cleanup stays; Error, not removed."""
 
@@ -568,6 +580,7 @@ class TestBackupCleanupFails:
             ("event", "OperationFailed", "Error"),
         ]
 
+    @pytest.mark.violates("no-orphan-object")
     def test_a_primary_ref_gone(self) -> None:
         """No primary ref: processEvent's "can't find mapping" rolls the cleanup back; Error, not removed."""
 
@@ -579,6 +592,7 @@ class TestBackupCleanupFails:
         assert (taken.snapshot.status, taken.snapshot.removed) == ("Error", None)
         assert taken.refs() == []
 
+    @pytest.mark.violates("usage-matches-objects")
     def test_a_failure_after_the_snapshot_event_leaves_backing_up(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """The soft remove fails: the rolled-back Error is still what the snapshot says in memory, so the catch's
         OperationFailed is refused and the row stays BackingUp, its primary ref Ready."""
@@ -599,3 +613,33 @@ class TestBackupCleanupFails:
         assert (taken.snapshot.status, taken.snapshot.removed) == ("BackingUp", None)
         assert [(role, state) for role, state, _ in taken.refs()] == [("Primary", "Ready")]
         assert taken.kinds("snapshot")[-1] == ("event", "BackupToSecondary", "BackingUp")
+
+
+@pytest.mark.violates(
+    "answer-matches-state", "counts-match-recount", params=["no image store, KVM file-based", "quiescevm on Default"]
+)
+@pytest.mark.violates(
+    "answer-matches-state", "counts-match-recount", "locks-released", params=["snapshot locked elsewhere"]
+)
+@pytest.mark.violates(
+    "answer-matches-state", "counts-match-recount", "no-transitional-state", params=["takeSnapshot exception"]
+)
+@pytest.mark.violates("counts-match-recount", params=["takeSnapshot no answer"])
+@pytest.mark.violates("counts-match-recount", "usage-matches-objects", params=["copyAsync no answer"])
+@pytest.mark.violates(
+    "usage-matches-objects",
+    params=[
+        "StorPool copyAsync error",
+        "StorageSystem takeSnapshot error",
+        "copyAsync error",
+        "copyAsync exception",
+        "copyAsync null answer",
+        "no Up host",
+        "no image store for the backup",
+        "takeSnapshot error",
+    ],
+)
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_each_case_is_judged(name: str) -> None:
+    """The cached cases' worlds, built again here so that the invariants judge them at this test's end."""
+    _run_case(name)

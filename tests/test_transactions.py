@@ -61,6 +61,9 @@ class TestPostSnapshotCreation:
         assert _primary_refs(cloud) == [(second, 0)]
         assert _off_primary(cloud) == [first]
 
+    @pytest.mark.violates(
+        "answer-matches-state", "counts-match-recount", "ready-ref-has-object", "usage-matches-objects"
+    )
     def test_a_crash_before_it_writes_none_of_it(self):
         """``backup.answered#4`` is the block: before it, the MS_ID and the parent's ref are all still there."""
         cloud, first, second = self._second_take(FaultPlan().crash("backup.answered#4", nth=2))
@@ -70,6 +73,7 @@ class TestPostSnapshotCreation:
         assert _primary_refs(cloud) == [(first, 0), (second, first)]
         assert _off_primary(cloud) == []
 
+    @pytest.mark.violates("answer-matches-state", "counts-match-recount")
     def test_a_crash_after_it_keeps_all_of_it(self):
         """Just after the block (before post-processing): every write of it is there."""
         cloud, first, second = self._second_take(FaultPlan().crash("take_snapshot.PostProcess", nth=2))
@@ -78,6 +82,13 @@ class TestPostSnapshotCreation:
         assert _primary_refs(cloud) == [(second, 0)]
         assert _off_primary(cloud) == [first]
 
+    @pytest.mark.violates(
+        "answer-matches-state",
+        "counts-match-recount",
+        "no-negative-count",
+        "ready-ref-has-object",
+        "usage-matches-objects",
+    )
     def test_the_async_task_runs_it_as_one_block_too(self):
         """``BackupSnapshotTask``: the same block in ``backup_task.answered``; a crash before it writes none of it."""
         cloud, first, second = self._second_take(FaultPlan().crash("backup_task.answered#3", nth=1), async_backup=True)
@@ -85,6 +96,7 @@ class TestPostSnapshotCreation:
         assert details(cloud.engine, second) == {"MS_ID": "1"}
         assert _primary_refs(cloud) == [(first, 0), (second, first)]
 
+    @pytest.mark.violates("counts-match-recount", "no-negative-count")
     def test_the_async_task_commits_all_of_it_before_its_next_step(self):
         """A crash just after the block (before the task's Finish): every write of it is there."""
         cloud, first, second = self._second_take(FaultPlan().crash("backup_task.Finish"), async_backup=True)
@@ -93,6 +105,13 @@ class TestPostSnapshotCreation:
         assert _primary_refs(cloud) == [(second, 0)]
         assert _off_primary(cloud) == [first]
 
+    @pytest.mark.violates(
+        "answer-matches-state",
+        "counts-match-recount",
+        "legal-transitions",
+        "ready-ref-has-object",
+        "usage-matches-objects",
+    )
     def test_an_error_inside_keeps_what_was_done_before_it_and_the_take_goes_on(self):
         """The parent's row is expunged while the child's copy runs: its first use throws, caught inside the block.
 
@@ -129,6 +148,7 @@ def _in_progress(cloud: Cloud) -> list[int]:
     return [j.id for j in cloud.engine.store.find(AsyncJob, "job_status = 0")]
 
 
+@pytest.mark.violates("counts-match-recount", "usage-matches-objects")
 class TestCleanupOnBackupFailure:
     """The sync copy fails: ``cleanupOnSnapshotBackupFailure`` is one block {primary ref DestroyRequested and
     OperationSucceeded, Snapshot OperationFailed, MS_ID delete, soft remove} (spec §21.2 ``backupSnapshot`` row).
@@ -158,6 +178,7 @@ class TestCleanupOnBackupFailure:
         assert details(cloud.engine, sid) == {}
 
 
+@pytest.mark.violates("counts-match-recount", "no-orphan-object", "usage-matches-objects")
 class TestCleanupLeftOverJobs:
     """``cleanupLeftOverJobs`` and the ``MS_ID`` cleanup are one transaction (spec §10.1, §21.2, §21.7 on §10.1)."""
 
@@ -215,6 +236,7 @@ class TestCleanupLeftOverJobs:
         assert details(cloud.engine, sid) == {}
 
 
+@pytest.mark.violates("counts-match-recount")
 class TestSubmitWorkJob:
     """The attached path's ``submitAsyncJob``: {``async_job`` insert, queue item} in one transaction, under
     ``op_lock vm_instance<vmId>`` released in a finally (spec §21.2, ``CreateSnapshotCmd.execute`` row)."""
@@ -255,6 +277,7 @@ class TestPolicyCreation:
     """``createPolicy`` is not one transaction: each write on its own, ``saveDetails`` one transaction, all under the
     GlobalLock ``createSnapshotPolicy_<volumeId>`` (spec §18.6, §21.2 policy-create row)."""
 
+    @pytest.mark.violates("counts-match-recount", "no-orphan-object")
     def test_the_details_are_written_together(self):
         """zoneid and storageid rows of the policy, in one saveDetails."""
         cloud = Cloud()
@@ -284,6 +307,7 @@ class TestPolicyCreation:
         assert cloud.engine.store.count(SnapshotSchedule) == 0
         assert cloud.engine.store.count(NamedLock) == 0
 
+    @pytest.mark.violates("locks-released")
     def test_a_lock_held_elsewhere_refuses_the_call_and_writes_nothing(self):
         """GlobalLock ``createSnapshotPolicy_<volumeId>`` held (by a peer): CloudStack's CRE, 530; nothing written."""
         cloud = Cloud()
