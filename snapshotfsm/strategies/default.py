@@ -13,7 +13,6 @@ from snapshotfsm.chains import (
     image_ref_in_zone,
     live_child,
     newest_ready_ref,
-    parent_of,
     parent_paths,
     root_snapshot_id,
     same_path,
@@ -173,12 +172,8 @@ class DefaultSnapshotStrategy(SnapshotStrategy):
         """
         snapshot, volume, store = take.snapshot, take.volume, env.store
         current = primary_ref(store, snapshot.id, take.pool.id)
-        parent = parent_of(store, current) if current is not None else None
-        if (
-            parent is not None
-            and current is not None
-            and (current.install_path or "").lower() == (parent.install_path or "").lower()
-        ):
+        parent = chain_parent(store, current) if current is not None else None
+        if current is not None and parent is not None and same_path(current, parent):
             on_image = image_ref_in_zone(store, parent.snapshot_id, store_zone(store, parent))
             if on_image is not None and on_image.state == RefState.Ready:
                 return BackupPlan(BackupKind.EMPTY_DELTA, full=False, parent_ref_id=on_image.id)
