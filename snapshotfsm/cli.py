@@ -212,7 +212,8 @@ def faults(only: str | None) -> None:
 
     Driver operations, with the names a fault rule may give them (by driver, by pool type, bare) and the fault
     kinds they accept; crash points: a workflow event (before its step), a step's n-th durable write
-    (STEP#N, before it commits) and each phase of the restart cleanup. A FaultPlan refuses a rule that is not here.
+    (STEP#N, before it commits), each phase of the restart cleanup and each tick of a background task. A FaultPlan
+    refuses a rule that is not here.
 
     Example: snapshotfsm faults --points
     """
@@ -236,7 +237,9 @@ def faults(only: str | None) -> None:
         for column in ("point", "kind", "machine", "where"):
             table.add_column(column)
         for point in found.crash_points:
-            where = "; ".join(point.transitions) if point.transitions else "before this phase of the restart"
+            where = "; ".join(point.transitions) or (
+                "before this phase of the restart" if point.kind == "restart" else "before each tick of this task"
+            )
             table.add_row(point.rule_name, point.kind, point.machine, where)
         console.print(table)
     counts = found.counts()

@@ -512,7 +512,10 @@ class Engine(Inventory):
 
     def _crashed(self, crash: MsCrash) -> None:
         self.crashes.append(crash.where)
-        self.scheduler.members[crash.ms_id].crash()
+        server = self.scheduler.members[crash.ms_id]
+        if isinstance(server, Engine):
+            server.rt.note("crash", f"ms{crash.ms_id}", f"ms{crash.ms_id}", f"crashes at {crash.where}")
+        server.crash()
 
     def _own(self, ms_id: int | None) -> None:
         if ms_id is not None and ms_id != self.ms_id:

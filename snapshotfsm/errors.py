@@ -37,6 +37,16 @@ class DefinitionError(SnapshotFSMError, ValueError):
         super().__init__(f"{path}: {where}{key}: {problem}")
 
 
+class ScenarioError(SnapshotFSMError, ValueError):
+    """An exploration scenario is malformed; the message names the file and the key (``step 2: snapshot``)."""
+
+    def __init__(self, path: str, key: str, problem: str) -> None:
+        self.path = path
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{path}: {key}: {problem}")
+
+
 class UnknownMachine(SnapshotFSMError, KeyError):
     """No machine of that name: a ``KeyError``, as a mapping raises, whose text is not quoted twice."""
 

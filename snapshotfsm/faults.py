@@ -7,7 +7,8 @@ The catalogue lists what the installed drivers and the definitions offer:
   or by pool type (``RBD.takeSnapshot``);
 - every crash point: a workflow event (``take_snapshot.PrimaryAnswered``: the server dies just before that event's
   step runs), a durable write inside a step (``primary.request#2``: the server dies just before the step's second
-  write commits, so the first is kept), and each phase of the restart cleanup (``restart.redelete_destroying``).
+  write commits, so the first is kept), each phase of the restart cleanup (``restart.redelete_destroying``) and each
+  tick of a background task (``tick.SnapshotPollTask``).
 
 A :class:`FaultPlan` checks each rule against a catalogue when the rule is added (the installed drivers and the
 project's definitions, unless the plan was given another) and again when an engine opens with it, so that a
@@ -40,6 +41,10 @@ RESTART_PHASES = (
 """The start-up cleanup of spec §10 (after the lock controller's own, §21.1), in order; a crash point precedes each
 (``restart.<phase>``)."""
 
+BACKGROUND_TASKS = ("SnapshotPollTask", "StorageGarbageCollector", "StorPoolSnapshotRecoveryCheck")
+"""The periodic tasks of a management server (§9.2 poll, §10.5 GC, §8 recovery check); a crash point precedes each
+tick (``tick.<task>``)."""
+
 
 @attrs.frozen
 class DriverOp:
@@ -63,7 +68,8 @@ class CrashPoint:
     """A point where a crash rule may take a management server down.
 
     ``kind`` is ``event`` (before a workflow event's step), ``write`` (before the n-th durable write of a step:
-    ``name`` is the step, a rule writes ``<step>#<n>``) or ``restart`` (before a phase of the restart cleanup).
+    ``name`` is the step, a rule writes ``<step>#<n>``), ``restart`` (before a phase of the restart cleanup) or
+    ``tick`` (before a tick of a background task).
     ``transitions`` are the workflow rows where it sits, as ``source --Event--> dest``.
     """
 
@@ -185,6 +191,7 @@ def catalogue(
         )
         points.extend(CrashPoint(step, "write", definition.name, tuple(rows)) for step, rows in steps.items())
     points.extend(CrashPoint(f"restart.{phase}", "restart", "restart") for phase in RESTART_PHASES)
+    points.extend(CrashPoint(f"tick.{task}", "tick", "background") for task in BACKGROUND_TASKS)
     return FaultCatalogue(tuple(ops), tuple(points))
 
 
@@ -206,7 +213,7 @@ class CrashRule:
 
     ``at`` is a crash point of the catalogue: ``"<workflow machine>.<event>"`` (``take_snapshot.PrimaryAnswered``:
     just before that event's step runs), ``"<step>#<n>"`` (``primary.request#2``: just before the step's n-th
-    durable write) or ``"restart.<phase>"``.
+    durable write), ``"restart.<phase>"`` or ``"tick.<task>"``.
     """
 
     at: str

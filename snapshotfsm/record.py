@@ -45,6 +45,23 @@ class Delivery:
     dropped: bool = False
 
 
+@attrs.frozen
+class Moment:
+    """One thing that happened, as a sequence diagram shows it: who told whom what, when.
+
+    ``source`` and ``target`` are participants: ``api`` (the caller), ``ms<id>`` (a management server), a driver's
+    kind (``default``, ``image``, ``storpool``...). ``after_log`` is how many ``transition_log`` rows existed then,
+    so that the moments interleave with the database's own log in the order they happened.
+    """
+
+    kind: str
+    source: str
+    target: str
+    text: str
+    at_ms: int
+    after_log: int
+
+
 @attrs.define
 class RunRecord:
     """The notebook: resource-count changes, asynchronous calls and their deliveries, in the order they happened."""
@@ -57,6 +74,9 @@ class RunRecord:
     """Every asynchronous call, in the order it was made."""
     never_answered: dict[str, str] = attrs.field(factory=dict)
     """Calls whose answer will never come, by name, with why (the storage never answers: a ``no_answer`` fault)."""
+    timeline: list[Moment] | None = None
+    """Every moment, in order, when kept (a list): API calls, driver calls and answers, crashes and restarts. The
+    explorer keeps it to draw a counterexample; None (the default) keeps nothing and costs nothing."""
 
     def charge(self, account_id: int, resource: str, delta: int, owner_id: int | None, at_ms: int) -> None:
         """Note a resource-count change."""
@@ -75,6 +95,11 @@ class RunRecord:
     def delivered(self, call: str, at_ms: int, *, dropped: bool = False) -> None:
         """Note that ``call``'s answer reached its callback, or (``dropped``) was lost because its server crashed."""
         self.deliveries.append(Delivery(call, at_ms, dropped))
+
+    def note(self, kind: str, source: str, target: str, text: str, *, at_ms: int, after_log: int) -> None:
+        """Add a moment to the timeline, when one is kept."""
+        if self.timeline is not None:
+            self.timeline.append(Moment(kind, source, target, text, at_ms, after_log))
 
     def unanswered(self, call: str, why: str) -> None:
         """Note that ``call`` will never be answered, and why: nothing will reach its callback."""

@@ -14,7 +14,7 @@ from snapshotfsm.cli import main
 from snapshotfsm.drivers.base import ASYNC, Callback
 from snapshotfsm.drivers.primary import DefaultPrimaryDriver
 from snapshotfsm.errors import DriverContractError, InvalidValue, ServerDown
-from snapshotfsm.faults import RESTART_PHASES, FaultPlan, default_catalogue
+from snapshotfsm.faults import BACKGROUND_TASKS, RESTART_PHASES, FaultPlan, default_catalogue
 from snapshotfsm.store.records import Snapshot, SnapshotStoreRef, Workflow
 
 
@@ -42,6 +42,7 @@ class TestTheCatalogue:
         assert names["primary.request"].kind == "write"
         assert names["primary.request"].rule_name == "primary.request#<n>"
         assert [p.name for p in found.crash_points if p.kind == "restart"] == [f"restart.{p}" for p in RESTART_PHASES]
+        assert [p.name for p in found.crash_points if p.kind == "tick"] == [f"tick.{t}" for t in BACKGROUND_TASKS]
         assert found.counts()["take_snapshot"] == {"event": 33, "write": 32}
 
     def test_the_cli_prints_it(self) -> None:
@@ -50,7 +51,7 @@ class TestTheCatalogue:
         assert result.exit_code == 0, result.output
         assert "snapshotExport" in result.output
         assert "primary.request#<n>" in result.output
-        assert "26 driver operations, 136 crash points" in result.output
+        assert "26 driver operations, 139 crash points" in result.output
 
 
 class TestPlansAreChecked:
@@ -130,6 +131,19 @@ class TestCrashPoints:
         report = cloud.engine.restart()
         assert not cloud.engine.down
         assert report["jobs_failed"] == 0  # the first, interrupted restart had failed the job already
+
+    @pytest.mark.parametrize("task", ["SnapshotPollTask", "StorageGarbageCollector"])
+    def test_a_crash_at_a_background_tick(self, task: str) -> None:
+        """A tick is a crash point: the server dies before that run of the task, and its next ticks die with it."""
+        cloud = Cloud(faults=FaultPlan().crash(f"tick.{task}", nth=2))
+        cloud.engine.set_config("storage.cleanup.delay", 300)
+        cloud.engine.set_config("storage.cleanup.interval", 300)
+        cloud.engine.restart()
+        cloud.engine.start_background_tasks()
+        cloud.engine.run(until_ms=3_600_000)
+        assert cloud.engine.crashes == [f"tick.{task}"]
+        assert cloud.engine.down
+        assert not any(t.label == task for t in cloud.engine.scheduler.pending())
 
 
 class TestDriverContractAtRuntime:

@@ -98,6 +98,13 @@ class FaultRule:
         return cls(op, int(nth or 1), kind or "error")
 
 
+def describe_answer(answer: Answer | None) -> str:
+    """An answer in a few words, for a timeline: ``ok``, ``failed: <details>`` or ``null``."""
+    if answer is None:
+        return "null"
+    return "ok" if answer.result else f"failed: {answer.details}"
+
+
 class FaultSource(Protocol):
     """What drivers ask of a fault plan (``snapshotfsm.faults.FaultPlan``): does this call fail, and how."""
 
@@ -121,6 +128,12 @@ class DriverEnv:
     latency_ms: Mapping[str, int] = attrs.field(factory=dict)
     record: RunRecord = attrs.field(factory=RunRecord)
     """The world's notebook (:mod:`snapshotfsm.record`), shared by its servers."""
+
+    def note(self, kind: str, source: str, target: str, text: str) -> None:
+        """A moment of the run's timeline, when the record keeps one (a counterexample's sequence diagram)."""
+        if self.record.timeline is not None:
+            at_ms = self.scheduler.clock.now_ms
+            self.record.note(kind, source, target, text, at_ms=at_ms, after_log=self.store.log_position())
 
 
 ASYNC = "async"
@@ -169,18 +182,23 @@ class Driver:
             CloudRuntimeException: an injected ``exception`` fault, thrown at the call as a driver would.
         """
         env = self.env
+        ms = f"ms{env.ms_id}"
         rule = self._fault(op, ASYNC, "async")
+        env.note("call", ms, self.kind, op)
         if rule is not None and rule.kind == "exception":
+            env.note("answer", self.kind, ms, "throws (injected)")
             self._injected(op, rule)
         clock = env.scheduler.clock
         name = env.record.new_call(f"{self.kind}.{op}", ms_id=env.ms_id, at_ms=clock.now_ms)
         if rule is not None and rule.kind == "no_answer":
             env.record.unanswered(name, f"injected {rule.kind} fault on {rule.op}: the storage never answers")
+            env.note("silence", self.kind, ms, f"{op}: never answers (injected)")
             return
         incarnation = env.incarnation()
 
         def dropped() -> None:
             env.record.delivered(name, clock.now_ms, dropped=True)
+            env.note("dropped", self.kind, ms, f"{op} answer lost: ms{env.ms_id} crashed since the call")
 
         def complete() -> None:
             answer = effect() if rule is None else self._injected(op, rule)
@@ -193,6 +211,7 @@ class Driver:
                 dropped()
                 return
             env.record.delivered(name, clock.now_ms)
+            env.note("answer", self.kind, ms, f"{op}: {describe_answer(answer)}")
             callback(answer)
 
         env.scheduler.call_later(self.latency(op), complete, label=f"{self.kind}.{op}")
@@ -206,10 +225,18 @@ class Driver:
             CloudRuntimeException: an injected ``exception`` fault.
         """
         rule = self._fault(op, SYNC, "sync")
+        ms = f"ms{self.env.ms_id}"
+        self.env.note("call", ms, self.kind, op)
         if rule is None:
-            return effect()
-        answer = self._injected(op, rule)
-        return answer or Answer(result=False, details=f"no answer from {self.kind} to {op} (timeout)")
+            answer = effect()
+        else:
+            if rule.kind == "exception":
+                self.env.note("answer", self.kind, ms, f"{op}: throws (injected)")
+            answer = self._injected(op, rule) or Answer(
+                result=False, details=f"no answer from {self.kind} to {op} (timeout)"
+            )
+        self.env.note("answer", self.kind, ms, f"{op}: {describe_answer(answer)}")
+        return answer
 
     def call_blocking(self, op: str, effect: Callable[[], Answer]) -> Answer | None:
         """An asynchronous operation whose caller blocks on it and is answered on its own thread (spec §21.3).
@@ -224,11 +251,20 @@ class Driver:
                 rolls back, as the connection of a thread that never returns is never committed) and wait for ever.
         """
         rule = self._fault(op, ASYNC, "blocking")
+        ms = f"ms{self.env.ms_id}"
+        self.env.note("call", ms, self.kind, f"{op} (blocking)")
+        answer: Answer | None
         if rule is None:
-            return effect()
-        if rule.kind == "no_answer":
+            answer = effect()
+        elif rule.kind == "no_answer":
+            self.env.note("silence", self.kind, ms, f"{op}: never answers (injected)")
             raise NeverAnswered(f"{self.kind}.{op}")
-        return self._injected(op, rule)
+        else:
+            if rule.kind == "exception":
+                self.env.note("answer", self.kind, ms, f"{op}: throws (injected)")
+            answer = self._injected(op, rule)
+        self.env.note("answer", self.kind, ms, f"{op}: {describe_answer(answer)}")
+        return answer
 
     def _fault(self, op: str, declared: str, call: str) -> FaultRule | None:
         """The fault plan's rule for this call of ``op``, if one fires (the call refused unless ``op`` is declared)."""

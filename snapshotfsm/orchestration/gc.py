@@ -52,6 +52,7 @@ def start_collector(runner: Runner) -> None:
     def tick() -> None:
         if rt.incarnation != incarnation:
             return
+        rt.crash_point("tick.StorageGarbageCollector")
         run_once(runner)
         interval = rt.config.number("storage.cleanup.interval") * 1000
         rt.scheduler.call_later(interval, tick, label="StorageGarbageCollector", owner=rt.ms_id, periodic=True)

@@ -504,6 +504,7 @@ def start_poller(runner: Runner) -> None:
     def tick() -> None:
         if rt.incarnation != incarnation:
             return
+        rt.crash_point("tick.SnapshotPollTask")
         try:
             poll(runner)
         except CloudException as exc:

@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 
-from snapshotfsm.errors import CloudException, MsCrash, NoTransitionException
+from snapshotfsm.errors import CloudException, NoTransitionException
 from snapshotfsm.faults import RESTART_PHASES
 from snapshotfsm.names import (
     JobEvent,
@@ -114,6 +114,7 @@ def release_locks(rt: Runtime, ms_id: int, *, by: str) -> int:
 def restart(runner: Runner) -> dict[str, int]:
     """The start-up cleanup of spec §10, in order, for this server; returns what each step touched."""
     rt = runner.rt
+    rt.note("restart", f"ms{rt.ms_id}", f"ms{rt.ms_id}", "starts again: start-up cleanup (§10)")
     rt.config.reload()
     rt.down = False
     mark_server(rt, rt.ms_id, "Up")
@@ -141,8 +142,7 @@ def _phase(rt: Runtime, phase: str) -> None:
     where = f"restart.{phase}"
     if phase not in RESTART_PHASES:
         raise ValueError(f"{where} is not a restart phase of the fault catalogue")
-    if rt.faults.should_crash(rt.ms_id, where, rt.clock.now_ms):
-        raise MsCrash(rt.ms_id, where)
+    rt.crash_point(where)
 
 
 def node_left(rt: Runtime, peer_ms_id: int) -> dict[str, int]:
@@ -154,6 +154,7 @@ def node_left(rt: Runtime, peer_ms_id: int) -> dict[str, int]:
     where the job manager is never registered as a listener) the jobs are not cleaned, and wait for that server's
     own restart.
     """
+    rt.note("node_left", f"ms{rt.ms_id}", f"ms{peer_ms_id}", "onManagementNodeLeft: takes over its left-over jobs")
     mark_server(rt, peer_ms_id, "Down")
     released = release_locks(rt, peer_ms_id, by="Merovingian2.cleanupForServer")
     if not rt.profile.peer_cleanup_on_node_left:

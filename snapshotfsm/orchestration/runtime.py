@@ -10,6 +10,7 @@ import attrs
 from snapshotfsm.clock import SimClock
 from snapshotfsm.config import Config
 from snapshotfsm.drivers.registry import Drivers
+from snapshotfsm.errors import MsCrash
 from snapshotfsm.faults import FaultPlan
 from snapshotfsm.profiles import Profile
 from snapshotfsm.record import RunRecord
@@ -41,6 +42,20 @@ class Runtime:
     """The server crashed and has not restarted: it takes no calls."""
     scheduler_timestamp_ms: int | None = None
     """``SnapshotSchedulerImpl._currentTimestamp``: set at configure and at each poll (spec §9.2)."""
+
+    def crash_point(self, where: str) -> None:
+        """A point of the fault catalogue outside a step (a restart phase, a background tick): crash here if told.
+
+        Raises:
+            MsCrash: a crash rule fires at ``where``.
+        """
+        if self.faults.should_crash(self.ms_id, where, self.clock.now_ms):
+            raise MsCrash(self.ms_id, where)
+
+    def note(self, kind: str, source: str, target: str, text: str) -> None:
+        """A moment of the run's timeline (when one is kept), placed after the log rows written so far."""
+        if self.record.timeline is not None:
+            self.record.note(kind, source, target, text, at_ms=self.clock.now_ms, after_log=self.store.log_position())
 
     def new_uuid(self) -> str:
         """A UUID from the engine's seeded generator: the same seed gives the same database."""

@@ -64,6 +64,7 @@ def start_check(rt: Runtime) -> bool:
     def tick() -> None:
         if rt.incarnation != incarnation:
             return
+        rt.crash_point(f"tick.{TASK_LABEL}")
         run_once(rt)
         rt.scheduler.call_later(period_ms, tick, label=TASK_LABEL, owner=rt.ms_id, periodic=True)
 

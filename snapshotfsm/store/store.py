@@ -387,6 +387,11 @@ class Store:
         found = self.find(cls, where, params, limit=1)
         return found[0] if found else None
 
+    def log_position(self) -> int:
+        """How many ``transition_log`` rows there are (the last id): where a moment falls in the log's order."""
+        row = self.conn.execute("SELECT max(id) FROM transition_log").fetchone()
+        return int(row[0] or 0)
+
     def count(self, cls: type[Record], where: str | None = None, params: Sequence[object] = ()) -> int:
         """How many rows of ``cls``'s table match ``where``."""
         sql = f"SELECT count(*) FROM {cls.table}" + (f" WHERE {where}" if where else "")
