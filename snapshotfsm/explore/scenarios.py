@@ -3,9 +3,8 @@
 A scenario is one TOML file of ``scenarios/`` (the format is in ``docs/explore.md``). Its cloud is not written out
 piece by piece: it is chosen along a few *dimensions* (the pool's shape, how the volume is attached, encryption,
 backup to secondary, copies at creation, how many management servers), each scenario saying which values it is
-explored over. An :class:`Instance` is a scenario with one value of each dimension. The default set takes, per
-scenario, a pairwise covering set of its instances (every pair of values of two dimensions appears in some instance);
-``full`` takes the whole product.
+explored over. An :class:`Instance` is a scenario with one value of each dimension. The default set is pairwise
+(:func:`choose`); ``full`` takes every instance.
 """
 
 from __future__ import annotations
@@ -140,10 +139,9 @@ class Scenario:
         """Whether its cloud needs a second zone (a step names zone 2, or copies at creation go there)."""
         return any(s.zone == SECOND for s in self.steps) or self.dimensions["copies"] != ("no-copies",)
 
-    def instances(self, *, full: bool = False) -> list[Instance]:
-        """Its instances: the whole product of its dimensions' values (``full``), or a pairwise covering set."""
-        valid = [Instance(self, dict(zip(DIMENSIONS, values, strict=True))) for values in self._product()]
-        return valid if full else pairwise(valid)
+    def instances(self) -> list[Instance]:
+        """Every instance: the product of its dimensions' values, less the combinations no cloud can have."""
+        return [Instance(self, dict(zip(DIMENSIONS, values, strict=True))) for values in self._product()]
 
     def _product(self) -> Iterable[tuple[str, ...]]:
         for values in itertools.product(*(self.dimensions[d] for d in DIMENSIONS)):
@@ -183,20 +181,33 @@ class Instance:
         return SECOND if self.values["servers"] == "two-servers" else 1
 
 
+def choose(scenarios: Iterable[Scenario], *, full: bool = False) -> list[Instance]:
+    """The instances to explore: every one (``full``), or a small set that still covers every pair of values.
+
+    The default set is pairwise: every two values of two dimensions that some instance has together appear together
+    in one instance of the set, and every scenario appears with every value it allows of each dimension but the pool
+    (a scenario is explored on each pool shape only through the pairs). It is a few dozen instances where the
+    product has about two thousand.
+    """
+    every = [i for s in scenarios for i in s.instances()]
+    return every if full else pairwise(every)
+
+
+def _pairs(instance: Instance) -> set[tuple[str, str, str, str]]:
+    items = [(d, instance.values[d]) for d in DIMENSIONS]
+    pairs = {(a, va, b, vb) for (a, va), (b, vb) in itertools.combinations(items, 2)}
+    pairs.update(("scenario", instance.scenario.name, d, v) for d, v in items if d != "pool")
+    return pairs
+
+
 def pairwise(instances: Sequence[Instance]) -> list[Instance]:
-    """A subset of ``instances`` in which every pair of values that some instance has together appears.
+    """A subset of ``instances`` that has every pair :func:`choose` asks for that some instance has.
 
     Greedy, in the order given: each round takes the instance that covers the most pairs not yet covered (the
-    earliest on a tie), until every pair is covered. Deterministic, and small: about the product of the two largest
-    dimensions.
+    earliest on a tie), until every pair is covered. Deterministic.
     """
-
-    def pairs(instance: Instance) -> set[tuple[str, str, str, str]]:
-        items = [(d, instance.values[d]) for d in DIMENSIONS]
-        return {(a, va, b, vb) for (a, va), (b, vb) in itertools.combinations(items, 2)}
-
-    covers = [pairs(i) for i in instances]
-    missing = set().union(*covers) if covers else set()
+    covers = [_pairs(i) for i in instances]
+    missing: set[tuple[str, str, str, str]] = set().union(*covers)
     chosen: list[int] = []
     while missing:
         best = max(range(len(instances)), key=lambda i: (len(covers[i] & missing), -i))

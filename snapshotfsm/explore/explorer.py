@@ -1,0 +1,433 @@
+"""The exploration: clean runs find the fault points, every fault is tried at each, the runs are judged and grouped.
+
+1. **Discover**: each instance runs clean once, with a tracing plan: its fault points, and the violations it shows
+   without any fault.
+2. **Explore**: each fault of the chosen kinds at each point, one run each (a seeded sample of them under a budget).
+   Runs of one instance go to one worker, in order, sharing their fingerprints: a run that reaches a state already
+   explored stops there and takes that outcome, so the report is the same whatever the worker count.
+3. **Group**: a faulted run's violations that its instance's clean run does not show are the fault's; they are grouped
+   by profile, invariant, fault point and kind (clean runs' own violations by profile and invariant).
+4. **Shrink**: for each group, its shortest run, then the fewest program steps that still show the violation with
+   the fault still firing (one step removed at a time until none can be: a 1-minimal program).
+
+Work is done by plain functions of picklable jobs, so that local processes (``workers``) or any executor can run them.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import attrs
+
+from snapshotfsm.errors import InvalidValue, ScenarioError
+from snapshotfsm.explore.points import KINDS, ExplorePlan, Fault, Point, faults_at
+from snapshotfsm.explore.runs import Case, Outcome, execute
+from snapshotfsm.explore.scenarios import Instance, choose, default_scenarios_dir, load_scenarios, select
+from snapshotfsm.explore.world import World
+from snapshotfsm.profiles import get_profile
+
+J = TypeVar("J")
+R = TypeVar("R")
+NO_FAULT = "(no fault)"
+
+
+@attrs.frozen
+class Options:
+    """What to explore: the profiles, the scenarios (name patterns), the fault kinds, and how.
+
+    ``budget`` caps the faulted runs (a sample drawn with ``seed``; None: every one); ``full`` explores every instance
+    of the scenarios instead of the pairwise set; ``scenario_dir`` replaces the project's ``scenarios/``.
+    """
+
+    profiles: tuple[str, ...] = ("cloudstack",)
+    scenarios: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = KINDS
+    workers: int = 1
+    seed: int = 0
+    budget: int | None = None
+    full: bool = False
+    scenario_dir: str | None = None
+    shrink: bool = True
+
+    def check(self) -> None:
+        """Refuse what cannot be explored, before anything runs.
+
+        Raises:
+            InvalidValue: an unknown profile or fault kind, a worker count or budget below 1.
+        """
+        for profile in self.profiles:
+            get_profile(profile)
+        for kind in self.kinds:
+            if kind not in KINDS:
+                raise InvalidValue("fault kind", kind, f"one of {', '.join(KINDS)}")
+        if self.workers < 1:
+            raise InvalidValue("workers", self.workers, "at least 1")
+        if self.budget is not None and self.budget < 1:
+            raise InvalidValue("budget", self.budget, "at least 1 run")
+
+
+@functools.cache
+def _instances(scenario_dir: str | None, full: bool) -> dict[str, Instance]:  # noqa: FBT001 - cached by position
+    directory = Path(scenario_dir) if scenario_dir is not None else default_scenarios_dir()
+    return {i.name: i for i in choose(load_scenarios(directory), full=full)}
+
+
+def instances_for(options: Options) -> list[Instance]:
+    """The instances ``options`` selects, in order.
+
+    Raises:
+        ScenarioError: a pattern matches no scenario or instance, or a scenario file is malformed.
+    """
+    return select(list(_instances(options.scenario_dir, options.full).values()), options.scenarios)
+
+
+# --- jobs a worker runs --------------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Discovery:
+    """Run one instance clean, tracing its fault points."""
+
+    instance: str
+    profile: str
+    seed: int
+    scenario_dir: str | None
+    full: bool
+
+
+@attrs.frozen
+class Discovered:
+    """A clean run's outcome and the fault points it passed."""
+
+    instance: str
+    profile: str
+    outcome: Outcome
+    points: tuple[Point, ...]
+
+
+def discover(job: Discovery) -> Discovered:
+    """A clean run of the instance with a tracing plan."""
+    instance = _instances(job.scenario_dir, job.full)[job.instance]
+    plan = ExplorePlan(trace=True)
+    world = World(instance, profile=job.profile, seed=job.seed, faults=plan, arm=plan.arm)
+    for index in range(len(instance.scenario.steps)):
+        plan.step = index
+        world.run_step(index)
+    plan.step = len(instance.scenario.steps)
+    report = world.quiesce()
+    from snapshotfsm.explore.runs import judge  # noqa: PLC0415 - one module's helper, kept next to execute
+
+    outcome = judge(world, settled=report.settled)
+    world.engine.close()
+    return Discovered(job.instance, job.profile, outcome, tuple(plan.points or ()))
+
+
+@attrs.frozen
+class Batch:
+    """Run faults on one instance, in order, sharing fingerprints."""
+
+    instance: str
+    profile: str
+    seed: int
+    scenario_dir: str | None
+    full: bool
+    faults: tuple[Fault, ...]
+
+
+@attrs.frozen
+class Judged:
+    """One faulted run: the fault, its outcome, and whether a known state cut it short."""
+
+    fault: Fault
+    outcome: Outcome
+    pruned: bool
+
+
+def run_batch(job: Batch) -> list[Judged]:
+    """Each fault of the batch, one run each, with the batch's shared fingerprints."""
+    instance = _instances(job.scenario_dir, job.full)[job.instance]
+    seen: dict[str, Outcome] = {}
+    out = []
+    for fault in job.faults:
+        ran = execute(instance, [fault], profile=job.profile, seed=job.seed, seen=seen)
+        ran.world.engine.close()
+        out.append(Judged(fault, ran.outcome, ran.pruned))
+    return out
+
+
+@attrs.frozen
+class Shrink:
+    """Find, for each of ``invariants``, the fewest steps of ``case`` that still show it with every fault firing."""
+
+    case: Case
+    invariants: tuple[str, ...]
+    scenario_dir: str | None
+    full: bool
+
+
+@attrs.frozen
+class Shrunk:
+    """A minimal case for one invariant, its length, and how many runs its search took."""
+
+    case: Case
+    length: int
+    runs: int
+
+
+def shrink(job: Shrink) -> list[Shrunk]:
+    """Per invariant, remove one program step at a time while the run still shows it (a 1-minimal program).
+
+    The invariants share their runs: a program tried for one is not run again for another.
+    """
+    instance = _instances(job.scenario_dir, job.full)[job.case.instance]
+    tried: dict[tuple[int, ...], tuple[frozenset[str], int] | None] = {}
+
+    def broken(steps: tuple[int, ...]) -> tuple[frozenset[str], int] | None:
+        if steps not in tried:
+            ran = execute(instance, job.case.faults, steps=steps, profile=job.case.profile, seed=job.case.seed)
+            plan = ran.world.engine.faults
+            fired = not isinstance(plan, ExplorePlan) or len(plan.fired) >= len(plan.rules) + len(plan.crashes)
+            shown = frozenset(v.invariant for v in ran.outcome.violations)
+            tried[steps] = (shown, ran.outcome.length) if fired else None
+            ran.world.engine.close()
+        return tried[steps]
+
+    out = []
+    for invariant in job.invariants:
+        before = len(tried)
+        steps = job.case.steps
+        found = broken(steps)
+        length = found[1] if found is not None and invariant in found[0] else -1
+        changed = length >= 0
+        while changed:
+            changed = False
+            for i in reversed(range(len(steps))):
+                fewer = steps[:i] + steps[i + 1 :]
+                found = broken(fewer)
+                if found is not None and invariant in found[0]:
+                    steps, length, changed = fewer, found[1], True
+                    break
+        out.append(Shrunk(attrs.evolve(job.case, steps=steps), length, len(tried) - before))
+    return out
+
+
+# --- the exploration -----------------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Member:
+    """A run in a group: its case and length."""
+
+    case: Case
+    length: int
+    order: int
+
+
+@attrs.define
+class Group:
+    """Runs that break one invariant at one fault point with one kind of fault, under one profile."""
+
+    profile: str
+    invariant: str
+    point: str
+    kind: str
+    members: list[Member] = attrs.field(factory=list)
+    instances: set[str] = attrs.field(factory=set)
+    minimal: Shrunk | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        """How groups sort: profile, invariant, point, kind."""
+        return (self.profile, self.invariant, self.point, self.kind)
+
+    def shortest(self) -> Member:
+        """The shortest run (the earliest of equals)."""
+        return min(self.members, key=lambda m: (m.length, m.order))
+
+
+@attrs.define
+class Exploration:
+    """Everything an exploration found, before it is rendered (:mod:`snapshotfsm.explore.report`)."""
+
+    options: Options
+    instances: list[Instance]
+    clean: dict[tuple[str, str], Discovered]
+    judged: dict[tuple[str, str], list[Judged]]
+    groups: list[Group]
+    stats: dict[str, float]
+
+
+Progress = Callable[[str, int, int], None]
+"""Told ``(phase, done, total)`` as work completes."""
+
+
+def explore(
+    options: Options, *, progress: Progress | None = None, executor: concurrent.futures.Executor | None = None
+) -> Exploration:
+    """Run the exploration ``options`` describe.
+
+    ``executor`` runs the jobs (default: ``options.workers`` local processes, or this process for one worker).
+
+    Raises:
+        InvalidValue: ``options`` asks for what cannot be explored.
+        ScenarioError: a scenario pattern matches nothing, or a scenario file is malformed.
+    """
+    options.check()
+    started = time.perf_counter()
+    instances = instances_for(options)
+    if not instances:
+        raise ScenarioError("--scenario", ",".join(options.scenarios), "selects no instance")
+    tell = progress or (lambda _phase, _done, _total: None)
+    own = executor is None and options.workers > 1
+    pool = concurrent.futures.ProcessPoolExecutor(options.workers) if own else executor
+    try:
+        discoveries = [
+            Discovery(i.name, p, options.seed, options.scenario_dir, options.full)
+            for p in options.profiles
+            for i in instances
+        ]
+        clean = {(d.profile, d.instance): d for d in _map(pool, discover, discoveries, "discover", tell)}
+        chosen = _choose_faults(options, instances, clean)
+        batches = [
+            Batch(name, profile, options.seed, options.scenario_dir, options.full, tuple(faults))
+            for (profile, name), faults in chosen.items()
+            if faults
+        ]
+        results = _map(pool, run_batch, batches, "explore", tell)
+        judged = {(b.profile, b.instance): r for b, r in zip(batches, results, strict=True)}
+        groups = _group(options, instances, clean, judged)
+        shrink_runs = 0
+        if options.shrink:
+            by_case: dict[Case, list[Group]] = {}
+            for group in groups:
+                by_case.setdefault(group.shortest().case, []).append(group)
+            jobs = [
+                Shrink(case, tuple(g.invariant for g in same), options.scenario_dir, options.full)
+                for case, same in by_case.items()
+            ]
+            for same, found in zip(by_case.values(), _map(pool, shrink, jobs, "shrink", tell), strict=True):
+                for group, shrunk in zip(same, found, strict=True):
+                    group.minimal = shrunk
+                    shrink_runs += shrunk.runs
+    finally:
+        if own and pool is not None:
+            pool.shutdown()
+    seconds = time.perf_counter() - started
+    executed = sum(not j.pruned for r in judged.values() for j in r)
+    pruned = sum(j.pruned for r in judged.values() for j in r)
+    total = len(clean) + executed + pruned + shrink_runs
+    stats = {
+        "workers": float(options.workers),
+        "seconds": round(seconds, 3),
+        "clean_runs": float(len(clean)),
+        "faulted_runs": float(executed + pruned),
+        "executed": float(executed),
+        "pruned": float(pruned),
+        "shrink_runs": float(shrink_runs),
+        "runs_per_second": round(total / seconds, 1) if seconds else 0.0,
+    }
+    return Exploration(options, instances, clean, judged, groups, stats)
+
+
+def _map(
+    pool: concurrent.futures.Executor | None,
+    fn: Callable[[J], R],
+    jobs: Sequence[J],
+    phase: str,
+    tell: Progress,
+) -> list[R]:
+    """``fn`` over ``jobs``, results in the jobs' order, telling progress as each completes."""
+    tell(phase, 0, len(jobs))
+    if pool is None:
+        out = []
+        for n, job in enumerate(jobs, 1):
+            out.append(fn(job))
+            tell(phase, n, len(jobs))
+        return out
+    futures = [pool.submit(fn, job) for job in jobs]
+    for n, _ in enumerate(concurrent.futures.as_completed(futures), 1):
+        tell(phase, n, len(jobs))
+    return [f.result() for f in futures]
+
+
+def _choose_faults(
+    options: Options, instances: Sequence[Instance], clean: dict[tuple[str, str], Discovered]
+) -> dict[tuple[str, str], list[Fault]]:
+    """Every fault of the chosen kinds at each point of each clean run; under a budget, a seeded sample of them."""
+    every: list[tuple[str, str, Fault]] = []
+    for profile in options.profiles:
+        for instance in instances:
+            found = clean[(profile, instance.name)]
+            quiescence = len(instance.scenario.steps)
+            points = [p for p in found.points if not (p.step == quiescence and p.kind in ("event", "write"))]
+            for fault in faults_at(points, options.kinds, servers=instance.servers):
+                if fault.kind == "node_left" and fault.point.step == quiescence:
+                    continue
+                every.append((profile, instance.name, fault))
+    if options.budget is not None and options.budget < len(every):
+        order = list(range(len(every)))
+        random.Random(options.seed).shuffle(order)  # noqa: S311 - a sample, not a secret
+        keep = set(order[: options.budget])
+        every = [f for n, f in enumerate(every) if n in keep]
+    chosen: dict[tuple[str, str], list[Fault]] = {(p, i.name): [] for p in options.profiles for i in instances}
+    for profile, name, fault in every:
+        chosen[(profile, name)].append(fault)
+    return chosen
+
+
+def _group(
+    options: Options,
+    instances: Sequence[Instance],
+    clean: dict[tuple[str, str], Discovered],
+    judged: dict[tuple[str, str], list[Judged]],
+) -> list[Group]:
+    groups: dict[tuple[str, str, str, str], Group] = {}
+    order = 0
+
+    def add(key: tuple[str, str, str, str], case: Case, length: int, instance: str) -> None:
+        nonlocal order
+        group = groups.setdefault(key, Group(*key))
+        group.members.append(Member(case, length, order))
+        group.instances.add(instance)
+        order += 1
+
+    for profile in options.profiles:
+        for instance in instances:
+            steps = tuple(range(len(instance.scenario.steps)))
+            found = clean[(profile, instance.name)]
+            base = Case(instance.name, steps, (), profile, options.seed)
+            for invariant in sorted({v.invariant for v in found.outcome.violations}):
+                add((profile, invariant, NO_FAULT, "none"), base, found.outcome.length, instance.name)
+            before = found.outcome.broken()
+            for run in judged.get((profile, instance.name), []):
+                new = {inv for inv, subject in run.outcome.broken() - before}
+                case = Case(instance.name, steps, (run.fault,), profile, options.seed)
+                for invariant in sorted(new):
+                    add((profile, invariant, run.fault.point.label, run.fault.kind), case, run.outcome.length, instance.name)
+    return sorted(groups.values(), key=lambda g: g.key)
+
+
+def exercised(exploration: Exploration) -> dict[str, set[tuple[str, str, str, str]]]:
+    """Per profile, every transition some run of the exploration made."""
+    out: dict[str, set[tuple[str, str, str, str]]] = {p: set() for p in exploration.options.profiles}
+    for (profile, _), found in exploration.clean.items():
+        out[profile] |= found.outcome.exercised
+    for (profile, _), runs in exploration.judged.items():
+        for run in runs:
+            out[profile] |= run.outcome.exercised
+    return out
+
+
+def matrix(exploration: Exploration) -> dict[str, dict[str, int]]:
+    """Invariant by profile: how many runs broke it (a faulted run counted for what its fault added)."""
+    out: dict[str, dict[str, int]] = {}
+    for group in exploration.groups:
+        row = out.setdefault(group.invariant, dict.fromkeys(exploration.options.profiles, 0))
+        row[group.profile] += len(group.members)
+    return dict(sorted(out.items()))
