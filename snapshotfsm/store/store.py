@@ -29,7 +29,7 @@ from snapshotfsm.errors import ConcurrencyError, InvalidValue, NotFound, StoreEr
 from snapshotfsm.machines import StateMachine
 from snapshotfsm.profiles import Profile, get_profile
 from snapshotfsm.store.records import ALL_RECORDS, R, Record, Snapshot, TransitionLog, Workflow
-from snapshotfsm.store.schema import APPLICATION_ID, SCHEMA_VERSION, Column, columns, create_schema
+from snapshotfsm.store.schema import APPLICATION_ID, SCHEMA_VERSION, Column, columns, copy_schema, create_schema
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -218,7 +218,9 @@ class Store:
             raise StoreError(where, f"cannot be opened ({exc})") from exc
         try:
             db.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            if not memory:
+            if memory:
+                copy_schema(db.conn)  # private and new: nobody else can be initialising it
+            else:
                 _enable_wal(db)
                 db.conn.execute("PRAGMA synchronous = NORMAL")
             db.conn.execute("BEGIN IMMEDIATE")
