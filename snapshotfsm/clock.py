@@ -7,6 +7,7 @@ and the same inputs give the same database, byte for byte (DESIGN.md, "Time and 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 import attrs
 
@@ -40,4 +41,14 @@ class SimClock:
 
     def timestamp(self) -> str:
         """The simulated instant as CloudStack stores a DATETIME (UTC, second precision)."""
-        return self.now().strftime("%Y-%m-%d %H:%M:%S")
+        return _timestamp(self.start, self.now_ms)
+
+
+@functools.lru_cache(maxsize=1024)
+def _timestamp(start: dt.datetime, at_ms: int) -> str:
+    """``start`` + ``at_ms`` as a DATETIME, formatted once per instant.
+
+    A poll tick asks twice for the same instant (its lock's ``acquired_on``, then what is due), and ``strftime`` is
+    a tenth of the tick; the result depends on the two values alone.
+    """
+    return (start + dt.timedelta(milliseconds=at_ms)).strftime("%Y-%m-%d %H:%M:%S")

@@ -22,7 +22,7 @@ from snapshotfsm.drivers.base import DriverEnv
 from snapshotfsm.drivers.primary import PrimaryDriver
 from snapshotfsm.drivers.registry import Drivers, DriverSet, installed_drivers
 from snapshotfsm.errors import InvalidValue, MsCrash, NotFound, ServerDown
-from snapshotfsm.faults import FaultPlan, catalogue
+from snapshotfsm.faults import FaultPlan, engine_catalogue
 from snapshotfsm.orchestration import api, copy_api, delete, gc, policies, recount, restart, storpool_recovery
 from snapshotfsm.orchestration.contexts import CONTEXTS, SnapshotRequest
 from snapshotfsm.orchestration.inventory import Inventory
@@ -615,7 +615,7 @@ def _plugins(
     installed = DriverSet(drivers if drivers is not None else installed_drivers())
     factory = StrategyFactory(strategies if strategies is not None else installed_strategies())
     plan = faults if faults is not None else FaultPlan()
-    plan.check(catalogue(definitions, installed.drivers))
+    plan.check(engine_catalogue(definitions, installed.drivers))
     return installed, factory, plan
 
 

@@ -201,6 +201,25 @@ def _ops(cls: type[Driver]) -> list[DriverOp]:
     return [DriverOp(cls.kind, op, call, FAULT_KINDS, pool_types, providers) for op, call in cls.operations.items()]
 
 
+_CATALOGUES: dict[tuple[int, tuple[type[PrimaryDriver], ...]], tuple[Definitions, FaultCatalogue]] = {}
+
+
+def engine_catalogue(definitions: Definitions, drivers: Sequence[type[PrimaryDriver]]) -> FaultCatalogue:
+    """:func:`catalogue` of ``definitions`` and ``drivers``, built once per pair and shared (it is frozen).
+
+    An engine checks its fault plan against it when it opens, twice per :meth:`Engine.open`; building it walks
+    every transition of every workflow, a third of an in-memory open once the schema is copied. Definitions are
+    keyed by identity, as :func:`~snapshotfsm.orchestration.workflows.engine_machines` keys them.
+    """
+    key = (id(definitions), tuple(drivers))
+    cached = _CATALOGUES.get(key)
+    if cached is not None and cached[0] is definitions:
+        return cached[1]
+    built = catalogue(definitions, key[1])
+    _CATALOGUES[key] = (definitions, built)
+    return built
+
+
 @functools.cache
 def default_catalogue() -> FaultCatalogue:
     """The catalogue of the installed drivers and the project's definitions, built once."""

@@ -11,10 +11,19 @@ from cloud import Cloud
 
 from snapshotfsm import Engine
 from snapshotfsm.cli import main
+from snapshotfsm.definitions import project_definitions
 from snapshotfsm.drivers.base import ASYNC, Callback
 from snapshotfsm.drivers.primary import DefaultPrimaryDriver
+from snapshotfsm.drivers.registry import installed_drivers
 from snapshotfsm.errors import DriverContractError, InvalidValue, ServerDown
-from snapshotfsm.faults import BACKGROUND_TASKS, RESTART_PHASES, FaultPlan, default_catalogue
+from snapshotfsm.faults import (
+    BACKGROUND_TASKS,
+    RESTART_PHASES,
+    FaultPlan,
+    catalogue,
+    default_catalogue,
+    engine_catalogue,
+)
 from snapshotfsm.store.records import Snapshot, SnapshotStoreRef, Workflow
 
 
@@ -44,6 +53,14 @@ class TestTheCatalogue:
         assert [p.name for p in found.crash_points if p.kind == "restart"] == [f"restart.{p}" for p in RESTART_PHASES]
         assert [p.name for p in found.crash_points if p.kind == "tick"] == [f"tick.{t}" for t in BACKGROUND_TASKS]
         assert found.counts()["take_snapshot"] == {"event": 33, "write": 32}
+
+    def test_an_engine_checks_against_one_catalogue_per_definitions_and_drivers(self) -> None:
+        """``engine_catalogue`` is ``catalogue`` of the same definitions and drivers, built once and shared."""
+        definitions, drivers = project_definitions(), installed_drivers()
+        shared = engine_catalogue(definitions, drivers)
+        assert shared == catalogue(definitions, drivers)
+        assert engine_catalogue(definitions, list(drivers)) is shared
+        assert engine_catalogue(definitions, drivers[:1]) == catalogue(definitions, drivers[:1]) != shared
 
     def test_the_cli_prints_it(self) -> None:
         """``snapshotfsm faults`` prints both tables and the catalogue's size."""

@@ -12,13 +12,14 @@ import pytest
 from cloud import Cloud
 from lifecycle_cloud import delete, snapshot
 
-from snapshotfsm.errors import ServerDown
+from snapshotfsm.errors import MsCrash, ServerDown
 from snapshotfsm.faults import FaultPlan
 from snapshotfsm.orchestration.gc import GC_THREAD
 from snapshotfsm.orchestration.policies import POLL_THREAD
 from snapshotfsm.orchestration.restart import START_THREAD
 from snapshotfsm.profiles import Profile
 from snapshotfsm.store.records import AsyncJob, NamedLock, OpLock, Snapshot
+from snapshotfsm.strategies.base import finally_unless_crash
 
 
 def _locks(cloud: Cloud) -> list[tuple[str, int, str]]:
@@ -196,3 +197,33 @@ def test_a_refused_delete_lock_is_ignored_and_left_to_its_holder():
     assert snapshot(cloud.engine, sid) == ("Destroyed", False)
     assert cloud.engine.get(Snapshot, sid).status == "Destroyed"
     assert _locks(cloud) == [(f"snapshots{sid}", 2, "job-99")]
+
+
+class TestFinallyUnlessCrash:
+    """``finally_unless_crash``: Java's ``finally`` around a block, which a crash (the process's death) skips."""
+
+    def test_release_runs_when_the_block_ends_or_raises(self) -> None:
+        """The release runs after a normal end and after an exception, which then goes on."""
+        released: list[str] = []
+        with finally_unless_crash(lambda: released.append("end")):
+            pass
+        with pytest.raises(ValueError, match="boom"), finally_unless_crash(lambda: released.append("raised")):
+            raise ValueError("boom")
+        assert released == ["end", "raised"]
+
+    def test_a_crash_skips_the_release(self) -> None:
+        """A crash unwinds with nothing released: a dead server writes nothing on its way out."""
+        released: list[str] = []
+        with pytest.raises(MsCrash), finally_unless_crash(lambda: released.append("crashed")):
+            raise MsCrash(1, "somewhere")
+        assert released == []
+
+    def test_a_failing_release_replaces_the_exception_chained_to_it(self) -> None:
+        """A release that raises replaces the block's exception, which becomes its context (Java drops it)."""
+
+        def release() -> None:
+            raise KeyError("release")
+
+        with pytest.raises(KeyError) as caught, finally_unless_crash(release):
+            raise ValueError("block")
+        assert isinstance(caught.value.__context__, ValueError)

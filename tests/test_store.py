@@ -12,16 +12,19 @@ import re
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import attrs
 import pytest
+import sqlite_utils
 
 from snapshotfsm.definitions import project_definitions
 from snapshotfsm.errors import InvalidValue, NotFound, StoreError
 from snapshotfsm.profiles import get_profile
 from snapshotfsm.store import ALL_RECORDS, APPLICATION_ID, SCHEMA_VERSION, Store
+from snapshotfsm.store import store as store_module
 from snapshotfsm.store.records import (
     AsyncJob,
     Snapshot,
@@ -31,6 +34,7 @@ from snapshotfsm.store.records import (
     Volume,
     Zone,
 )
+from snapshotfsm.store.schema import create_schema, define_schema
 from snapshotfsm.store.store import make_bindings
 
 GIB = 1 << 30
@@ -374,6 +378,72 @@ class TestSchema:
         conn.close()
         in_memory = Store.open(":memory:")
         assert in_memory.conn.execute("PRAGMA journal_mode").fetchone()[0] == "memory"
+
+
+def master(conn: sqlite3.Connection) -> list[tuple[object, ...]]:
+    """Every schema object as ``sqlite_master`` holds it, in creation order, with the file's two stamps."""
+    rows = conn.execute("SELECT type, name, tbl_name, rootpage, sql FROM sqlite_master ORDER BY rowid").fetchall()
+    stamps = [conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("application_id", "user_version")]
+    return [*rows, tuple(stamps)]
+
+
+@pytest.fixture(scope="module")
+def defined() -> list[tuple[object, ...]]:
+    """The schema as sqlite-utils creates it (``define_schema``) in a new database: what every new database holds."""
+    db = sqlite_utils.Database(memory=True)
+    define_schema(db)
+    found = master(db.conn)
+    db.close()
+    return found
+
+
+class TestSchemaCreation:
+    """A new database gets the statements (or, in memory, the pages) of a template made once by sqlite-utils."""
+
+    def test_the_statements_make_what_sqlite_utils_makes(self, defined: list[tuple[object, ...]]) -> None:
+        """``create_schema`` gives the tables, indexes, root pages and stamps ``define_schema`` gives."""
+        db = sqlite_utils.Database(memory=True)
+        create_schema(db)
+        assert master(db.conn) == defined
+        assert len(defined) == 1 + len(ALL_RECORDS) + sum(len(c.indexes) + len(c.unique) for c in ALL_RECORDS)
+
+    def test_a_memory_store_has_the_schema_sqlite_utils_makes(self, defined: list[tuple[object, ...]]) -> None:
+        """``Store.open(":memory:")`` (a page copy of the template) holds the schema, each store its own copy."""
+        one, two = Store.open(":memory:"), Store.open(":memory:")
+        assert master(one.conn) == master(two.conn) == defined
+        one.close()
+        two.close()
+
+    def test_a_memory_store_opened_in_another_thread_has_the_schema(self, defined: list[tuple[object, ...]]) -> None:
+        """Each thread copies from its own template (a connection serves the thread that opened it only)."""
+        found: list[list[tuple[object, ...]]] = []
+
+        def open_one() -> None:
+            store = Store.open(":memory:")
+            found.append(master(store.conn))
+            store.close()
+
+        thread = threading.Thread(target=open_one)
+        thread.start()
+        thread.join()
+        assert found == [defined]
+
+    def test_a_new_file_has_the_schema_sqlite_utils_makes(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, defined: list[tuple[object, ...]]
+    ) -> None:
+        """A new file matches one made by sqlite-utils byte for byte, but for the schema cookie (header bytes 40-43).
+
+        sqlite-utils checks that SQLite supports STRICT by creating and dropping a table, which counts two more
+        schema changes; nothing else of the file differs.
+        """
+        Store.open(tmp_path / "fast.db").close()
+        monkeypatch.setattr(store_module, "create_schema", define_schema)
+        Store.open(tmp_path / "defined.db").close()
+        fast, slow = (tmp_path / "fast.db").read_bytes(), (tmp_path / "defined.db").read_bytes()
+        assert fast[:40] + fast[44:] == slow[:40] + slow[44:]
+        conn = sqlite3.connect(tmp_path / "fast.db")
+        assert master(conn) == defined
+        conn.close()
 
 
 # --- records -------------------------------------------------------------------------------------------------------

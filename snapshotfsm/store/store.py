@@ -29,7 +29,7 @@ from snapshotfsm.errors import ConcurrencyError, InvalidValue, NotFound, StoreEr
 from snapshotfsm.machines import StateMachine
 from snapshotfsm.profiles import Profile, get_profile
 from snapshotfsm.store.records import ALL_RECORDS, R, Record, Snapshot, TransitionLog, Workflow
-from snapshotfsm.store.schema import APPLICATION_ID, SCHEMA_VERSION, Column, columns, create_schema
+from snapshotfsm.store.schema import APPLICATION_ID, SCHEMA_VERSION, Column, columns, copy_schema, create_schema
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -175,6 +175,8 @@ class Store:
         self._by_record = {b.record: b for b in self.bindings.values() if b.record is not Workflow}
         self._state_columns = {(b.record.table, c) for b in self.bindings.values() for c in (b.column, b.counter) if c}
         self._sql: dict[tuple[Any, ...], str] = {}
+        self._finds: dict[tuple[Any, ...], tuple[str, tuple[str, ...]]] = {}
+        self._inserts: dict[tuple[type[Record], tuple[str, ...]], str] = {}
         self._stamp_key: tuple[object, int] | None = None
         self._stamp = ""
         self.current_job_id: int | None = None
@@ -218,7 +220,9 @@ class Store:
             raise StoreError(where, f"cannot be opened ({exc})") from exc
         try:
             db.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            if not memory:
+            if memory:
+                copy_schema(db.conn)  # private and new: nobody else can be initialising it
+            else:
                 _enable_wal(db)
                 db.conn.execute("PRAGMA synchronous = NORMAL")
             db.conn.execute("BEGIN IMMEDIATE")
@@ -345,8 +349,11 @@ class Store:
                 row[binding.column],
                 f"a state of machine {binding.machine!r}",
             )
-        names = ", ".join(row)
-        sql = f"INSERT INTO {record.table} ({names}) VALUES ({', '.join('?' * len(row))})"
+        key = (type(record), tuple(row))
+        sql = self._inserts.get(key)
+        if sql is None:
+            names = ", ".join(row)
+            sql = self._inserts[key] = f"INSERT INTO {record.table} ({names}) VALUES ({', '.join('?' * len(row))})"
         with self.atomic():
             new_id = self.conn.execute(sql, tuple(row.values())).lastrowid
             assert new_id is not None
@@ -376,10 +383,14 @@ class Store:
         limit: int | None = None,
     ) -> list[R]:
         """Rows of ``cls``'s table matching ``where`` (SQL with ``?`` placeholders), in ``order_by`` order."""
-        sql = f"SELECT * FROM {cls.table}" + (f" WHERE {where}" if where else "") + f" ORDER BY {order_by}"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        names = tuple(columns(cls))  # the table's columns, in this order (schema.py)
+        key = (cls, where, order_by, limit)
+        query = self._finds.get(key)
+        if query is None:  # the SQL and column names of each distinct query, made once (a poll tick makes five)
+            sql = f"SELECT * FROM {cls.table}" + (f" WHERE {where}" if where else "") + f" ORDER BY {order_by}"
+            if limit is not None:
+                sql += f" LIMIT {int(limit)}"
+            query = self._finds[key] = (sql, tuple(columns(cls)))  # the table's columns, in this order (schema.py)
+        sql, names = query
         return [_build(cls, dict(zip(names, row, strict=True))) for row in self.conn.execute(sql, params)]
 
     def first(self, cls: type[R], where: str | None = None, params: Sequence[object] = ()) -> R | None:
