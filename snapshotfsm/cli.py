@@ -1,24 +1,54 @@
 """The ``snapshotfsm`` command: each verb parses its options, calls one library function and renders the result.
 
 Only this module imports ``click`` and ``rich``, and only this module turns project errors into "Error: ..." with
-exit code 1.
+exit code 1. Output fits the terminal: tables are as wide as the terminal allows, and where a table would have to cut
+a state name or an explanation the command prints a narrower layout instead (rich wraps it).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.markup import escape
+from rich.measure import Measurement
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
-from snapshotfsm.definitions import load_directory, unresolved_calls
-from snapshotfsm.errors import SnapshotFSMError
+from snapshotfsm.definitions import Definitions, Finding, load_directory, load_path, unresolved_calls
+from snapshotfsm.errors import NotFound, SnapshotFSMError, UnknownMachine
+from snapshotfsm.store import story as stories
 from snapshotfsm.store.store import Store
 
-console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+if TYPE_CHECKING:
+    from snapshotfsm.demo import Outcome
+    from snapshotfsm.store.story import StoryRow
+
+PIPED_WIDTH = 200
+"""The width output gets when it goes to a pipe or a file and ``COLUMNS`` does not say otherwise."""
+WHY_WIDTH = 40
+"""The least width the wide history gives its "why it failed" column; narrower terminals get the narrow layout."""
+NOTE_WIDTH = 40
+"""The least width the demo's table gives its "what happened" column; below that it prints one block per scenario."""
+
+
+def _console() -> Console:
+    """A console as wide as the terminal (``COLUMNS`` when set, e.g. ``COLUMNS=80 snapshotfsm demo``).
+
+    Made per command, not at import, so that the width is read when the command runs. Piped output has no
+    terminal to measure: it gets :data:`PIPED_WIDTH`, so that a log file keeps the wide tables.
+    """
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        width: int | None = int(columns)
+    else:
+        width = None if sys.stdout.isatty() else PIPED_WIDTH
+    return Console(highlight=False, soft_wrap=True, width=width)
 
 
 @click.group()
@@ -30,7 +60,7 @@ def main() -> None:
 @main.command()
 @click.argument("path", required=False, type=click.Path(path_type=Path))
 def check(path: Path | None) -> None:
-    """Validate every definition in PATH (default: the project's states/) and report findings.
+    """Validate the definitions in PATH (a directory of *.toml or one .toml file; default: states/).
 
     Every workflow step named in a `calls` must be a registered step. Prints, per machine, its counts of states,
     events and transitions (one per source and event; "rows" says how many [[transitions]] rows write them), then
@@ -40,7 +70,7 @@ def check(path: Path | None) -> None:
     Example: snapshotfsm check states/
     """
     try:
-        definitions = load_directory(path)
+        definitions = load_path(path)
     except SnapshotFSMError as exc:
         raise click.ClickException(str(exc)) from exc
     if any(t.calls for d in definitions.values() for t in d.transitions):
@@ -49,6 +79,7 @@ def check(path: Path | None) -> None:
         if unresolved:
             # One "Error: ..." line per unknown step, the way a load error is shown.
             raise click.ClickException("\nError: ".join(str(error) for error in unresolved))
+    out = _console()
     table = Table(title=f"definitions in {definitions.directory}")
     for column in ("machine", "kind", "states", "events", "transitions", "rows", "findings"):
         table.add_column(column, justify="left" if column in ("machine", "kind") else "right")
@@ -58,10 +89,39 @@ def check(path: Path | None) -> None:
         findings.extend(found)
         counts = (len(d.states), len(d.events), len(d.transitions), d.row_count, len(found))
         table.add_row(name, d.kind, *(str(n) for n in counts))
-    console.print(table)
+    out.print(table)
     for f in findings:
-        console.print(f"warning: {f.machine}: {f.message}")
-    console.print(f"{len(definitions)} machines valid, {len(findings)} warnings")
+        out.print(f"warning: {f.machine}: {f.message}")
+    for note in _check_notes(definitions, findings):
+        out.print(note, soft_wrap=False)
+    out.print(f"{len(definitions)} machines valid, {len(findings)} warnings")
+
+
+def _check_notes(definitions: Definitions, findings: list[Finding]) -> list[str]:
+    """What the warnings mean: which are CloudStack's own, and what a ``(#11)`` reference points at."""
+    notes = []
+    upstream = sorted({f.machine for f in findings if _is_upstream_table(definitions, f.machine)})
+    if upstream:
+        count = sum(f.machine in upstream for f in findings)
+        notes.append(
+            f"note: the {count} warnings on {', '.join(upstream)} are expected: these entity machines are "
+            "CloudStack's own state tables, copied verbatim (spec §1.2, §2.3, §3), and CloudStack declares states "
+            "and events that its transitions never reach or use. A warning on a workflow machine, or on a machine "
+            "of your own, is worth a look."
+        )
+    if any("(#" in f.message for f in findings):
+        notes.append(
+            "note: '(#11)' names a row of that machine's [[transitions]], numbered from 1 in file order "
+            "(CloudStack's registration order, as the spec's tables number them): snapshot's #11 is spec §1.2 "
+            "row 11, BackedUp -CopyingRequested-> Copying, which CloudStack never fires."
+        )
+    return notes
+
+
+def _is_upstream_table(definitions: Definitions, machine: str) -> bool:
+    """An entity machine that names the CloudStack source it copies (``source``): upstream's table, not ours."""
+    definition = definitions[machine]
+    return definition.kind == "entity" and bool(definition.source)
 
 
 def _known_steps() -> frozenset[str]:
@@ -80,64 +140,175 @@ def _clock(at_ms: int) -> str:
 
 @main.command()
 @click.option("--db", "db_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Database file.")
-@click.option("--snapshot", "snapshot_id", type=int, help="Only this snapshot's transitions.")
+@click.option("--snapshot", "snapshot_id", type=int, help="This snapshot's story: its jobs, refs, volume, usage.")
+@click.option("--only-snapshot", is_flag=True, help="With --snapshot: only the snapshot machine's own rows.")
 @click.option("--volume", "volume_id", type=int, help="Only this volume's transitions.")
 @click.option("--job", "job_id", type=int, help="Only the transitions written for this job.")
-@click.option("--machine", help="Only this machine's transitions (with --entity).")
-@click.option("--entity", "entity_id", type=int, help="The entity id for --machine.")
+@click.option("--machine", help="Only this machine's transitions (with --entity: one entity's).")
+@click.option("--entity", "entity_id", type=int, help="The entity id, with --machine.")
 def history(
     db_path: Path,
     snapshot_id: int | None,
+    only_snapshot: bool,
     volume_id: int | None,
     job_id: int | None,
     machine: str | None,
     entity_id: int | None,
 ) -> None:
-    """Print the transition log of a snapshot, a volume, a job, or the whole run, in order.
+    """Print what happened, in order, and why: a snapshot's story, a volume's, a job's, or the whole run's.
 
-    Each row: sequence number, simulated time, management server, job, machine and entity, the move, and how it
-    was made (event; create/remove/delete of the row; direct: a CloudStack write that bypasses its machine).
+    Each row: simulated time, sequence number, job, the entity, the move and how it was made (an event;
+    create/remove/delete of the row; a direct write: CloudStack's code bypassing its machine). A row that a failed
+    step led to says why: CloudStack's exception, its message and the API error code its job answered with.
+    --snapshot shows everything that acted on the snapshot (its jobs, VM work job, store refs, volume, usage
+    events); --only-snapshot keeps the snapshot machine's own rows. The database is opened read-only.
 
-    Example: snapshotfsm history --db snapshotfsm-demo.db --snapshot 2
+    Example: snapshotfsm history --db snapshotfsm-demo.db --snapshot 5
     """
-    if not db_path.exists():
-        raise click.ClickException(f"{db_path}: no such database file")
     chosen = [o for o in (snapshot_id, volume_id, job_id, machine) if o is not None]
     if len(chosen) > 1:
         raise click.ClickException("give at most one of --snapshot, --volume, --job, --machine")
+    if entity_id is not None and machine is None:
+        raise click.ClickException("--entity needs --machine, the machine the id belongs to (e.g. --machine volume)")
+    if only_snapshot and snapshot_id is None:
+        raise click.ClickException("--only-snapshot needs --snapshot ID")
     try:
-        store = Store.open(db_path)
+        store = Store.open_read_only(db_path)
     except SnapshotFSMError as exc:
         raise click.ClickException(str(exc)) from exc
     try:
-        if snapshot_id is not None:
-            rows = store.history(machine="snapshot", entity_id=snapshot_id)
-        elif volume_id is not None:
-            rows = store.history(machine="volume", entity_id=volume_id)
+        _check_history_ids(store, {"snapshot": snapshot_id, "volume": volume_id, "job": job_id}, machine, entity_id)
+        if snapshot_id is not None and not only_snapshot:
+            rows = stories.snapshot_story(store, snapshot_id)
+            what = f"story of snapshot {snapshot_id}"
         else:
-            rows = store.history(job_id=job_id, machine=machine, entity_id=entity_id)
+            if snapshot_id is not None:
+                machine, entity_id = "snapshot", snapshot_id
+            elif volume_id is not None:
+                machine, entity_id = "volume", volume_id
+            rows = stories.history(store, machine=machine, entity_id=entity_id, job_id=job_id)
+            what = "transition log"
+    except SnapshotFSMError as exc:
+        raise click.ClickException(str(exc)) from exc
     finally:
         store.close()
-    table = Table(title=f"transition log of {db_path}" + (f" ({len(rows)} rows)" if rows else ""))
-    for column in ("seq", "time", "ms", "job", "machine", "id", "from", "event", "to", "kind"):
-        table.add_column(column, justify="right" if column in ("seq", "ms", "job", "id") else "left")
-    for r in rows:
-        event = r.event if r.overwrote is None else f"{r.event} (overwrote {r.overwrote})"
-        table.add_row(
-            str(r.seq),
-            _clock(r.at_ms),
-            str(r.ms_id),
-            str(r.job_id or ""),
-            r.machine,
-            str(r.entity_id),
-            r.source or "-",
-            event,
-            r.dest or "-",
-            r.kind,
-        )
-    console.print(table)
+    out = _console()
+    title = f"{what} of {db_path}" + (f" ({len(rows)} rows)" if rows else "")
+    out.print(_history_table(out, rows, title), soft_wrap=False)
     if not rows:
-        console.print("no transitions match")
+        out.print("no transitions match")
+
+
+_ID_TABLES = {"snapshot": "snapshots", "volume": "volumes", "job": "async_job"}
+
+
+def _check_history_ids(store: Store, ids: dict[str, int | None], machine: str | None, entity_id: int | None) -> None:
+    """An id or a machine the database does not have is a mistake to point out, not an empty table.
+
+    Raises:
+        NotFound: no such row; the message says which ids there are.
+        UnknownMachine: no such machine, with the nearest name and the list.
+    """
+    for label, value in ids.items():
+        table = _ID_TABLES[label]
+        if value is None or store.conn.execute(f"SELECT 1 FROM {table} WHERE id = ?", (value,)).fetchone():
+            continue
+        low, high = store.conn.execute(f"SELECT MIN(id), MAX(id) FROM {table}").fetchone()
+        there = f"its {label} ids run from {low} to {high}" if low is not None else f"it has no {label} at all"
+        raise NotFound(label, value, where=f"in {store.path}; {there}")
+    if machine is None:
+        return
+    logged = {m for (m,) in store.conn.execute("SELECT DISTINCT machine FROM transition_log")}
+    known = sorted(set(store.definitions) | logged)
+    if machine not in known:
+        raise UnknownMachine(machine, known, listed=True)
+    if entity_id is not None:
+        found = store.conn.execute(
+            "SELECT 1 FROM transition_log WHERE machine = ? AND entity_id = ? LIMIT 1", (machine, entity_id)
+        ).fetchone()
+        if found is None:
+            raise NotFound(machine, entity_id, where=f"in the transition log of {store.path}")
+
+
+def _event(row: StoryRow) -> str:
+    log = row.log
+    assert log is not None
+    return log.event if log.overwrote is None else f"{log.event} (overwrote {log.overwrote})"
+
+
+def _move(row: StoryRow) -> tuple[str, str]:
+    """The row's move as a user reads it (``from → to``) and how it was made (its event, or what wrote it)."""
+    if row.usage is not None:
+        return f"usage event {row.usage.type}", f"zone {row.usage.zone_id}"
+    log = row.log
+    assert log is not None
+    if log.kind == "create":
+        return f"created → {log.dest}", ""
+    if log.kind in ("remove", "delete"):
+        return f"{log.source} → {log.kind}d", f"by {_event(row)}"
+    if log.kind == "direct":
+        return f"{log.source} → {log.dest}", f"direct write by {_event(row)}"
+    return f"{log.source} → {log.dest}", _event(row)
+
+
+def _history_table(out: Console, rows: list[StoryRow], title: str) -> Table:
+    """The wide table (a column per field) when it fits the terminal with nothing cut, else the narrow one."""
+    wide = _wide_history(rows, title, with_why=False)
+    needed = Measurement.get(out, out.options, wide).maximum
+    if any(r.causes for r in rows):
+        needed += WHY_WIDTH + 3
+    if needed <= out.width:
+        return _wide_history(rows, title, with_why=True)
+    return _narrow_history(rows, title)
+
+
+def _wide_history(rows: list[StoryRow], title: str, *, with_why: bool) -> Table:
+    table = Table(title=title)
+    for column in ("seq", "time", "ms", "job", "machine", "id", "from", "event", "to", "kind"):
+        table.add_column(column, justify="right" if column in ("seq", "ms", "job", "id") else "left", no_wrap=True)
+    why = with_why and any(r.causes for r in rows)
+    if why:
+        table.add_column("why it failed", ratio=1, min_width=WHY_WIDTH)
+    for r in rows:
+        if r.usage is not None:
+            u = r.usage
+            cells = ["", _clock(r.at_ms), "", "", "usage_event", str(u.id), "-", u.type, "-", "usage"]
+        else:
+            log = r.log
+            assert log is not None
+            source, dest = log.source or "-", log.dest or "-"
+            job = str(log.job_id or "")
+            cells = [str(log.seq), _clock(r.at_ms), str(log.ms_id), job, log.machine, str(log.entity_id)]
+            cells += [source, _event(r), dest, log.kind]
+        if why:
+            cells.append("\n".join(str(c) for c in r.causes))
+        table.add_row(*cells, style="red" if r.causes else None)
+    return table
+
+
+def _narrow_history(rows: list[StoryRow], title: str) -> Table:
+    """Four columns for a narrow terminal: when, job, which entity, and the move with its event and why under it."""
+    table = Table(title=title, show_edge=False, pad_edge=False, expand=True)
+    table.add_column("time / seq", no_wrap=True)
+    table.add_column("job", justify="right", no_wrap=True)
+    table.add_column("entity")
+    table.add_column("move / event / why it failed", ratio=1)
+    servers = {r.log.ms_id for r in rows if r.log is not None}
+    for r in rows:
+        when, job, entity = _clock(r.at_ms), "", ""
+        if r.usage is not None:
+            entity = f"usage_event {r.usage.id}"
+        elif r.log is not None:
+            when += f"\n#{r.log.seq}" + (f" ms {r.log.ms_id}" if len(servers) > 1 else "")
+            job, entity = str(r.log.job_id or ""), f"{r.log.machine} {r.log.entity_id}"
+        move, how = _move(r)
+        text = Text(move)
+        if how:
+            text.append("\n" + how, style="dim")
+        for cause in r.causes:
+            text.append(f"\n✗ {cause}", style="red")
+        table.add_row(when, job, entity, text)
+    return table
 
 
 @main.command()
@@ -147,33 +318,68 @@ def demo(db_path: str, seed: int) -> None:
     """Build a small cloud and take snapshots on every pool type, attached and detached, with faults.
 
     It shows an injected backup failure, a refusal, a management-server crash with restart cleanup, an async
-    backup, a zone copy and a policy whose retention deletes an old snapshot; then prints where to look next.
+    backup, a zone copy and a policy whose retention deletes an old snapshot; then prints where to look next. While
+    a demo runs on a database, a second one on it is refused (a lock file beside it, DB.lock).
 
     Example: snapshotfsm demo --db /tmp/demo.db
     """
-    from snapshotfsm.demo import run_demo  # noqa: PLC0415 - the demo builds a whole cloud; load it only here
+    from snapshotfsm.demo import demo_lock, run_demo  # noqa: PLC0415 - the demo builds a whole cloud; load it only here
 
     try:
-        engine, outcomes = run_demo(db_path, seed=seed)
+        with demo_lock(db_path):
+            engine, outcomes = run_demo(db_path, seed=seed)
+            total, now = len(engine.history()), engine.clock.now_ms
+            engine.close()
     except SnapshotFSMError as exc:
         raise click.ClickException(str(exc)) from exc
-    table = Table(title=f"snapshotfsm demo on {db_path}")
-    for column in ("scenario", "pool", "snapshot", "state", "job", "strategy"):
+    out = _console()
+    out.print(_demo_outcomes(out, outcomes, f"snapshotfsm demo on {db_path}"), soft_wrap=False)
+    failed = next((o for o in outcomes if o.snapshot_id and "failed step" in o.note), None)
+    out.print(f"{total} transitions logged at simulated time {_clock(now)}. Where to look next:")
+    hints = Table.grid(padding=(0, 1))
+    hints.add_column(no_wrap=True)
+    hints.add_column()
+    hints.add_row("  a snapshot's story:", f"snapshotfsm history --db {db_path} --snapshot 2")
+    if failed is not None:
+        hints.add_row("  why one failed:", f"snapshotfsm history --db {db_path} --snapshot {failed.snapshot_id}")
+    hints.add_row("  the whole run:", f"snapshotfsm history --db {db_path}")
+    hints.add_row("  state diagrams:", f"snapshotfsm diagrams (writes {Path('diagrams').absolute()})")
+    out.print(hints, soft_wrap=False)
+
+
+def _demo_outcomes(out: Console, outcomes: list[Outcome], title: str) -> RenderableType:
+    """A table when it fits with room for the explanations, else one block per scenario that wraps at the width."""
+    columns = ("scenario", "pool", "snapshot", "state", "job", "strategy")
+    table = Table(title=title)
+    for column in columns:
         table.add_column(column, no_wrap=True)
-    table.add_column("what happened", overflow="fold")
     for o in outcomes:
-        table.add_row(o.scenario, o.pool, str(o.snapshot_id or "-"), o.snapshot_state, o.job, o.strategy, o.note)
-    console.print(table)
-    total = len(engine.history())
-    engine.close()
-    console.print(f"{total} transitions logged at simulated time {_clock(engine.clock.now_ms)}.")
-    console.print(f"History of one snapshot:   snapshotfsm history --db {db_path} --snapshot 2")
-    console.print(f"History of the whole run:  snapshotfsm history --db {db_path}")
-    console.print("State diagrams:            diagrams/ (regenerate with: snapshotfsm diagrams)")
+        table.add_row(o.scenario, o.pool, str(o.snapshot_id or "-"), o.snapshot_state, o.job, o.strategy)
+    if Measurement.get(out, out.options, table).maximum + NOTE_WIDTH + 3 <= out.width:
+        table = Table(title=title)
+        for column in columns:
+            table.add_column(column, no_wrap=True)
+        table.add_column("what happened", ratio=1, min_width=NOTE_WIDTH)
+        for o in outcomes:
+            table.add_row(o.scenario, o.pool, str(o.snapshot_id or "-"), o.snapshot_state, o.job, o.strategy, o.note)
+        return table
+    blocks: list[RenderableType] = [Text(title, style="bold italic", justify="center"), Text()]
+    for o in outcomes:
+        blocks.append(Text.assemble((o.scenario, "bold"), f" · snapshot {o.snapshot_id or '-'} · {o.snapshot_state}"))
+        blocks.append(
+            Padding(
+                Text(f"job {o.job} · {o.strategy} strategy · pool {o.pool}", style="dim"), (0, 0, 0, 2), expand=False
+            )
+        )
+        blocks.append(Padding(Text(o.note), (0, 0, 0, 2), expand=False))
+        blocks.append(Text())
+    return Group(*blocks)
 
 
 @main.command()
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Directory to write into [default: diagrams/].")
+@click.option(
+    "--out", "out_dir", type=click.Path(path_type=Path), help="Directory to write into [default: ./diagrams]."
+)
 @click.option(
     "--format", "formats", default="dot,mmd,svg", show_default=True, help="Comma-separated: dot, mmd, svg, png."
 )
@@ -182,22 +388,24 @@ def diagrams(out_dir: Path | None, formats: str, states_dir: Path | None) -> Non
     """Write a state diagram of every machine: DOT and Mermaid always, SVG and PNG when graphviz's dot is installed.
 
     Error transitions are red and dashed, terminal states have a double border, transitional states are yellow and
-    dashed, waiting states blue; each diagram carries a legend. Output is deterministic.
+    dashed, waiting states blue, states no transition reaches grey and dotted; each diagram carries a legend.
+    Output is deterministic. Without --out it writes into diagrams/ of the current directory.
 
     Example: snapshotfsm diagrams --out /tmp/d --format dot,svg
     """
     from snapshotfsm import diagrams as drawing  # noqa: PLC0415 - graphviz is only needed here
 
+    target = out_dir.absolute() if out_dir is not None else drawing.default_out_dir()
     try:
         chosen = drawing.parse_formats(formats)
-        definitions = load_directory(states_dir)
-        target = out_dir if out_dir is not None else drawing.default_out_dir(definitions)
+        definitions = load_path(states_dir) if states_dir is not None else load_directory()
         written = drawing.write(definitions, target, chosen)
     except SnapshotFSMError as exc:
         raise click.ClickException(str(exc)) from exc
-    console.print(f"wrote {len(written.files)} files for {len(definitions)} machines to {target}")
+    out = _console()
+    out.print(f"wrote {len(written.files)} files for {len(definitions)} machines to {target}")
     if written.skipped:
-        console.print(f"note: no {'/'.join(written.skipped).upper()} written: {drawing.INSTALL_HINT}")
+        out.print(f"note: no {'/'.join(written.skipped).upper()} written: {drawing.INSTALL_HINT}")
 
 
 if __name__ == "__main__":  # pragma: no cover
@@ -223,6 +431,7 @@ def faults(only: str | None) -> None:
         found = default_catalogue()
     except SnapshotFSMError as exc:
         raise click.ClickException(str(exc)) from exc
+    out = _console()
     if only != "points":
         table = Table(title=escape("driver operations: a rule names one DRIVER.OP, POOL_TYPE.OP or OP[@N][:KIND]"))
         for column in ("driver", "providers", "pool types", "operation", "call", "fault kinds"):
@@ -231,7 +440,7 @@ def faults(only: str | None) -> None:
             providers = ", ".join(op.providers) or "-"
             pool_types = ", ".join(op.pool_types) or "-"
             table.add_row(op.driver, providers, pool_types, op.op, op.call, ", ".join(op.kinds))
-        console.print(table)
+        out.print(table)
     if only != "ops":
         table = Table(title="crash points (FaultPlan.crash(POINT))")
         for column in ("point", "kind", "machine", "where"):
@@ -241,10 +450,10 @@ def faults(only: str | None) -> None:
                 "before this phase of the restart" if point.kind == "restart" else "before each tick of this task"
             )
             table.add_row(point.rule_name, point.kind, point.machine, where)
-        console.print(table)
+        out.print(table)
     counts = found.counts()
     summary = ", ".join(
         f"{machine}: " + " ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
         for machine, kinds in counts.items()
     )
-    console.print(f"{len(found.ops)} driver operations, {len(found.crash_points)} crash points ({summary})")
+    out.print(f"{len(found.ops)} driver operations, {len(found.crash_points)} crash points ({summary})")

@@ -336,9 +336,29 @@ def load_file(path: Path | str) -> Definition:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise DefinitionError(where, None, "TOML", f"syntax error: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        problem = f"is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); save it as UTF-8"
+        raise DefinitionError(where, None, "file", problem) from exc
     except OSError as exc:
         raise DefinitionError(where, None, "file", f"cannot be read: {exc.strerror}") from exc
     return _Parser(where, raw).definition()
+
+
+def load_path(path: Path | str | None = None) -> Definitions:
+    """Load a directory of definitions, or one definition file (what ``snapshotfsm check PATH`` takes).
+
+    Raises:
+        DefinitionError: ``path`` does not exist, is neither a directory nor a ``.toml`` file, or holds a problem.
+    """
+    if path is None or Path(path).is_dir():
+        return load_directory(path)
+    where = Path(path)
+    if not where.exists():
+        raise DefinitionError(str(where), None, "path", "does not exist (give a directory of *.toml or one .toml file)")
+    if not where.is_file() or where.suffix != ".toml":
+        raise DefinitionError(str(where), None, "path", "is neither a directory nor a .toml definition file")
+    definition = load_file(where)
+    return Definitions(str(where), {definition.name: definition})
 
 
 class _Parser:

@@ -7,12 +7,16 @@ explored with ``snapshotfsm history``.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
 
 from snapshotfsm.engine import Engine
+from snapshotfsm.errors import StoreError
 from snapshotfsm.faults import FaultPlan
 from snapshotfsm.names import JobState, RefState, SnapshotState
 from snapshotfsm.store.records import (
@@ -44,6 +48,48 @@ class Outcome:
     note: str
 
 
+_HELD: set[str] = set()
+"""Databases whose demo lock this process holds: :func:`run_demo` inside :func:`demo_lock` takes it again freely."""
+
+
+@contextlib.contextmanager
+def demo_lock(path: str) -> Iterator[None]:
+    """Hold ``<path>.lock`` while a demo rebuilds ``path``: a second demo on the same file is refused.
+
+    The demo starts by deleting the database it finds. Two demos on one path at once would each delete the other's
+    file under it and both report success with one run's work lost; with the lock the second stops before touching
+    anything. The lock is ``flock`` on a file beside the database, released when the holder exits, however it
+    exits (a crashed demo leaves no stale lock). The lock file itself stays: deleting it would let a third demo lock
+    a new file while the second still holds the old one.
+
+    Raises:
+        StoreError: another demo holds the lock; nothing was changed.
+    """
+    if path == ":memory:" or str(Path(path).absolute()) in _HELD:
+        yield
+        return
+    key = str(Path(path).absolute())
+    lock_path = Path(f"{path}.lock")
+    try:
+        handle = lock_path.open("a")
+    except OSError as exc:
+        raise StoreError(path, f"cannot create the demo's lock file {lock_path} ({exc.strerror})") from exc
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StoreError(
+                path,
+                f"another snapshotfsm demo is running on this database (it holds {lock_path}); nothing was changed",
+            ) from None
+        _HELD.add(key)
+        try:
+            yield
+        finally:
+            _HELD.discard(key)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _fresh(path: str) -> None:
     """Start from an empty database, refusing to delete a file that is not a snapshotfsm database."""
     if path == ":memory:":
@@ -58,9 +104,18 @@ def _fresh(path: str) -> None:
 def run_demo(path: str = "snapshotfsm-demo.db", *, seed: int = 0) -> tuple[Engine, list[Outcome]]:
     """Build the demo cloud at ``path`` (recreated) and run every scenario; the engine is left open.
 
+    The database is rebuilt under :func:`demo_lock`; hold that lock around this call to keep it while the engine
+    is read afterwards (the command line does).
+
     Raises:
-        StoreError: ``path`` exists and is not a snapshotfsm database (it is left alone).
+        StoreError: ``path`` exists and is not a snapshotfsm database (it is left alone), or another demo is
+            running on it.
     """
+    with demo_lock(path):
+        return _run_demo(path, seed)
+
+
+def _run_demo(path: str, seed: int) -> tuple[Engine, list[Outcome]]:
     _fresh(path)
     faults = FaultPlan().fail("RBD.copyAsync", nth=1, kind="error", message="backup copy failed (demo fault)")
     faults.crash("take_snapshot.PrimaryAnswered", nth=1, ms_id=1)

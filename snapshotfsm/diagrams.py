@@ -8,6 +8,7 @@ and triggers. Output is deterministic: the same definitions give byte-identical 
 
 from __future__ import annotations
 
+import html
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -41,6 +42,11 @@ STATE_STYLES = {
     "error": {"fillcolor": "#fde0dc", "color": ERROR_COLOUR, "fontcolor": ERROR_COLOUR},
     "terminal": {"peripheries": "2"},
 }
+
+
+UNREACHABLE_COLOUR = "#757575"
+UNREACHABLE_STYLE = {"fillcolor": "#eeeeee", "style": "rounded,filled,dotted", "fontcolor": UNREACHABLE_COLOUR}
+"""A state no transition reaches from the initial one (CloudStack declares some): grey and dotted, and labelled."""
 
 
 @attrs.frozen
@@ -116,18 +122,26 @@ def to_dot(definition: Definition) -> graphviz.Digraph:
     )
     graph.node("__initial__", "", shape="point", width="0.15", style="filled", fillcolor="black")
     degree = _degrees(drawn)
+    reachable = definition.reachable()
     for state in definition.states:
         attrs_ = dict(STATE_STYLES[state_kind(state)])
         if state.terminal:
             attrs_.update(STATE_STYLES["terminal"])
         attrs_.update(_hub_size(degree.get(state.name, 0), across=across))
-        graph.node(state.name, state.name, **attrs_)
+        label = state.name
+        if state.name not in reachable:
+            attrs_.update(UNREACHABLE_STYLE)
+            label += "\\n(unreachable)"
+        graph.node(state.name, label, **attrs_)
     graph.edge("__initial__", definition.initial)
+    loops: dict[str, list[Edge]] = {}
     for edge in drawn:
-        style = _edge_style(edge.kind)
         if edge.source == edge.dest:
-            style.update(_loop_ports(edge.kind, across=across))
-        graph.edge(edge.source, edge.dest, label="\\l".join(edge.labels) + "\\l", **style)
+            loops.setdefault(edge.source, []).append(edge)
+            continue
+        graph.edge(edge.source, edge.dest, label="\\l".join(edge.labels) + "\\l", **_edge_style(edge.kind))
+    for name, its_loops in loops.items():
+        graph.edge(name, name, **_loop(its_loops, across=across))
     _legend(graph, definition)
     return graph
 
@@ -155,14 +169,27 @@ def _hub_size(degree: int, *, across: bool) -> dict[str, str]:
     return {"width": f"{HUB_INCHES_PER_EDGE * 1.5 * degree:.1f}"}
 
 
-def _loop_ports(kind: str, *, across: bool) -> dict[str, str]:
-    """Self-loops on opposite sides of the state: normal ones on one side, error and never-fired on the other.
+def _loop(loops: Sequence[Edge], *, across: bool) -> dict[str, str]:
+    """One self-loop per state, on the side away from its neighbours, listing every event of each kind in its colour.
 
-    Left to itself dot stacks every loop of a state on one side with their labels over each other (volume's
-    ``Allocated``, ``Ready``, ``Destroy`` and ``Expunged`` each have a success and a failure loop).
+    Dot stacks a state's several loops with their labels over each other, and a loop drawn below one state meets
+    the loop drawn above the state under it (volume's ``Destroy`` and ``Expunged``, both with a success and a
+    failure loop). One loop per state, always above it (left of it top to bottom), keeps each label by its own
+    state: normal events in black, error ones in red with ✗, never-fired ones grey. The line takes the style of
+    its most ordinary kind.
     """
-    side = ("n" if across else "e") if kind == "normal" else ("s" if across else "w")
-    return {"tailport": side, "headport": side}
+    order = ("normal", "error", "never")
+    ordered = sorted(loops, key=lambda e: order.index(e.kind))
+    colours = {"normal": "black", "error": ERROR_COLOUR, "never": NEVER_COLOUR}
+    marks = {"normal": "", "error": " ✗", "never": " ·"}
+    lines = [
+        f'<FONT COLOR="{colours[e.kind]}">{html.escape(label)}{marks[e.kind]}</FONT><BR ALIGN="LEFT"/>'
+        for e in ordered
+        for label in e.labels
+    ]
+    side = "n" if across else "e"
+    style = _edge_style(ordered[0].kind)
+    return {**style, "label": "<" + "".join(lines) + ">", "tailport": side, "headport": side}
 
 
 def _title(definition: Definition) -> str:
@@ -193,6 +220,11 @@ def _legend(graph: graphviz.Digraph, definition: Definition) -> None:
         )
     if any(s.waiting for s in definition.states):
         rows.append('<TR><TD BGCOLOR="#e3f0fb">waiting</TD><TD ALIGN="LEFT">waits for a driver or a timer</TD></TR>')
+    if len(definition.reachable()) < len(definition.states):
+        rows.append(
+            f'<TR><TD BGCOLOR="#eeeeee" STYLE="dotted"><FONT COLOR="{UNREACHABLE_COLOUR}">unreachable</FONT></TD>'
+            '<TD ALIGN="LEFT">no transition reaches it from the initial state</TD></TR>'
+        )
     rows.append(
         '<TR><TD><FONT COLOR="#c0392b">- - -&gt;</FONT></TD>'
         '<TD ALIGN="LEFT"><FONT COLOR="#c0392b">error transition: failure event or into an error state</FONT></TD></TR>'
@@ -220,6 +252,7 @@ def to_mermaid(definition: Definition) -> str:
         "    classDef transitional fill:#fff4cc,stroke-dasharray:4 2",
         "    classDef waiting fill:#e3f0fb",
         "    classDef terminal stroke-width:3px",
+        "    classDef unreachable fill:#eeeeee,color:#757575,stroke-dasharray:2 2",
         f"    [*] --> {definition.initial}",
     ]
     marks = {"normal": "", "error": " ✗ error", "never": " · never fired"}
@@ -227,21 +260,24 @@ def to_mermaid(definition: Definition) -> str:
         label = "<br>".join(edge.labels) + marks[edge.kind]
         lines.append(f"    {edge.source} --> {edge.dest}: {label}")
     lines += [f"    {s.name} --> [*]" for s in definition.states if s.terminal]
-    for kind in ("error", "transitional", "waiting", "terminal"):
-        members = [s.name for s in definition.states if _has_class(s, kind)]
+    reachable = definition.reachable()
+    for kind in ("error", "transitional", "waiting", "terminal", "unreachable"):
+        members = [s.name for s in definition.states if _has_class(s, kind, reachable)]
         if members:
             lines.append(f"    class {','.join(members)} {kind}")
     lines += [
         f"    note right of {definition.initial}",
         "        Legend: red = error state; yellow, dashed = transitional; blue = waiting;",
         "        thick border = terminal; '✗ error' = error transition; '· never fired' = never fired upstream;",
-        "        (U) = usage flag",
+        "        (U) = usage flag; grey, dotted = unreachable (no transition reaches it)",
         "    end note",
     ]
     return "\n".join(lines) + "\n"
 
 
-def _has_class(state: StateDef, kind: str) -> bool:
+def _has_class(state: StateDef, kind: str, reachable: frozenset[str]) -> bool:
+    if kind == "unreachable":
+        return state.name not in reachable
     if kind == "terminal":
         return state.terminal
     return state_kind(state) == kind
@@ -280,38 +316,58 @@ def dot_available() -> bool:
 def write(definitions: Definitions, out_dir: Path, formats: Sequence[str] = DEFAULT_FORMATS) -> Written:
     """Write every machine's diagrams into ``out_dir`` as ``<machine>.<format>``; created when missing.
 
-    Nothing is written when ``out_dir`` is not a directory. SVG and PNG are skipped (and reported) without ``dot``.
+    SVG and PNG are skipped (and reported) without ``dot``, unless nothing else was asked for: then there is
+    nothing to write, which is an error rather than "wrote 0 files".
 
     Raises:
-        InvalidValue: ``out_dir`` exists and is not a directory, or a format is unknown.
+        InvalidValue: a format is unknown; only formats that need ``dot`` were asked for and it is not installed;
+            ``out_dir`` or one of its parents is a file; the directory cannot be created or written (a read-only
+            place, ``/proc``). Nothing is written in the first three cases.
     """
     chosen = parse_formats(formats)
-    if out_dir.exists() and not out_dir.is_dir():
-        message = f"--out: {out_dir} is a file, not a directory; nothing was written"
-        raise InvalidValue("--out", str(out_dir), "a directory", message=message)
     render = dot_available()
     skipped = tuple(f for f in chosen if f in RENDERED and not render)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if skipped == chosen:
+        message = f"--format {','.join(chosen)}: needs graphviz's dot, which is not installed; {INSTALL_HINT}"
+        raise InvalidValue("--format", ",".join(chosen), "a format dot is not needed for", message=message)
+    _check_out_dir(out_dir)
     files: list[Path] = []
-    for name, definition in definitions.items():
-        graph = to_dot(definition)
-        for fmt in chosen:
-            path = out_dir / f"{name}.{fmt}"
-            if fmt == "dot":
-                path.write_text(graph.source, encoding="utf-8")
-            elif fmt == "mmd":
-                path.write_text(to_mermaid(definition), encoding="utf-8")
-            elif fmt not in skipped:
-                path.write_bytes(graph.pipe(format=fmt))
-            else:
-                continue
-            files.append(path)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name, definition in definitions.items():
+            graph = to_dot(definition)
+            for fmt in chosen:
+                path = out_dir / f"{name}.{fmt}"
+                if fmt == "dot":
+                    path.write_text(graph.source, encoding="utf-8")
+                elif fmt == "mmd":
+                    path.write_text(to_mermaid(definition), encoding="utf-8")
+                elif fmt not in skipped:
+                    path.write_bytes(graph.pipe(format=fmt))
+                else:
+                    continue
+                files.append(path)
+    except OSError as exc:
+        done = f"{len(files)} files were written before" if files else "nothing was written"
+        message = f"--out: cannot write into {out_dir} ({exc.strerror or exc}); {done}"
+        raise InvalidValue("--out", str(out_dir), "a directory that can be written", message=message) from exc
     return Written(tuple(files), skipped)
 
 
-def default_out_dir(definitions: Definitions) -> Path:
-    """``diagrams/`` beside the project's ``states/`` in a source checkout, else ``./diagrams``."""
-    states = Path(definitions.directory)
-    if (states.parent / "pyproject.toml").is_file():
-        return states.parent / "diagrams"
-    return Path.cwd() / "diagrams"
+def _check_out_dir(out_dir: Path) -> None:
+    """Refuse an ``out_dir`` that is, or lies below, a regular file, before anything is created."""
+    for place in (out_dir, *out_dir.parents):
+        if place.exists():
+            if place.is_dir():
+                return
+            below = "" if place == out_dir else f" (so {out_dir} cannot be a directory)"
+            message = f"--out: {place} is a file, not a directory{below}; nothing was written"
+            raise InvalidValue("--out", str(out_dir), "a directory", message=message)
+
+
+def default_out_dir() -> Path:
+    """``diagrams/`` of the current directory, absolute: where ``snapshotfsm diagrams`` writes without ``--out``.
+
+    Never the source checkout: a command run elsewhere must not write into the installed package's tree.
+    """
+    return Path("diagrams").absolute()

@@ -24,6 +24,7 @@ from snapshotfsm.drivers.registry import Drivers, DriverSet, installed_drivers
 from snapshotfsm.errors import InvalidValue, MsCrash, NotFound, ServerDown
 from snapshotfsm.faults import FaultPlan, engine_catalogue
 from snapshotfsm.orchestration import api, copy_api, delete, gc, policies, recount, restart, storpool_recovery
+from snapshotfsm.orchestration.api_errors import check_length
 from snapshotfsm.orchestration.contexts import CONTEXTS, SnapshotRequest
 from snapshotfsm.orchestration.inventory import Inventory
 from snapshotfsm.orchestration.quiesce import QuiesceReport, quiesce_world
@@ -33,6 +34,7 @@ from snapshotfsm.orchestration.workflows import engine_machines
 from snapshotfsm.profiles import Profile
 from snapshotfsm.record import RunRecord
 from snapshotfsm.scheduler import Scheduler
+from snapshotfsm.store import story as stories
 from snapshotfsm.store.records import (
     SYSTEM_ACCOUNT_ID,
     Account,
@@ -44,6 +46,7 @@ from snapshotfsm.store.records import (
     Volume,
 )
 from snapshotfsm.store.store import Store
+from snapshotfsm.store.story import Cause, StoryRow
 from snapshotfsm.strategies.base import Operation, Priority, SnapshotStrategy, StrategyEnv
 from snapshotfsm.strategies.factory import StrategyFactory, installed_strategies
 
@@ -195,6 +198,30 @@ class Engine(Inventory):
             machine, entity_id = "volume", volume
         return self.store.history(machine=machine, entity_id=entity_id, job_id=job)
 
+    def failures(
+        self, *, snapshot: int | None = None, job: int | None = None, workflow: int | None = None
+    ) -> list[Cause]:
+        """Why steps failed: of a snapshot's workflows and jobs, of one job, of one workflow, or of the whole run.
+
+        Each :class:`~snapshotfsm.store.story.Cause` holds the ``failure`` row (CloudStack's exception class, its
+        message, the step and the error transition it led to), the ``seq`` of that transition in :meth:`history`,
+        and the API error code when its job answered with it. A job that FAILED with 530 says little (spec §5.2
+        wraps most causes); this is where the real cause is.
+
+        Example:
+            >>> [str(c) for c in engine.failures(snapshot=5)]  # doctest: +SKIP
+            ['CloudRuntimeException: backup copy failed (API error 530); step backup.answered']
+        """
+        return stories.failures(self.store, snapshot=snapshot, job=job, workflow=workflow)
+
+    def story(self, snapshot: int) -> list[StoryRow]:
+        """A snapshot's whole history in time order: its moves, its store refs', its jobs' and its usage events.
+
+        Raises:
+            NotFound: no snapshot with that id.
+        """
+        return stories.snapshot_story(self.store, snapshot)
+
     # --- inventory: add_zone, add_account, add_pool, add_vm, add_volume, ... (see Inventory) ---------------------
 
     def set_config(self, name: str, value: object, *, scope: str = "Global", scope_id: int = 0) -> None:
@@ -232,7 +259,8 @@ class Engine(Inventory):
         advances the clock until it is done.
 
         Raises:
-            ApiError: the create phase refused or failed (spec §5.1, §21.4.3): CloudStack's error code and text.
+            ApiError: the create phase refused or failed (spec §5.1, §21.4.3): CloudStack's error code and text;
+                a ``name`` over 255 characters is refused (431) before anything runs.
                 What it committed stays: a refusal leaves ``allocSnapshot``'s ERROR event (and a recurring
                 snapshot's limit alert), a failure after the insert the Allocated row and the increments done.
             InvalidValue: an argument of the wrong type.
@@ -528,7 +556,16 @@ class Engine(Inventory):
 
         A crash rule of the fault plan takes its server down where it fires; the rest of the world (peers, storage)
         goes on. ``crashes`` lists where each crash happened.
+
+        Raises:
+            InvalidValue: ``until_ms`` or ``max_tasks`` is not an integer (``until_ms`` a time in simulated ms since
+                the start, e.g. ``engine.clock.now_ms + 60_000``); nothing runs.
         """
+        for name, value in (("until_ms", until_ms), ("max_tasks", max_tasks)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise InvalidValue(
+                    f"run {name}", value, "an integer number of milliseconds" if name == "until_ms" else "an integer"
+                )
         ran = 0
         while True:
             try:
@@ -663,6 +700,7 @@ def _check_params(
         zone_ids=_ids("zone_ids", zone_ids),
         storage_ids=_ids("storage_ids", storage_ids),
     )
+    check_length("snapshotName", request.name)  # ParamProcessWorker, before the command runs: nothing is written
     if tags is not None and not (
         isinstance(tags, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items())
     ):

@@ -50,9 +50,11 @@ class ScenarioError(SnapshotFSMError, ValueError):
 class UnknownMachine(SnapshotFSMError, KeyError):
     """No machine of that name: a ``KeyError``, as a mapping raises, whose text is not quoted twice."""
 
-    def __init__(self, name: str, known: Iterable[str]) -> None:
+    def __init__(self, name: str, known: Iterable[str], *, listed: bool = False) -> None:
         self.name = name
-        super().__init__(f"no machine named {name!r}{did_you_mean(name, known)}")
+        known = list(known)
+        shown = f"; machines: {', '.join(known)}" if listed else ""
+        super().__init__(f"no machine named {name!r}{did_you_mean(name, known)}{shown}")
 
     def __str__(self) -> str:
         return str(self.args[0])
@@ -127,10 +129,10 @@ class ConcurrencyError(SnapshotFSMError, RuntimeError):
 class NotFound(SnapshotFSMError, LookupError):
     """An id names no row."""
 
-    def __init__(self, kind: str, entity_id: object) -> None:
+    def __init__(self, kind: str, entity_id: object, *, where: str = "") -> None:
         self.kind = kind
         self.entity_id = entity_id
-        super().__init__(f"no {kind} with id {entity_id!r}")
+        super().__init__(f"no {kind} with id {entity_id!r}" + (f" {where}" if where else ""))
 
 
 class StoreError(SnapshotFSMError, RuntimeError):

@@ -73,6 +73,15 @@ class TestCheckProjectDefinitions:
         findings = sum(len(d.findings()) for d in definitions.values())
         assert result.output.splitlines()[-1] == f"{len(definitions)} machines valid, {findings} warnings"
 
+    def test_says_which_warnings_are_expected_and_what_a_row_reference_means(self, result: Result) -> None:
+        """All 27 warnings are on CloudStack's own tables; '(#11)' is explained with the row it names."""
+        text = " ".join(result.output.split())
+        assert (
+            "note: the 27 warnings on snapshot, snapshot_store_ref, volume are expected: these entity machines are "
+            "CloudStack's own state tables, copied verbatim (spec §1.2, §2.3, §3)"
+        ) in text
+        assert "snapshot's #11 is spec §1.2 row 11, BackedUp -CopyingRequested-> Copying" in text
+
     def test_snapshot_findings(self, result: Result) -> None:
         """Hidden unreachable, Copying only through never-fired #11, BackedupToSecondary unused (spec §1.2 notes)."""
         warnings = [line for line in result.output.splitlines() if line.startswith("warning: snapshot: ")]
@@ -123,7 +132,42 @@ class TestCheckErrors:
         missing = tmp_path / "no-such-dir"
         result = _check(str(missing))
         assert result.exit_code == 1
-        assert result.stderr == f"Error: {missing}: directory: does not exist or is not a directory\n"
+        assert result.stderr == (
+            f"Error: {missing}: path: does not exist (give a directory of *.toml or one .toml file)\n"
+        )
+
+    def test_one_file(self, door: dict[str, Any], write_definition: Callable[..., Path]) -> None:
+        """A single .toml is checked as it is, not refused as "not a directory"; no note for one's own machine."""
+        path = write_definition(door)
+        result = _check(str(path))
+        assert result.exit_code == 0, result.output
+        assert _table(result.output) == {"door": ("entity", "3", "3", "3", "3", "0")}
+        assert "note:" not in result.output
+
+    def test_the_projects_snapshot_file(self) -> None:
+        """``check states/snapshot.toml``: its four warnings, said to be expected."""
+        result = _check(str(default_states_dir() / "snapshot.toml"))
+        assert result.exit_code == 0, result.output
+        assert result.output.splitlines()[-1] == "1 machines valid, 4 warnings"
+        assert "note: the 4 warnings on snapshot are expected" in result.output
+
+    def test_a_file_that_is_not_utf8(self, tmp_path: Path) -> None:
+        """A Latin-1 file: the file, the byte and its offset, and the fix; exit 1, no traceback."""
+        path = tmp_path / "door.toml"
+        path.write_bytes(b'[machine]\nname = "caf\xe9"\n')
+        for target in (path, tmp_path):
+            result = _check(str(target))
+            assert result.exit_code == 1
+            assert result.stderr == (
+                f"Error: {path}: file: is not UTF-8 text (byte 0xe9 at offset 21); save it as UTF-8\n"
+            )
+
+    def test_a_file_that_is_not_a_definition(self, tmp_path: Path) -> None:
+        path = tmp_path / "notes.txt"
+        path.write_text("hello")
+        result = _check(str(path))
+        assert result.exit_code == 1
+        assert result.stderr == f"Error: {path}: path: is neither a directory nor a .toml definition file\n"
 
     def test_directory_without_definitions(self, tmp_path: Path) -> None:
         """An empty directory is an error, not an empty report."""

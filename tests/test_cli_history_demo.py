@@ -34,9 +34,10 @@ class TestHistory:
         """A snapshot's rows, in order, from create to BackedUp (spec §13.1)."""
         db = tmp_path / "h.db"
         snapshot_id = _database(db)
-        result = CliRunner().invoke(main, ["history", "--db", str(db), "--snapshot", str(snapshot_id)])
+        args = ["history", "--db", str(db), "--snapshot", str(snapshot_id), "--only-snapshot"]
+        result = CliRunner().invoke(main, args, env={"COLUMNS": "200"})
         assert result.exit_code == 0, result.output
-        moves = [line for line in result.output.splitlines() if "│ snapshot" in line]
+        moves = [line for line in result.output.splitlines() if "│ snapshot " in line]
         assert [m.split("│")[8].strip() for m in moves] == [
             "create",
             "CreateRequested",
@@ -62,6 +63,17 @@ class TestHistory:
         assert result.output == f"Error: {tmp_path / 'nope.db'}: no such database file\n"
         assert not (tmp_path / "nope.db").exists()
 
+    def test_an_empty_file_is_an_error_and_stays_empty(self, tmp_path: Path) -> None:
+        """A zero-byte file is not given a schema: history only reads."""
+        path = tmp_path / "empty.db"
+        path.touch()
+        result = CliRunner().invoke(main, ["history", "--db", str(path)])
+        assert result.exit_code == 1
+        assert result.output == f"Error: {path}: is an empty file, not a snapshotfsm database; nothing was changed\n"
+        assert path.read_bytes() == b""
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db"]
+        assert not (tmp_path / "nope.db").exists()
+
     def test_a_foreign_file_is_an_error(self, tmp_path: Path) -> None:
         """A file that is not a snapshotfsm database is refused and left as it was."""
         path = tmp_path / "x.db"
@@ -84,7 +96,7 @@ class TestDemo:
     def test_the_demo_prints_every_scenario_and_where_to_look(self, tmp_path: Path) -> None:
         """The table names each scenario; the database holds what it says."""
         db = tmp_path / "demo.db"
-        result = CliRunner().invoke(main, ["demo", "--db", str(db)])
+        result = CliRunner().invoke(main, ["demo", "--db", str(db)], env={"COLUMNS": "200"})
         assert result.exit_code == 0, result.output
         for scenario in (
             "crash, then restart",
@@ -101,7 +113,7 @@ class TestDemo:
             "hourly policy",
         ):
             assert scenario in result.output
-        assert f"snapshotfsm history --db {db} --snapshot 2" in result.output
+        assert f"snapshotfsm history --db {db} --snapshot 2" in " ".join(result.output.split())
         engine = Engine.open(db)
         states = {s.id: s.status for s in engine.store.find(Snapshot)}
         assert states[2] == "BackedUp"

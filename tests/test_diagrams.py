@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from snapshotfsm import diagrams
 from snapshotfsm.cli import main
-from snapshotfsm.definitions import load_directory, project_definitions
+from snapshotfsm.definitions import project_definitions
 
 REPO = Path(__file__).resolve().parent.parent
 HAS_DOT = shutil.which("dot") is not None
@@ -169,8 +169,71 @@ def test_a_broken_definition_is_reported_and_nothing_is_written(tmp_path: Path) 
     assert not out.exists()
 
 
-def test_the_default_output_is_the_repository_diagrams_directory() -> None:
-    assert diagrams.default_out_dir(load_directory()) == REPO / "diagrams"
+def test_the_default_output_is_diagrams_of_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Never the source checkout: run from anywhere, it writes ./diagrams there and says where, absolutely."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["diagrams", "--format", "dot"])
+    assert result.exit_code == 0, result.output
+    assert result.output == f"wrote {len(project_definitions())} files for 12 machines to {tmp_path / 'diagrams'}\n"
+    assert min(p.name for p in (tmp_path / "diagrams").iterdir()) == "async_job.dot"
+
+
+def test_an_out_path_below_a_regular_file_is_refused(tmp_path: Path) -> None:
+    """``--out somefile/sub``: the file is named, it is left as it was, and nothing is created."""
+    somefile = tmp_path / "somefile"
+    somefile.write_text("keep me")
+    result = CliRunner().invoke(main, ["diagrams", "--out", str(somefile / "sub"), "--format", "dot"])
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: --out: {somefile} is a file, not a directory (so {somefile / 'sub'} cannot be a directory); "
+        "nothing was written\n"
+    )
+    assert somefile.read_text() == "keep me"
+
+
+def test_an_out_path_where_nothing_can_be_created_is_refused() -> None:
+    """``/proc`` takes no new directory (even for root, as CI runs): one line, exit 1, no traceback."""
+    result = CliRunner().invoke(main, ["diagrams", "--out", "/proc/snapshotfsm-x", "--format", "dot"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: --out: cannot write into /proc/snapshotfsm-x (")
+    assert result.output.endswith("); nothing was written\n")
+    assert len(result.output.splitlines()) == 1
+    assert not Path("/proc/snapshotfsm-x").exists()
+
+
+def test_only_rendered_formats_without_dot_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--format png`` without dot has nothing to write: an error naming the fix, not "wrote 0 files"."""
+    monkeypatch.setattr(diagrams.shutil, "which", lambda _: None)
+    result = CliRunner().invoke(main, ["diagrams", "--out", str(tmp_path / "d"), "--format", "png"])
+    assert result.exit_code == 1
+    assert result.output == (
+        "Error: --format png: needs graphviz's dot, which is not installed; install graphviz for SVG/PNG diagrams "
+        "(Debian/Ubuntu: apt-get install graphviz)\n"
+    )
+    assert not (tmp_path / "d").exists()
+
+
+def test_unreachable_states_are_marked_in_the_drawing_and_the_legend(rendered: Path) -> None:
+    """volume's Destroying (spec §2.3: no transition enters it) is grey, dotted and labelled; the legend says why."""
+    dot = (rendered / "volume.dot").read_text()
+    [node] = re.findall(r"^\s*Destroying \[(.*)\]$", dot, re.MULTILINE)
+    assert 'label="Destroying\\n(unreachable)"' in node
+    assert "dotted" in node
+    assert "no transition reaches it from the initial state" in dot
+    assert "unreachable" not in (rendered / "take_snapshot.dot").read_text()
+    mmd = (rendered / "volume.mmd").read_text()
+    assert "    class Destroying,NotUploaded,UploadInProgress,UploadError,UploadAbandoned unreachable\n" in mmd
+
+
+def test_a_state_has_one_self_loop_with_every_label(rendered: Path) -> None:
+    """Destroy's success and failure loops are one loop above it, the failure in red: no labels over each other."""
+    dot = (rendered / "volume.dot").read_text()
+    [loop] = _edges(dot, "Destroy", "Destroy")
+    assert "OperationSucceeded (U)" in loop
+    assert f'<FONT COLOR="{diagrams.ERROR_COLOUR}">OperationFailed (U) ✗</FONT>' in loop
+    assert "tailport=n" in loop
 
 
 def test_a_row_with_several_sources_is_drawn_from_each(rendered: Path) -> None:

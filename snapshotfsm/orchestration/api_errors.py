@@ -8,6 +8,7 @@ when its *cause* is an UnsupportedOperationException and INTERNAL_ERROR otherwis
 from __future__ import annotations
 
 from snapshotfsm.errors import (
+    ApiError,
     CloudException,
     ConcurrentOperationException,
     InvalidParameterValueException,
@@ -26,6 +27,28 @@ ACCOUNT_RESOURCE_LIMIT_ERROR = 532
 RESOURCE_UNAVAILABLE_ERROR = 534
 RESOURCE_ALLOCATION_ERROR = 535
 USER_ERROR_MESSAGE = "Internal error executing command, please contact your system administrator"
+PARAM_LENGTH = 255
+"""``@Parameter``'s ``length()`` default: every string parameter the model takes keeps it (``ParamProcessWorker``)."""
+
+
+def refusal(exc: CloudException) -> ApiError:
+    """An API call refused before its command runs: the exception, and the code ``ApiServer`` answers it with."""
+    code, text = create_phase_error(exc, None)
+    return ApiError(code, text, exception=exc)
+
+
+def check_length(param: str, value: str | None, limit: int = PARAM_LENGTH) -> None:
+    """``ParamProcessWorker``'s check of a string parameter, before the command runs (nothing is written).
+
+    ``param`` is the command's Java field name, which CloudStack's message names (``snapshotName``, not ``name``).
+
+    Raises:
+        ApiError: 431, ``Value greater than max allowed length 255 for param: <param>``.
+    """
+    if value is not None and len(value) > limit:
+        raise refusal(
+            InvalidParameterValueException(f"Value greater than max allowed length {limit} for param: {param}")
+        )
 
 
 def create_phase_error(exc: CloudException, caller: Account | None) -> tuple[int, str]:

@@ -8,8 +8,10 @@ path, a KVM host's ``snapshot`` capability) and refuses values CloudStack would 
 
 from __future__ import annotations
 
-from snapshotfsm.errors import InvalidValue
+from snapshotfsm.describe import vm_str, volume_str
+from snapshotfsm.errors import InvalidParameterValueException, InvalidValue, PermissionDeniedException
 from snapshotfsm.names import VolumeState
+from snapshotfsm.orchestration.api_errors import check_length, refusal
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.store.records import (
     SYSTEM_ACCOUNT_ID,
@@ -40,6 +42,14 @@ def _one_of(what: str, value: str, allowed: tuple[str, ...]) -> None:
         raise InvalidValue(what, value, "one of " + ", ".join(allowed))
 
 
+def _name(what: str, param: str, value: object) -> str:
+    """A name as CloudStack's API takes it: a string within the parameter's length (``param``: its Java field)."""
+    if not isinstance(value, str):
+        raise InvalidValue(what, value, "a string")
+    check_length(param, value)
+    return value
+
+
 class Inventory:
     """Methods that add inventory to the database of ``self.rt``."""
 
@@ -62,8 +72,20 @@ class Inventory:
     def add_zone(
         self, name: str, *, type: str = "Core", enabled: bool = True, backup_provider: str | None = None
     ) -> Zone:
-        """A zone; an Edge zone never backs snapshots up to secondary (spec §5.4 step 2)."""
+        """A zone; an Edge zone never backs snapshots up to secondary (spec §5.4 step 2).
+
+        Raises:
+            ApiError: 431, a name over 255 characters, or one another zone has (``createZone``'s messages).
+            InvalidValue: a zone type that is not Core or Edge. Nothing is written.
+        """
+        _name("zone name", "zoneName", name)
         _one_of("zone type", type, ZONE_TYPES)
+        if self.rt.store.first(Zone, "name = ? AND removed IS NULL", (name,)) is not None:
+            raise refusal(
+                InvalidParameterValueException(
+                    "A zone with that name already exists. Please specify a unique zone name."
+                )
+            )
         return self.rt.store.insert(
             Zone(
                 name=name,
@@ -75,9 +97,14 @@ class Inventory:
         )
 
     def add_account(self, name: str, *, admin: bool = False, limits: dict[str, int] | None = None) -> Account:
-        """An account (``admin`` = root admin) with optional resource limits, and zeroed resource counts."""
+        """An account (``admin`` = root admin) with optional resource limits, and zeroed resource counts.
+
+        Raises:
+            ApiError: 431, a name over 255 characters or one another account has (``createAccount``'s messages).
+        """
+        _name("account name", "accountName", name)
         if self.rt.store.first(Account, "account_name = ?", (name,)) is not None:
-            raise InvalidValue("account name", name, "a name not yet used")
+            raise refusal(InvalidParameterValueException(f"The specified account: {name} already exists"))
         account = self.rt.store.insert(Account(account_name=name, uuid=self.rt.new_uuid(), type=1 if admin else 0))
         for resource in ("snapshot", "primary_storage", "secondary_storage"):
             self.rt.store.insert(ResourceCount(type=resource, account_id=account.id, count=0))
@@ -99,6 +126,7 @@ class Inventory:
 
     def add_cluster(self, zone: Zone, name: str, *, hypervisor: str = "KVM", supports_resign: bool = False) -> Cluster:
         """A cluster of one hypervisor; ``supports_resign`` is XenServer's "supports resigning" for managed storage."""
+        _name("cluster name", "clusterName", name)
         _one_of("hypervisor", hypervisor, HYPERVISORS)
         return self.rt.store.insert(
             Cluster(name=name, data_center_id=zone.id, hypervisor_type=hypervisor, supports_resign=supports_resign)
@@ -143,7 +171,9 @@ class Inventory:
         Raises:
             InvalidValue: no installed driver is ``provider``, or it does not serve ``pool_type`` (the message lists
                 what is installed); a hypervisor that is not CloudStack's. Nothing is written.
+            ApiError: 431, a name over 255 characters.
         """
+        _name("pool name", "storagePoolName", name)
         self.rt.drivers.installed.for_pool(provider, pool_type)
         if hypervisor is not None:
             _one_of("hypervisor", hypervisor, HYPERVISORS)
@@ -166,7 +196,18 @@ class Inventory:
         return pool
 
     def add_image_store(self, zone: Zone, name: str, *, total_size: int = 0) -> ImageStore:
-        """Secondary storage of a zone; ``total_size`` 0 means unbounded."""
+        """Secondary storage of a zone; ``total_size`` 0 means unbounded.
+
+        Raises:
+            ApiError: 431, a name over 255 characters, or one another image store has (``addImageStore``).
+        """
+        _name("image store name", "name", name)
+        if self.rt.store.first(ImageStore, "name = ?", (name,)) is not None:
+            raise refusal(
+                InvalidParameterValueException(
+                    f"The image store with name {name} already exists, try creating with another name"
+                )
+            )
         return self.rt.store.insert(ImageStore(name=name, data_center_id=zone.id, total_size=total_size))
 
     def add_template(self, name: str, *, system: bool = False) -> Template:
@@ -225,31 +266,44 @@ class Inventory:
         template: Template | None = None,
         volume_type: str = "DATADISK",
     ) -> Volume:
-        """A volume on ``pool``, attached to ``vm`` when given. A StorPool volume gets a ``/dev/storpool-byid`` path."""
+        """A volume on ``pool``, attached to ``vm`` when given. A StorPool volume gets a ``/dev/storpool-byid`` path.
+
+        Raises:
+            ApiError: 531 when ``vm`` belongs to another account (``attachVolume``'s same-owner check); 431 for a
+                name over 255 characters.
+            InvalidValue: a format that is not CloudStack's, a size that is not a positive integer. Nothing is
+                written.
+        """
+        _name("volume name", "volumeName", name)
         _one_of("volume format", format, FORMATS)
+        if not isinstance(size, int) or isinstance(size, bool):
+            raise InvalidValue("volume size", size, "an integer number of bytes (e.g. 10 << 30 for 10 GiB)")
         if size <= 0:
             raise InvalidValue("volume size", size, "a positive number of bytes")
         uuid = self.rt.new_uuid()
         path = f"/dev/storpool-byid/{uuid[:8]}.b" if pool.pool_type == "StorPool" else uuid
-        return self.rt.store.insert(
-            Volume(
-                name=name,
-                uuid=uuid,
-                account_id=account.id,
-                domain_id=account.domain_id,
-                data_center_id=pool.data_center_id,
-                pool_id=pool.id,
-                instance_id=vm.id if vm else None,
-                template_id=template.id if template else None,
-                volume_type=volume_type,
-                size=size,
-                format=format,
-                path=path,
-                state=state,
-                encrypt_format="LUKS" if encrypted else None,
-                created=self.rt.clock.timestamp(),
-            )
+        volume = Volume(
+            name=name,
+            uuid=uuid,
+            account_id=account.id,
+            domain_id=account.domain_id,
+            data_center_id=pool.data_center_id,
+            pool_id=pool.id,
+            instance_id=vm.id if vm else None,
+            template_id=template.id if template else None,
+            volume_type=volume_type,
+            size=size,
+            format=format,
+            path=path,
+            state=state,
+            encrypt_format="LUKS" if encrypted else None,
+            created=self.rt.clock.timestamp(),
         )
+        if vm is not None and vm.account_id != account.id:
+            # AccountManagerImpl.checkAccess(caller, null, true, volume, vm): the entities must share an owner.
+            message = f"Entity {vm_str(vm)} and entity {volume_str(volume)} belong to different accounts"
+            raise refusal(PermissionDeniedException(message))
+        return self.rt.store.insert(volume)
 
     def set_volume_churn(self, volume: Volume | int, churn: int) -> None:
         """How many bytes of ``volume`` change between two of its snapshots: the size of its deltas (spec §16.2).

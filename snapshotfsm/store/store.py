@@ -248,6 +248,47 @@ class Store:
             machines=machines,
         )
 
+    @classmethod
+    def open_read_only(cls, path: str | Path, *, definitions: Definitions | None = None) -> Store:
+        """Open an existing database for reading only: tools that look (``snapshotfsm history``) change nothing.
+
+        :meth:`open` creates a missing file and writes a schema into an empty one, which is right for a server
+        and wrong for a reader pointed at the wrong path. Here the connection is SQLite's ``mode=ro`` (and
+        ``immutable`` when no server has the file open, so that no ``-wal``/``-shm`` files are left behind).
+
+        Raises:
+            StoreError: no such file, a directory, an empty file, not a snapshotfsm database, or another schema
+                version. Nothing is created or written.
+        """
+        p = Path(path)
+        where = str(path)
+        if not p.exists():
+            raise StoreError(where, "no such database file")
+        if p.is_dir():
+            raise StoreError(where, "is a directory, not a database file")
+        if p.stat().st_size == 0:
+            raise StoreError(where, "is an empty file, not a snapshotfsm database; nothing was changed")
+        _inspect(p)
+        live = any(Path(f"{p}{suffix}").exists() for suffix in ("-wal", "-shm"))
+        uri = f"file:{urllib.parse.quote(str(p))}?mode=ro" + ("" if live else "&immutable=1")
+        try:
+            conn = sqlite3.connect(uri, uri=True)
+            app = conn.execute("PRAGMA application_id").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise StoreError(where, f"cannot be opened ({exc})") from exc
+        if app != APPLICATION_ID:  # an empty schema passes _inspect, which lets open() initialise it
+            conn.close()
+            raise StoreError(where, "holds no snapshotfsm schema; nothing was changed")
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        return cls(
+            sqlite_utils.Database(conn),
+            path=where,
+            ms_id=0,
+            clock=SimClock(),
+            profile=get_profile("cloudstack"),
+            definitions=definitions or project_definitions(),
+        )
+
     def close(self) -> None:
         """Close the connection."""
         self.db.close()

@@ -1,7 +1,9 @@
 """What snapshotfsm offers its users' test suites.
 
-Hypothesis strategies and a conformance test for machines, contract suites for driver and strategy plugins, and a
-small cloud to run them on. Needs Hypothesis (the ``testing`` extra: ``pip install snapshotfsm[testing]``);
+Hypothesis strategies and a conformance test for machines, contract suites for driver and strategy plugins, the
+engine-level property test (:class:`EngineMachine`, a ``RuleBasedStateMachine`` to run over one's own driver and
+strategy), and a small cloud to run them on (:class:`QuickCloud`: a first snapshot in five lines). Needs Hypothesis
+(the ``testing`` extra: ``pip install snapshotfsm[testing]``);
 ``import snapshotfsm`` does not import it.
 """
 
@@ -19,10 +21,12 @@ from snapshotfsm.testing.conformance import (
     unknown_state_names,
 )
 from snapshotfsm.testing.contracts import DriverContract, StrategyContract
+from snapshotfsm.testing.stateful import EngineMachine
 
 __all__ = [
     "BUILTIN_SHAPES",
     "DriverContract",
+    "EngineMachine",
     "Entity",
     "PoolShape",
     "QuickCloud",

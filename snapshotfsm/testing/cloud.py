@@ -1,11 +1,11 @@
 """A small cloud to test against: one zone with an image store, an account without limits, pools made on demand.
 
-For the contract suites, and for a first snapshot in a few lines::
+For the contract suites, and for a first snapshot in five lines::
 
-    from snapshotfsm.testing import PoolShape, QuickCloud
+    from snapshotfsm.testing import QuickCloud
 
     cloud = QuickCloud()
-    volume = cloud.volume(PoolShape("DefaultPrimary", "NetworkFilesystem", hypervisor="XenServer", format="VHD"))
+    volume = cloud.volume()  # XenServer on NFS, attached to a running VM; any PoolShape for another
     job = cloud.take(volume)
     cloud.engine.job_status(job.id), cloud.engine.snapshot_of(job).status  # ('SUCCEEDED', 'BackedUp')
 """
@@ -68,6 +68,11 @@ BUILTIN_SHAPES: tuple[PoolShape, ...] = (
 """One pool of each kind the built-in drivers serve, as CloudStack's lifecycles set them up."""
 
 
+DEFAULT_SHAPE = PoolShape(hypervisor="XenServer", format="VHD")
+"""XenServer on NFS, what :meth:`QuickCloud.volume` makes by default: the take of spec §13.1, on primary then backed up,
+which breaks no invariant (a KVM take writes an ON_PRIMARY usage event for a snapshot never on primary, upstream's)."""
+
+
 class QuickCloud:
     """An engine on ``:memory:`` with one zone, an image store and an account (``tester``) that has no limits.
 
@@ -123,8 +128,8 @@ class QuickCloud:
             )
         return self._pools[shape]
 
-    def volume(self, shape: PoolShape, *, attached: bool = True, size: int = GIB) -> Volume:
-        """A volume on ``shape``'s pool, attached to a new Running VM unless ``attached`` is False."""
+    def volume(self, shape: PoolShape = DEFAULT_SHAPE, *, attached: bool = True, size: int = GIB) -> Volume:
+        """A volume on ``shape``'s pool (default XenServer on NFS), attached to a new Running VM if ``attached``."""
         vm = None
         if attached:
             host = self.host(shape.hypervisor)
