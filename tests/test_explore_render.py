@@ -14,7 +14,7 @@ import attrs
 import pytest
 
 from snapshotfsm.explore import render
-from snapshotfsm.explore.scenarios import default_scenarios
+from snapshotfsm.explore.scenarios import default_scenarios, pairwise
 from snapshotfsm.explore.world import OnCrash, World
 from snapshotfsm.faults import FaultPlan
 from snapshotfsm.invariants import Violation
@@ -48,7 +48,7 @@ def show(
     ``steps``: run only that many steps of the program, and stop there (no quiescence).
     """
     sc = SCENARIOS[scenario]
-    world = World(sc.instances()[instance], faults=plan, timeline=True, on_crash=on_crash)
+    world = World(pairwise(sc.instances())[instance], faults=plan, timeline=True, on_crash=on_crash)
     try:
         for step in range(len(sc.steps) if steps is None else steps):
             world.run_step(step)

@@ -35,6 +35,9 @@ from snapshotfsm.profiles import get_profile
 J = TypeVar("J")
 R = TypeVar("R")
 NO_FAULT = "(no fault)"
+BATCH = 96
+"""Faults per batch: a batch runs in order on one worker, sharing fingerprints. Fixed, so that the batches (and so
+the report) are the same whatever the worker count; small enough to spread a large instance over the workers."""
 
 
 @attrs.frozen
@@ -73,7 +76,7 @@ class Options:
 
 
 @functools.cache
-def _instances(scenario_dir: str | None, full: bool) -> dict[str, Instance]:  # noqa: FBT001 - cached by position
+def _instances(scenario_dir: str | None, full: bool) -> dict[str, Instance]:
     directory = Path(scenario_dir) if scenario_dir is not None else default_scenarios_dir()
     return {i.name: i for i in choose(load_scenarios(directory), full=full)}
 
@@ -295,12 +298,14 @@ def explore(
         clean = {(d.profile, d.instance): d for d in _map(pool, discover, discoveries, "discover", tell)}
         chosen = _choose_faults(options, instances, clean)
         batches = [
-            Batch(name, profile, options.seed, options.scenario_dir, options.full, tuple(faults))
+            Batch(name, profile, options.seed, options.scenario_dir, options.full, tuple(faults[n : n + BATCH]))
             for (profile, name), faults in chosen.items()
-            if faults
+            for n in range(0, len(faults), BATCH)
         ]
         results = _map(pool, run_batch, batches, "explore", tell)
-        judged = {(b.profile, b.instance): r for b, r in zip(batches, results, strict=True)}
+        judged: dict[tuple[str, str], list[Judged]] = {}
+        for batch, result in zip(batches, results, strict=True):
+            judged.setdefault((batch.profile, batch.instance), []).extend(result)
         groups = _group(options, instances, clean, judged)
         shrink_runs = 0
         if options.shrink:
@@ -409,7 +414,12 @@ def _group(
                 new = {inv for inv, subject in run.outcome.broken() - before}
                 case = Case(instance.name, steps, (run.fault,), profile, options.seed)
                 for invariant in sorted(new):
-                    add((profile, invariant, run.fault.point.label, run.fault.kind), case, run.outcome.length, instance.name)
+                    add(
+                        (profile, invariant, run.fault.point.label, run.fault.kind),
+                        case,
+                        run.outcome.length,
+                        instance.name,
+                    )
     return sorted(groups.values(), key=lambda g: g.key)
 
 

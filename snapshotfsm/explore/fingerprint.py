@@ -17,7 +17,7 @@ states that differ.
 
 from __future__ import annotations
 
-import datetime
+import datetime as dt
 import hashlib
 import re
 from collections.abc import Iterable, Iterator
@@ -35,7 +35,7 @@ _CALL_NUMBER = re.compile(r"#\d+$")
 class Canon:
     """Canonical values for one fingerprint: UUIDs numbered by first appearance, times relative to ``now_ms``."""
 
-    def __init__(self, now_ms: int, epoch: datetime.datetime) -> None:
+    def __init__(self, now_ms: int, epoch: dt.datetime) -> None:
         self.now_ms = now_ms
         self.epoch = epoch
         self.uuids: dict[str, str] = {}
@@ -44,7 +44,7 @@ class Canon:
         """A column's value, canonical."""
         if isinstance(value, str):
             if _STAMP.match(value):
-                stamp = datetime.datetime.strptime(value, "%Y-%m-%d %H:%M:%S").replace(tzinfo=datetime.UTC)
+                stamp = dt.datetime.strptime(value, "%Y-%m-%d %H:%M:%S").replace(tzinfo=dt.UTC)
                 return f"now-{(self.now_ms - int((stamp - self.epoch).total_seconds() * 1000)) // 1000}s"
             if "-" in value:
                 return _UUID.sub(self._uuid, value)
@@ -83,7 +83,7 @@ def _parts(servers: list[Engine], canon: Canon) -> Iterator[str]:
         for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
     ]
     for table in sorted(tables):
-        cursor = conn.execute(f'SELECT * FROM "{table}" ORDER BY rowid')  # noqa: S608 - names from sqlite_master
+        cursor = conn.execute(f'SELECT * FROM "{table}" ORDER BY rowid')
         columns = [d[0] for d in cursor.description]
         yield f"table {table}"
         for row in cursor:

@@ -16,7 +16,7 @@ from snapshotfsm.errors import InvalidValue
 from snapshotfsm.explore.fingerprint import fingerprint
 from snapshotfsm.explore.points import DRIVER_KINDS, KINDS, Fault, Point, crash_kind, plan_for
 from snapshotfsm.explore.scenarios import Instance
-from snapshotfsm.explore.world import World
+from snapshotfsm.explore.world import OnCrash, World
 from snapshotfsm.invariants import Violation
 
 
@@ -83,7 +83,8 @@ class Case:
                 faults.append(_parse_fault(word, text, expected))
         steps_text = fields.get("steps", "none")
         seed_text = fields.get("seed", "0")
-        if not seed_text.isdigit() or not all(s.isdigit() and int(s) >= 1 for s in steps_text.split(",") if s != "none"):
+        numbers = [s for s in steps_text.split(",") if s != "none"]
+        if not seed_text.isdigit() or not all(s.isdigit() and int(s) >= 1 for s in numbers):
             raise InvalidValue("replay case", text, expected)
         steps = tuple(int(s) - 1 for s in steps_text.split(",") if s != "none")
         return cls(instance, steps, tuple(faults), fields.get("profile", "cloudstack"), int(seed_text))
@@ -129,7 +130,7 @@ def execute(
     outcome; the fingerprints it passed get its own outcome.
     """
     plan = plan_for(faults)
-    on_crash = "node_left" if any(f.kind == "node_left" for f in faults) else "restart"
+    on_crash: OnCrash = "node_left" if any(f.kind == "node_left" for f in faults) else "restart"
     world = World(instance, profile=profile, seed=seed, faults=plan, on_crash=on_crash, timeline=timeline, arm=plan.arm)
     program = list(range(len(instance.scenario.steps))) if steps is None else list(steps)
     passed: list[str] = []
