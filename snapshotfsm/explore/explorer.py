@@ -26,6 +26,7 @@ from typing import TypeVar
 import attrs
 
 from snapshotfsm.errors import InvalidValue, ScenarioError
+from snapshotfsm.explore import render
 from snapshotfsm.explore.points import KINDS, ExplorePlan, Fault, Point, faults_at
 from snapshotfsm.explore.runs import Case, Outcome, execute
 from snapshotfsm.explore.scenarios import Instance, choose, default_scenarios_dir, load_scenarios, select
@@ -172,33 +173,53 @@ class Shrink:
     invariants: tuple[str, ...]
     scenario_dir: str | None
     full: bool
+    length: int
+    """The case's own length (its run is known: the search starts from it without running it again)."""
+
+
+@attrs.frozen
+class Shown:
+    """A counterexample as a user reads it: the invariant's violations, the rows they name, the log, the diagram."""
+
+    violations: tuple[tuple[str, str], ...]
+    """``(subject, detail)`` of each violation of the invariant in the minimal run."""
+    rows: tuple[tuple[str, dict[str, object]], ...]
+    log: tuple[str, ...]
+    sequence: str
 
 
 @attrs.frozen
 class Shrunk:
-    """A minimal case for one invariant, its length, and how many runs its search took."""
+    """A minimal case for one invariant, its length, how many runs its search took, and the run shown."""
 
     case: Case
     length: int
     runs: int
+    shown: Shown | None = None
 
 
 def shrink(job: Shrink) -> list[Shrunk]:
     """Per invariant, remove one program step at a time while the run still shows it (a 1-minimal program).
 
-    The invariants share their runs: a program tried for one is not run again for another.
+    The invariants share their runs: a program tried for one is not run again for another. Every try keeps its
+    timeline, so that the minimal run is shown (:class:`Shown`) without being run again.
     """
     instance = _instances(job.scenario_dir, job.full)[job.case.instance]
-    tried: dict[tuple[int, ...], tuple[frozenset[str], int] | None] = {}
+    tried: dict[tuple[int, ...], tuple[frozenset[str], int] | None] = {
+        job.case.steps: (frozenset(job.invariants), job.length)
+    }
+    worlds: dict[tuple[int, ...], World] = {}
 
     def broken(steps: tuple[int, ...]) -> tuple[frozenset[str], int] | None:
         if steps not in tried:
-            ran = execute(instance, job.case.faults, steps=steps, profile=job.case.profile, seed=job.case.seed)
+            ran = execute(
+                instance, job.case.faults, steps=steps, profile=job.case.profile, seed=job.case.seed, timeline=True
+            )
             plan = ran.world.engine.faults
             fired = not isinstance(plan, ExplorePlan) or len(plan.fired) >= len(plan.rules) + len(plan.crashes)
             shown = frozenset(v.invariant for v in ran.outcome.violations)
             tried[steps] = (shown, ran.outcome.length) if fired else None
-            ran.world.engine.close()
+            worlds[steps] = ran.world
         return tried[steps]
 
     out = []
@@ -216,8 +237,26 @@ def shrink(job: Shrink) -> list[Shrunk]:
                 if found is not None and invariant in found[0]:
                     steps, length, changed = fewer, found[1], True
                     break
-        out.append(Shrunk(attrs.evolve(job.case, steps=steps), length, len(tried) - before))
+        if steps not in worlds:
+            tried.pop(steps)
+            broken(steps)
+        case = attrs.evolve(job.case, steps=steps)
+        out.append(Shrunk(case, length, len(tried) - before, _show(worlds[steps], invariant, str(case))))
+    for world in worlds.values():
+        world.engine.close()
     return out
+
+
+def _show(world: World, invariant: str, title: str) -> Shown:
+    store = world.engine.store
+    mine = [v for v in world.judge() if v.invariant == invariant]
+    rows = tuple(row for v in mine for row in render.offending_rows(store, v))
+    return Shown(
+        tuple((v.subject, v.detail) for v in mine),
+        rows,
+        tuple(render.log_lines(store)),
+        render.sequence_diagram(store, world.record.timeline, title=title),
+    )
 
 
 # --- the exploration -----------------------------------------------------------------------------------------------
@@ -313,7 +352,13 @@ def explore(
             for group in groups:
                 by_case.setdefault(group.shortest().case, []).append(group)
             jobs = [
-                Shrink(case, tuple(g.invariant for g in same), options.scenario_dir, options.full)
+                Shrink(
+                    case,
+                    tuple(g.invariant for g in same),
+                    options.scenario_dir,
+                    options.full,
+                    same[0].shortest().length,
+                )
                 for case, same in by_case.items()
             ]
             for same, found in zip(by_case.values(), _map(pool, shrink, jobs, "shrink", tell), strict=True):

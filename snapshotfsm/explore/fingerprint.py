@@ -28,33 +28,44 @@ if TYPE_CHECKING:
     from snapshotfsm.record import RunRecord
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
+_STAMP = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
 _CALL_NUMBER = re.compile(r"#\d+$")
 
 
 class Canon:
-    """Canonical values for one fingerprint: UUIDs numbered by first appearance, times relative to ``now_ms``."""
+    """Canonical text for one fingerprint: UUIDs numbered by first appearance, times relative to ``now_ms``."""
 
     def __init__(self, now_ms: int, epoch: dt.datetime) -> None:
         self.now_ms = now_ms
         self.epoch = epoch
         self.uuids: dict[str, str] = {}
+        self._stamps: dict[str, str] = {}
+
+    def text(self, text: str) -> str:
+        """``text`` with its UUIDs and timestamps canonical."""
+        if "-" not in text:
+            return text
+        return _STAMP.sub(self._stamp, _UUID.sub(self._uuid, text))
 
     def value(self, column: str, value: object) -> object:
         """A column's value, canonical."""
         if isinstance(value, str):
-            if _STAMP.match(value):
-                stamp = dt.datetime.strptime(value, "%Y-%m-%d %H:%M:%S").replace(tzinfo=dt.UTC)
-                return f"now-{(self.now_ms - int((stamp - self.epoch).total_seconds() * 1000)) // 1000}s"
-            if "-" in value:
-                return _UUID.sub(self._uuid, value)
-            return value
-        if isinstance(value, int) and column.endswith("_ms") and value > 0:
+            return self.text(value)
+        if isinstance(value, int) and not isinstance(value, bool) and column.endswith("_ms") and value > 0:
             return f"now-{self.now_ms - value}ms"
         return value
 
     def _uuid(self, match: re.Match[str]) -> str:
         return self.uuids.setdefault(match.group(0), f"uuid{len(self.uuids)}")
+
+    def _stamp(self, match: re.Match[str]) -> str:
+        text = match.group(0)
+        found = self._stamps.get(text)
+        if found is None:
+            stamp = dt.datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=dt.UTC)
+            found = f"now-{(self.now_ms - int((stamp - self.epoch).total_seconds() * 1000)) // 1000}s"
+            self._stamps[text] = found
+        return found
 
 
 def fingerprint(servers: Iterable[Engine], *, extra: object = ()) -> str:
@@ -84,10 +95,13 @@ def _parts(servers: list[Engine], canon: Canon) -> Iterator[str]:
     ]
     for table in sorted(tables):
         cursor = conn.execute(f'SELECT * FROM "{table}" ORDER BY rowid')
-        columns = [d[0] for d in cursor.description]
-        yield f"table {table}"
-        for row in cursor:
-            yield repr(tuple(canon.value(c, v) for c, v in zip(columns, row, strict=True)))
+        rows = cursor.fetchall()
+        if not rows:
+            continue
+        times = [n for n, d in enumerate(cursor.description) if d[0].endswith("_ms")]
+        if times:
+            rows = [tuple(canon.value("_ms", v) if n in times else v for n, v in enumerate(row)) for row in rows]
+        yield f"table {table} {canon.text(repr(rows))}"
     now = canon.now_ms
     yield "tasks"
     for task in servers[0].scheduler.pending():

@@ -1,9 +1,9 @@
 """One run: an instance's program with faults injected, quiesced and judged; and its replayable description.
 
 A run is deterministic from its :class:`Case` (instance, steps kept, faults, profile, seed): replaying the case gives
-the same database and the same violations. While it runs, after every step from the first fault on, the world's
-fingerprint (:mod:`snapshotfsm.explore.fingerprint`) is looked up among those of runs already explored: a match means
-the same future, so the run stops there and takes that run's outcome.
+the same database and the same violations. After the step in which its fault fired, the world's fingerprint
+(:mod:`snapshotfsm.explore.fingerprint`) is looked up among those of runs already explored: a match means the same
+future, so the run stops there and takes that run's outcome.
 """
 
 from __future__ import annotations
@@ -126,8 +126,10 @@ def execute(
 ) -> Ran:
     """Run ``instance``'s program (``steps``: the indices kept, default all) with ``faults``, quiesce, judge.
 
-    With ``seen``, the run stops at the first state after a fault whose fingerprint is there, and takes that
-    outcome; the fingerprints it passed get its own outcome.
+    With ``seen``, the state after the step in which the first fault fired is fingerprinted: when ``seen`` has it,
+    the run stops there and takes that outcome; otherwise the run goes on and its outcome is noted under it. (A
+    fault in the last step is not fingerprinted: only quiescence would be saved, which costs about what a
+    fingerprint does.)
     """
     plan = plan_for(faults)
     on_crash: OnCrash = "node_left" if any(f.kind == "node_left" for f in faults) else "restart"
@@ -137,14 +139,13 @@ def execute(
     for position, index in enumerate(program):
         plan.step = index
         world.run_step(index)
-        if seen is None or not plan.fired:
+        rest = tuple(program[position + 1 :])
+        if seen is None or not plan.fired or passed or not rest:
             continue
-        future = (instance.name, profile, tuple(program[position + 1 :]), plan.unfired(), on_crash, world.jobs)
+        future = (instance.name, profile, rest, plan.unfired(), on_crash, world.jobs)
         print_ = fingerprint(world.servers.values(), extra=(future, sorted(world.taken_over)))
         known = seen.get(print_)
         if known is not None:
-            for earlier in passed:
-                seen[earlier] = known
             return Ran(known, pruned=True, world=world)
         passed.append(print_)
     plan.step = len(instance.scenario.steps)
