@@ -7,11 +7,14 @@ a state name or an explanation the command prints a narrower layout instead (ric
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import attrs
 import click
 from rich.console import Console, Group, RenderableType
 from rich.markup import escape
@@ -26,6 +29,8 @@ from snapshotfsm.store import story as stories
 from snapshotfsm.store.store import Store
 
 if TYPE_CHECKING:
+    from rich.progress import TaskID
+
     from snapshotfsm.demo import Outcome
     from snapshotfsm.store.story import StoryRow
 
@@ -457,3 +462,216 @@ def faults(only: str | None) -> None:
         for machine, kinds in counts.items()
     )
     out.print(f"{len(found.ops)} driver operations, {len(found.crash_points)} crash points ({summary})")
+
+
+@main.command()
+@click.option(
+    "--profile", "profiles", multiple=True, help="Profile to explore (repeat for several).  [default: cloudstack]"
+)
+@click.option(
+    "--scenario", "scenarios", multiple=True, help="Scenario or instance name, shell patterns allowed (repeat)."
+)
+@click.option("--faults", "kinds", help="Fault kinds, comma-separated.  [default: every kind]")
+@click.option("--workers", default=1, show_default=True, help="Local processes to run on.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the engines and of a budget's sample.")
+@click.option("--budget", type=int, help="At most this many faulted runs (a seeded sample).")
+@click.option("--full", is_flag=True, help="Every instance of the scenarios, not the pairwise set.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the report here.")
+@click.option("--list-faults", is_flag=True, help="Only list the fault points and the faults each would get.")
+@click.option("--replay", "case", help="Replay one case as a report prints it; show its log and sequence diagram.")
+@click.option("--mermaid", type=click.Path(dir_okay=False, path_type=Path), help="With --replay: write the diagram.")
+@click.option("--scenarios-dir", type=click.Path(path_type=Path), help="Scenario files [default: scenarios/].")
+def explore(
+    profiles: tuple[str, ...],
+    scenarios: tuple[str, ...],
+    kinds: str | None,
+    workers: int,
+    seed: int,
+    budget: int | None,
+    full: bool,
+    json_path: Path | None,
+    list_faults: bool,
+    case: str | None,
+    mermaid: Path | None,
+    scenarios_dir: Path | None,
+) -> None:
+    """Try every fault at every point of the scenarios, judge each run by the invariants, shrink what breaks.
+
+    Each scenario instance runs clean once to find its fault points (driver calls, crash points, restart phases,
+    background ticks); each fault kind a point accepts is then injected in a run of its own, which is quiesced and
+    judged. Violations are grouped by invariant, fault point and kind; the shortest run of each group is shrunk to
+    the fewest program steps that still show it, and printed as a command that replays it. The same seed gives
+    the same report whatever --workers.
+
+    Example: snapshotfsm explore --scenario take --workers 2 --json report.json
+    """
+    from snapshotfsm.explore import explorer, points, report  # noqa: PLC0415 - a heavy import, one command
+
+    out = _console()
+    if case is not None:
+        _replay(out, case, scenarios_dir, mermaid)
+        return
+    try:
+        chosen = tuple(k.strip() for k in kinds.split(",") if k.strip()) if kinds is not None else points.KINDS
+        options = explorer.Options(
+            profiles=profiles or ("cloudstack",),
+            scenarios=scenarios,
+            kinds=chosen,
+            workers=workers,
+            seed=seed,
+            budget=budget,
+            full=full,
+            scenario_dir=str(scenarios_dir) if scenarios_dir is not None else None,
+        )
+        options.check()
+        if list_faults:
+            _list_faults(out, options)
+            return
+        if json_path is not None:
+            _writable(json_path)
+        with _progress(out) as tell:
+            found = explorer.explore(options, progress=tell)
+    except SnapshotFSMError as exc:
+        raise click.ClickException(str(exc)) from exc
+    document = report.report(found)
+    if json_path is not None:
+        json_path.write_text(report.dumps(document), encoding="utf-8")
+    _explore_summary(out, document)
+    if json_path is not None:
+        out.print(f"report: {json_path.resolve()}")
+
+
+def _writable(path: Path) -> None:
+    """Refuse an output path that cannot be written before hours of work are spent."""
+    parent = path.resolve().parent
+    if not parent.is_dir():
+        raise click.ClickException(f"cannot write {path}: {parent} is not a directory")
+
+
+@contextlib.contextmanager
+def _progress(out: Console) -> Iterator[Callable[[str, int, int], None]]:
+    """A progress bar per phase (discover, explore, shrink), on the terminal only."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=out,
+        transient=True,
+        disable=not out.is_terminal,
+    )
+    tasks: dict[str, TaskID] = {}
+
+    def tell(phase: str, done: int, total: int) -> None:
+        if phase not in tasks:
+            tasks[phase] = bar.add_task(phase, total=total)
+        bar.update(tasks[phase], completed=done)
+
+    with bar:
+        yield tell
+
+
+def _list_faults(out: Console, options: Any) -> None:
+    from snapshotfsm.explore import explorer, points  # noqa: PLC0415
+
+    instances = explorer.instances_for(options)
+    table = Table(title="fault points of each instance's clean run, and the faults tried at them")
+    table.add_column("instance", overflow="fold")
+    table.add_column("points", justify="right")
+    for kind in options.kinds:
+        table.add_column(kind.replace("_", " "), justify="right")
+    totals = dict.fromkeys(options.kinds, 0)
+    for profile in options.profiles:
+        for instance in instances:
+            found = explorer.discover(
+                explorer.Discovery(instance.name, profile, options.seed, options.scenario_dir, options.full)
+            )
+            faults = points.faults_at(found.points, options.kinds, servers=instance.servers)
+            counts = {k: sum(f.kind.partition(":")[0] == k for f in faults) for k in options.kinds}
+            for kind, n in counts.items():
+                totals[kind] += n
+            table.add_row(instance.name, str(len(found.points)), *(str(counts[k]) for k in options.kinds))
+    out.print(table)
+    out.print(f"{sum(totals.values())} faults at the points of {len(instances)} instances")
+
+
+def _replay(out: Console, case: str, scenarios_dir: Path | None, mermaid: Path | None) -> None:
+    from snapshotfsm.explore import explorer, render, runs  # noqa: PLC0415
+
+    try:
+        options = explorer.Options(scenario_dir=str(scenarios_dir) if scenarios_dir is not None else None)
+        every = explorer.instances_for(attrs.evolve(options, full=True))
+        ran = runs.replay(case, instances=every)
+    except SnapshotFSMError as exc:
+        raise click.ClickException(str(exc)) from exc
+    store = ran.world.engine.store
+    out.print(f"[bold]{escape(case)}[/bold]")
+    for n, outcome in enumerate(ran.world.outcomes, 1):
+        out.print(f"  step {n}: {escape(outcome)}")
+    out.print("[bold]transition log[/bold]")
+    for line in render.log_lines(store):
+        out.print(escape(line), overflow="fold", soft_wrap=False)
+    diagram = render.sequence_diagram(store, ran.world.record.timeline, title=case)
+    if mermaid is not None:
+        mermaid.write_text(diagram + "\n", encoding="utf-8")
+        out.print(f"sequence diagram: {mermaid.resolve()}")
+    else:
+        out.print("[bold]sequence diagram (Mermaid)[/bold]")
+        out.print(escape(diagram), soft_wrap=True, crop=False)
+    violations = ran.outcome.violations
+    out.print(f"[bold]{len(violations)} violations[/bold]" if violations else "[bold]no violation[/bold]")
+    for violation in violations:
+        out.print(f"  {escape(str(violation))}", overflow="fold", soft_wrap=False)
+        for line in render.rows_text(render.offending_rows(store, violation)):
+            out.print(f"    {escape(line)}", overflow="fold", soft_wrap=False)
+
+
+def _explore_summary(out: Console, document: dict[str, Any]) -> None:
+    """The report in a terminal: invariant by profile, the shortest counterexample of each, coverage, numbers."""
+    profiles = document["options"]["profiles"]
+    head = ", ".join(f"{p}: {r['clean']} clean + {r['faulted']} faulted runs" for p, r in document["runs"].items())
+    out.print(f"[bold]{len(document['instances'])} instances[/bold] · {escape(head)}")
+    table = Table(title="runs breaking each invariant (a faulted run counts for what its fault added)")
+    table.add_column("invariant", overflow="fold")
+    for profile in profiles:
+        table.add_column(profile, justify="right")
+    table.add_column("points", justify="right")
+    for invariant, row in document["matrix"].items():
+        points = sum(1 for f in document["findings"] if f["invariant"] == invariant)
+        table.add_row(invariant, *(str(row.get(p, 0)) for p in profiles), str(points))
+    out.print(table)
+    for invariant in document["matrix"]:
+        found = [
+            f
+            for f in document["findings"]
+            if f["invariant"] == invariant and f.get("minimal", {}).get("length", -1) >= 0
+        ]
+        if not found:
+            continue
+        best = min(found, key=lambda f: (f["minimal"]["length"], f["minimal"]["steps"], f["point"], f["kind"]))
+        where = "no fault" if best["kind"] == "none" else f"{best['kind']} at {best['point']}"
+        out.print(
+            f"[bold]{escape(invariant)}[/bold] ({len(found)} groups); shortest: {escape(where)}, "
+            f"{best['minimal']['length']} transitions in {best['minimal']['steps']} steps",
+            overflow="fold",
+            soft_wrap=False,
+        )
+        for violation in best.get("violations", [])[:2]:
+            text = f"  {escape(violation['subject'])}: {escape(violation['detail'])}"
+            out.print(text, overflow="fold", soft_wrap=False)
+        out.print(f"  {escape(best['minimal']['replay'])}", soft_wrap=True, crop=False)
+    for profile, cov in document["coverage"].items():
+        flow = cov["workflow"]
+        unexplained = sum(1 for m in cov["machines"].values() for x in m["missing"] if x["reason"] == "unexplained")
+        out.print(
+            f"coverage ({escape(profile)}): {flow['exercised']}/{flow['transitions']} workflow transitions "
+            f"({100 * flow['share']:.1f} %), {unexplained} not reached and not explained"
+        )
+    stats = document["stats"]
+    out.print(
+        f"{stats['seconds']:.1f} s on {int(stats['workers'])} worker(s): {int(stats['executed'])} runs executed, "
+        f"{int(stats['pruned'])} cut short by a known state, {int(stats['shrink_runs'])} to shrink; "
+        f"{stats['runs_per_second']:.0f} runs/s"
+    )

@@ -1,0 +1,103 @@
+"""An exploration as a report: the JSON document (schema ``snapshotfsm-explore/1``); the CLI prints its summary.
+
+The JSON is the stable form (``docs/explore.md`` documents every key): same scenarios, options and seed, same
+document, whatever the worker count, except ``stats`` (times, and how much work fingerprints saved), which says how
+the run went rather than what it found.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from snapshotfsm.definitions import project_definitions
+from snapshotfsm.explore.coverage import MachineCoverage, coverage, workflow_share
+from snapshotfsm.explore.explorer import Exploration, Group, exercised, matrix
+
+SCHEMA = "snapshotfsm-explore/1"
+
+
+def replay_command(case: str) -> str:
+    """The command line that replays a case."""
+    return f"snapshotfsm explore --replay '{case}'"
+
+
+def report(exploration: Exploration) -> dict[str, Any]:
+    """The exploration as the JSON document."""
+    options = exploration.options
+    runs: dict[str, dict[str, int]] = {}
+    for profile in options.profiles:
+        faulted = sum(len(r) for (p, _), r in exploration.judged.items() if p == profile)
+        runs[profile] = {"clean": sum(p == profile for p, _ in exploration.clean), "faulted": faulted}
+    covered = exercised(exploration)
+    return {
+        "schema": SCHEMA,
+        "options": {
+            "profiles": list(options.profiles),
+            "scenarios": list(options.scenarios),
+            "kinds": list(options.kinds),
+            "seed": options.seed,
+            "budget": options.budget,
+            "full": options.full,
+        },
+        "instances": [i.name for i in exploration.instances],
+        "runs": runs,
+        "matrix": matrix(exploration),
+        "findings": [_finding(g) for g in exploration.groups],
+        "coverage": {profile: _coverage(coverage(project_definitions(), done)) for profile, done in covered.items()},
+        "stats": dict(exploration.stats),
+    }
+
+
+def _finding(group: Group) -> dict[str, Any]:
+    shortest = group.shortest()
+    out: dict[str, Any] = {
+        "profile": group.profile,
+        "invariant": group.invariant,
+        "point": group.point,
+        "kind": group.kind,
+        "runs": len(group.members),
+        "instances": sorted(group.instances),
+        "shortest": {"case": str(shortest.case), "length": shortest.length},
+    }
+    minimal = group.minimal
+    if minimal is not None:
+        out["minimal"] = {
+            "case": str(minimal.case),
+            "length": minimal.length,
+            "steps": len(minimal.case.steps),
+            "replay": replay_command(str(minimal.case)),
+        }
+        if minimal.shown is not None:
+            out["violations"] = [{"subject": s, "detail": d} for s, d in minimal.shown.violations]
+            out["rows"] = [{"table": t, "row": r} for t, r in minimal.shown.rows]
+            out["log"] = list(minimal.shown.log)
+            out["sequence"] = minimal.shown.sequence
+    return out
+
+
+def _coverage(machines: list[MachineCoverage]) -> dict[str, Any]:
+    done, total = workflow_share(machines)
+    return {
+        "workflow": {"transitions": total, "exercised": done, "share": round(done / total, 4) if total else 1.0},
+        "machines": {
+            m.machine: {
+                "kind": m.kind,
+                "transitions": m.transitions,
+                "exercised": m.exercised,
+                "missing": [{"transition": x.transition, "reason": x.reason, "why": x.why} for x in m.missing],
+            }
+            for m in machines
+        },
+    }
+
+
+def without_stats(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The document less ``stats``: what must be the same for the same options and seed."""
+    return {k: v for k, v in document.items() if k != "stats"}
+
+
+def dumps(document: Mapping[str, Any]) -> str:
+    """The document as JSON text (stable key order, two-space indent)."""
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
