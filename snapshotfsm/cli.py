@@ -505,7 +505,8 @@ def explore(
 
     Example: snapshotfsm explore --scenario take --workers 2 --json report.json
     """
-    from snapshotfsm.explore import explorer, points, report  # noqa: PLC0415 - a heavy import, one command
+    from snapshotfsm.explore import explorer, points  # noqa: PLC0415 - a heavy import, one command
+    from snapshotfsm.explore import report as reports  # noqa: PLC0415
 
     out = _console()
     if case is not None:
@@ -533,9 +534,9 @@ def explore(
             found = explorer.explore(options, progress=tell)
     except SnapshotFSMError as exc:
         raise click.ClickException(str(exc)) from exc
-    document = report.report(found)
+    document = reports.report(found)
     if json_path is not None:
-        json_path.write_text(report.dumps(document), encoding="utf-8")
+        json_path.write_text(reports.dumps(document), encoding="utf-8")
     _explore_summary(out, document)
     if json_path is not None:
         out.print(f"report: {json_path.resolve()}")

@@ -2,11 +2,11 @@
 
 From Python::
 
-    from snapshotfsm.explore import Options, explore, report, replay_case
+    from snapshotfsm.explore import Options, document, explore, replay_case
 
     found = explore(Options(scenarios=("take",), workers=2))
-    document = report(found)            # the JSON report (schema snapshotfsm-explore/1)
-    ran = replay_case(document["findings"][0]["minimal"]["case"])
+    report = document(found)            # the JSON report (schema snapshotfsm-explore/1)
+    ran = replay_case(report["findings"][0]["minimal"]["case"])
     ran.outcome.violations              # the counterexample's violations, again
 
 The same from a terminal: ``snapshotfsm explore --scenario take --workers 2``; ``docs/explore.md`` has the scenario
@@ -16,7 +16,7 @@ format and the report's schema.
 from __future__ import annotations
 
 from snapshotfsm.explore.explorer import Exploration, Options, explore, instances_for
-from snapshotfsm.explore.report import report
+from snapshotfsm.explore.report import report as document
 from snapshotfsm.explore.runs import Case, Outcome, Ran, replay
 
 
@@ -29,4 +29,4 @@ def replay_case(case: Case | str, *, scenario_dir: str | None = None) -> Ran:
     return replay(case, instances=instances_for(Options(scenario_dir=scenario_dir, full=True)))
 
 
-__all__ = ["Case", "Exploration", "Options", "Outcome", "Ran", "explore", "instances_for", "replay_case", "report"]
+__all__ = ["Case", "Exploration", "Options", "Outcome", "Ran", "document", "explore", "instances_for", "replay_case"]
