@@ -651,8 +651,9 @@ def _explore_summary(out: Console, document: dict[str, Any]) -> None:
         ]
         if not found:
             continue
-        best = min(found, key=lambda f: (f["minimal"]["length"], f["minimal"]["steps"], f["point"], f["kind"]))
-        where = "no fault" if best["kind"] == "none" else f"{best['kind']} at {best['point']}"
+        best = min(found, key=lambda f: (f["minimal"]["length"], f["minimal"]["steps"], f["point"]))
+        kind = best["minimal"]["kind"]
+        where = "no fault" if kind == "none" else f"{kind} at {best['point']}"
         out.print(
             f"[bold]{escape(invariant)}[/bold] ({len(found)} groups); shortest: {escape(where)}, "
             f"{best['minimal']['length']} transitions in {best['minimal']['steps']} steps",

@@ -132,6 +132,10 @@ class Definition:
         """State names in declaration order."""
         return tuple(s.name for s in self.states)
 
+    def has_state(self, name: str) -> bool:
+        """Whether ``name`` is one of the machine's states (a lookup, for the store's hot path)."""
+        return name in self._by_state
+
     @property
     def event_names(self) -> tuple[str, ...]:
         """Event names in declaration order."""

@@ -6,7 +6,7 @@
    Runs of one instance go to one worker, in order, sharing their fingerprints: a run that reaches a state already
    explored stops there and takes that outcome, so the report is the same whatever the worker count.
 3. **Group**: a faulted run's violations that its instance's clean run does not show are the fault's; they are grouped
-   by profile, invariant, fault point and kind (clean runs' own violations by profile and invariant).
+   by profile, invariant and fault point (clean runs' own violations by profile and invariant).
 4. **Shrink**: for each group, its shortest run, then the fewest program steps that still show the violation with
    the fault still firing (one step removed at a time until none can be: a 1-minimal program).
 
@@ -273,20 +273,23 @@ class Member:
 
 @attrs.define
 class Group:
-    """Runs that break one invariant at one fault point with one kind of fault, under one profile."""
+    """Runs that break one invariant with a fault at one point (of any kind), under one profile.
+
+    ``kinds`` are the fault kinds that showed it there; clean runs' own violations are a group at ``(no fault)``.
+    """
 
     profile: str
     invariant: str
     point: str
-    kind: str
     members: list[Member] = attrs.field(factory=list)
     instances: set[str] = attrs.field(factory=set)
+    kinds: set[str] = attrs.field(factory=set)
     minimal: Shrunk | None = None
 
     @property
-    def key(self) -> tuple[str, str, str, str]:
-        """How groups sort: profile, invariant, point, kind."""
-        return (self.profile, self.invariant, self.point, self.kind)
+    def key(self) -> tuple[str, str, str]:
+        """How groups sort: profile, invariant, point."""
+        return (self.profile, self.invariant, self.point)
 
     def shortest(self) -> Member:
         """The shortest run (the earliest of equals)."""
@@ -325,7 +328,18 @@ def explore(
     instances = instances_for(options)
     if not instances:
         raise ScenarioError("--scenario", ",".join(options.scenarios), "selects no instance")
-    tell = progress or (lambda _phase, _done, _total: None)
+    phases: dict[str, float] = {}
+    last = started
+
+    def tell(phase: str, done: int, total: int) -> None:
+        nonlocal last
+        if done == total:
+            now = time.perf_counter()
+            phases[f"{phase}_seconds"] = round(now - last, 3)
+            last = now
+        if progress is not None:
+            progress(phase, done, total)
+
     own = executor is None and options.workers > 1
     pool = concurrent.futures.ProcessPoolExecutor(options.workers) if own else executor
     try:
@@ -381,6 +395,7 @@ def explore(
         "pruned": float(pruned),
         "shrink_runs": float(shrink_runs),
         "runs_per_second": round(total / seconds, 1) if seconds else 0.0,
+        **phases,
     }
     return Exploration(options, instances, clean, judged, groups, stats)
 
@@ -400,10 +415,22 @@ def _map(
             out.append(fn(job))
             tell(phase, n, len(jobs))
         return out
-    futures = [pool.submit(fn, job) for job in jobs]
-    for n, _ in enumerate(concurrent.futures.as_completed(futures), 1):
+    futures: dict[int, concurrent.futures.Future[R]] = {}
+    for n in sorted(range(len(jobs)), key=lambda n: -_weight(jobs[n])):
+        futures[n] = pool.submit(fn, jobs[n])
+    for n, _ in enumerate(concurrent.futures.as_completed(futures.values()), 1):
         tell(phase, n, len(jobs))
-    return [f.result() for f in futures]
+    return [futures[n].result() for n in range(len(jobs))]
+
+
+def _weight(job: object) -> int:
+    """A job's rough cost, so that the longest start first and the workers finish together (results keep order)."""
+    if isinstance(job, Batch):
+        steps = _instances(job.scenario_dir, job.full)[job.instance].scenario.steps
+        return len(job.faults) * (1 + len(steps))
+    if isinstance(job, Shrink):
+        return len(job.case.steps) * len(job.invariants)
+    return 1
 
 
 def _choose_faults(
@@ -437,14 +464,15 @@ def _group(
     clean: dict[tuple[str, str], Discovered],
     judged: dict[tuple[str, str], list[Judged]],
 ) -> list[Group]:
-    groups: dict[tuple[str, str, str, str], Group] = {}
+    groups: dict[tuple[str, str, str], Group] = {}
     order = 0
 
-    def add(key: tuple[str, str, str, str], case: Case, length: int, instance: str) -> None:
+    def add(key: tuple[str, str, str], kind: str, case: Case, length: int, instance: str) -> None:
         nonlocal order
         group = groups.setdefault(key, Group(*key))
         group.members.append(Member(case, length, order))
         group.instances.add(instance)
+        group.kinds.add(kind)
         order += 1
 
     for profile in options.profiles:
@@ -453,14 +481,15 @@ def _group(
             found = clean[(profile, instance.name)]
             base = Case(instance.name, steps, (), profile, options.seed)
             for invariant in sorted({v.invariant for v in found.outcome.violations}):
-                add((profile, invariant, NO_FAULT, "none"), base, found.outcome.length, instance.name)
+                add((profile, invariant, NO_FAULT), "none", base, found.outcome.length, instance.name)
             before = found.outcome.broken()
             for run in judged.get((profile, instance.name), []):
                 new = {inv for inv, subject in run.outcome.broken() - before}
                 case = Case(instance.name, steps, (run.fault,), profile, options.seed)
                 for invariant in sorted(new):
                     add(
-                        (profile, invariant, run.fault.point.label, run.fault.kind),
+                        (profile, invariant, run.fault.point.label),
+                        run.fault.kind,
                         case,
                         run.outcome.length,
                         instance.name,

@@ -56,15 +56,17 @@ def _finding(group: Group) -> dict[str, Any]:
         "profile": group.profile,
         "invariant": group.invariant,
         "point": group.point,
-        "kind": group.kind,
+        "kinds": sorted(group.kinds),
         "runs": len(group.members),
         "instances": sorted(group.instances),
         "shortest": {"case": str(shortest.case), "length": shortest.length},
     }
     minimal = group.minimal
     if minimal is not None:
+        faults = minimal.case.faults
         out["minimal"] = {
             "case": str(minimal.case),
+            "kind": faults[0].kind if faults else "none",
             "length": minimal.length,
             "steps": len(minimal.case.steps),
             "replay": replay_command(str(minimal.case)),

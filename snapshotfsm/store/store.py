@@ -384,7 +384,7 @@ class Store:
             self.bindings.get(record.machine) if isinstance(record, Workflow) else None
         )
         state = binding.state_of(row[binding.column]) if binding else None
-        if binding and state not in self.definitions[binding.machine].state_names:
+        if binding and (state is None or not self.definitions[binding.machine].has_state(state)):
             raise InvalidValue(
                 f"{record.table}.{binding.column}",
                 row[binding.column],
@@ -651,7 +651,7 @@ class Store:
         event's: ``source`` as the record says, ``overwrote`` when the row held another state.
         """
         b = self.binding(entity)
-        if state not in self.definitions[b.machine].state_names:
+        if not self.definitions[b.machine].has_state(state):
             raise InvalidValue(f"{entity.table}.{b.column}", state, f"a state of machine {b.machine!r}")
         source = b.state_of(getattr(entity, b.column))
         _id_of(entity)
