@@ -536,17 +536,22 @@ def explore(
         raise click.ClickException(str(exc)) from exc
     document = reports.report(found)
     if json_path is not None:
-        json_path.write_text(reports.dumps(document), encoding="utf-8")
+        try:
+            json_path.write_text(reports.dumps(document), encoding="utf-8")
+        except OSError as exc:
+            raise click.ClickException(f"cannot write the report to {json_path}: {exc.strerror or exc}") from exc
     _explore_summary(out, document)
     if json_path is not None:
         out.print(f"report: {json_path.resolve()}")
 
 
 def _writable(path: Path) -> None:
-    """Refuse an output path that cannot be written before hours of work are spent."""
+    """Refuse an output path that cannot be written before the work is spent (a directory, or below no directory)."""
     parent = path.resolve().parent
-    if not parent.is_dir():
-        raise click.ClickException(f"cannot write {path}: {parent} is not a directory")
+    if path.is_dir():
+        raise click.ClickException(f"cannot write {path}: it is a directory")
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise click.ClickException(f"cannot write {path}: {parent} is not a writable directory")
 
 
 @contextlib.contextmanager
@@ -599,7 +604,7 @@ def _list_faults(out: Console, options: Any) -> None:
 
 
 def _replay(out: Console, case: str, scenarios_dir: Path | None, mermaid: Path | None) -> None:
-    from snapshotfsm.explore import explorer, render, runs  # noqa: PLC0415
+    from snapshotfsm.explore import explorer, runs  # noqa: PLC0415
 
     try:
         options = explorer.Options(scenario_dir=str(scenarios_dir) if scenarios_dir is not None else None)
@@ -607,6 +612,15 @@ def _replay(out: Console, case: str, scenarios_dir: Path | None, mermaid: Path |
         ran = runs.replay(case, instances=every)
     except SnapshotFSMError as exc:
         raise click.ClickException(str(exc)) from exc
+    try:
+        _show_replay(out, ran, case, mermaid)
+    finally:
+        ran.world.engine.close()
+
+
+def _show_replay(out: Console, ran: Any, case: str, mermaid: Path | None) -> None:
+    from snapshotfsm.explore import render  # noqa: PLC0415
+
     store = ran.world.engine.store
     out.print(f"[bold]{escape(case)}[/bold]")
     for n, outcome in enumerate(ran.world.outcomes, 1):
@@ -616,7 +630,11 @@ def _replay(out: Console, case: str, scenarios_dir: Path | None, mermaid: Path |
         out.print(escape(line), overflow="fold", soft_wrap=False)
     diagram = render.sequence_diagram(store, ran.world.record.timeline, title=case)
     if mermaid is not None:
-        mermaid.write_text(diagram + "\n", encoding="utf-8")
+        _writable(mermaid)
+        try:
+            mermaid.write_text(diagram + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise click.ClickException(f"cannot write the diagram to {mermaid}: {exc.strerror or exc}") from exc
         out.print(f"sequence diagram: {mermaid.resolve()}")
     else:
         out.print("[bold]sequence diagram (Mermaid)[/bold]")
@@ -631,9 +649,13 @@ def _replay(out: Console, case: str, scenarios_dir: Path | None, mermaid: Path |
 
 def _explore_summary(out: Console, document: dict[str, Any]) -> None:
     """The report in a terminal: invariant by profile, the shortest counterexample of each, coverage, numbers."""
+
+    def say(text: str) -> None:
+        out.print(text, overflow="fold", soft_wrap=False)
+
     profiles = document["options"]["profiles"]
     head = ", ".join(f"{p}: {r['clean']} clean + {r['faulted']} faulted runs" for p, r in document["runs"].items())
-    out.print(f"[bold]{len(document['instances'])} instances[/bold] · {escape(head)}")
+    say(f"[bold]{len(document['instances'])} instances[/bold] · {escape(head)}")
     table = Table(title="runs breaking each invariant (a faulted run counts for what its fault added)")
     table.add_column("invariant", overflow="fold")
     for profile in profiles:
@@ -654,25 +676,22 @@ def _explore_summary(out: Console, document: dict[str, Any]) -> None:
         best = min(found, key=lambda f: (f["minimal"]["length"], f["minimal"]["steps"], f["point"]))
         kind = best["minimal"]["kind"]
         where = "no fault" if kind == "none" else f"{kind} at {best['point']}"
-        out.print(
+        say(
             f"[bold]{escape(invariant)}[/bold] ({len(found)} groups); shortest: {escape(where)}, "
-            f"{best['minimal']['length']} transitions in {best['minimal']['steps']} steps",
-            overflow="fold",
-            soft_wrap=False,
+            f"{best['minimal']['length']} transitions in {best['minimal']['steps']} steps"
         )
         for violation in best.get("violations", [])[:2]:
-            text = f"  {escape(violation['subject'])}: {escape(violation['detail'])}"
-            out.print(text, overflow="fold", soft_wrap=False)
+            say(f"  {escape(violation['subject'])}: {escape(violation['detail'])}")
         out.print(f"  {escape(best['minimal']['replay'])}", soft_wrap=True, crop=False)
     for profile, cov in document["coverage"].items():
         flow = cov["workflow"]
         unexplained = sum(1 for m in cov["machines"].values() for x in m["missing"] if x["reason"] == "unexplained")
-        out.print(
+        say(
             f"coverage ({escape(profile)}): {flow['exercised']}/{flow['transitions']} workflow transitions "
             f"({100 * flow['share']:.1f} %), {unexplained} not reached and not explained"
         )
     stats = document["stats"]
-    out.print(
+    say(
         f"{stats['seconds']:.1f} s on {int(stats['workers'])} worker(s): {int(stats['executed'])} runs executed, "
         f"{int(stats['pruned'])} cut short by a known state, {int(stats['shrink_runs'])} to shrink; "
         f"{stats['runs_per_second']:.0f} runs/s"
