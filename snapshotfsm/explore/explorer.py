@@ -119,17 +119,9 @@ def discover(job: Discovery) -> Discovered:
     """A clean run of the instance with a tracing plan."""
     instance = _instances(job.scenario_dir, job.full)[job.instance]
     plan = ExplorePlan(trace=True)
-    world = World(instance, profile=job.profile, seed=job.seed, faults=plan, arm=plan.arm)
-    for index in range(len(instance.scenario.steps)):
-        plan.step = index
-        world.run_step(index)
-    plan.step = len(instance.scenario.steps)
-    report = world.quiesce()
-    from snapshotfsm.explore.runs import judge  # noqa: PLC0415 - one module's helper, kept next to execute
-
-    outcome = judge(world, settled=report.settled)
-    world.engine.close()
-    return Discovered(job.instance, job.profile, outcome, tuple(plan.points or ()))
+    ran = execute(instance, profile=job.profile, seed=job.seed, plan=plan)
+    ran.world.engine.close()
+    return Discovered(job.instance, job.profile, ran.outcome, tuple(plan.points or ()))
 
 
 @attrs.frozen

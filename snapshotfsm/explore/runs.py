@@ -14,7 +14,7 @@ import attrs
 
 from snapshotfsm.errors import InvalidValue
 from snapshotfsm.explore.fingerprint import fingerprint
-from snapshotfsm.explore.points import DRIVER_KINDS, KINDS, Fault, Point, crash_kind, plan_for
+from snapshotfsm.explore.points import DRIVER_KINDS, KINDS, ExplorePlan, Fault, Point, crash_kind, plan_for
 from snapshotfsm.explore.scenarios import Instance
 from snapshotfsm.explore.world import OnCrash, World
 from snapshotfsm.invariants import Violation
@@ -123,15 +123,16 @@ def execute(
     seed: int = 0,
     seen: MutableMapping[str, Outcome] | None = None,
     timeline: bool = False,
+    plan: ExplorePlan | None = None,
 ) -> Ran:
     """Run ``instance``'s program (``steps``: the indices kept, default all) with ``faults``, quiesce, judge.
 
     With ``seen``, the state after the step in which the first fault fired is fingerprinted: when ``seen`` has it,
     the run stops there and takes that outcome; otherwise the run goes on and its outcome is noted under it. (A
     fault in the last step is not fingerprinted: only quiescence would be saved, which costs about what a
-    fingerprint does.)
+    fingerprint does.) ``plan`` replaces the plan built from ``faults`` (a tracing plan, for a clean run).
     """
-    plan = plan_for(faults)
+    plan = plan if plan is not None else plan_for(faults)
     on_crash: OnCrash = "node_left" if any(f.kind == "node_left" for f in faults) else "restart"
     world = World(instance, profile=profile, seed=seed, faults=plan, on_crash=on_crash, timeline=timeline, arm=plan.arm)
     program = list(range(len(instance.scenario.steps))) if steps is None else list(steps)
