@@ -12,7 +12,9 @@ from click.testing import CliRunner
 
 from snapshotfsm.cli import main
 from snapshotfsm.errors import InvalidValue, ScenarioError
-from snapshotfsm.explore import Options, document, explore, replay_case
+from snapshotfsm.explore import Case, Options, document, explore, replay_case
+from snapshotfsm.explore.explorer import Shrink, shrink
+from snapshotfsm.explore.points import Fault, Point
 from snapshotfsm.explore.report import SCHEMA, without_stats
 
 SUBSET = (
@@ -173,3 +175,23 @@ class TestTheCommand:
         result = CliRunner().invoke(main, ["explore", "--scenario", SUBSET[1], "--json", str(blocker / "r.json")])
         assert result.exit_code == 1
         assert "is not a writable directory" in result.output
+
+
+class TestShrinking:
+    """Delta debugging over the fault plan, then over the program."""
+
+    def test_a_crash_whose_restart_crashes_too_shrinks_to_the_crash_when_that_shows_it(self) -> None:
+        case = Case(
+            SUBSET[1],
+            (0, 1, 2, 3),
+            (Fault(Point(0, "event", "take_snapshot.PrimaryAnswered", 1, 1), "restart_crash:redelete_destroying"),),
+        )
+        ran = replay_case(case)
+        ran.world.engine.close()
+        assert "no-orphan-object" in {v.invariant for v in ran.outcome.violations}
+        [found] = shrink(Shrink(case, ("no-orphan-object",), None, full=False, length=ran.outcome.length))
+        assert [f.kind for f in found.case.faults] == ["crash"]
+        assert found.case.steps == (0,)
+        assert found.length < ran.outcome.length
+        assert found.shown is not None
+        assert "CRASH at take_snapshot.PrimaryAnswered" in found.shown.sequence

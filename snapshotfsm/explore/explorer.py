@@ -3,12 +3,13 @@
 1. **Discover**: each instance runs clean once, with a tracing plan: its fault points, and the violations it shows
    without any fault.
 2. **Explore**: each fault of the chosen kinds at each point, one run each (a seeded sample of them under a budget).
-   Runs of one instance go to one worker, in order, sharing their fingerprints: a run that reaches a state already
-   explored stops there and takes that outcome, so the report is the same whatever the worker count.
+   An instance's faults run in fixed batches, each in order on one worker, sharing fingerprints: a run that reaches
+   a state its batch already explored stops there and takes that outcome, so the report is the same whatever the
+   worker count.
 3. **Group**: a faulted run's violations that its instance's clean run does not show are the fault's; they are grouped
    by profile, invariant and fault point (clean runs' own violations by profile and invariant).
-4. **Shrink**: for each group, its shortest run, then the fewest program steps that still show the violation with
-   the fault still firing (one step removed at a time until none can be: a 1-minimal program).
+4. **Shrink**: for each group, its shortest run, then delta debugging over its fault plan and its program
+   (:func:`shrink`): the smallest plan, then the fewest steps, that still show the violation with every fault firing.
 
 Work is done by plain functions of picklable jobs, so that local processes (``workers``) or any executor can run them.
 """
@@ -36,6 +37,8 @@ from snapshotfsm.profiles import get_profile
 J = TypeVar("J")
 R = TypeVar("R")
 NO_FAULT = "(no fault)"
+Key = tuple[tuple[Fault, ...], tuple[int, ...]]
+"""A shrinking try: the fault plan and the program steps kept."""
 BATCH = 96
 """Faults per batch: a batch runs in order on one worker, sharing fingerprints. Fixed, so that the batches (and so
 the report) are the same whatever the worker count; small enough to spread a large instance over the workers."""
@@ -191,52 +194,70 @@ class Shrunk:
 
 
 def shrink(job: Shrink) -> list[Shrunk]:
-    """Per invariant, remove one program step at a time while the run still shows it (a 1-minimal program).
+    """Per invariant, the smallest fault plan, then the fewest program steps, that still show it.
 
-    The invariants share their runs: a program tried for one is not run again for another. Every try keeps its
-    timeline, so that the minimal run is shown (:class:`Shown`) without being run again.
+    Delta debugging, one element at a time: first over the fault plan (a crash whose restart also crashes is tried
+    as the crash alone), then over the program (one step removed at a time while the run still shows the invariant
+    with every fault firing, until no step can go: a 1-minimal program). The invariants share their runs: a plan
+    and program tried for one is not run again for another. Every try keeps its timeline, so that the minimal run is
+    shown (:class:`Shown`) without being run again.
     """
     instance = _instances(job.scenario_dir, job.full)[job.case.instance]
-    tried: dict[tuple[int, ...], tuple[frozenset[str], int] | None] = {
-        job.case.steps: (frozenset(job.invariants), job.length)
+    tried: dict[Key, tuple[frozenset[str], int] | None] = {
+        (job.case.faults, job.case.steps): (frozenset(job.invariants), job.length)
     }
-    worlds: dict[tuple[int, ...], World] = {}
+    worlds: dict[Key, World] = {}
 
-    def broken(steps: tuple[int, ...]) -> tuple[frozenset[str], int] | None:
-        if steps not in tried:
-            ran = execute(
-                instance, job.case.faults, steps=steps, profile=job.case.profile, seed=job.case.seed, timeline=True
-            )
+    def broken(key: Key) -> tuple[frozenset[str], int] | None:
+        if key not in tried:
+            faults, steps = key
+            ran = execute(instance, faults, steps=steps, profile=job.case.profile, seed=job.case.seed, timeline=True)
             plan = ran.world.engine.faults
             fired = not isinstance(plan, ExplorePlan) or len(plan.fired) >= len(plan.rules) + len(plan.crashes)
             shown = frozenset(v.invariant for v in ran.outcome.violations)
-            tried[steps] = (shown, ran.outcome.length) if fired else None
-            worlds[steps] = ran.world
-        return tried[steps]
+            tried[key] = (shown, ran.outcome.length) if fired else None
+            worlds[key] = ran.world
+        return tried[key]
 
     out = []
     for invariant in job.invariants:
         before = len(tried)
-        steps = job.case.steps
-        found = broken(steps)
+        key: Key = (job.case.faults, job.case.steps)
+        found = broken(key)
         length = found[1] if found is not None and invariant in found[0] else -1
-        changed = length >= 0
-        while changed:
-            changed = False
-            for i in reversed(range(len(steps))):
-                fewer = steps[:i] + steps[i + 1 :]
-                found = broken(fewer)
-                if found is not None and invariant in found[0]:
-                    steps, length, changed = fewer, found[1], True
-                    break
-        if steps not in worlds:
-            tried.pop(steps)
-            broken(steps)
-        case = attrs.evolve(job.case, steps=steps)
-        out.append(Shrunk(case, length, len(tried) - before, _show(worlds[steps], invariant, str(case))))
+        if length >= 0:
+            key, length = _smaller(key, length, invariant, broken)
+        if key not in worlds:
+            tried.pop(key)
+            broken(key)
+        case = attrs.evolve(job.case, faults=key[0], steps=key[1])
+        out.append(Shrunk(case, length, len(tried) - before, _show(worlds[key], invariant, str(case))))
     for world in worlds.values():
         world.engine.close()
     return out
+
+
+def _smaller(
+    key: Key, length: int, invariant: str, broken: Callable[[Key], tuple[frozenset[str], int] | None]
+) -> tuple[Key, int]:
+    """The plan reduced, then the program, while ``invariant`` still shows; and the length of that run."""
+    faults, steps = key
+    for n, fault in enumerate(faults):
+        if fault.kind.startswith("restart_crash:"):
+            simpler = (*faults[:n], Fault(fault.point, "crash"), *faults[n + 1 :])
+            found = broken((simpler, steps))
+            if found is not None and invariant in found[0]:
+                faults, length = simpler, found[1]
+    changed = True
+    while changed:
+        changed = False
+        for i in reversed(range(len(steps))):
+            fewer = steps[:i] + steps[i + 1 :]
+            found = broken((faults, fewer))
+            if found is not None and invariant in found[0]:
+                steps, length, changed = fewer, found[1], True
+                break
+    return (faults, steps), length
 
 
 def _show(world: World, invariant: str, title: str) -> Shown:
