@@ -213,12 +213,6 @@ class TestCaseLine:
         expected = "INSTANCE steps=1,2 faults=KIND@POINT@N[/msK] profile=NAME seed=N (as explore prints it)"
         assert str(caught.value) == f"replay case must be {expected} (got {text!r} that is a str)"
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="Case.parse checks only the part of KIND before ':', and '/ms' without a number: 'crash:x' replays "
-        "as a plain crash, 'error:x' becomes a crash at a driver call, 'restart_crash:nowhere' fails only at replay "
-        "with a catalogue message, '/ms' silently means any server",
-    )
     @pytest.mark.parametrize(
         "word",
         [
@@ -226,8 +220,9 @@ class TestCaseLine:
             "error:x@default.takeSnapshot@1",
             "restart_crash:nowhere@take_snapshot.Allocate@1/ms1",
             "crash@take_snapshot.Allocate@1/ms",
+            "restart_crash@take_snapshot.Allocate@1/ms1",
         ],
-        ids=["phase-on-crash", "phase-on-driver-kind", "unknown-phase", "server-missing"],
+        ids=["phase-on-crash", "phase-on-driver-kind", "unknown-phase", "server-missing", "restart-crash-no-phase"],
     )
     def test_malformed_fault_kind_is_named(self, word: str) -> None:
         """A fault word the explorer never prints is refused at parse, quoting it."""
@@ -492,10 +487,6 @@ class TestReplay:
             replay(f"{ONE.name} steps=1,5 faults=none", instances=INSTANCES)
         assert f"steps of {ONE.name} (1 to 4)" in str(caught.value)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="replay shows the steps as 0-based indices: steps=1,5 is refused with 'got (0, 4) that is a tuple'",
-    )
     def test_step_out_of_range_shows_the_step_as_written(self) -> None:
         """The refused step is shown as the user wrote it (from 1), not as an internal index."""
         with pytest.raises(InvalidValue) as caught:

@@ -112,11 +112,6 @@ class TestTopLevel:
         assert (loaded.name, loaded.path, loaded.description) == ("my-take", str(path), "a test scenario")
         assert [s.kind for s in loaded.steps] == ["createSnapshot", "run"]
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="[config] keys are not checked at load: an unknown key passes and fails later, at World(), with an "
-        "InvalidValue that names neither the file nor the scenario",
-    )
     def test_unknown_config_key(self, write_definition: Write) -> None:
         """A misspelt configuration key must stop the load, naming the file and the key."""
         path, error = error_of(write_definition, scenario(config={"snapshot.pol.interval": 900}))
@@ -124,11 +119,12 @@ class TestTopLevel:
         assert "did you mean 'snapshot.poll.interval'?" in str(error)
         assert str(error).startswith(f"{path}: ")
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="[limits] keys are not checked at load: limits.snapshots passes and fails later, at World(), with an "
-        "InvalidValue that names neither the file nor the key",
-    )
+    def test_config_value_of_the_wrong_type(self, write_definition: Write) -> None:
+        """A configuration value must have its key's type: a flag is not a number."""
+        path, error = error_of(write_definition, scenario(config={"snapshot.poll.interval": True}))
+        assert error.key == "config.snapshot.poll.interval"
+        assert str(error) == f"{path}: config.snapshot.poll.interval: must be a int, not True"
+
     def test_unknown_limit(self, write_definition: Write) -> None:
         """A limit on a resource that does not exist must stop the load, naming the file and the key."""
         path, error = error_of(write_definition, scenario(limits={"snapshots": 3}))
@@ -215,11 +211,6 @@ class TestSteps:
             "(did you mean 'createSnapshot'?)",
         )
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="call = 'run' (or advance, poll, background) is taken for that kind of step, so the message says "
-        "'step 1: call: is not a key of a run step' instead of listing the API calls",
-    )
     @pytest.mark.parametrize("kind", ["run", "advance", "poll", "background"])
     def test_a_step_kind_is_not_a_call(self, write_definition: Write, kind: str) -> None:
         """``call = "run"`` names no API call: the message must say so and list the calls, as for any other."""

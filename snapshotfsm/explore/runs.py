@@ -14,7 +14,16 @@ import attrs
 
 from snapshotfsm.errors import InvalidValue
 from snapshotfsm.explore.fingerprint import fingerprint
-from snapshotfsm.explore.points import DRIVER_KINDS, KINDS, ExplorePlan, Fault, Point, crash_kind, plan_for
+from snapshotfsm.explore.points import (
+    CLEANUP_CRASH_PHASES,
+    DRIVER_KINDS,
+    KINDS,
+    ExplorePlan,
+    Fault,
+    Point,
+    crash_kind,
+    plan_for,
+)
 from snapshotfsm.explore.scenarios import Instance
 from snapshotfsm.explore.world import OnCrash, World
 from snapshotfsm.invariants import Violation
@@ -98,8 +107,11 @@ def _fault_text(fault: Fault) -> str:
 def _parse_fault(word: str, text: str, expected: str) -> Fault:
     kind, _, rest = word.partition("@")
     name, _, count = rest.rpartition("@")
-    count, _, ms = count.partition("/ms")
-    if kind.partition(":")[0] not in KINDS or not name or not count.isdigit() or (ms and not ms.isdigit()):
+    count, slash, ms = count.partition("/ms")
+    base, colon, phase = kind.partition(":")
+    restart = base == "restart_crash"
+    known = (bool(colon) and phase in CLEANUP_CRASH_PHASES) if restart else (base in KINDS and not colon)
+    if not known or not name or not count.isdigit() or (slash and not ms.isdigit()):
         raise InvalidValue("replay case", text, expected, message=f"replay case: {word!r} is not KIND@POINT@N[/msK]")
     point_kind = "call" if kind in DRIVER_KINDS else crash_kind(name)
     return Fault(Point(0, point_kind, name, int(count), int(ms) if ms else None), kind)
@@ -183,6 +195,13 @@ def replay(case: Case | str, *, instances: Sequence[Instance], timeline: bool = 
     instance = found.get(case.instance)
     if instance is None:
         raise InvalidValue("replay case", case.instance, "an instance of the scenarios (`explore --list` names them)")
-    if any(s >= len(instance.scenario.steps) for s in case.steps):
-        raise InvalidValue("replay case", case.steps, f"steps of {instance.name} (1 to {len(instance.scenario.steps)})")
+    count = len(instance.scenario.steps)
+    outside = [s + 1 for s in case.steps if s >= count]
+    if outside:
+        raise InvalidValue(
+            "replay case",
+            outside,
+            f"steps of {instance.name} (1 to {count})",
+            message=f"replay case: step {outside[0]} is not one of the steps of {instance.name} (1 to {count})",
+        )
     return execute(instance, case.faults, steps=case.steps, profile=case.profile, seed=case.seed, timeline=timeline)

@@ -19,6 +19,7 @@ from typing import Any
 
 import attrs
 
+from snapshotfsm.config import KEYS
 from snapshotfsm.errors import ScenarioError, did_you_mean
 
 
@@ -67,6 +68,9 @@ minutes rather than a day, so that quiescence's cycle of the background tasks is
 
 SECOND = 2
 """The second zone, the second management server."""
+
+RESOURCES = ("snapshot", "primary_storage", "secondary_storage")
+"""The resources a scenario's ``[limits]`` may cap (bytes for storage, a count for snapshots)."""
 
 CALLS = ("createSnapshot", "deleteSnapshot", "copySnapshot", "createSnapshotPolicy")
 """The API calls a step may make."""
@@ -276,9 +280,11 @@ def parse_scenario(raw: Mapping[str, Any], *, name: str, path: str = "<scenario>
     if not isinstance(description, str) or not description:
         raise ScenarioError(path, "description", "must be a non-empty string (what the scenario exercises)")
     dimensions = _dimensions(path, raw.get("dimensions", {}))
-    config = _table(path, "config", raw.get("config", {}))
+    config = _config(path, raw.get("config", {}))
     limits = _table(path, "limits", raw.get("limits", {}))
     for key, value in limits.items():
+        if key not in RESOURCES:
+            raise ScenarioError(path, f"limits.{key}", f"is not a resource{did_you_mean(key, RESOURCES)}")
         if not isinstance(value, int) or isinstance(value, bool):
             raise ScenarioError(path, f"limits.{key}", f"must be an integer (-1: no limit), not {value!r}")
     steps_raw = raw.get("step", [])
@@ -305,6 +311,31 @@ def _table(path: str, key: str, value: object) -> dict[str, object]:
     if not isinstance(value, dict):
         raise ScenarioError(path, key, f"must be a table, not {value!r}")
     return dict(value)
+
+
+def _config(path: str, raw: object) -> dict[str, object]:
+    """The ``[config]`` table, each key known and its value of the key's type.
+
+    A dotted key written without quotes is a nested table in TOML (``snapshot.poll.interval = 900``): it is read back
+    as the dotted name.
+    """
+    table: dict[str, object] = {}
+
+    def flatten(prefix: str, value: object) -> None:
+        if isinstance(value, dict):
+            for part, inner in value.items():
+                flatten(f"{prefix}.{part}" if prefix else str(part), inner)
+        else:
+            table[prefix] = value
+
+    flatten("", _table(path, "config", raw))
+    for name, value in table.items():
+        key = KEYS.get(name)
+        if key is None:
+            raise ScenarioError(path, f"config.{name}", f"is not a config key{did_you_mean(name, KEYS)}")
+        if not isinstance(value, key.type) or (key.type is int and isinstance(value, bool)):
+            raise ScenarioError(path, f"config.{name}", f"must be a {key.type.__name__}, not {value!r}")
+    return table
 
 
 def _dimensions(path: str, raw: object) -> dict[str, tuple[str, ...]]:
@@ -336,7 +367,7 @@ def _step(path: str, n: int, raw: object) -> Step:
     if len(kinds) != 1:
         raise ScenarioError(path, where, "must have exactly one of call, run, advance, poll, background")
     kind = str(raw["call"]) if kinds[0] == "call" else kinds[0]
-    if kind not in _STEP_KEYS:
+    if kinds[0] == "call" and kind not in CALLS:
         raise ScenarioError(
             path, f"{where}: call", f"{kind!r} is not one of {', '.join(CALLS)}{did_you_mean(kind, CALLS)}"
         )
