@@ -13,9 +13,9 @@ from click.testing import CliRunner
 from snapshotfsm.cli import main
 from snapshotfsm.errors import InvalidValue, ScenarioError
 from snapshotfsm.explore import Case, Options, document, explore, replay_case
-from snapshotfsm.explore.explorer import Shrink, shrink
 from snapshotfsm.explore.points import Fault, Point
 from snapshotfsm.explore.report import SCHEMA, without_stats
+from snapshotfsm.explore.shrink import Shrink, shrink
 
 SUBSET = (
     "take:storpool/stopped/plain/sync/pool-copy/two-servers",

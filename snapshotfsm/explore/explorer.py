@@ -17,28 +17,23 @@ Work is done by plain functions of picklable jobs, so that local processes (``wo
 from __future__ import annotations
 
 import concurrent.futures
-import functools
 import random
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TypeVar
 
 import attrs
 
 from snapshotfsm.errors import InvalidValue, ScenarioError
-from snapshotfsm.explore import render
 from snapshotfsm.explore.points import KINDS, ExplorePlan, Fault, Point, faults_at
 from snapshotfsm.explore.runs import Case, Outcome, execute
-from snapshotfsm.explore.scenarios import Instance, choose, default_scenarios_dir, load_scenarios, select
-from snapshotfsm.explore.world import World
+from snapshotfsm.explore.scenarios import Instance, instances_named, select
+from snapshotfsm.explore.shrink import Shrink, Shrunk, shrink
 from snapshotfsm.profiles import get_profile
 
 J = TypeVar("J")
 R = TypeVar("R")
 NO_FAULT = "(no fault)"
-Key = tuple[tuple[Fault, ...], tuple[int, ...]]
-"""A shrinking try: the fault plan and the program steps kept."""
 BATCH = 96
 """Faults per batch: a batch runs in order on one worker, sharing fingerprints. Fixed, so that the batches (and so
 the report) are the same whatever the worker count; small enough to spread a large instance over the workers."""
@@ -79,19 +74,13 @@ class Options:
             raise InvalidValue("budget", self.budget, "at least 1 run")
 
 
-@functools.cache
-def _instances(scenario_dir: str | None, full: bool) -> dict[str, Instance]:
-    directory = Path(scenario_dir) if scenario_dir is not None else default_scenarios_dir()
-    return {i.name: i for i in choose(load_scenarios(directory), full=full)}
-
-
 def instances_for(options: Options) -> list[Instance]:
     """The instances ``options`` selects, in order.
 
     Raises:
         ScenarioError: a pattern matches no scenario or instance, or a scenario file is malformed.
     """
-    return select(list(_instances(options.scenario_dir, options.full).values()), options.scenarios)
+    return select(list(instances_named(options.scenario_dir, options.full).values()), options.scenarios)
 
 
 # --- jobs a worker runs --------------------------------------------------------------------------------------------
@@ -120,7 +109,7 @@ class Discovered:
 
 def discover(job: Discovery) -> Discovered:
     """A clean run of the instance with a tracing plan."""
-    instance = _instances(job.scenario_dir, job.full)[job.instance]
+    instance = instances_named(job.scenario_dir, job.full)[job.instance]
     plan = ExplorePlan(trace=True)
     ran = execute(instance, profile=job.profile, seed=job.seed, plan=plan)
     ran.world.engine.close()
@@ -150,7 +139,7 @@ class Judged:
 
 def run_batch(job: Batch) -> list[Judged]:
     """Each fault of the batch, one run each, with the batch's shared fingerprints."""
-    instance = _instances(job.scenario_dir, job.full)[job.instance]
+    instance = instances_named(job.scenario_dir, job.full)[job.instance]
     seen: dict[str, Outcome] = {}
     out = []
     for fault in job.faults:
@@ -158,121 +147,6 @@ def run_batch(job: Batch) -> list[Judged]:
         ran.world.engine.close()
         out.append(Judged(fault, ran.outcome, ran.pruned))
     return out
-
-
-@attrs.frozen
-class Shrink:
-    """Find, for each of ``invariants``, the fewest steps of ``case`` that still show it with every fault firing."""
-
-    case: Case
-    invariants: tuple[str, ...]
-    scenario_dir: str | None
-    full: bool
-    length: int
-    """The case's own length (its run is known: the search starts from it without running it again)."""
-
-
-@attrs.frozen
-class Shown:
-    """A counterexample as a user reads it: the invariant's violations, the rows they name, the log, the diagram."""
-
-    violations: tuple[tuple[str, str], ...]
-    """``(subject, detail)`` of each violation of the invariant in the minimal run."""
-    rows: tuple[tuple[str, dict[str, object]], ...]
-    log: tuple[str, ...]
-    sequence: str
-
-
-@attrs.frozen
-class Shrunk:
-    """A minimal case for one invariant, its length, how many runs its search took, and the run shown."""
-
-    case: Case
-    length: int
-    runs: int
-    shown: Shown | None = None
-
-
-def shrink(job: Shrink) -> list[Shrunk]:
-    """Per invariant, the smallest fault plan, then the fewest program steps, that still show it.
-
-    Delta debugging, one element at a time: first over the fault plan (a crash whose restart also crashes is tried
-    as the crash alone), then over the program (one step removed at a time while the run still shows the invariant
-    with every fault firing, until no step can go: a 1-minimal program). The invariants share their runs: a plan
-    and program tried for one is not run again for another. Every try keeps its timeline, so that the minimal run is
-    shown (:class:`Shown`) without being run again.
-    """
-    instance = _instances(job.scenario_dir, job.full)[job.case.instance]
-    tried: dict[Key, tuple[frozenset[str], int] | None] = {
-        (job.case.faults, job.case.steps): (frozenset(job.invariants), job.length)
-    }
-    worlds: dict[Key, World] = {}
-
-    def broken(key: Key) -> tuple[frozenset[str], int] | None:
-        if key not in tried:
-            faults, steps = key
-            ran = execute(instance, faults, steps=steps, profile=job.case.profile, seed=job.case.seed, timeline=True)
-            plan = ran.world.engine.faults
-            fired = not isinstance(plan, ExplorePlan) or len(plan.fired) >= len(plan.rules) + len(plan.crashes)
-            shown = frozenset(v.invariant for v in ran.outcome.violations)
-            tried[key] = (shown, ran.outcome.length) if fired else None
-            worlds[key] = ran.world
-        return tried[key]
-
-    out = []
-    for invariant in job.invariants:
-        before = len(tried)
-        key: Key = (job.case.faults, job.case.steps)
-        found = broken(key)
-        length = found[1] if found is not None and invariant in found[0] else -1
-        if length >= 0:
-            key, length = _smaller(key, length, invariant, broken)
-        if key not in worlds:
-            tried.pop(key)
-            broken(key)
-        case = attrs.evolve(job.case, faults=key[0], steps=key[1])
-        out.append(Shrunk(case, length, len(tried) - before, _show(worlds[key], invariant, str(case))))
-    for world in worlds.values():
-        world.engine.close()
-    return out
-
-
-def _smaller(
-    key: Key, length: int, invariant: str, broken: Callable[[Key], tuple[frozenset[str], int] | None]
-) -> tuple[Key, int]:
-    """The plan reduced, then the program, while ``invariant`` still shows; and the length of that run."""
-    faults, steps = key
-    for n, fault in enumerate(faults):
-        if fault.kind.startswith("restart_crash:"):
-            simpler = (*faults[:n], Fault(fault.point, "crash"), *faults[n + 1 :])
-            found = broken((simpler, steps))
-            if found is not None and invariant in found[0]:
-                faults, length = simpler, found[1]
-    changed = True
-    while changed:
-        changed = False
-        for i in reversed(range(len(steps))):
-            fewer = steps[:i] + steps[i + 1 :]
-            found = broken((faults, fewer))
-            if found is not None and invariant in found[0]:
-                steps, length, changed = fewer, found[1], True
-                break
-    return (faults, steps), length
-
-
-def _show(world: World, invariant: str, title: str) -> Shown:
-    store = world.engine.store
-    mine = [v for v in world.judge() if v.invariant == invariant]
-    rows = tuple(row for v in mine for row in render.offending_rows(store, v))
-    return Shown(
-        tuple((v.subject, v.detail) for v in mine),
-        rows,
-        tuple(render.log_lines(store)),
-        render.sequence_diagram(store, world.record.timeline, title=title),
-    )
-
-
-# --- the exploration -----------------------------------------------------------------------------------------------
 
 
 @attrs.frozen
@@ -439,7 +313,7 @@ def _map(
 def _weight(job: object) -> int:
     """A job's rough cost, so that the longest start first and the workers finish together (results keep order)."""
     if isinstance(job, Batch):
-        steps = _instances(job.scenario_dir, job.full)[job.instance].scenario.steps
+        steps = instances_named(job.scenario_dir, job.full)[job.instance].scenario.steps
         return len(job.faults) * (1 + len(steps))
     if isinstance(job, Shrink):
         return len(job.case.steps) * len(job.invariants)

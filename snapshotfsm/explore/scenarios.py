@@ -425,3 +425,14 @@ def select(instances: Sequence[Instance], patterns: Sequence[str]) -> list[Insta
             raise ScenarioError("--scenario", pattern, f"matches no scenario or instance{did_you_mean(pattern, names)}")
         chosen.extend(i for i in found if i not in chosen)
     return [i for i in instances if i in chosen]
+
+
+@functools.cache
+def instances_named(scenario_dir: str | None, full: bool) -> dict[str, Instance]:
+    """The instances of the scenarios in ``scenario_dir`` (default: the project's), by name; built once per process.
+
+    Raises:
+        ScenarioError: a scenario file is malformed.
+    """
+    directory = Path(scenario_dir) if scenario_dir is not None else default_scenarios_dir()
+    return {i.name: i for i in choose(load_scenarios(directory), full=full)}
