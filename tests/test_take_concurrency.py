@@ -95,6 +95,31 @@ class TestSameVm:
         ]
         assert cloud.counts() == {"snapshot": 2, "primary_storage": 0, "secondary_storage": 2 * PHYSICAL}
 
+    def test_the_slot_passes_to_a_work_job_another_server_queued(self) -> None:
+        """A work job queued through a second server runs when the first server's work job frees the slot.
+
+        The queue lives in the database (``sync_queue``, spec §4.3): the server that frees the slot checks the
+        queue (``releaseSyncSource`` → ``checkQueue``) and every server's heartbeat dequeues from any queue
+        (``dequeueFromAny``), so a queued work job never waits for the server that submitted it.
+        """
+        cloud = Cloud()
+        peer = cloud.engine.peer(2)
+        vm = cloud.vm("XenServer")
+        first = cloud.create(cloud.volume("xen-nfs", vm=vm))
+        mark = cloud.engine.store.count(TransitionLog)
+        second = Taken(peer, peer.create_snapshot(cloud.volume("xen-nfs", vm=vm).id).id, mark)
+        cloud.engine.run()
+        assert (first.status, second.status) == ("SUCCEEDED", "SUCCEEDED")
+        assert (first.snapshot.status, second.snapshot.status) == ("BackedUp", "BackedUp")
+        assert times(cloud, second) == {
+            "slot": TAKE_MS,
+            "snapshotting": TAKE_MS,
+            "backed up": 2 * TAKE_MS,
+            "done": 2 * TAKE_MS,
+        }
+        assert second.job.job_init_msid == 2
+        assert cloud.counts() == {"snapshot": 2, "primary_storage": 0, "secondary_storage": 2 * PHYSICAL}
+
     @pytest.mark.violates("answer-matches-state", "counts-match-recount")
     def test_a_failed_work_job_frees_the_slot(self) -> None:
         """A work job that fails (an encrypted volume on a running VM) hands the slot on to the next one."""

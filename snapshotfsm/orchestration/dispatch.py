@@ -13,6 +13,8 @@ from snapshotfsm.names import JobEvent, Take, WorkEvent, WorkState
 from snapshotfsm.orchestration.contexts import TakeContext
 from snapshotfsm.orchestration.contract import StepTable, Turn, job_thread
 from snapshotfsm.orchestration.jobs import complete
+from snapshotfsm.orchestration.runner import Runner
+from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.store.records import AsyncJob, VmWorkJob
 from snapshotfsm.strategies.base import finally_unless_crash
 
@@ -79,8 +81,12 @@ def dispatch_next(t: Turn[TakeContext], vm_id: int) -> None:
     """Give the VM's slot to its oldest queued work job, unless one holds it (queue size limit 1).
 
     The slot is taken here, when the queue hands it out (the work job moves to Running), so that a second job
-    queued before the first one starts cannot be handed the same slot. Only a work job whose take this server holds
-    in memory can run here.
+    queued before the first one starts cannot be handed the same slot. The queue is CloudStack's ``sync_queue``, in
+    the database (spec §4.3): the server that frees the slot checks it at once (``releaseSyncSource`` →
+    ``checkQueue``) and every server's heartbeat dequeues from any queue (``dequeueFromAny``), so the next work
+    job runs whichever server queued it. In the model a take runs on the server that holds it in memory: a work
+    job another live server holds is handed to that server (its heartbeat's pick-up, at once); one whose take no
+    live server holds any more (its server crashed) is passed over, as before.
     """
     store = t.rt.store
     if store.count(VmWorkJob, "vm_instance_id = ? AND state = ?", (vm_id, WorkState.Running)):
@@ -91,6 +97,45 @@ def dispatch_next(t: Turn[TakeContext], vm_id: int) -> None:
             store.transit(work, WorkEvent.Dispatch, job_id=run.ctx.job_id)
             t.post(run, Take.Dispatch, label=f"VM {vm_id} slot to work job {work.id}")
             return
+        peer = _peer_holding(t.rt, work.id)
+        if peer is not None:
+            _hand_over(peer, vm_id, work.id)
+            return
+
+
+def _peer_holding(rt: Runtime, work_job_id: int) -> Runner | None:
+    """The runner of another live management server whose take waits on ``work_job_id``, if any."""
+    for ms_id, member in sorted(rt.scheduler.members.items()):
+        runner = getattr(member, "runner", None)
+        if ms_id == rt.ms_id or not isinstance(runner, Runner) or runner.rt.down:
+            continue
+        if any(isinstance(r.ctx, TakeContext) and r.ctx.work_job_id == work_job_id for r in runner.live_runs()):
+            return runner
+    return None
+
+
+def _hand_over(runner: Runner, vm_id: int, work_job_id: int) -> None:
+    """The holding server dispatches the work job from its own memory, if the slot is still free when it looks."""
+    rt = runner.rt
+    incarnation = rt.incarnation
+
+    def go() -> None:
+        if rt.down or rt.incarnation != incarnation:
+            return
+        store = rt.store
+        if store.count(VmWorkJob, "vm_instance_id = ? AND state = ?", (vm_id, WorkState.Running)):
+            return
+        work = store.get(VmWorkJob, work_job_id)
+        run = next(
+            (r for r in runner.live_runs() if isinstance(r.ctx, TakeContext) and r.ctx.work_job_id == work_job_id),
+            None,
+        )
+        if work.state != WorkState.Queued or run is None:
+            return
+        store.transit(work, WorkEvent.Dispatch, job_id=run.ctx.job_id)
+        runner.fire(run, Take.Dispatch)
+
+    rt.scheduler.call_later(0, go, label=f"VM {vm_id} slot to work job {work_job_id}", owner=rt.ms_id)
 
 
 def start_work(t: Turn[TakeContext]) -> str:
