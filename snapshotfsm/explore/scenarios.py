@@ -5,6 +5,14 @@ piece by piece: it is chosen along a few *dimensions* (the pool's shape, how the
 backup to secondary, copies at creation, how many management servers), each scenario saying which values it is
 explored over. An :class:`Instance` is a scenario with one value of each dimension. The default set is pairwise
 (:func:`choose`); ``full`` takes every instance.
+
+Besides the dimensions, a scenario's ``[cloud]`` table changes what every instance's cloud is built with:
+``image_store = false`` builds the volume's zone without an image store (a zone whose secondary storage is not
+there yet: spec §5.4 step 3's "Could not find any secondary storage"). A ``createSnapshot`` step may pass
+``async_backup``, ``quiescevm`` (true: refused by the strategy, spec §5.5), ``location_type`` (``PRIMARY`` or
+``SECONDARY``, for a managed pool, spec §5.1, §5.7) and ``zone_copy`` (true: also copy to the second zone's image
+store, so that with ``copies = pool-copy`` a take copies to a zone and then to a pool, spec §5.4 step 13). Some
+pool shapes (:data:`OPT_IN_POOLS`) are explored only by a scenario that names them in ``dimensions.pool``.
 """
 
 from __future__ import annotations
@@ -45,8 +53,14 @@ POOLS: dict[str, PoolKind] = {
     "powerflex": PoolKind("PowerFlex", "PowerFlex", "KVM", "RAW", managed=True),
     "solidfire": PoolKind("SolidFire", "Iscsi", "KVM", "QCOW2", managed=True, zone_wide=True),
     "ontap": PoolKind("NetApp ONTAP", "Iscsi", "KVM", "QCOW2", managed=True, zone_wide=True),
+    "solidfire-xenserver": PoolKind("SolidFire", "Iscsi", "XenServer", "VHD", managed=True, zone_wide=True),
 }
 """Every pool shape the model has, by the name a scenario gives it."""
+
+OPT_IN_POOLS = ("solidfire-xenserver",)
+"""Pool shapes a scenario gets only by naming them in ``dimensions.pool``, so that the default pairwise set does not
+grow with them: SolidFire under XenServer (VHD), the one shape where a ``SECONDARY`` snapshot of managed storage is
+archived (spec §5.7)."""
 
 DIMENSIONS: dict[str, tuple[str, ...]] = {
     "pool": tuple(POOLS),
@@ -76,7 +90,7 @@ CALLS = ("createSnapshot", "deleteSnapshot", "copySnapshot", "createSnapshotPoli
 """The API calls a step may make."""
 
 _STEP_KEYS: dict[str, frozenset[str]] = {
-    "createSnapshot": frozenset({"call", "ms", "async_backup", "name"}),
+    "createSnapshot": frozenset({"call", "ms", "async_backup", "name", "quiescevm", "location_type", "zone_copy"}),
     "deleteSnapshot": frozenset({"call", "ms", "snapshot", "zone"}),
     "copySnapshot": frozenset({"call", "ms", "snapshot", "to_zone"}),
     "createSnapshotPolicy": frozenset({"call", "ms", "interval", "schedule", "keep"}),
@@ -85,7 +99,9 @@ _STEP_KEYS: dict[str, frozenset[str]] = {
     "poll": frozenset({"poll", "ms"}),
     "background": frozenset({"background"}),
 }
-_TOP_KEYS = frozenset({"description", "dimensions", "config", "limits", "step"})
+_TOP_KEYS = frozenset({"description", "dimensions", "config", "limits", "cloud", "step"})
+CLOUD_KEYS: dict[str, type] = {"image_store": bool}
+"""The keys of a scenario's ``[cloud]`` table, with their types."""
 
 
 @attrs.frozen
@@ -103,6 +119,9 @@ class Step:
     zone: int | None = None
     async_backup: bool | None = None
     name: str | None = None
+    quiescevm: bool = False
+    location_type: str | None = None
+    zone_copy: bool = False
     interval: str = "HOURLY"
     schedule: str = "0"
     keep: int = 2
@@ -111,7 +130,10 @@ class Step:
     def __str__(self) -> str:
         on = f" on ms{self.ms}" if self.ms != 1 else ""
         if self.kind == "createSnapshot":
-            return f"createSnapshot{on}"
+            quiesce = " quiescevm" if self.quiescevm else ""
+            location = f" locationtype {self.location_type}" if self.location_type else ""
+            zone = " to zone 2 too" if self.zone_copy else ""
+            return f"createSnapshot{quiesce}{location}{zone}{on}"
         if self.kind == "deleteSnapshot":
             zone = f" in zone {self.zone}" if self.zone else ""
             return f"deleteSnapshot snapshot #{self.snapshot}{zone}{on}"
@@ -137,11 +159,13 @@ class Scenario:
     config: Mapping[str, object]
     limits: Mapping[str, int]
     steps: tuple[Step, ...]
+    cloud: Mapping[str, object] = attrs.field(factory=dict)
+    """The ``[cloud]`` table: how every instance's cloud departs from the default one (:data:`CLOUD_KEYS`)."""
 
     @property
     def second_zone(self) -> bool:
         """Whether its cloud needs a second zone (a step names zone 2, or copies at creation go there)."""
-        return any(s.zone == SECOND for s in self.steps) or self.dimensions["copies"] != ("no-copies",)
+        return any(s.zone == SECOND or s.zone_copy for s in self.steps) or self.dimensions["copies"] != ("no-copies",)
 
     def instances(self) -> list[Instance]:
         """Every instance: the product of its dimensions' values, less the combinations no cloud can have."""
@@ -157,7 +181,7 @@ def _excluded(values: Mapping[str, str]) -> str | None:
     """Why a combination of values is not a cloud CloudStack can have, or None."""
     if values["copies"] == "pool-copy" and values["pool"] != "storpool":
         return "copies to a primary pool of another zone are StorPool's (spec §8)"
-    if values["copies"] != "no-copies" and values["backup"] == "no-backup":
+    if values["copies"] == "zone-copy" and values["backup"] == "no-backup":
         return "copies to another zone go through secondary storage"
     return None
 
@@ -300,8 +324,14 @@ def parse_scenario(raw: Mapping[str, Any], *, name: str, path: str = "<scenario>
             )
         if step.ms == SECOND and "one-server" in dimensions["servers"]:
             raise ScenarioError(path, f"step {n}: ms", "is 2, so dimensions.servers must be ['two-servers']")
+    cloud = _table(path, "cloud", raw.get("cloud", {}))
+    for key, value in cloud.items():
+        if key not in CLOUD_KEYS:
+            raise ScenarioError(path, f"cloud.{key}", f"is not a cloud key{did_you_mean(key, CLOUD_KEYS)}")
+        if not isinstance(value, CLOUD_KEYS[key]):
+            raise ScenarioError(path, f"cloud.{key}", f"must be a {CLOUD_KEYS[key].__name__}, not {value!r}")
     checked = {k: v for k, v in limits.items() if isinstance(v, int)}
-    scenario = Scenario(name, path, description, dimensions, config, checked, steps)
+    scenario = Scenario(name, path, description, dimensions, config, checked, steps, cloud)
     if not any(True for _ in scenario._product()):  # noqa: SLF001 - its own module
         raise ScenarioError(path, "dimensions", "leave no combination of values a cloud can have")
     return scenario
@@ -345,7 +375,8 @@ def _dimensions(path: str, raw: object) -> dict[str, tuple[str, ...]]:
         if key not in DIMENSIONS:
             raise ScenarioError(path, f"dimensions.{key}", f"is not a dimension{did_you_mean(key, DIMENSIONS)}")
     for dimension, allowed in DIMENSIONS.items():
-        values = table.get(dimension, list(allowed))
+        default = [v for v in allowed if v not in OPT_IN_POOLS]
+        values = table.get(dimension, default)
         if not isinstance(values, list) or not values:
             raise ScenarioError(path, f"dimensions.{dimension}", f"must be a non-empty list of {', '.join(allowed)}")
         for value in values:
@@ -385,6 +416,9 @@ def _step(path: str, n: int, raw: object) -> Step:
         ("keep", int, lambda v: v >= 1),
         ("advance", int, lambda v: v > 0),
         ("async_backup", bool, lambda _: True),
+        ("quiescevm", bool, lambda _: True),
+        ("zone_copy", bool, lambda _: True),
+        ("location_type", str, lambda v: v in ("PRIMARY", "SECONDARY")),
         ("name", str, bool),
         ("interval", str, lambda v: v in ("HOURLY", "DAILY", "WEEKLY", "MONTHLY")),
         ("schedule", str, bool),

@@ -30,6 +30,8 @@ of fewer rules never reaches it)."""
 class World:
     """One instance's cloud on ``:memory:``: servers ``ms1`` (and ``ms2``), a zone or two, the volume ``data``.
 
+    Each zone has an image store, but the first when the scenario's ``[cloud]`` says ``image_store = false``.
+
     ``faults`` is shared by the servers; ``timeline`` keeps the run's moments (:attr:`RunRecord.timeline`) from the
     first step on. ``arm`` is called once the cloud is built, before the first step (the explorer's plan counts
     fault points from there).
@@ -85,7 +87,8 @@ class World:
         shape = instance.pool
         for n in (1, 2) if scenario.second_zone else (1,):
             zone = engine.add_zone(f"zone{n}")
-            engine.add_image_store(zone, f"secondary{n}")
+            if n > 1 or scenario.cloud.get("image_store", True):
+                engine.add_image_store(zone, f"secondary{n}")
             self.zones.append(zone)
         zone = self.zones[0]
         cluster = engine.add_cluster(zone, "cluster1", hypervisor=shape.hypervisor)
@@ -180,7 +183,9 @@ class World:
                 self.volume.id,
                 name=step.name,
                 async_backup=self.instance.values["backup"] == "async" if async_backup is None else async_backup,
-                zone_ids=[self.zones[1].id] if copies == "zone-copy" else [],
+                quiescevm=step.quiescevm,
+                location_type=step.location_type,
+                zone_ids=[self.zones[1].id] if copies == "zone-copy" or step.zone_copy else [],
                 storage_ids=[self.copy_pool.id] if self.copy_pool is not None else [],
             )
             self.jobs[-1] = job.id
