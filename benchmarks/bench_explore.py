@@ -47,7 +47,7 @@ def main() -> None:
     base = 0.0
     for workers in args.workers:
         started = time.perf_counter()
-        report = document(explore(Options(scenarios=scenarios, workers=workers)))
+        report = document(explore(Options(scenarios=scenarios, workers=workers, full=bool(scenarios))))
         wall = time.perf_counter() - started
         stats = report["stats"]
         if first is None:

@@ -21,19 +21,20 @@ SUBSET = (
     "take:storpool/stopped/plain/sync/pool-copy/two-servers",
     "take-delete:nfs-vmware/stopped/plain/async/no-copies/one-server",
 )
-"""A small named subset: two instances, one and two servers, a StorPool pool copy and an async backup."""
+"""A small named subset (of the full product): two instances, one and two servers, a StorPool pool copy and an
+async backup."""
 
 
 @pytest.fixture(scope="module")
 def one_worker() -> dict[str, Any]:
     """The subset explored in this process."""
-    return document(explore(Options(scenarios=SUBSET, workers=1)))
+    return document(explore(Options(scenarios=SUBSET, workers=1, full=True)))
 
 
 @pytest.fixture(scope="module")
 def two_workers() -> dict[str, Any]:
     """The subset explored on two local processes."""
-    return document(explore(Options(scenarios=SUBSET, workers=2)))
+    return document(explore(Options(scenarios=SUBSET, workers=2, full=True)))
 
 
 class TestTheReport:
@@ -91,9 +92,9 @@ class TestTheReport:
         assert json.loads(json.dumps(one_worker)) == one_worker
 
     def test_a_budget_takes_the_same_sample_whatever_the_workers(self) -> None:
-        options = Options(scenarios=SUBSET[:1], budget=40, seed=3)
+        options = Options(scenarios=SUBSET[:1], budget=40, seed=3, full=True)
         first = document(explore(options))
-        again = document(explore(Options(scenarios=SUBSET[:1], budget=40, seed=3, workers=2)))
+        again = document(explore(Options(scenarios=SUBSET[:1], budget=40, seed=3, workers=2, full=True)))
         assert first["runs"]["cloudstack"]["faulted"] == 40
         assert without_stats(first) == without_stats(again)
 
@@ -127,7 +128,7 @@ class TestTheCommand:
         out = tmp_path / "report.json"
         result = CliRunner().invoke(
             main,
-            ["explore", "--scenario", SUBSET[1], "--faults", "error,crash", "--json", str(out)],
+            ["explore", "--full", "--scenario", SUBSET[1], "--faults", "error,crash", "--json", str(out)],
             env={"COLUMNS": "80"},
         )
         assert result.exit_code == 0, result.output
@@ -140,7 +141,7 @@ class TestTheCommand:
         assert too_wide == []
 
     def test_list_faults(self) -> None:
-        result = CliRunner().invoke(main, ["explore", "--scenario", SUBSET[1], "--list-faults"])
+        result = CliRunner().invoke(main, ["explore", "--full", "--scenario", SUBSET[1], "--list-faults"])
         assert result.exit_code == 0, result.output
         assert "faults at the points of 1 instances" in result.output
 
@@ -172,7 +173,9 @@ class TestTheCommand:
     def test_a_report_path_below_a_regular_file(self, tmp_path: Path) -> None:
         blocker = tmp_path / "file"
         blocker.write_text("", encoding="utf-8")
-        result = CliRunner().invoke(main, ["explore", "--scenario", SUBSET[1], "--json", str(blocker / "r.json")])
+        result = CliRunner().invoke(
+            main, ["explore", "--full", "--scenario", SUBSET[1], "--json", str(blocker / "r.json")]
+        )
         assert result.exit_code == 1
         assert "is not a writable directory" in result.output
 

@@ -35,7 +35,7 @@ from snapshotfsm.explore.scenarios import Instance, choose, default_scenarios
 from snapshotfsm.explore.world import World
 from snapshotfsm.profiles import PROFILES
 
-INSTANCES = choose(default_scenarios())
+INSTANCES = choose(default_scenarios(), full=True)
 NAMES = [i.name for i in INSTANCES]
 ONE = next(i for i in INSTANCES if i.scenario.name == "take-delete" and i.servers == 1 and i.values["backup"] == "sync")
 """A take, run, delete, run on one server, backed up synchronously: its clean run breaks nothing."""
@@ -69,7 +69,7 @@ def outcome_of(instance: Instance, faults: Sequence[Fault] = (), **options: obje
 @pytest.fixture(scope="module")
 def points() -> dict[str, tuple[Point, ...]]:
     """The fault points each small instance's clean run passes, by instance name."""
-    return {i.name: discover(Discovery(i.name, "cloudstack", 0, None, full=False)).points for i in (ONE, TWO)}
+    return {i.name: discover(Discovery(i.name, "cloudstack", 0, None, full=True)).points for i in (ONE, TWO)}
 
 
 # --- Case: the replayable line ------------------------------------------------------------------------------------

@@ -155,7 +155,7 @@ class TestDimensions:
             path,
             "dimensions.pool",
             "'storpol' is not one of nfs-xenserver, nfs-kvm, nfs-vmware, rbd, clvm, storpool, powerflex, solidfire, "
-            "ontap (did you mean 'storpool'?)",
+            "ontap, solidfire-xenserver (did you mean 'storpool'?)",
         )
 
     @pytest.mark.parametrize("values", [[], "running"], ids=["empty", "not-a-list"])
@@ -430,12 +430,12 @@ Pair = tuple[str, str, str, str]
 def valid(values: Mapping[str, str]) -> bool:
     """The clouds CloudStack can have, written from the spec here rather than taken from the code under test.
 
-    Copies to another zone's primary pool are StorPool's (spec §8); any copy to another zone goes through secondary
-    storage, so it needs backup to secondary.
+    Copies to another zone's primary pool are StorPool's (spec §8); a copy to another zone's image store goes through
+    secondary storage, so it needs backup to secondary (only zone ids are refused when it is off, §7.4).
     """
     if values["copies"] == "pool-copy" and values["pool"] != "storpool":
         return False
-    return values["copies"] == "no-copies" or values["backup"] != "no-backup"
+    return values["copies"] != "zone-copy" or values["backup"] != "no-backup"
 
 
 def every_valid(scenarios: list[Scenario]) -> set[str]:
