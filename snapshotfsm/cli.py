@@ -685,10 +685,10 @@ def _explore_summary(out: Console, document: dict[str, Any]) -> None:
         out.print(f"  {escape(best['minimal']['replay'])}", soft_wrap=True, crop=False)
     for profile, cov in document["coverage"].items():
         flow = cov["workflow"]
-        unexplained = sum(1 for m in cov["machines"].values() for x in m["missing"] if x["reason"] == "unexplained")
         say(
             f"coverage ({escape(profile)}): {flow['exercised']}/{flow['transitions']} workflow transitions "
-            f"({100 * flow['share']:.1f} %), {unexplained} not reached and not explained"
+            f"({100 * flow['share']:.1f} %; {100 * flow['reachable_share']:.1f} % of the "
+            f"{flow['transitions'] - flow['unreachable']} a run can reach), {flow['unexplained']} missing unexplained"
         )
     stats = document["stats"]
     say(

@@ -81,8 +81,18 @@ def _finding(group: Group) -> dict[str, Any]:
 
 def _coverage(machines: list[MachineCoverage]) -> dict[str, Any]:
     done, total = workflow_share(machines)
+    flows = [x for m in machines if m.kind == "workflow" for x in m.missing]
+    unreachable = sum(x.reason == "construction" for x in flows)
+    reachable = total - unreachable
     return {
-        "workflow": {"transitions": total, "exercised": done, "share": round(done / total, 4) if total else 1.0},
+        "workflow": {
+            "transitions": total,
+            "exercised": done,
+            "share": round(done / total, 4) if total else 1.0,
+            "unreachable": unreachable,
+            "reachable_share": round(done / reachable, 4) if reachable else 1.0,
+            "unexplained": sum(x.reason == "unexplained" for x in flows),
+        },
         "machines": {
             m.machine: {
                 "kind": m.kind,
