@@ -13,10 +13,10 @@ scaling efficiency against one worker (speed-up / workers).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
+
+from machine import machine
 
 from snapshotfsm.explore import Options, document, explore
 from snapshotfsm.explore.report import without_stats
@@ -35,8 +35,8 @@ def main() -> None:
     args = parser.parse_args()
     scenarios = QUICK if args.quick else ()
     print(
-        f"# {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Python {sys.version.split()[0]}; {'quick subset' if args.quick else 'default set'}, every fault kind"
+        f"# {time.strftime('%Y-%m-%d')}, {machine()}; "
+        f"{'quick subset' if args.quick else 'default set'}, every fault kind"
     )
     print(
         "| workers | wall s | discover s | explore s | shrink s | executed | pruned | shrink runs | runs/s |"

@@ -32,14 +32,12 @@ import argparse
 import cProfile
 import gc
 import io
-import os
-import platform
 import pstats
-import sqlite3
 import statistics
 import sys
 import time
-from pathlib import Path
+
+from machine import machine
 
 from snapshotfsm.invariants import Run, When, check
 from snapshotfsm.testing.cloud import BUILTIN_SHAPES, PoolShape, QuickCloud
@@ -130,21 +128,6 @@ def profile_runs() -> str:
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
     return out.getvalue()
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{os.cpu_count()} vCPU {cpu}, {platform.system()} {platform.release()}, "
-        f"CPython {platform.python_version()}, SQLite {sqlite3.sqlite_version}"
-    )
 
 
 def main() -> None:

@@ -25,7 +25,6 @@ import argparse
 import cProfile
 import gc
 import io
-import platform
 import pstats
 import random
 import sqlite3
@@ -36,6 +35,7 @@ import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
+from machine import machine
 from transitions import Machine
 
 from snapshotfsm.definitions import project_definitions
@@ -249,24 +249,6 @@ def profile_transit(n: int) -> str:
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(15)
     return out.getvalue()
-
-
-def machine() -> str:
-    import os  # noqa: PLC0415
-
-    cpus = os.cpu_count()
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpus} vCPU {cpu}, {platform.system()} {platform.release()}, CPython {platform.python_version()}, "
-        f"SQLite {sqlite3.sqlite_version}"
-    )
 
 
 def main() -> None:

@@ -56,8 +56,6 @@ import cProfile
 import gc
 import hashlib
 import io
-import os
-import platform
 import pstats
 import re
 import shutil
@@ -69,6 +67,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from machine import machine
 
 from snapshotfsm import Engine
 from snapshotfsm.store import Snapshot
@@ -573,21 +573,6 @@ def profile_attached_file(tmp: Path, n: int) -> str:
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(20)
     return out.getvalue()
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{os.cpu_count()} vCPU {cpu}, {platform.system()} {platform.release()}, "
-        f"CPython {platform.python_version()}, SQLite {sqlite3.sqlite_version}"
-    )
 
 
 def main() -> None:
