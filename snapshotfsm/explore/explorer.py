@@ -323,7 +323,14 @@ def _weight(job: object) -> int:
 def _choose_faults(
     options: Options, instances: Sequence[Instance], clean: dict[tuple[str, str], Discovered]
 ) -> dict[tuple[str, str], list[Fault]]:
-    """Every fault of the chosen kinds at each point of each clean run; under a budget, a seeded sample of them."""
+    """Every fault of the chosen kinds at each point of each clean run; under a budget, a seeded sample of them.
+
+    Quiescence is the judge's own procedure, not part of the program: of the points a clean run passes in it, the
+    restart phases and background ticks are explored (a crash there is a crash during a restart's cleanup or a
+    tick), but not the events and writes of the workflows it runs (in the default set, only the storage GC's pass,
+    444 faults: the GC's workflow is explored where a program runs it, as the policy scenarios do), nor ``node_left``,
+    which quiescence would undo by restarting every server.
+    """
     every: list[tuple[str, str, Fault]] = []
     for profile in options.profiles:
         for instance in instances:

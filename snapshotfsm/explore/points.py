@@ -78,11 +78,6 @@ class Fault:
     point: Point
     kind: str
 
-    @property
-    def on_crash(self) -> str:
-        """What a crash leads to."""
-        return "node_left" if self.kind == "node_left" else "restart"
-
     def __str__(self) -> str:
         return f"{self.kind} at {self.point}"
 
