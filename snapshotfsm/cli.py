@@ -473,6 +473,11 @@ def faults(only: str | None) -> None:
 )
 @click.option("--faults", "kinds", help="Fault kinds, comma-separated.  [default: every kind]")
 @click.option("--workers", default=1, show_default=True, help="Local processes to run on.")
+@click.option(
+    "--dask",
+    metavar="ADDRESS",
+    help="Run on the Dask cluster whose scheduler is at ADDRESS (tcp://host:8786); needs snapshotfsm[dask].",
+)
 @click.option("--seed", default=0, show_default=True, help="Seed of the engines and of a budget's sample.")
 @click.option("--budget", type=int, help="At most this many faulted runs (a seeded sample).")
 @click.option("--full", is_flag=True, help="Every instance of the scenarios, not the pairwise set.")
@@ -486,6 +491,7 @@ def explore(
     scenarios: tuple[str, ...],
     kinds: str | None,
     workers: int,
+    dask: str | None,
     seed: int,
     budget: int | None,
     full: bool,
@@ -501,7 +507,7 @@ def explore(
     background ticks); each fault kind a point accepts is then injected in a run of its own, which is quiesced and
     judged. Violations are grouped by invariant, fault point and kind; the shortest run of each group is shrunk to
     the fewest program steps that still show it, and printed as a command that replays it. The same seed gives
-    the same report whatever --workers.
+    the same report whatever --workers, or on a Dask cluster (--dask).
 
     Example: snapshotfsm explore --scenario take --workers 2 --json report.json
     """
@@ -522,7 +528,8 @@ def explore(
             seed=seed,
             budget=budget,
             full=full,
-            scenario_dir=str(scenarios_dir) if scenarios_dir is not None else None,
+            scenario_dir=_scenario_dir(scenarios_dir, dask=dask is not None),
+            dask=dask,
         )
         options.check()
         if list_faults:
@@ -543,6 +550,13 @@ def explore(
     _explore_summary(out, document)
     if json_path is not None:
         out.print(f"report: {json_path.resolve()}")
+
+
+def _scenario_dir(path: Path | None, *, dask: bool) -> str | None:
+    """The path as given; absolute for a Dask cluster, whose workers do not share this shell's directory."""
+    if path is None:
+        return None
+    return str(path.resolve() if dask else path)
 
 
 def _writable(path: Path) -> None:

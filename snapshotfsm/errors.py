@@ -47,6 +47,28 @@ class ScenarioError(SnapshotFSMError, ValueError):
         super().__init__(f"{path}: {key}: {problem}")
 
 
+class MissingExtra(SnapshotFSMError, ImportError):
+    """An optional feature's package is not installed; the message names the extra that installs it."""
+
+    def __init__(self, feature: str, package: str, extra: str) -> None:
+        self.feature = feature
+        self.package = package
+        self.extra = extra
+        super().__init__(f"{feature} needs the {package} package: pip install 'snapshotfsm[{extra}]'")
+
+
+class ClusterError(SnapshotFSMError, RuntimeError):
+    """A Dask cluster cannot run an exploration; nothing was run on it.
+
+    Unreachable, without a worker, or with workers that would explore other code or scenarios than this machine.
+    """
+
+    def __init__(self, address: str, problem: str) -> None:
+        self.address = address
+        self.problem = problem
+        super().__init__(f"Dask scheduler {address}: {problem}")
+
+
 class UnknownMachine(SnapshotFSMError, KeyError):
     """No machine of that name: a ``KeyError``, as a mapping raises, whose text is not quoted twice."""
 

@@ -11,7 +11,8 @@
 4. **Shrink**: for each group, its shortest run, then delta debugging over its fault plan and its program
    (:func:`shrink`): the smallest plan, then the fewest steps, that still show the violation with every fault firing.
 
-Work is done by plain functions of picklable jobs, so that local processes (``workers``) or any executor can run them.
+Work is done by plain functions of picklable jobs, so that local processes (``workers``), a Dask cluster (``dask``,
+:mod:`snapshotfsm.explore.cluster`) or any executor can run them.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import TypeVar
 import attrs
 
 from snapshotfsm.errors import InvalidValue, ScenarioError
+from snapshotfsm.explore import cluster
 from snapshotfsm.explore.points import KINDS, ExplorePlan, Fault, Point, faults_at
 from snapshotfsm.explore.runs import Case, Outcome, execute
 from snapshotfsm.explore.scenarios import Instance, instances_named, select
@@ -44,7 +46,9 @@ class Options:
     """What to explore: the profiles, the scenarios (name patterns), the fault kinds, and how.
 
     ``budget`` caps the faulted runs (a sample drawn with ``seed``; None: every one); ``full`` explores every instance
-    of the scenarios instead of the pairwise set; ``scenario_dir`` replaces the project's ``scenarios/``.
+    of the scenarios instead of the pairwise set; ``scenario_dir`` replaces the project's ``scenarios/``. ``dask``
+    is a Dask scheduler's address (``tcp://host:8786``): its workers run the jobs instead of local processes, so
+    ``workers`` must stay 1 (a cluster's size is its own; ``docs/explore.md``, "Beyond one machine").
     """
 
     profiles: tuple[str, ...] = ("cloudstack",)
@@ -56,12 +60,14 @@ class Options:
     full: bool = False
     scenario_dir: str | None = None
     shrink: bool = True
+    dask: str | None = None
 
     def check(self) -> None:
         """Refuse what cannot be explored, before anything runs.
 
         Raises:
-            InvalidValue: an unknown profile or fault kind, a worker count or budget below 1.
+            InvalidValue: an unknown profile or fault kind, a worker count or budget below 1, an empty Dask
+                address, or a worker count above 1 with one.
         """
         for profile in self.profiles:
             get_profile(profile)
@@ -72,6 +78,16 @@ class Options:
             raise InvalidValue("workers", self.workers, "at least 1")
         if self.budget is not None and self.budget < 1:
             raise InvalidValue("budget", self.budget, "at least 1 run")
+        if self.dask is not None and not self.dask.strip():
+            raise InvalidValue("dask", self.dask, "a Dask scheduler's address such as tcp://host:8786")
+        if self.dask is not None and self.workers != 1:
+            raise InvalidValue(
+                "workers",
+                self.workers,
+                "1 with dask",
+                message=f"workers={self.workers} and dask exclude each other: the Dask cluster's own workers run the "
+                "jobs (dask worker --nworkers N gives it more)",
+            )
 
 
 def instances_for(options: Options) -> list[Instance]:
@@ -204,11 +220,14 @@ def explore(
 ) -> Exploration:
     """Run the exploration ``options`` describe.
 
-    ``executor`` runs the jobs (default: ``options.workers`` local processes, or this process for one worker).
+    ``executor`` runs the jobs (default: the Dask cluster at ``options.dask``, else ``options.workers`` local
+    processes, or this process for one worker).
 
     Raises:
         InvalidValue: ``options`` asks for what cannot be explored.
         ScenarioError: a scenario pattern matches nothing, or a scenario file is malformed.
+        MissingExtra: ``options.dask`` is set and ``distributed`` is not installed.
+        ClusterError: the Dask cluster cannot be reached or would not explore as this machine does.
     """
     options.check()
     started = time.perf_counter()
@@ -227,8 +246,8 @@ def explore(
         if progress is not None:
             progress(phase, done, total)
 
-    own = executor is None and options.workers > 1
-    pool = concurrent.futures.ProcessPoolExecutor(options.workers) if own else executor
+    own = executor is None and (options.workers > 1 or options.dask is not None)
+    pool = _pool(options) if own else executor
     try:
         discoveries = [
             Discovery(i.name, p, options.seed, options.scenario_dir, options.full)
@@ -274,7 +293,7 @@ def explore(
     pruned = sum(j.pruned for r in judged.values() for j in r)
     total = len(clean) + executed + pruned + shrink_runs
     stats = {
-        "workers": float(options.workers),
+        "workers": float(pool.workers if isinstance(pool, cluster.DaskPool) else options.workers),
         "seconds": round(seconds, 3),
         "clean_runs": float(len(clean)),
         "faulted_runs": float(executed + pruned),
@@ -285,6 +304,13 @@ def explore(
         **phases,
     }
     return Exploration(options, instances, clean, judged, groups, stats)
+
+
+def _pool(options: Options) -> concurrent.futures.Executor:
+    """The Dask cluster at ``options.dask`` (checked before any job goes there), else local processes."""
+    if options.dask is not None:
+        return cluster.connect(options.dask, options.scenario_dir, options.full)
+    return concurrent.futures.ProcessPoolExecutor(options.workers)
 
 
 def _map(
