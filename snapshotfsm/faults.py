@@ -18,7 +18,8 @@ misspelt operation or point is refused with the nearest name instead of never fi
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -28,6 +29,9 @@ from snapshotfsm.drivers.image import ImageStoreDriver
 from snapshotfsm.drivers.primary import PrimaryDriver
 from snapshotfsm.drivers.registry import installed_drivers
 from snapshotfsm.errors import InvalidValue, did_you_mean
+
+if TYPE_CHECKING:
+    from snapshotfsm.scheduler import Task
 
 RESTART_PHASES = (
     "release_locks",
@@ -250,6 +254,19 @@ class FiredFault:
     at_ms: int
 
 
+@attrs.frozen
+class Access:
+    """A read or write a task is about to make, at an interleaving point: ``op`` on a row (or rows) of ``table``.
+
+    ``op`` is ``read`` (``row`` by id), ``query`` (rows by a condition: ``row`` is None), ``insert`` (a new row) or
+    ``write`` (an update or delete of ``row``).
+    """
+
+    op: str
+    table: str
+    row: int | None = None
+
+
 class FaultPlan:
     """The faults to inject, and a record of those that fired.
 
@@ -313,6 +330,19 @@ class FaultPlan:
         """Add a rule; returns the plan, so that rules chain."""
         self._add_rule(FaultRule(op, nth, kind, message, times))
         return self
+
+    interleaves = False
+    """Whether the plan decides at interleaving points (:meth:`interleave`): only then does the store report its
+    reads and writes, so that a plain run pays nothing for them."""
+
+    def interleave(self, ms_id: int, where: str, access: Access, ready: Callable[[], Sequence[Task]]) -> Task | None:
+        """At an interleaving point (``ms_id`` about to make ``access`` at ``where``): the task to let in first.
+
+        ``ready`` gives the tasks that could run now (:meth:`Scheduler.ready`); None lets none in. A plain plan lets
+        none in: steps run from one wait to the next without interruption.
+        """
+        del ms_id, where, access, ready
+        return None
 
     def should_crash(self, ms_id: int, where: str, at_ms: int) -> bool:
         """Count ``ms_id`` reaching ``where``; True when a crash rule fires there."""
