@@ -471,7 +471,13 @@ def faults(only: str | None) -> None:
 @click.option(
     "--scenario", "scenarios", multiple=True, help="Scenario or instance name, shell patterns allowed (repeat)."
 )
-@click.option("--faults", "kinds", help="Fault kinds, comma-separated.  [default: every kind]")
+@click.option("--faults", "kinds", help="Fault kinds, comma-separated; none: schedules only.  [default: every kind]")
+@click.option(
+    "--preemptions",
+    default=2,
+    show_default=True,
+    help="Schedules of contending scenarios with at most this many preemptions (0: none).",
+)
 @click.option("--workers", default=1, show_default=True, help="Local processes to run on.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the engines and of a budget's sample.")
 @click.option("--budget", type=int, help="At most this many faulted runs (a seeded sample).")
@@ -485,6 +491,7 @@ def explore(
     profiles: tuple[str, ...],
     scenarios: tuple[str, ...],
     kinds: str | None,
+    preemptions: int,
     workers: int,
     seed: int,
     budget: int | None,
@@ -499,7 +506,9 @@ def explore(
 
     Each scenario instance runs clean once to find its fault points (driver calls, crash points, restart phases,
     background ticks); each fault kind a point accepts is then injected in a run of its own, which is quiesced and
-    judged. Violations are grouped by invariant, fault point and kind; the shortest run of each group is shrunk to
+    judged. On contending scenarios, schedules are explored too: at the interleaving points (every read and write
+    of the store), another ready task runs first, with at most --preemptions preemptions per run. Violations are
+    grouped by invariant, fault point and kind; the shortest run of each group is shrunk to
     the fewest program steps that still show it, and printed as a command that replays it. The same seed gives
     the same report whatever --workers.
 
@@ -514,6 +523,7 @@ def explore(
         return
     try:
         chosen = tuple(k.strip() for k in kinds.split(",") if k.strip()) if kinds is not None else points.KINDS
+        chosen = () if chosen == ("none",) else chosen
         options = explorer.Options(
             profiles=profiles or ("cloudstack",),
             scenarios=scenarios,
@@ -523,6 +533,7 @@ def explore(
             budget=budget,
             full=full,
             scenario_dir=str(scenarios_dir) if scenarios_dir is not None else None,
+            preemptions=preemptions,
         )
         options.check()
         if list_faults:

@@ -56,6 +56,11 @@ class Scheduler:
         """Each management server sharing this clock, by ms id: the world's servers (a crash rule names one)."""
         self.running: list[Task] = []
         """The tasks running now, innermost last: more than one when a task was let in at an interleaving point."""
+        self.where = "program"
+        """What runs now, by name, outside a workflow's steps: the task's kind (the first word of its label), an
+        API call, or the last crash point passed in it (a restart phase, a tick). It names interleaving points."""
+        self.where_count = 0
+        """Reads and writes made since :attr:`where` was set."""
 
     def call_later(
         self,
@@ -112,10 +117,13 @@ class Scheduler:
             self.clock.advance_to(task.at_ms)
         self.ran += 1
         self.running.append(task)
+        where = self.where, self.where_count
+        self.where, self.where_count = task.label.partition(" ")[0], 0
         try:
             task.fn()
         finally:
             self.running.pop()
+            self.where, self.where_count = where
 
     def ready(self) -> list[Task]:
         """What may run at an interleaving point, in the order it would run: the tasks that could happen now.

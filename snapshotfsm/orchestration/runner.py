@@ -230,9 +230,9 @@ class Runner:
         if self._moving:
             self._moving_count += 1
             return f"{self._moving}@{self._moving_count}"
-        rt = self.rt
-        rt.where_count += 1
-        return f"{rt.where}@{rt.where_count}"
+        scheduler = self.rt.scheduler
+        scheduler.where_count += 1
+        return f"{scheduler.where}@{scheduler.where_count}"
 
     def _access_point(self, op: str, table: str, row: int | None) -> None:
         """A read or write is next (spec §21.1: every DAO call is its own statement, between which other threads run).
@@ -249,13 +249,13 @@ class Runner:
             return
         ms = f"ms{rt.ms_id}"
         rt.note("preempt", ms, ms, f"preempted at {where} (before {op} {table}): {task.label} runs first")
-        saved = (self._turn, self._moving, self._moving_count, rt.where, rt.where_count)
+        saved = (self._turn, self._moving, self._moving_count)
         store, env = rt.store, rt.strategy_env
         job, thread = store.current_job_id, env.thread
         try:
             rt.scheduler.preempt(task)
         finally:
-            self._turn, self._moving, self._moving_count, rt.where, rt.where_count = saved
+            self._turn, self._moving, self._moving_count = saved
             store.current_job_id, env.thread = job, thread
         rt.note("resume", ms, ms, f"resumes at {where}")
 

@@ -40,11 +40,6 @@ class Runtime:
     incarnation: int = 1
     down: bool = False
     """The server crashed and has not restarted: it takes no calls."""
-    where: str = "server"
-    """Where the server is outside a workflow's move: the last crash point passed (a restart phase, a tick), which
-    names the interleaving points of the reads and writes that follow it (:meth:`Runner.where_now`)."""
-    where_count: int = 0
-    """Reads and writes made since :attr:`where` was set."""
     scheduler_timestamp_ms: int | None = None
     """``SnapshotSchedulerImpl._currentTimestamp``: set at configure and at each poll (spec §9.2)."""
 
@@ -54,7 +49,7 @@ class Runtime:
         Raises:
             MsCrash: a crash rule fires at ``where``.
         """
-        self.where, self.where_count = where, 0
+        self.scheduler.where, self.scheduler.where_count = where, 0
         if self.faults.should_crash(self.ms_id, where, self.clock.now_ms):
             raise MsCrash(self.ms_id, where)
 
