@@ -192,7 +192,7 @@ class TestShrinking:
         ran = replay_case(case)
         ran.world.engine.close()
         assert "no-orphan-object" in {v.invariant for v in ran.outcome.violations}
-        [found] = shrink(Shrink(case, ("no-orphan-object",), None, full=False, length=ran.outcome.length))
+        [found] = shrink(Shrink(case, ("no-orphan-object",), None, full=True, length=ran.outcome.length))
         assert [f.kind for f in found.case.faults] == ["crash"]
         assert found.case.steps == (0,)
         assert found.length < ran.outcome.length

@@ -28,8 +28,13 @@ def report(exploration: Exploration) -> dict[str, Any]:
     options = exploration.options
     runs: dict[str, dict[str, int]] = {}
     for profile in options.profiles:
-        faulted = sum(len(r) for (p, _), r in exploration.judged.items() if p == profile)
-        runs[profile] = {"clean": sum(p == profile for p, _ in exploration.clean), "faulted": faulted}
+        mine = [j for (p, _), r in exploration.judged.items() if p == profile for j in r]
+        schedules = sum(j.faults[0].choice is not None for j in mine)
+        runs[profile] = {
+            "clean": sum(p == profile for p, _ in exploration.clean),
+            "faulted": len(mine) - schedules,
+            "schedules": schedules,
+        }
     covered = exercised(exploration)
     return {
         "schema": SCHEMA,
@@ -40,6 +45,7 @@ def report(exploration: Exploration) -> dict[str, Any]:
             "seed": options.seed,
             "budget": options.budget,
             "full": options.full,
+            "preemptions": options.preemptions,
         },
         "instances": [i.name for i in exploration.instances],
         "runs": runs,
