@@ -287,8 +287,13 @@ def to_mermaid(definition: Definition) -> str:
         f"    note right of {definition.initial}",
         "        Legend: red = error state; yellow, dashed = transitional; blue = waiting;",
         "        thick border = terminal; '✗ error' = error transition; '· never fired' = never fired upstream;",
-        "        (U) = usage flag; grey, dotted = unreachable (no transition reaches it);",
-        "        '◆ profile only' = only under the profiles in [brackets] (a fix, not CloudStack's)",
+        "        (U) = usage flag; grey, dotted = unreachable (no transition reaches it)"
+        + (";" if definition.profiled else ""),
+        *(
+            ["        '◆ profile only' = only under the profiles in [brackets] (a fix, not CloudStack's)"]
+            if definition.profiled
+            else []
+        ),
         "    end note",
     ]
     return "\n".join(lines) + "\n"
