@@ -666,6 +666,9 @@ def _show_replay(out: Console, ran: Any, case: str, mermaid: Path | None) -> Non
             out.print(f"    {escape(line)}", overflow="fold", soft_wrap=False)
 
 
+_MATRIX_CAPTION = "group: invariant × fault point; a faulted run counts for what its fault added"
+
+
 def _shortest(
     say: Any, out: Console, document: dict[str, Any], invariant: str, profile: str, *, named: bool
 ) -> None:
@@ -699,10 +702,7 @@ def _explore_summary(out: Console, document: dict[str, Any]) -> None:
     profiles = document["options"]["profiles"]
     head = ", ".join(f"{p}: {r['clean']} clean + {r['faulted']} faulted runs" for p, r in document["runs"].items())
     say(f"[bold]{len(document['instances'])} instances[/bold] · {escape(head)}")
-    table = Table(
-        title="violations of each invariant by profile: groups (invariant × fault point) / runs "
-        "(a faulted run counts for what its fault added)"
-    )
+    table = Table(title="groups / runs breaking each invariant", caption=_MATRIX_CAPTION)
     table.add_column("invariant", overflow="fold")
     for profile in profiles:
         table.add_column(f"{profile}\ngroups / runs", justify="right")
