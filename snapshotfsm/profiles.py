@@ -19,6 +19,36 @@ class Profile:
     name: str
     snapshot_compare_and_swap: bool = attrs.field(default=False)
     """spec §11: ``SnapshotDaoImpl.updateState`` does no compare-and-swap, so the last writer wins on ``snapshots``."""
+    restart_resolves_left_over_jobs: bool = attrs.field(default=False)
+    """F1, F1a, F4, F6a, F7, F8: a restart leaves no job's work half done (departs from spec §10.1, §7.2).
+
+    Upstream's ``cleanupLeftOverJobs`` fails every IN_PROGRESS job of the dead server whatever it already did; its
+    ``cleanupSnapshot`` only soft-removes an Allocated snapshot (no decrement) and fails a Creating one, so a take
+    that got further leaves a CreatedOnPrimary/BackingUp/BackedUp snapshot live under a FAILED job, the volume
+    Snapshotting, refs Creating and counts as far as the crash let them; a delete reads FAILED while the restart's
+    re-delete (§10.3) destroys the snapshot; a lost ``BackupSnapshotTask`` leaves its snapshot CreatedOnPrimary for
+    good. Hardened, the restart makes each answer true: a failed take is undone whole (volume Ready, refs
+    Destroying for the GC, snapshot Error, as ``cleanupSnapshot`` writes it), a failed copy deletes the refs it
+    created, a delete whose snapshot is gone answers SUCCEEDED and one still Destroying is re-run under its own job,
+    a lost backup task's snapshot ends BackedUp (on primary only when its copy had not finished), and each
+    account touched is recounted (``updateResourceCount``, §19.2), since no one knows how far its charges went.
+    Upstream would have to give ``cleanupResources`` these cases (``AsyncJobManagerImpl``,
+    ``SnapshotManagerImpl.cleanupFailedSnapshotsCreatedWithDefaultStrategy``), persist the backup task or resume
+    it from the MS_ID detail, and let ``SnapshotManagerImpl.start`` complete the job of the snapshot it re-deletes.
+    """
+    gc_reconciles_storage: bool = attrs.field(default=False)
+    """Orphans and open bills of F1, F3, F5, F6, F7, F8, N6: the storage GC reconciles storage and usage with the rows.
+
+    Upstream's ``cleanupStorage`` (spec §10.5) deletes what the rows say is gone; an object no row owns (a file a
+    driver made before a crash lost its answer, a converted ``_temp`` file, a copy whose ref was rolled back) is
+    never freed, and an object that went by a path that publishes no usage event (the expunge of an Error
+    snapshot, ``cleanupOnSnapshotBackupFailure``, the KVM host's delete of the primary copy, the CLVM ref removal;
+    §5.10) is billed for ever. Hardened, each GC pass deletes every object no live row owns (the objects of a
+    snapshot still being taken, backed up or copied excepted) and writes the OFF_PRIMARY or DELETE event of every
+    bill whose object is gone. Upstream would need a per-store listing against ``snapshot_store_ref`` in
+    ``StorageManagerImpl.cleanupStorage`` (StorPool's reconcile API is one) and a usage sanity pass that publishes
+    the missing stop events (``UsageSanityChecker`` only reports).
+    """
     peer_cleanup_on_node_left: bool = attrs.field(default=True)
     """spec §10.1: a live server runs ``cleanupLeftOverJobs`` for a peer that left (``onManagementNodeLeft``).
 
@@ -30,7 +60,12 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     "cloudstack": Profile("cloudstack"),
-    "hardened": Profile("hardened", snapshot_compare_and_swap=True),
+    "hardened": Profile(
+        "hardened",
+        snapshot_compare_and_swap=True,
+        restart_resolves_left_over_jobs=True,
+        gc_reconciles_storage=True,
+    ),
 }
 """``hardened`` changes only named behaviours: snapshots get a compare-and-swap."""
 
