@@ -49,6 +49,37 @@ class Profile:
     ``StorageManagerImpl.cleanupStorage`` (StorPool's reconcile API is one) and a usage sanity pass that publishes
     the missing stop events (``UsageSanityChecker`` only reports).
     """
+    allocation_is_atomic: bool = attrs.field(default=False)
+    """F1a: ``allocSnapshot``'s row and its two charges commit together (departs from spec §5.1, §21.2, §21.4.3).
+
+    Upstream inserts the Allocated row, then increments ``snapshot`` and the store's size count, each in its own
+    transaction (``@DB`` opens none, §21.7): a crash between them leaves a row the recount counts and nobody
+    charged. Hardened, the insert and both increments are one transaction; an increment that fails takes the row
+    back with it. Upstream would wrap ``SnapshotManagerImpl.allocSnapshot``'s persist and
+    ``_resourceLimitMgr.incrementResourceCount`` calls in one ``Transaction.execute``. A crash between the
+    allocation and ``submitAsyncJob`` leaves a row no job names: ``restart_resolves_left_over_jobs`` removes it.
+    """
+    fail_take_on_current_snapshot: bool = attrs.field(default=False)
+    """F2, F3 (null answer): a failed take fails the snapshot and the ref it moved (departs from spec §5.6 4, 6).
+
+    When the driver throws synchronously, upstream fires OperationFailed on the original ``SnapshotObject``, whose
+    in-memory state is still Allocated: NoTransition is caught, and the snapshot and its primary ref stay Creating
+    for good while the job fails and the counts are given back. A null answer fails the snapshot but leaves the
+    primary ref Creating. Hardened, OperationFailed goes to the snapshot as the take moved it (Creating to Error)
+    and to the primary ref (Creating, whose row then goes). Upstream would fire it on the object returned by
+    ``processEvent(CreateRequested)`` in ``SnapshotServiceImpl.takeSnapshot``'s catch, and fail the ref in
+    ``createSnapshotAsyncCallback`` when the answer is null.
+    """
+    usage_only_for_objects: bool = attrs.field(default=False)
+    """F3, N5: SNAPSHOT.ON_PRIMARY is published only for a file on primary storage (departs from spec §5.6 item 7).
+
+    Upstream publishes ON_PRIMARY whenever the take throws nothing: after a failed answer (the snapshot is Error
+    and has no file) and on KVM file-based storage with backup on, whose file is written straight to secondary
+    (§13.2, ``postSnapshotDirectlyToSecondary``): both bill an object that never was on primary. Hardened, it is
+    published only for a take that succeeded and did not go to a pre-selected image store. Upstream would move the
+    ``UsageEventUtils.publishUsageEvent(SNAPSHOT_ON_PRIMARY)`` of ``DefaultSnapshotStrategy.takeSnapshot`` into
+    the success branch and skip it when ``isKvmAndFileBasedStorage`` and backup is on.
+    """
     peer_cleanup_on_node_left: bool = attrs.field(default=True)
     """spec §10.1: a live server runs ``cleanupLeftOverJobs`` for a peer that left (``onManagementNodeLeft``).
 
@@ -65,6 +96,9 @@ PROFILES: dict[str, Profile] = {
         snapshot_compare_and_swap=True,
         restart_resolves_left_over_jobs=True,
         gc_reconciles_storage=True,
+        allocation_is_atomic=True,
+        fail_take_on_current_snapshot=True,
+        usage_only_for_objects=True,
     ),
 }
 """``hardened`` changes only named behaviours: snapshots get a compare-and-swap."""

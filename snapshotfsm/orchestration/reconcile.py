@@ -87,11 +87,17 @@ def undo_take(rt: Runtime, snapshot_id: int) -> None:
 
 
 def _destroy_refs(rt: Runtime, snapshot_id: int) -> None:
-    """Every ref of the snapshot that is not Destroyed goes to Destroying, for the GC to delete with its file."""
+    """Every ref of the snapshot that is not Destroyed goes: one that never had a file at once, else to Destroying.
+
+    A Creating ref is failed (its row then goes, ``deleteIfNotReady``), an Allocated one is deleted; the others
+    go to Destroying, for the GC to delete with their files.
+    """
     store = rt.store
     for ref in store.find(SnapshotStoreRef, "snapshot_id = ? AND state NOT IN (?, ?)", (snapshot_id, *_DONE)):
         if ref.state == RefState.Creating:
             _fail(store, ref)
+        elif ref.state == RefState.Allocated:
+            store.delete(ref, by=UNDO_TAKE)
         elif store.definitions["snapshot_store_ref"].transition(ref.state, RefEvent.DestroyRequested) is not None:
             store_ref_event(store, ref, RefEvent.DestroyRequested)
 
@@ -204,3 +210,23 @@ def close_bills(rt: Runtime) -> int:
         store.insert(attrs.evolve(start, id=0, type=stop, created=rt.clock.timestamp(), size=0, virtual_size=None))
         closed += 1
     return closed
+
+
+def drop_jobless_allocations(rt: Runtime) -> int:
+    """Allocated snapshots that no job names are removed and their accounts recounted; returns how many.
+
+    A crash between ``allocSnapshot`` and ``submitAsyncJob`` (spec §4.2, §21.2) leaves a row and its charges that
+    no job will ever take or clean up (upstream's ``cleanupSnapshot`` runs per job). The create phase runs on one
+    server's API thread with no wait between the two, so a restart finds no such row of a live call.
+    """
+    store = rt.store
+    rows = store.find(
+        Snapshot,
+        "status = ? AND removed IS NULL AND NOT EXISTS (SELECT 1 FROM async_job j WHERE j.instance_id = snapshots.id"
+        " AND j.instance_type = 'Snapshot')",
+        (SnapshotState.Allocated,),
+    )
+    for snapshot in rows:
+        store.remove(snapshot, by="AsyncJobManagerImpl.cleanupSnapshot (hardened: no job)")
+        recount_account(rt, snapshot.account_id)
+    return len(rows)

@@ -221,6 +221,8 @@ def cleanup_left_over_jobs(rt: Runtime, ms_id: int) -> dict[str, int]:
                 jobs_failed += 1
                 if hardened:
                     _undo(rt, failed)
+            if hardened:
+                reconcile.drop_jobless_allocations(rt)
             details = _cleanup_ms_id_details(rt, ms_id)
     except CloudException as exc:
         log.warning("Unexpected exception while cleaning up left over jobs for management server %s: %s", ms_id, exc)
