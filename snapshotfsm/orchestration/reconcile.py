@@ -46,6 +46,13 @@ from snapshotfsm.store.store import Store
 
 log = logging.getLogger(__name__)
 
+_BUSY = (
+    SnapshotState.Allocated,
+    SnapshotState.Creating,
+    SnapshotState.CreatedOnPrimary,
+    SnapshotState.BackingUp,
+    SnapshotState.Destroying,
+)
 UNDO_TAKE = "AsyncJobManagerImpl.cleanupSnapshot (hardened: undo the take)"
 """How the log names the restart's undo of a take it failed (a direct write, as upstream's cleanupSnapshot's)."""
 GONE = (SnapshotState.Error, SnapshotState.Destroyed)
@@ -59,7 +66,20 @@ IN_FLIGHT = (
 
 
 def recount_account(rt: Runtime, account_id: int) -> None:
-    """``updateResourceCount`` for the account (spec §19.2): what a restart cannot know it charged, it recounts."""
+    """``updateResourceCount`` for the account (spec §19.2): what a restart cannot know it charged, it recounts.
+
+    Only an account with nothing under way: a take or delete still running on another server has charged or will
+    give back by amounts the recount cannot see yet, and recounting under it would make the count drift the other
+    way (below zero, once that operation corrects its charge).
+    """
+    busy = rt.store.count(
+        Snapshot,
+        f"account_id = ? AND removed IS NULL AND status IN ({', '.join('?' * len(_BUSY))})",
+        (account_id, *_BUSY),
+    ) + rt.store.count(AsyncJob, "account_id = ? AND job_status = 0 AND removed IS NULL", (account_id,))
+    if busy:
+        log.info("recount of account %s deferred: work under way", account_id)
+        return
     try:
         recount.update_resource_count(rt, account_id)
     except CloudException as exc:  # an account removed meanwhile: nothing to count
@@ -179,8 +199,26 @@ def delete_orphans(rt: Runtime) -> int:
             if snapshot is not None and in_flight(snapshot.status):
                 continue
         store.update(obj, deleted_ms=rt.clock.now_ms)
+        _destroy_refs_naming(rt, obj)
         deleted += 1
     return deleted
+
+
+def _destroy_refs_naming(rt: Runtime, obj: StorageObject) -> None:
+    """A ref of a gone snapshot that still names the deleted file (a chain's Hidden parent) is Destroyed with it.
+
+    ``deleteSnapshotChain`` (spec §16.3) does the same when the last child of a Hidden parent goes; a child undone
+    by a restart or failed by its backup never gets there.
+    """
+    store = rt.store
+    role = "Primary" if obj.store_kind == "primary" else "Image"
+    for ref in store.find(
+        SnapshotStoreRef,
+        "store_role = ? AND store_id = ? AND install_path = ? AND state IN (?, ?)",
+        (role, obj.store_id, obj.path, RefState.Ready, RefState.Hidden),
+    ):
+        moved = store_ref_event(store, ref, RefEvent.DestroyRequested)
+        store_ref_event(store, moved, RefEvent.OperationSucceeded)
 
 
 _OPEN_BILLS = f"""

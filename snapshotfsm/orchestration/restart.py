@@ -245,7 +245,14 @@ def _resolved_otherwise(rt: Runtime, job: AsyncJob) -> bool:
         if snapshot is not None:
             reconcile.recount_account(rt, snapshot.account_id)
         return True
-    return snapshot.status == SnapshotState.Destroying
+    if snapshot.status != SnapshotState.Destroying:
+        return False
+    if rt.store.count(SnapshotStoreRef, "snapshot_id = ? AND state != ?", (snapshot.id, RefState.Destroyed)) == 0:
+        # Every file is gone and the crash fell before the snapshot's own write: that write, then the answer.
+        snapshot_event(rt.store, snapshot, SnapshotEvent.OperationSucceeded)
+        reconcile.finish_delete_job(rt, job)
+        reconcile.recount_account(rt, snapshot.account_id)
+    return True
 
 
 def _undo(rt: Runtime, job: AsyncJob) -> None:
