@@ -666,12 +666,10 @@ def _show_replay(out: Console, ran: Any, case: str, mermaid: Path | None) -> Non
             out.print(f"    {escape(line)}", overflow="fold", soft_wrap=False)
 
 
-_MATRIX_CAPTION = "group: invariant × fault point; a faulted run counts for what its fault added"
+_MATRIX_CAPTION = "group: an invariant at one fault point; a faulted run counts for what its fault added"
 
 
-def _shortest(
-    say: Any, out: Console, document: dict[str, Any], invariant: str, profile: str, *, named: bool
-) -> None:
+def _shortest(say: Any, out: Console, document: dict[str, Any], invariant: str, profile: str, *, named: bool) -> None:
     """The shortest counterexample of ``invariant`` under ``profile``, as a command that replays it."""
     found = [
         f
@@ -711,9 +709,8 @@ def _explore_summary(out: Console, document: dict[str, Any]) -> None:
         cells = (f"{groups.get(invariant, {}).get(p, 0)} / {row.get(p, 0)}" for p in profiles)
         table.add_row(invariant, *cells)
     sums = document.get("totals", {})
-    table.add_row(
-        "[bold]all[/bold]", *(f"{sums.get(p, {}).get('groups', 0)} / {sums.get(p, {}).get('runs', 0)}" for p in profiles)
-    )
+    total = (f"{sums.get(p, {}).get('groups', 0)} / {sums.get(p, {}).get('runs', 0)}" for p in profiles)
+    table.add_row("[bold]all[/bold]", *total)
     out.print(table)
     for invariant in document["matrix"]:
         for profile in profiles:

@@ -18,7 +18,13 @@ class Profile:
 
     name: str
     snapshot_compare_and_swap: bool = attrs.field(default=False)
-    """spec §11: ``SnapshotDaoImpl.updateState`` does no compare-and-swap, so the last writer wins on ``snapshots``."""
+    """Races on ``snapshots``: a state write compares and swaps (departs from spec §11).
+
+    Upstream's ``SnapshotDaoImpl.updateState`` updates by id alone, so the last writer wins and a stale
+    ``SnapshotObject`` overwrites a state another thread wrote (``no-blind-overwrite``, ``one-winner``). Hardened,
+    the write checks the state it read, as every other table's ``updateState`` does, and a loser writes nothing.
+    Upstream would add the ``state``/``update_count`` condition to ``SnapshotDaoImpl.updateState``'s UPDATE.
+    """
     restart_resolves_left_over_jobs: bool = attrs.field(default=False)
     """F1, F1a, F4, F6a, F7, F8: a restart leaves no job's work half done (departs from spec §10.1, §7.2).
 
@@ -101,7 +107,7 @@ PROFILES: dict[str, Profile] = {
         usage_only_for_objects=True,
     ),
 }
-"""``hardened`` changes only named behaviours: snapshots get a compare-and-swap."""
+"""``hardened`` turns every fix on (``docs/hardened.md`` says what each removes); entity tables stay upstream's."""
 
 
 def get_profile(name: str | Profile) -> Profile:

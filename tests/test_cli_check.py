@@ -24,7 +24,7 @@ def _table(output: str) -> dict[str, tuple[str, ...]]:
     rows = {}
     for line in output.splitlines():
         cells = [c.strip() for c in re.split(r"[│┃]", line)[1:-1]]
-        if len(cells) == 8 and cells[2].isdigit():  # noqa: PLR2004 - the columns of the table
+        if len(cells) == 8 and cells[2].isdigit():
             rows[cells[0]] = tuple(cells[1:])
     return rows
 

@@ -56,7 +56,7 @@ def report(exploration: Exploration) -> dict[str, Any]:
 
 
 def group_matrix(exploration: Exploration) -> dict[str, dict[str, int]]:
-    """Invariant by profile: how many groups (invariant × fault point) broke it; the rows of ``matrix``.
+    """Invariant by profile: how many groups (an invariant at one fault point) broke it; the rows of ``matrix``.
 
     Side by side with ``matrix`` (runs), this is what a fix of one profile removed: a class of violation is a few
     groups of many runs each.

@@ -284,7 +284,7 @@ def _alloc(
     # Hardened (allocation_is_atomic): the row and its two charges commit together, or none of them does.
     try:
         with rt.store.atomic() if rt.profile.allocation_is_atomic else contextlib.nullcontext():
-            _insert_and_charge(rt, ctx, volume, owner, name, kind, location_type, hypervisor, store_type)
+            _insert_and_charge(rt, ctx, volume, name, kind, location_type, hypervisor, store_type)
     except CloudException:
         if rt.profile.allocation_is_atomic:
             ctx.snapshot_id = ctx.account_id = 0  # the row went with the rollback
@@ -295,7 +295,6 @@ def _insert_and_charge(
     rt: Runtime,
     ctx: TakeContext,
     volume: Volume,
-    owner: Account,
     name: str,
     kind: str,
     location_type: str | None,

@@ -138,9 +138,7 @@ def undo_copy(rt: Runtime, job: AsyncJob) -> None:
     (``ObjectInDataStoreManagerImpl.deleteIfNotReady``).
     """
     store = rt.store
-    created = store.find(
-        TransitionLog, "machine = 'snapshot_store_ref' AND kind = 'create' AND job_id = ?", (job.id,)
-    )
+    created = store.find(TransitionLog, "machine = 'snapshot_store_ref' AND kind = 'create' AND job_id = ?", (job.id,))
     for row in created:
         ref = store.first(SnapshotStoreRef, "id = ?", (row.entity_id,))
         if ref is None:

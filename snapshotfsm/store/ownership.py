@@ -87,7 +87,6 @@ def has_object(*, present: bool) -> str:
     WHERE r.snapshot_id = u.resource_id AND o.kind IN ({_KINDS}){ref_present} AND {_SCOPE}))"""
 
 
-
 STOPPED = f"""EXISTS (SELECT 1 FROM usage_event d
             WHERE d.resource_id = u.resource_id AND d.id > u.id
               AND ((u.type = '{ON_PRIMARY}' AND d.type IN ('{OFF_PRIMARY}', '{DELETE}'))
