@@ -666,7 +666,7 @@ def _show_replay(out: Console, ran: Any, case: str, mermaid: Path | None) -> Non
             out.print(f"    {escape(line)}", overflow="fold", soft_wrap=False)
 
 
-_MATRIX_CAPTION = "group: an invariant at one fault point; a faulted run counts for what its fault added"
+_MATRIX_CAPTION = "group: an invariant at one fault point; runs: the runs that broke it"
 
 
 def _shortest(say: Any, out: Console, document: dict[str, Any], invariant: str, profile: str, *, named: bool) -> None:
