@@ -18,7 +18,16 @@ import logging
 import attrs
 
 from snapshotfsm.errors import CloudException
-from snapshotfsm.names import JobEvent, RefEvent, RefState, SnapshotEvent, SnapshotState, VolumeEvent, VolumeState
+from snapshotfsm.names import (
+    JobEvent,
+    JobState,
+    RefEvent,
+    RefState,
+    SnapshotEvent,
+    SnapshotState,
+    VolumeEvent,
+    VolumeState,
+)
 from snapshotfsm.objects import snapshot_event, store_ref_event, volume_transit
 from snapshotfsm.orchestration import recount
 from snapshotfsm.orchestration.jobs import complete, serialized_response
@@ -46,13 +55,6 @@ from snapshotfsm.store.store import Store
 
 log = logging.getLogger(__name__)
 
-_BUSY = (
-    SnapshotState.Allocated,
-    SnapshotState.Creating,
-    SnapshotState.CreatedOnPrimary,
-    SnapshotState.BackingUp,
-    SnapshotState.Destroying,
-)
 UNDO_TAKE = "AsyncJobManagerImpl.cleanupSnapshot (hardened: undo the take)"
 """How the log names the restart's undo of a take it failed (a direct write, as upstream's cleanupSnapshot's)."""
 GONE = (SnapshotState.Error, SnapshotState.Destroyed)
@@ -68,17 +70,19 @@ IN_FLIGHT = (
 def recount_account(rt: Runtime, account_id: int) -> None:
     """``updateResourceCount`` for the account (spec §19.2): what a restart cannot know it charged, it recounts.
 
-    Only an account with nothing under way: a take or delete still running on another server has charged or will
-    give back by amounts the recount cannot see yet, and recounting under it would make the count drift the other
-    way (below zero, once that operation corrects its charge).
+    Only an account with no job under way on another live server: a take or delete running there has charged or
+    will give back by amounts the recount cannot see yet, and recounting under it would make the count drift the
+    other way (below zero, once that operation corrects its charge). This server's own jobs and a dead server's are
+    over by now (the restart or the peer's cleanup failed them).
     """
     busy = rt.store.count(
-        Snapshot,
-        f"account_id = ? AND removed IS NULL AND status IN ({', '.join('?' * len(_BUSY))})",
-        (account_id, *_BUSY),
-    ) + rt.store.count(AsyncJob, "account_id = ? AND job_status = 0 AND removed IS NULL", (account_id,))
+        AsyncJob,
+        "account_id = ? AND job_status = ? AND removed IS NULL AND job_executing_msid IS NOT NULL"
+        " AND job_executing_msid <> ? AND job_executing_msid IN (SELECT msid FROM mshost WHERE state = 'Up')",
+        (account_id, JobState.ordinal(JobState.IN_PROGRESS), rt.ms_id),
+    )
     if busy:
-        log.info("recount of account %s deferred: work under way", account_id)
+        log.info("recount of account %s deferred: work under way on another server", account_id)
         return
     try:
         recount.update_resource_count(rt, account_id)
