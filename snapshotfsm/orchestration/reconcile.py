@@ -77,8 +77,9 @@ def recount_account(rt: Runtime, account_id: int) -> None:
     """
     busy = rt.store.count(
         AsyncJob,
-        "account_id = ? AND job_status = ? AND removed IS NULL AND job_executing_msid IS NOT NULL"
-        " AND job_executing_msid <> ? AND job_executing_msid IN (SELECT msid FROM mshost WHERE state = 'Up')",
+        "account_id = ? AND job_status = ? AND removed IS NULL"
+        " AND COALESCE(job_executing_msid, job_init_msid) <> ?"
+        " AND COALESCE(job_executing_msid, job_init_msid) IN (SELECT msid FROM mshost WHERE state = 'Up')",
         (account_id, JobState.ordinal(JobState.IN_PROGRESS), rt.ms_id),
     )
     if busy:
