@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from snapshotfsm.definitions import Definitions, project_definitions
+from snapshotfsm.definitions import Definitions, TransitionDef, project_definitions
 from snapshotfsm.drivers.base import FAULT_KINDS, Driver, FaultKind, FaultRule
 from snapshotfsm.drivers.image import ImageStoreDriver
 from snapshotfsm.drivers.primary import PrimaryDriver
@@ -74,13 +74,16 @@ class CrashPoint:
     ``kind`` is ``event`` (before a workflow event's step), ``write`` (before the n-th durable write of a step:
     ``name`` is the step, a rule writes ``<step>#<n>``), ``restart`` (before a phase of the restart cleanup) or
     ``tick`` (before a tick of a background task).
-    ``transitions`` are the workflow rows where it sits, as ``source --Event--> dest``.
+    ``transitions`` are the workflow rows where it sits, as ``source --Event--> dest``, followed by
+    ``[profile, ...]`` for a row that exists only under those profiles. ``profiles`` names the profiles the point
+    exists under when none of its rows exists under every profile (empty: every profile).
     """
 
     name: str
     kind: str
     machine: str
     transitions: tuple[str, ...] = ()
+    profiles: tuple[str, ...] = ()
 
     @property
     def rule_name(self) -> str:
@@ -182,21 +185,29 @@ def catalogue(
     for definition in definitions.values():
         if definition.kind != "workflow":
             continue
-        events: dict[str, list[str]] = {}
-        steps: dict[str, list[str]] = {}
+        events: dict[str, list[TransitionDef]] = {}
+        steps: dict[str, list[TransitionDef]] = {}
         for row in definition.transitions:
-            text = f"{row.source} --{row.event}--> {row.dest}"
-            events.setdefault(row.event, []).append(text)
+            events.setdefault(row.event, []).append(row)
             if row.calls:
-                steps.setdefault(row.calls, []).append(text)
+                steps.setdefault(row.calls, []).append(row)
         points.extend(
-            CrashPoint(f"{definition.name}.{event}", "event", definition.name, tuple(rows))
-            for event, rows in events.items()
+            _point(f"{definition.name}.{event}", "event", definition.name, rows) for event, rows in events.items()
         )
-        points.extend(CrashPoint(step, "write", definition.name, tuple(rows)) for step, rows in steps.items())
+        points.extend(_point(step, "write", definition.name, rows) for step, rows in steps.items())
     points.extend(CrashPoint(f"restart.{phase}", "restart", "restart") for phase in RESTART_PHASES)
     points.extend(CrashPoint(f"tick.{task}", "tick", "background") for task in BACKGROUND_TASKS)
     return FaultCatalogue(tuple(ops), tuple(points))
+
+
+def _point(name: str, kind: str, machine: str, rows: Sequence[TransitionDef]) -> CrashPoint:
+    """A crash point on ``rows``: each shown with the profiles it is limited to; the point's own profiles."""
+    texts = tuple(
+        f"{r.source} --{r.event}--> {r.dest}" + (f" [{', '.join(r.profiles)}]" if r.profiles else "") for r in rows
+    )
+    everywhere = any(not r.profiles for r in rows)
+    profiles = () if everywhere else tuple(dict.fromkeys(p for r in rows for p in r.profiles))
+    return CrashPoint(name, kind, machine, texts, profiles)
 
 
 def _ops(cls: type[Driver]) -> list[DriverOp]:

@@ -134,7 +134,7 @@ class TestTheCommand:
         assert result.exit_code == 0, result.output
         report = json.loads(out.read_text(encoding="utf-8"))
         assert report["options"]["kinds"] == ["error", "crash"]
-        assert "runs breaking each invariant" in result.output
+        assert "groups / runs breaking each invariant" in result.output
         assert f"report: {out.resolve()}" in result.output
         assert "snapshotfsm explore --replay '" in result.output
         too_wide = [line for line in result.output.splitlines() if len(line) > 80 and "--replay" not in line]

@@ -19,6 +19,8 @@ and the job waits for ever.
 
 from __future__ import annotations
 
+import json
+
 from snapshotfsm.describe import snapshot_str
 from snapshotfsm.errors import (
     ApiError,
@@ -119,6 +121,24 @@ def start_detached(runner: Runner, snapshot_id: int, *, caller_id: int, thread: 
     """A delete nobody waits for (the restart cleanup of Destroying snapshots, spec §10.3), run on ``thread``."""
     run = runner.start(Machine.DELETE, DeleteContext(snapshot_id=snapshot_id, caller_id=caller_id, thread=thread))
     runner.fire(run, Delete.Start)
+
+
+def resume_job(runner: Runner, job: AsyncJob, *, thread: str) -> None:
+    """Hardened (``restart_resolves_left_over_jobs``): a left-over delete job runs again on ``thread`` and answers.
+
+    Upstream fails the job at restart and re-deletes the Destroying snapshot without one (spec §10.1, §10.3): the
+    user reads FAILED while the snapshot goes. Here the re-delete is the job's, and its answer is the delete's.
+    """
+    params = json.loads(job.job_cmd_info)
+    ctx = DeleteContext(
+        job_id=job.id,
+        snapshot_id=int(params["id"]),
+        caller_id=job.account_id,
+        zone_id=params.get("zoneid"),
+        api=True,
+        thread=thread,
+    )
+    runner.fire(runner.start(Machine.DELETE, ctx), Delete.Start)
 
 
 def start(t: Turn[DeleteContext]) -> StepGen:

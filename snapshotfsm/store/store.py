@@ -167,9 +167,11 @@ class Store:
         self.ms_id = ms_id
         self.clock = clock
         self.profile = profile
-        self.definitions = definitions
+        self.definitions = definitions.for_profile(profile.name)  # the transitions this profile has (states/README)
         self.machines: Mapping[str, StateMachine] = (
-            machines if machines is not None else {name: StateMachine.structure(d) for name, d in definitions.items()}
+            machines
+            if machines is not None
+            else {name: StateMachine.structure(d) for name, d in self.definitions.items()}
         )
         self.bindings = make_bindings(definitions, profile)
         self._by_record = {b.record: b for b in self.bindings.values() if b.record is not Workflow}
