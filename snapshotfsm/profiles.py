@@ -86,6 +86,21 @@ class Profile:
     ``UsageEventUtils.publishUsageEvent(SNAPSHOT_ON_PRIMARY)`` of ``DefaultSnapshotStrategy.takeSnapshot`` into
     the success branch and skip it when ``isKvmAndFileBasedStorage`` and backup is on.
     """
+    refused_take_gives_back: bool = attrs.field(default=False)
+    """N1, R2: a take that fails before its snapshot left ``Allocated`` gives back its charges and its row (spec §5.2).
+
+    Upstream's refusals in the execute phase (``takeSnapshotInternal``'s and ``orchestrateTakeVolumeSnapshot``'s
+    checks, §5.2, §5.3: the volume not Ready, an encrypted volume of a running VM; no image store, §5.4 step 3) are
+    thrown before ``SnapshotManagerImpl.takeSnapshot``'s try, and ``CreateSnapshotCmd.execute`` only maps them: the
+    ``snapshot`` count and the store size ``allocSnapshot`` charged (§5.1) stay, and the snapshot stays
+    ``Allocated`` under a FAILED job. A refusal inside the try (a strategy's, or a volume taken meanwhile) gives
+    the charges back (§5.4 step 14) but leaves the row ``Allocated`` too, and a delete of that row gives back the
+    ``snapshot`` count a second time (§9.4). Hardened, the failed job gives back what the take has not given back
+    yet and soft-removes the row if it is still ``Allocated``, as ``cleanupSnapshot`` (§10.1) removes one; a
+    delete of an ``Allocated`` row leaves the counts to its take, which always fails on the removed row. Upstream
+    would release the charges in ``CreateSnapshotCmd.execute``'s catch (or move the checks inside the try) and
+    remove the row there, and drop the ``snapshot`` decrement of ``deleteSnapshot`` for an ``Allocated`` row.
+    """
     peer_cleanup_on_node_left: bool = attrs.field(default=True)
     """spec §10.1: a live server runs ``cleanupLeftOverJobs`` for a peer that left (``onManagementNodeLeft``).
 
@@ -105,6 +120,7 @@ PROFILES: dict[str, Profile] = {
         allocation_is_atomic=True,
         fail_take_on_current_snapshot=True,
         usage_only_for_objects=True,
+        refused_take_gives_back=True,
     ),
 }
 """``hardened`` turns every fix on (``docs/hardened.md`` says what each removes); entity tables stay upstream's."""

@@ -203,9 +203,17 @@ def finish(t: Turn[DeleteContext]) -> None:
         for zone_id in ctx.zones:
             accounting.usage(rt, "SNAPSHOT.DELETE", snapshot, size=0, zone_id=zone_id)
     after = rt.store.first(Snapshot, "id = ? AND removed IS NULL", (snapshot.id,))
-    if (after is None or after.status == SnapshotState.Destroyed) and ctx.pre_state not in (
-        SnapshotState.Error,
-        SnapshotState.Destroyed,
+    # Hardened (refused_take_gives_back): an Allocated row's take job is still to run, and fails on the removed row;
+    # it gives back what allocSnapshot charged, both counts, once (take.give_back_refused), so the delete does not.
+    taken_back_by_take = rt.profile.refused_take_gives_back and ctx.pre_state == SnapshotState.Allocated
+    if (
+        (after is None or after.status == SnapshotState.Destroyed)
+        and ctx.pre_state
+        not in (
+            SnapshotState.Error,
+            SnapshotState.Destroyed,
+        )
+        and not taken_back_by_take
     ):
         accounting.change_count(rt, ctx.account_id, accounting.SNAPSHOT, -1, owner_id=snapshot.account_id)
     for ref in ctx.refs_before:

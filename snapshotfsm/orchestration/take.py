@@ -18,7 +18,7 @@ from snapshotfsm.errors import (
     NullPointerException,
     UnsupportedOperationException,
 )
-from snapshotfsm.names import RefState, Retention, Take, VolumeState
+from snapshotfsm.names import RefState, Retention, SnapshotState, Take, VolumeState
 from snapshotfsm.orchestration import accounting, copies, retention
 from snapshotfsm.orchestration.contexts import Machine, TakeContext
 from snapshotfsm.orchestration.contract import StepTable, Turn
@@ -199,9 +199,35 @@ def unwind(t: Turn[TakeContext]) -> str:
     accounting.change_count(rt, account_id, accounting.SNAPSHOT, -1, owner_id=owner)
     store_type = store_resource_type(rt, zone, ctx.payload.location_type)
     accounting.change_count(rt, account_id, store_type, -volume.size, owner_id=owner)
+    ctx.given_back = True
     if not isinstance(error, (CloudRuntimeException, UnsupportedOperationException)):
         ctx.error = CloudRuntimeException("Failed to create snapshot", cause=error)
     return attached_or_direct(ctx, Take.FailWork, Take.Fail)
+
+
+def give_back_refused(rt: Runtime, ctx: TakeContext) -> None:
+    """Hardened (``refused_take_gives_back``): a failed take leaves nothing of its allocation (departs from §5.2, §5.4).
+
+    Called when the API job fails. A refusal before ``SnapshotManagerImpl.takeSnapshot``'s try (the checks of
+    ``takeSnapshotInternal`` and ``orchestrateTakeVolumeSnapshot``, §5.2 and §5.3; no image store, §5.4 step 3) never
+    reached the outer catch: the ``snapshot`` count and the store size ``allocSnapshot`` charged (§5.1) are given back
+    here, by the row's size on the store type its location type gave. A take that failed before the snapshot left
+    ``Allocated`` (a strategy's refusal, a volume no longer Ready at ``SnapshotRequested``) leaves its row live: it is
+    soft-removed, as ``cleanupSnapshot`` (§10.1) and a delete of an ``Allocated`` snapshot (§9.4) remove one. A row a
+    delete removed meanwhile gave nothing back under this flag (``delete.finish``): its charges are given back here.
+    """
+    snapshot = rt.store.first(Snapshot, "id = ?", (ctx.snapshot_id,))
+    if snapshot is None:
+        return
+    if not ctx.given_back:
+        zone = rt.store.get(Zone, snapshot.data_center_id)
+        store_type = store_resource_type(rt, zone, snapshot.location_type)
+        owner = snapshot.account_id
+        accounting.change_count(rt, owner, accounting.SNAPSHOT, -1, owner_id=owner)
+        accounting.change_count(rt, owner, store_type, -snapshot.size, owner_id=owner)
+        ctx.given_back = True
+    if snapshot.removed is None and snapshot.status == SnapshotState.Allocated:
+        rt.store.remove(snapshot, by="CreateSnapshotCmd.execute (hardened: the refused take's row)")
 
 
 def data_store_role(rt: Runtime, ctx: TakeContext, snapshot: Snapshot) -> str:
