@@ -101,6 +101,31 @@ class Profile:
     would release the charges in ``CreateSnapshotCmd.execute``'s catch (or move the checks inside the try) and
     remove the row there, and drop the ``snapshot`` decrement of ``deleteSnapshot`` for an ``Allocated`` row.
     """
+    correction_on_charged_counter: bool = attrs.field(default=False)
+    """N2: the take's size correction comes off the counter its allocation charged (departs from spec §5.4 step 12).
+
+    ``allocSnapshot`` charges the whole volume size to ``secondary_storage`` when backup is on (§5.1), and the
+    post-processing gives back ``volumeSize - physicalSize`` from the counter of the data-store role it finds;
+    with ``asyncbackup`` that role is forced to ``Primary`` (§5.4 step 10 and its accounting note), so
+    ``primary_storage``, never charged, goes below zero by that much per snapshot while ``secondary_storage``
+    keeps the volume size. Hardened, the correction comes off the store type ``getStoreResourceType`` gave the
+    allocation, by the same amount; once the async backup lands, the difference between the primary file's and the
+    backup's physical size is corrected on it too (a delta is smaller), so that the count is what the recount
+    finds (§19.2). Upstream would pass ``getStoreResourceType(zone, locationType)`` to the
+    ``decrementResourceCount`` of ``SnapshotManagerImpl.takeSnapshot`` and correct again in ``BackupSnapshotTask``.
+    """
+    chain_end_without_cluster: bool = attrs.field(default=False)
+    """N3: a KVM take whose volume has no cluster is post-processed (departs from spec §5.4 step 9, §16.6).
+
+    ``findClusterIdByVolumeInfo`` gives a null cluster for a volume with no VM or whose VM never had a host, and
+    ``postCreateSnapshot`` hands it to ``endLastChainIfNeeded(long clusterId, long volumeId)``: the unboxing throws,
+    the post-processing stops ("post process snapshot failed" is only logged), and there is no ``snapshot_zone_ref``
+    row, no SNAPSHOT.CREATE usage and no size correction (§5.4 steps 9-12), so the count keeps the whole volume
+    size while the recount finds the physical size. Hardened, the null cluster is not unboxed: the cluster only
+    selects the value of ``kvm.incremental.snapshot``, already read at its global value (``valueIn(null)``, §16.4),
+    and the chain's end is looked up by volume as for any other. Upstream would make ``endLastChainIfNeeded`` take
+    a ``Long`` (or skip it for a null cluster), as ``endCurrentChainIfNeeded``'s caller already reads the setting.
+    """
     peer_cleanup_on_node_left: bool = attrs.field(default=True)
     """spec §10.1: a live server runs ``cleanupLeftOverJobs`` for a peer that left (``onManagementNodeLeft``).
 
@@ -121,6 +146,8 @@ PROFILES: dict[str, Profile] = {
         fail_take_on_current_snapshot=True,
         usage_only_for_objects=True,
         refused_take_gives_back=True,
+        correction_on_charged_counter=True,
+        chain_end_without_cluster=True,
     ),
 }
 """``hardened`` turns every fix on (``docs/hardened.md`` says what each removes); entity tables stay upstream's."""

@@ -318,6 +318,8 @@ def end_chain(rt: Runtime, ctx: TakeContext) -> None:
     so that turning incremental on again starts a new one. What this throws fails the post-processing: with
     incremental off, a volume with no VM, or whose VM has no host, has no cluster, and the unboxing of that null
     cluster id throws (quirk): no zone row, no SNAPSHOT.CREATE usage, no storage count correction, no copies.
+    Hardened (``chain_end_without_cluster``), the null cluster is not unboxed: ``endLastChainIfNeeded`` needs the
+    cluster only to read ``kvm.incremental.snapshot``, already read at its global value here (spec §16.6).
     """
     snapshot = rt.store.first(Snapshot, "id = ? AND removed IS NULL", (ctx.snapshot_id,))
     if snapshot is None or snapshot.hypervisor_type != "KVM":
@@ -326,7 +328,7 @@ def end_chain(rt: Runtime, ctx: TakeContext) -> None:
     if rt.config.flag("kvm.incremental.snapshot", cluster=cluster_id):
         end_current_chain(rt.store, snapshot, rt.config.number("snapshot.delta.max"))
         return
-    if cluster_id is None:
+    if cluster_id is None and not rt.profile.chain_end_without_cluster:
         # endLastChainIfNeeded(long clusterId, long volumeId) is handed findClusterIdByVolumeInfo's null Long.
         raise NullPointerException('Cannot invoke "java.lang.Long.longValue()" because "clusterId" is null')
     end_last_chain(rt.store, snapshot.volume_id)
@@ -384,6 +386,9 @@ def _post_process(rt: Runtime, ctx: TakeContext) -> None:
     ref = ready[0]
     accounting.usage(rt, "SNAPSHOT.CREATE", snapshot, size=ref.physical_size, virtual_size=volume.size)
     store_type = accounting.SECONDARY_STORAGE if role == "Image" else accounting.PRIMARY_STORAGE
+    if rt.profile.correction_on_charged_counter:
+        # Hardened: the correction comes off the counter allocSnapshot charged, not the role's (spec §5.4 step 12).
+        store_type = store_resource_type(rt, rt.store.get(Zone, snapshot.data_center_id), snapshot.location_type)
     accounting.decrement(
         rt, payload.account_id, store_type, volume.size - ref.physical_size, owner_id=snapshot.account_id
     )
