@@ -126,6 +126,20 @@ class Profile:
     and the chain's end is looked up by volume as for any other. Upstream would make ``endLastChainIfNeeded`` take
     a ``Long`` (or skip it for a null cluster), as ``endCurrentChainIfNeeded``'s caller already reads the setting.
     """
+    storage_charged_as_recounted: bool = attrs.field(default=False)
+    """N4: copies charge, and a delete gives back, what the recount counts (departs from spec §7.4, §9.4).
+
+    A zone copy charges ``secondary_storage`` the ref's ``size`` (the volume size), while the delete gives back each
+    Ready image ref's ``physical_size`` and the recount counts that (§19.2); a pool copy charges the calling user's
+    id (the system's: no one) the snapshot's size, even for a backed-up snapshot whose primary files the recount
+    does not count; and the delete never gives back ``primary_storage``, so a snapshot kept on primary (backup
+    off, StorPool, Ceph) is charged for ever. Hardened, a zone copy charges the physical size it stored, a pool copy
+    charges its owner the copy's physical size unless the snapshot has an image ref, and the delete gives back the
+    physical size of each Ready primary ref of a snapshot that had no image ref. Upstream would charge
+    ``getPhysicalSize()`` in ``copySnapshotToZone``, the owner in ``copySnapshotOnPool``, and decrement
+    ``primary_storage`` in ``SnapshotManagerImpl.deleteSnapshot`` as
+    ``getSnapshotsPhysicalSizeOnPrimaryStorageByAccountId`` counts it.
+    """
     peer_cleanup_on_node_left: bool = attrs.field(default=True)
     """spec §10.1: a live server runs ``cleanupLeftOverJobs`` for a peer that left (``onManagementNodeLeft``).
 
@@ -148,6 +162,7 @@ PROFILES: dict[str, Profile] = {
         refused_take_gives_back=True,
         correction_on_charged_counter=True,
         chain_end_without_cluster=True,
+        storage_charged_as_recounted=True,
     ),
 }
 """``hardened`` turns every fix on (``docs/hardened.md`` says what each removes); entity tables stay upstream's."""

@@ -367,6 +367,9 @@ class DeleteContext(Context):
     pre_state: str | None = None
     zones: list[int] = attrs.field(factory=list)
     refs_before: list[RefBefore] = attrs.field(factory=list)
+    backed_up: bool = attrs.field(default=False, metadata=NOT_SUMMARISED)
+    """The snapshot had an ``Image`` ref (any state) when the delete began: the recount then counts none of its
+    primary refs (spec §19.2). Read by the ``hardened`` profile's ``storage_charged_as_recounted``."""
     account_id: int = 0
     result: bool | None = None
     """What the strategy returned (None: it threw, or never ran)."""

@@ -181,6 +181,9 @@ def start(t: Turn[DeleteContext]) -> StepGen:
             ctx.zones.append(ref_zone)
     ctx.pre_state = snapshot.status
     ctx.account_id = snapshot.account_id
+    if rt.profile.storage_charged_as_recounted:
+        image = rt.store.first(SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Image'", (snapshot_id,))
+        ctx.backed_up = image is not None
     try:
         result = yield from strategy.delete(rt.strategy_env, snapshot_id, zone_id)
     except CloudException as exc:
@@ -220,6 +223,12 @@ def finish(t: Turn[DeleteContext]) -> None:
         if ref.state == RefState.Ready and ref.role != "Primary":
             accounting.change_count(
                 rt, ctx.account_id, accounting.SECONDARY_STORAGE, -ref.physical_size, owner_id=snapshot.account_id
+            )
+        elif ref.state == RefState.Ready and rt.profile.storage_charged_as_recounted and not ctx.backed_up:
+            # Hardened: primary_storage is never given back upstream (spec §9.4); a primary file of a snapshot with
+            # no backup was charged its physical size (§5.4 step 12, §7.4), and that is what goes.
+            accounting.change_count(
+                rt, ctx.account_id, accounting.PRIMARY_STORAGE, -ref.physical_size, owner_id=snapshot.account_id
             )
     if ctx.api:
         _event(t, f"Successfully completed {EVENT_DESCRIPTION}", state="Completed")
