@@ -140,6 +140,16 @@ class Profile:
     ``primary_storage`` in ``SnapshotManagerImpl.deleteSnapshot`` as
     ``getSnapshotsPhysicalSizeOnPrimaryStorageByAccountId`` counts it.
     """
+    delete_bills_only_made_copies: bool = attrs.field(default=False)
+    """R3: a delete publishes SNAPSHOT.DELETE only for the zones that hold the object (departs from spec §9.4).
+
+    ``deleteSnapshot`` collects the zones of every ref of the snapshot that is not Destroyed, and publishes
+    SNAPSHOT.DELETE in each. A copy to another zone inserts its destination ref ``Allocated`` before it asks the
+    store for the file (§7.4); a delete that runs in between takes that ref and bills a stop in a zone that never
+    held the object (``usage-matches-objects``). Hardened, an ``Allocated`` ref gives the delete no zone. Upstream
+    would list the zones from the refs that are ``Ready`` (or past it) in ``SnapshotManagerImpl.deleteSnapshot``, or
+    lock the snapshot for the copy as ``destroySnapshotEntriesAndFiles`` locks its chain.
+    """
     peer_cleanup_on_node_left: bool = attrs.field(default=True)
     """spec §10.1: a live server runs ``cleanupLeftOverJobs`` for a peer that left (``onManagementNodeLeft``).
 
@@ -163,6 +173,7 @@ PROFILES: dict[str, Profile] = {
         correction_on_charged_counter=True,
         chain_end_without_cluster=True,
         storage_charged_as_recounted=True,
+        delete_bills_only_made_copies=True,
     ),
 }
 """``hardened`` turns every fix on (``docs/hardened.md`` says what each removes); entity tables stay upstream's."""

@@ -177,6 +177,9 @@ def start(t: Turn[DeleteContext]) -> StepGen:
         if zone_id is not None and ref_zone != zone_id:
             continue
         ctx.refs_before.append(RefBefore(ref.store_role, ref.state, ref.physical_size))
+        if rt.profile.delete_bills_only_made_copies and ref.state == RefState.Allocated:
+            # Hardened: a copy's destination not yet made (spec §7.4) has no object in its zone to stop billing.
+            continue
         if ref_zone not in ctx.zones:
             ctx.zones.append(ref_zone)
     ctx.pre_state = snapshot.status

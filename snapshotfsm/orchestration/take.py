@@ -19,7 +19,7 @@ from snapshotfsm.errors import (
     UnsupportedOperationException,
 )
 from snapshotfsm.names import RefState, Retention, SnapshotState, Take, VolumeState
-from snapshotfsm.orchestration import accounting, copies, retention
+from snapshotfsm.orchestration import accounting, copies, reconcile, retention
 from snapshotfsm.orchestration.contexts import Machine, TakeContext
 from snapshotfsm.orchestration.contract import StepTable, Turn
 from snapshotfsm.orchestration.lookups import (
@@ -215,6 +215,8 @@ def give_back_refused(rt: Runtime, ctx: TakeContext) -> None:
     ``Allocated`` (a strategy's refusal, a volume no longer Ready at ``SnapshotRequested``) leaves its row live: it is
     soft-removed, as ``cleanupSnapshot`` (§10.1) and a delete of an ``Allocated`` snapshot (§9.4) remove one. A row a
     delete removed meanwhile gave nothing back under this flag (``delete.finish``): its charges are given back here.
+    A snapshot refused after its file was made (``CreatedOnPrimary``: a backup the strategy refuses, §5.7) is undone
+    as the restart undoes a failed take (``reconcile.undo_take``): refs to the GC, snapshot ``Error``.
     """
     snapshot = rt.store.first(Snapshot, "id = ?", (ctx.snapshot_id,))
     if snapshot is None:
@@ -226,8 +228,13 @@ def give_back_refused(rt: Runtime, ctx: TakeContext) -> None:
         accounting.change_count(rt, owner, accounting.SNAPSHOT, -1, owner_id=owner)
         accounting.change_count(rt, owner, store_type, -snapshot.size, owner_id=owner)
         ctx.given_back = True
-    if snapshot.removed is None and snapshot.status == SnapshotState.Allocated:
+    if snapshot.removed is not None:
+        return
+    if snapshot.status == SnapshotState.Allocated:
         rt.store.remove(snapshot, by="CreateSnapshotCmd.execute (hardened: the refused take's row)")
+    elif snapshot.status == SnapshotState.CreatedOnPrimary:
+        # Refused after the file was made (StorageSystem's archive, spec §5.7): undone as a restart undoes a take.
+        reconcile.undo_take(rt, snapshot.id)
 
 
 def data_store_role(rt: Runtime, ctx: TakeContext, snapshot: Snapshot) -> str:
