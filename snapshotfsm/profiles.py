@@ -96,8 +96,9 @@ class Profile:
     ``Allocated`` under a FAILED job. A refusal inside the try (a strategy's, or a volume taken meanwhile) gives
     the charges back (§5.4 step 14) but leaves the row ``Allocated`` too, and a delete of that row gives back the
     ``snapshot`` count a second time (§9.4). Hardened, the failed job gives back what the take has not given back
-    yet and soft-removes the row if it is still ``Allocated``, as ``cleanupSnapshot`` (§10.1) removes one; a
-    delete of an ``Allocated`` row leaves the counts to its take, which always fails on the removed row. Upstream
+    yet and soft-removes the row if it is still ``Allocated``, as ``cleanupSnapshot`` (§10.1) removes one, or undoes
+    a snapshot refused once on primary (a StorageSystem archive, §5.7) as the restart undoes a take; a delete of an
+    ``Allocated`` row leaves the counts to its take, which always fails on the removed row. Upstream
     would release the charges in ``CreateSnapshotCmd.execute``'s catch (or move the checks inside the try) and
     remove the row there, and drop the ``snapshot`` decrement of ``deleteSnapshot`` for an ``Allocated`` row.
     """
