@@ -18,8 +18,9 @@ from snapshotfsm.errors import (
     NullPointerException,
     UnsupportedOperationException,
 )
-from snapshotfsm.names import RefState, Retention, SnapshotState, Take, VolumeState
-from snapshotfsm.orchestration import accounting, copies, reconcile, retention
+from snapshotfsm.names import RefEvent, RefState, Retention, SnapshotState, Take, VolumeState
+from snapshotfsm.objects import store_ref_event
+from snapshotfsm.orchestration import accounting, copies, retention
 from snapshotfsm.orchestration.contexts import Machine, TakeContext
 from snapshotfsm.orchestration.contract import StepTable, Turn
 from snapshotfsm.orchestration.lookups import (
@@ -45,6 +46,8 @@ from snapshotfsm.strategies.base import Operation, SnapshotTake
 log = logging.getLogger(__name__)
 
 FILE_BASED_POOLS = ("SharedMountPoint", "NetworkFilesystem", "Filesystem")
+REFUSED_TAKE = "CreateSnapshotCmd.execute (hardened: the refused take's rows)"
+"""How the log names ``refused_take_gives_back``'s writes (direct, as upstream's ``cleanupSnapshot``'s)."""
 
 
 def attached_or_direct(ctx: TakeContext, attached: str, direct: str) -> str:
@@ -216,7 +219,7 @@ def give_back_refused(rt: Runtime, ctx: TakeContext) -> None:
     soft-removed, as ``cleanupSnapshot`` (§10.1) and a delete of an ``Allocated`` snapshot (§9.4) remove one. A row a
     delete removed meanwhile gave nothing back under this flag (``delete.finish``): its charges are given back here.
     A snapshot refused after its file was made (``CreatedOnPrimary``: a backup the strategy refuses, §5.7) is undone
-    as the restart undoes a failed take (``reconcile.undo_take``): refs to the GC, snapshot ``Error``.
+    as the restart undoes a failed take (``reconcile.undo_take``): Ready refs to the GC, snapshot ``Error``.
     """
     snapshot = rt.store.first(Snapshot, "id = ?", (ctx.snapshot_id,))
     if snapshot is None:
@@ -231,10 +234,13 @@ def give_back_refused(rt: Runtime, ctx: TakeContext) -> None:
     if snapshot.removed is not None:
         return
     if snapshot.status == SnapshotState.Allocated:
-        rt.store.remove(snapshot, by="CreateSnapshotCmd.execute (hardened: the refused take's row)")
+        rt.store.remove(snapshot, by=REFUSED_TAKE)
     elif snapshot.status == SnapshotState.CreatedOnPrimary:
-        # Refused after the file was made (StorageSystem's archive, spec §5.7): undone as a restart undoes a take.
-        reconcile.undo_take(rt, snapshot.id)
+        # Refused after the file was made (StorageSystem's archive, spec §5.7): undone as a restart undoes a take,
+        # its files to the GC (Destroying refs, snapshot Error as cleanupSnapshot writes it, §10.1, §10.5).
+        for ref in rt.store.find(SnapshotStoreRef, "snapshot_id = ? AND state = ?", (snapshot.id, RefState.Ready)):
+            store_ref_event(rt.store, ref, RefEvent.DestroyRequested)
+        rt.store.write_state_directly(snapshot, SnapshotState.Error, by=REFUSED_TAKE)
 
 
 def data_store_role(rt: Runtime, ctx: TakeContext, snapshot: Snapshot) -> str:
