@@ -86,6 +86,71 @@ class Profile:
     ``UsageEventUtils.publishUsageEvent(SNAPSHOT_ON_PRIMARY)`` of ``DefaultSnapshotStrategy.takeSnapshot`` into
     the success branch and skip it when ``isKvmAndFileBasedStorage`` and backup is on.
     """
+    refused_take_gives_back: bool = attrs.field(default=False)
+    """N1, R2: a take that fails before its snapshot left ``Allocated`` gives back its charges and its row (spec §5.2).
+
+    Upstream's refusals in the execute phase (``takeSnapshotInternal``'s and ``orchestrateTakeVolumeSnapshot``'s
+    checks, §5.2, §5.3: the volume not Ready, an encrypted volume of a running VM; no image store, §5.4 step 3) are
+    thrown before ``SnapshotManagerImpl.takeSnapshot``'s try, and ``CreateSnapshotCmd.execute`` only maps them: the
+    ``snapshot`` count and the store size ``allocSnapshot`` charged (§5.1) stay, and the snapshot stays
+    ``Allocated`` under a FAILED job. A refusal inside the try (a strategy's, or a volume taken meanwhile) gives
+    the charges back (§5.4 step 14) but leaves the row ``Allocated`` too, and a delete of that row gives back the
+    ``snapshot`` count a second time (§9.4). Hardened, the failed job gives back what the take has not given back
+    yet and soft-removes the row if it is still ``Allocated``, as ``cleanupSnapshot`` (§10.1) removes one, or undoes
+    a snapshot refused once on primary (a StorageSystem archive, §5.7) as the restart undoes a take; a delete of an
+    ``Allocated`` row leaves the counts to its take, which always fails on the removed row. Upstream
+    would release the charges in ``CreateSnapshotCmd.execute``'s catch (or move the checks inside the try) and
+    remove the row there, and drop the ``snapshot`` decrement of ``deleteSnapshot`` for an ``Allocated`` row.
+    """
+    correction_on_charged_counter: bool = attrs.field(default=False)
+    """N2: the take's size correction comes off the counter its allocation charged (departs from spec §5.4 step 12).
+
+    ``allocSnapshot`` charges the whole volume size to ``secondary_storage`` when backup is on (§5.1), and the
+    post-processing gives back ``volumeSize - physicalSize`` from the counter of the data-store role it finds;
+    with ``asyncbackup`` that role is forced to ``Primary`` (§5.4 step 10 and its accounting note), so
+    ``primary_storage``, never charged, goes below zero by that much per snapshot while ``secondary_storage``
+    keeps the volume size. Hardened, the correction comes off the store type ``getStoreResourceType`` gave the
+    allocation, by the same amount; once the async backup lands, the difference between the primary file's and the
+    backup's physical size is corrected on it too (a delta is smaller), so that the count is what the recount
+    finds (§19.2). Upstream would pass ``getStoreResourceType(zone, locationType)`` to the
+    ``decrementResourceCount`` of ``SnapshotManagerImpl.takeSnapshot`` and correct again in ``BackupSnapshotTask``.
+    """
+    chain_end_without_cluster: bool = attrs.field(default=False)
+    """N3: a KVM take whose volume has no cluster is post-processed (departs from spec §5.4 step 9, §16.6).
+
+    ``findClusterIdByVolumeInfo`` gives a null cluster for a volume with no VM or whose VM never had a host, and
+    ``postCreateSnapshot`` hands it to ``endLastChainIfNeeded(long clusterId, long volumeId)``: the unboxing throws,
+    the post-processing stops ("post process snapshot failed" is only logged), and there is no ``snapshot_zone_ref``
+    row, no SNAPSHOT.CREATE usage and no size correction (§5.4 steps 9-12), so the count keeps the whole volume
+    size while the recount finds the physical size. Hardened, the null cluster is not unboxed: the cluster only
+    selects the value of ``kvm.incremental.snapshot``, already read at its global value (``valueIn(null)``, §16.4),
+    and the chain's end is looked up by volume as for any other. Upstream would make ``endLastChainIfNeeded`` take
+    a ``Long`` (or skip it for a null cluster), as ``endCurrentChainIfNeeded``'s caller already reads the setting.
+    """
+    storage_charged_as_recounted: bool = attrs.field(default=False)
+    """N4: copies charge, and a delete gives back, what the recount counts (departs from spec §7.4, §9.4).
+
+    A zone copy charges ``secondary_storage`` the ref's ``size`` (the volume size), while the delete gives back each
+    Ready image ref's ``physical_size`` and the recount counts that (§19.2); a pool copy charges the calling user's
+    id (the system's: no one) the snapshot's size, even for a backed-up snapshot whose primary files the recount
+    does not count; and the delete never gives back ``primary_storage``, so a snapshot kept on primary (backup
+    off, StorPool, Ceph) is charged for ever. Hardened, a zone copy charges the physical size it stored, a pool copy
+    charges its owner the copy's physical size unless the snapshot has an image ref, and the delete gives back the
+    physical size of each Ready primary ref of a snapshot that had no image ref. Upstream would charge
+    ``getPhysicalSize()`` in ``copySnapshotToZone``, the owner in ``copySnapshotOnPool``, and decrement
+    ``primary_storage`` in ``SnapshotManagerImpl.deleteSnapshot`` as
+    ``getSnapshotsPhysicalSizeOnPrimaryStorageByAccountId`` counts it.
+    """
+    delete_bills_only_made_copies: bool = attrs.field(default=False)
+    """R3: a delete publishes SNAPSHOT.DELETE only for the zones that hold the object (departs from spec §9.4).
+
+    ``deleteSnapshot`` collects the zones of every ref of the snapshot that is not Destroyed, and publishes
+    SNAPSHOT.DELETE in each. A copy to another zone inserts its destination ref ``Allocated`` before it asks the
+    store for the file (§7.4); a delete that runs in between takes that ref and bills a stop in a zone that never
+    held the object (``usage-matches-objects``). Hardened, an ``Allocated`` ref gives the delete no zone. Upstream
+    would list the zones from the refs that are ``Ready`` (or past it) in ``SnapshotManagerImpl.deleteSnapshot``, or
+    lock the snapshot for the copy as ``destroySnapshotEntriesAndFiles`` locks its chain.
+    """
     peer_cleanup_on_node_left: bool = attrs.field(default=True)
     """spec §10.1: a live server runs ``cleanupLeftOverJobs`` for a peer that left (``onManagementNodeLeft``).
 
@@ -105,6 +170,11 @@ PROFILES: dict[str, Profile] = {
         allocation_is_atomic=True,
         fail_take_on_current_snapshot=True,
         usage_only_for_objects=True,
+        refused_take_gives_back=True,
+        correction_on_charged_counter=True,
+        chain_end_without_cluster=True,
+        storage_charged_as_recounted=True,
+        delete_bills_only_made_copies=True,
     ),
 }
 """``hardened`` turns every fix on (``docs/hardened.md`` says what each removes); entity tables stay upstream's."""

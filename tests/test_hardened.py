@@ -27,6 +27,7 @@ from snapshotfsm.orchestration.reconcile import UNDO_TAKE
 from snapshotfsm.profiles import PROFILES, Profile
 from snapshotfsm.store.records import (
     AsyncJob,
+    ResourceCount,
     Snapshot,
     SnapshotStoreRef,
     StorageObject,
@@ -168,6 +169,21 @@ CASES = {
     "F3": "take-delete:nfs-vmware/detached/encrypted/sync/no-copies/one-server steps=1 "
     "faults=error@default.takeSnapshot@1",
     "F8": "two-takes:rbd/detached/plain/async/no-copies/one-server steps=1 faults=crash@backup_task.Run@1/ms1",
+    "N1": "no-image-store:nfs-kvm/detached/encrypted/sync/no-copies/one-server steps=1 faults=none",
+    "N1-delete": "refused-takes:rbd/running/plain/sync/no-copies/one-server steps=1,2,3,4 faults=none",
+    "N1-archive": "secondary-archive:solidfire-xenserver/running/plain/sync/no-copies/one-server steps=1 faults=none",
+    "N2": "two-takes:nfs-xenserver/detached/plain/async/no-copies/one-server steps=1 faults=none",
+    "N2-delta": "chain:nfs-xenserver/detached/encrypted/async/no-copies/two-servers steps=1,2,3 faults=none",
+    "N3": "delete-during-take:powerflex/detached/plain/sync/no-copies/one-server steps=1,2,3,4 faults=none",
+    "N4": "delete-zones:nfs-xenserver/running/plain/sync/zone-copy/one-server steps=1,2,3,4,5,6 faults=none",
+    "N4-primary": "copy:powerflex/running/plain/sync/no-copies/one-server steps=1,2,5 faults=none",
+    "N4-pool": "pool-copy-task:storpool/running/plain/no-backup/pool-copy/one-server steps=1 faults=none",
+    "R1": "two-takes:nfs-xenserver/detached/plain/async/no-copies/one-server steps=1,2 "
+    "faults=preempt:0@primary.begin@3@1/ms1",
+    "R2": "two-takes:nfs-xenserver/detached/plain/async/no-copies/one-server steps=1,2 "
+    "faults=preempt:1@createSnapshot@3@2/ms1",
+    "R3": "copy-during-delete:nfs-xenserver/running/plain/sync/no-copies/one-server steps=1,2,3,4 "
+    "faults=preempt:0@copies.start_zone_copy@14@1/ms1",
 }
 BROKEN = {
     "F1": ["answer-matches-state", "counts-match-recount", "no-transitional-state"],
@@ -175,6 +191,18 @@ BROKEN = {
     "F2": ["answer-matches-state", "counts-match-recount", "no-transitional-state"],
     "F3": ["usage-matches-objects"],
     "F8": ["answer-matches-state", "counts-match-recount"],
+    "N1": ["answer-matches-state", "counts-match-recount"],
+    "N1-delete": ["answer-matches-state", "counts-match-recount", "no-negative-count"],
+    "N1-archive": ["answer-matches-state", "counts-match-recount"],
+    "N2": ["counts-match-recount", "no-negative-count"],
+    "N2-delta": ["counts-match-recount", "no-negative-count"],
+    "N3": ["counts-match-recount"],
+    "N4": ["counts-match-recount"],
+    "N4-primary": ["counts-match-recount"],
+    "N4-pool": ["counts-match-recount"],
+    "R1": ["answer-matches-state", "counts-match-recount", "no-negative-count"],
+    "R2": ["answer-matches-state", "counts-match-recount", "no-negative-count"],
+    "R3": ["usage-matches-objects"],
 }
 
 
@@ -218,6 +246,35 @@ class TestFixes:
             assert store.get(Snapshot, 1).status == SnapshotState.BackedUp
             refs = store.find(SnapshotStoreRef, "snapshot_id = 1")
             assert [(r.store_role, r.state) for r in refs] == [("Primary", RefState.Ready)]
-            assert [u.type for u in store.find(UsageEvent)] == ["SNAPSHOT.ON_PRIMARY"]
+            # The volume has no cluster: post-processed under chain_end_without_cluster (N3), so SNAPSHOT.CREATE too.
+            assert [u.type for u in store.find(UsageEvent)] == ["SNAPSHOT.ON_PRIMARY", "SNAPSHOT.CREATE"]
+        finally:
+            ran.world.engine.close()
+
+    @staticmethod
+    def _counts(store: Any) -> dict[str, int]:
+        return {c.type: c.count for c in store.find(ResourceCount, "account_id = 2")}
+
+    def test_a_refused_take_leaves_no_row_and_no_charge(self) -> None:
+        """N1 under hardened: the job FAILED (530), the Allocated snapshot removed, every count back to zero."""
+        ran = replay_case(f"{CASES['N1']} profile=hardened seed=0")
+        store = ran.world.engine.store
+        try:
+            job = store.get(AsyncJob, 1)
+            assert (store.state_of(job), job.job_result_code) == (JobState.FAILED, 530)
+            assert store.get(Snapshot, 1).removed is not None
+            assert self._counts(store) == {"snapshot": 0, "primary_storage": 0, "secondary_storage": 0}
+        finally:
+            ran.world.engine.close()
+
+    def test_an_async_take_is_corrected_on_secondary(self) -> None:
+        """N2 under hardened: the backed-up snapshot is charged its backup's size on secondary, nothing on primary."""
+        ran = replay_case(f"{CASES['N2']} profile=hardened seed=0")
+        store = ran.world.engine.store
+        try:
+            image = store.first(SnapshotStoreRef, "snapshot_id = 1 AND store_role = 'Image'")
+            assert image is not None and image.state == RefState.Ready
+            expected = {"snapshot": 1, "primary_storage": 0, "secondary_storage": image.physical_size}
+            assert self._counts(store) == expected
         finally:
             ran.world.engine.close()
