@@ -23,7 +23,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from snapshotfsm.definitions import Definitions, Finding, load_directory, load_path, unresolved_calls
+from snapshotfsm.definitions import Definition, Definitions, Finding, load_directory, load_path, unresolved_calls
 from snapshotfsm.errors import NotFound, SnapshotFSMError, UnknownMachine
 from snapshotfsm.store import story as stories
 from snapshotfsm.store.store import Store
@@ -86,20 +86,37 @@ def check(path: Path | None) -> None:
             raise click.ClickException("\nError: ".join(str(error) for error in unresolved))
     out = _console()
     table = Table(title=f"definitions in {definitions.directory}")
-    for column in ("machine", "kind", "states", "events", "transitions", "rows", "findings"):
-        table.add_column(column, justify="left" if column in ("machine", "kind") else "right")
+    for column in ("machine", "kind", "states", "events", "transitions", "rows", "profile-only", "findings"):
+        table.add_column(column, justify="left" if column in ("machine", "kind", "profile-only") else "right")
     findings = []
     for name, d in definitions.items():
         found = d.findings()
         findings.extend(found)
-        counts = (len(d.states), len(d.events), len(d.transitions), d.row_count, len(found))
-        table.add_row(name, d.kind, *(str(n) for n in counts))
+        counts = (len(d.states), len(d.events), len(d.transitions), d.row_count)
+        table.add_row(name, d.kind, *(str(n) for n in counts), _profile_only(d), str(len(found)))
     out.print(table)
+    for d in definitions.values():
+        for t in d.transitions:
+            if t.profiles:
+                out.print(
+                    f"profile-only: {d.name} #{t.number} {t.source} --{t.event}--> {t.dest} under "
+                    f"{', '.join(t.profiles)}" + (f" ({t.spec})" if t.spec else ""),
+                    soft_wrap=True,
+                )
     for f in findings:
         out.print(f"warning: {f.machine}: {f.message}")
     for note in _check_notes(definitions, findings):
         out.print(note, soft_wrap=False)
     out.print(f"{len(definitions)} machines valid, {len(findings)} warnings")
+
+
+def _profile_only(definition: Definition) -> str:
+    """How many transitions exist only under some profiles, per profile: ``hardened: 2``, or ``-``."""
+    counts: dict[str, int] = {}
+    for t in definition.transitions:
+        for p in t.profiles:
+            counts[p] = counts.get(p, 0) + 1
+    return ", ".join(f"{p}: {n}" for p, n in counts.items()) or "-"
 
 
 def _check_notes(definitions: Definitions, findings: list[Finding]) -> list[str]:
@@ -448,13 +465,14 @@ def faults(only: str | None) -> None:
         out.print(table)
     if only != "ops":
         table = Table(title="crash points (FaultPlan.crash(POINT))")
-        for column in ("point", "kind", "machine", "where"):
+        for column in ("point", "kind", "machine", "profiles", "where"):
             table.add_column(column)
         for point in found.crash_points:
             where = "; ".join(point.transitions) or (
                 "before this phase of the restart" if point.kind == "restart" else "before each tick of this task"
             )
-            table.add_row(point.rule_name, point.kind, point.machine, where)
+            profiles = ", ".join(point.profiles) or "all"
+            table.add_row(point.rule_name, point.kind, point.machine, profiles, escape(where))
         out.print(table)
     counts = found.counts()
     summary = ", ".join(
@@ -471,7 +489,13 @@ def faults(only: str | None) -> None:
 @click.option(
     "--scenario", "scenarios", multiple=True, help="Scenario or instance name, shell patterns allowed (repeat)."
 )
-@click.option("--faults", "kinds", help="Fault kinds, comma-separated.  [default: every kind]")
+@click.option("--faults", "kinds", help="Fault kinds, comma-separated; none: schedules only.  [default: every kind]")
+@click.option(
+    "--preemptions",
+    default=2,
+    show_default=True,
+    help="Schedules of contending scenarios with at most this many preemptions (0: none).",
+)
 @click.option("--workers", default=1, show_default=True, help="Local processes to run on.")
 @click.option(
     "--dask",
@@ -490,6 +514,7 @@ def explore(
     profiles: tuple[str, ...],
     scenarios: tuple[str, ...],
     kinds: str | None,
+    preemptions: int,
     workers: int,
     dask: str | None,
     seed: int,
@@ -505,7 +530,9 @@ def explore(
 
     Each scenario instance runs clean once to find its fault points (driver calls, crash points, restart phases,
     background ticks); each fault kind a point accepts is then injected in a run of its own, which is quiesced and
-    judged. Violations are grouped by invariant, fault point and kind; the shortest run of each group is shrunk to
+    judged. On contending scenarios, schedules are explored too: at the interleaving points (every read and write
+    of the store), another ready task runs first, with at most --preemptions preemptions per run. Violations are
+    grouped by invariant, fault point and kind; the shortest run of each group is shrunk to
     the fewest program steps that still show it, and printed as a command that replays it. The same seed gives
     the same report whatever --workers, or on a Dask cluster (--dask).
 
@@ -520,6 +547,7 @@ def explore(
         return
     try:
         chosen = tuple(k.strip() for k in kinds.split(",") if k.strip()) if kinds is not None else points.KINDS
+        chosen = () if chosen == ("none",) else chosen
         options = explorer.Options(
             profiles=profiles or ("cloudstack",),
             scenarios=scenarios,
@@ -530,6 +558,7 @@ def explore(
             full=full,
             scenario_dir=_scenario_dir(scenarios_dir, dask=dask is not None),
             dask=dask,
+            preemptions=preemptions,
         )
         options.check()
         if list_faults:
@@ -599,6 +628,7 @@ def _list_faults(out: Console, options: Any) -> None:
     instances = explorer.instances_for(options)
     table = Table(title="fault points of each instance's clean run, and the faults tried at them")
     table.add_column("instance", overflow="fold")
+    table.add_column("profile")
     table.add_column("points", justify="right")
     for kind in options.kinds:
         table.add_column(kind.replace("_", " "), justify="right")
@@ -612,7 +642,7 @@ def _list_faults(out: Console, options: Any) -> None:
             counts = {k: sum(f.kind.partition(":")[0] == k for f in faults) for k in options.kinds}
             for kind, n in counts.items():
                 totals[kind] += n
-            table.add_row(instance.name, str(len(found.points)), *(str(counts[k]) for k in options.kinds))
+            table.add_row(instance.name, profile, str(len(found.points)), *(str(counts[k]) for k in options.kinds))
     out.print(table)
     out.print(f"{sum(totals.values())} faults at the points of {len(instances)} instances")
 
@@ -661,6 +691,31 @@ def _show_replay(out: Console, ran: Any, case: str, mermaid: Path | None) -> Non
             out.print(f"    {escape(line)}", overflow="fold", soft_wrap=False)
 
 
+_MATRIX_CAPTION = "group: an invariant at one fault point; runs: the runs that broke it"
+
+
+def _shortest(say: Any, out: Console, document: dict[str, Any], invariant: str, profile: str, *, named: bool) -> None:
+    """The shortest counterexample of ``invariant`` under ``profile``, as a command that replays it."""
+    found = [
+        f
+        for f in document["findings"]
+        if f["invariant"] == invariant and f["profile"] == profile and f.get("minimal", {}).get("length", -1) >= 0
+    ]
+    if not found:
+        return
+    best = min(found, key=lambda f: (f["minimal"]["length"], f["minimal"]["steps"], f["point"]))
+    kind = best["minimal"]["kind"]
+    where = "no fault" if kind == "none" else f"{kind} at {best['point']}"
+    under = f" under {escape(profile)}" if named else ""
+    say(
+        f"[bold]{escape(invariant)}[/bold]{under} ({len(found)} groups); shortest: {escape(where)}, "
+        f"{best['minimal']['length']} transitions in {best['minimal']['steps']} steps"
+    )
+    for violation in best.get("violations", [])[:2]:
+        say(f"  {escape(violation['subject'])}: {escape(violation['detail'])}")
+    out.print(f"  {escape(best['minimal']['replay'])}", soft_wrap=True, crop=False)
+
+
 def _explore_summary(out: Console, document: dict[str, Any]) -> None:
     """The report in a terminal: invariant by profile, the shortest counterexample of each, coverage, numbers."""
 
@@ -670,33 +725,21 @@ def _explore_summary(out: Console, document: dict[str, Any]) -> None:
     profiles = document["options"]["profiles"]
     head = ", ".join(f"{p}: {r['clean']} clean + {r['faulted']} faulted runs" for p, r in document["runs"].items())
     say(f"[bold]{len(document['instances'])} instances[/bold] · {escape(head)}")
-    table = Table(title="runs breaking each invariant (a faulted run counts for what its fault added)")
+    table = Table(title="groups / runs breaking each invariant", caption=_MATRIX_CAPTION)
     table.add_column("invariant", overflow="fold")
     for profile in profiles:
-        table.add_column(profile, justify="right")
-    table.add_column("points", justify="right")
+        table.add_column(f"{profile}\ngroups / runs", justify="right")
+    groups = document.get("groups", {})
     for invariant, row in document["matrix"].items():
-        points = sum(1 for f in document["findings"] if f["invariant"] == invariant)
-        table.add_row(invariant, *(str(row.get(p, 0)) for p in profiles), str(points))
+        cells = (f"{groups.get(invariant, {}).get(p, 0)} / {row.get(p, 0)}" for p in profiles)
+        table.add_row(invariant, *cells)
+    sums = document.get("totals", {})
+    total = (f"{sums.get(p, {}).get('groups', 0)} / {sums.get(p, {}).get('runs', 0)}" for p in profiles)
+    table.add_row("[bold]all[/bold]", *total)
     out.print(table)
     for invariant in document["matrix"]:
-        found = [
-            f
-            for f in document["findings"]
-            if f["invariant"] == invariant and f.get("minimal", {}).get("length", -1) >= 0
-        ]
-        if not found:
-            continue
-        best = min(found, key=lambda f: (f["minimal"]["length"], f["minimal"]["steps"], f["point"]))
-        kind = best["minimal"]["kind"]
-        where = "no fault" if kind == "none" else f"{kind} at {best['point']}"
-        say(
-            f"[bold]{escape(invariant)}[/bold] ({len(found)} groups); shortest: {escape(where)}, "
-            f"{best['minimal']['length']} transitions in {best['minimal']['steps']} steps"
-        )
-        for violation in best.get("violations", [])[:2]:
-            say(f"  {escape(violation['subject'])}: {escape(violation['detail'])}")
-        out.print(f"  {escape(best['minimal']['replay'])}", soft_wrap=True, crop=False)
+        for profile in profiles:
+            _shortest(say, out, document, invariant, profile, named=len(profiles) > 1)
     for profile, cov in document["coverage"].items():
         flow = cov["workflow"]
         say(

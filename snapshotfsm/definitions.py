@@ -16,6 +16,7 @@ from typing import Any, Literal
 import attrs
 
 from snapshotfsm.errors import DefinitionError, UnknownMachine, did_you_mean
+from snapshotfsm.profiles import PROFILES
 
 TAGS = frozenset({"transitional", "terminal", "error", "waiting"})
 KINDS = ("entity", "workflow")
@@ -24,7 +25,9 @@ _TOP_KEYS = frozenset({"machine", "states", "events", "transitions"})
 _MACHINE_KEYS = frozenset({"name", "kind", "title", "spec", "source", "table", "column", "initial", "note"})
 _STATE_KEYS = frozenset({"name", "tags", "note", "spec", "ordinal"})
 _EVENT_KEYS = frozenset({"name", "note", "spec", "failure"})
-_TRANSITION_KEYS = frozenset({"source", "event", "dest", "spec", "note", "usage", "calls", "on_error", "never_fired"})
+_TRANSITION_KEYS = frozenset(
+    {"source", "event", "dest", "spec", "note", "usage", "calls", "on_error", "never_fired", "profiles"}
+)
 
 
 @attrs.frozen
@@ -86,6 +89,16 @@ class TransitionDef:
     calls: str | None = None
     on_error: str | None = None
     never_fired: bool = False
+    profiles: tuple[str, ...] = ()
+    """The profiles the transition exists under (workflow machines only); empty: every profile.
+
+    A fix of the ``hardened`` profile may add a step to a workflow (a timeout, a restart's resumption); the row
+    says so, and a machine built for another profile does not have it (:meth:`Definition.for_profile`).
+    """
+
+    def under(self, profile: str) -> bool:
+        """Whether the transition exists under ``profile``."""
+        return not self.profiles or profile in self.profiles
 
 
 @attrs.frozen
@@ -126,6 +139,20 @@ class Definition:
         object.__setattr__(self, "_by_state", {s.name: s for s in self.states})
         object.__setattr__(self, "_table", {(t.source, t.event): t for t in self.transitions})
         object.__setattr__(self, "_exits", {name: tuple(ts) for name, ts in exits.items()})
+
+    @property
+    def profiled(self) -> bool:
+        """Whether some transition exists only under some profiles."""
+        return any(t.profiles for t in self.transitions)
+
+    def for_profile(self, profile: str) -> Definition:
+        """The machine as ``profile`` runs it: without the transitions of other profiles (itself when none is).
+
+        States and events stay declared: a profile adds moves to a workflow, never names.
+        """
+        if not self.profiled:
+            return self
+        return attrs.evolve(self, transitions=tuple(t for t in self.transitions if t.under(profile)))
 
     @property
     def state_names(self) -> tuple[str, ...]:
@@ -298,6 +325,26 @@ class Definitions(Mapping[str, Definition]):
 
     def __len__(self) -> int:
         return len(self.machines)
+
+    def for_profile(self, profile: str) -> Definitions:
+        """Every machine as ``profile`` runs it (:meth:`Definition.for_profile`), made once per profile.
+
+        The same object for the same profile, and ``self`` when no transition is profile-specific: engines cache
+        what they build from definitions by identity (``engine_machines``, ``engine_catalogue``).
+        """
+        if not any(d.profiled for d in self.machines.values()):
+            return self
+        key = (id(self), profile)
+        cached = _PROFILED.get(key)
+        if cached is not None and cached[0] is self:
+            return cached[1]
+        made = Definitions(self.directory, {name: d.for_profile(profile) for name, d in self.machines.items()})
+        _PROFILED[key] = (self, made)
+        return made
+
+
+_PROFILED: dict[tuple[int, str], tuple[Definitions, Definitions]] = {}
+"""``Definitions.for_profile``'s results, keyed by the identity of the full set (kept alive with it) and profile."""
 
 
 def load_directory(directory: Path | str | None = None) -> Definitions:
@@ -549,6 +596,30 @@ class _Parser:
                 )
         return calls, on_error
 
+    def profiles(self, row: Mapping[str, Any], kind: str, where: str) -> tuple[str, ...]:
+        """A row's ``profiles``: workflow machines only, a non-empty list of distinct known profile names."""
+        value = row.get("profiles")
+        if value is None:
+            return ()
+        key = f"{where}profiles"
+        if kind == "entity":
+            raise self.fail(
+                key,
+                "an entity machine is CloudStack's table verbatim and no profile changes it; "
+                "a fix adds its transitions to a workflow machine",
+            )
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            raise self.fail(key, f"must be a non-empty list of profile names (got {value!r})")
+        for name in value:
+            if name not in PROFILES:
+                raise self.fail(
+                    key,
+                    f"{name!r} is not a profile (known: {', '.join(sorted(PROFILES))})" + did_you_mean(name, PROFILES),
+                )
+        if len(set(value)) != len(value):
+            raise self.fail(key, f"lists a profile twice (got {value!r})")
+        return tuple(value)
+
     def transitions(self, kind: str, states: set[str], events: list[str]) -> list[TransitionDef]:
         out: list[TransitionDef] = []
         seen: dict[tuple[str, str], int] = {}
@@ -576,6 +647,7 @@ class _Parser:
             usage = self.flag(row, "usage", where)
             never_fired = self.flag(row, "never_fired", where)
             calls, on_error = self.steps(row, kind, events, where)
+            profiles = self.profiles(row, kind, where)
             spec = self.text(row, "spec", where)
             note = self.text(row, "note", where)
             out.extend(
@@ -590,15 +662,27 @@ class _Parser:
                     calls=calls,
                     on_error=on_error,
                     never_fired=never_fired,
+                    profiles=profiles,
                 )
                 for source in sources
             )
+        by_pair = {(t.source, t.event): t for t in out}
         for t in out:
             if t.on_error is not None and (t.source, t.on_error) not in seen:
                 raise self.fail(
                     f"transition {t.number}: on_error",
                     f"no transition ({t.source}, {t.on_error}) exists to take when step {t.calls!r} fails",
                 )
+            handler = by_pair.get((t.source, t.on_error)) if t.on_error is not None else None
+            if handler is not None and handler.profiles:
+                missing = [p for p in (t.profiles or tuple(PROFILES)) if not handler.under(p)]
+                if missing:
+                    raise self.fail(
+                        f"transition {t.number}: on_error",
+                        f"its error transition {handler.number} ({t.source}, {t.on_error}) exists only under "
+                        f"{', '.join(handler.profiles)}, so under {', '.join(missing)} a failure of {t.calls!r} "
+                        "would have nowhere to go",
+                    )
         by_name = {s: [t for t in out if t.source == s and t.dest != s] for s in states}
         for s in self.raw["states"]:
             if "terminal" in s.get("tags", []) and by_name[s["name"]]:

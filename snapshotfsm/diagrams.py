@@ -34,6 +34,7 @@ HUB_EDGES = 7
 HUB_INCHES_PER_EDGE = 0.2
 ERROR_COLOUR = "#c0392b"
 NEVER_COLOUR = "#9e9e9e"
+PROFILE_COLOUR = "#1f6fb2"
 FONT = "Helvetica"
 STATE_STYLES = {
     "plain": {"fillcolor": "#ffffff"},
@@ -56,7 +57,8 @@ class Edge:
     source: str
     dest: str
     kind: str
-    """``normal``, ``error`` (a failure event or an error-tagged destination) or ``never`` (never fired upstream)."""
+    """``normal``, ``error`` (a failure event or an error-tagged destination), ``never`` (never fired upstream) or
+    ``profile`` (exists only under some profiles, named in its label: a fix of the ``hardened`` profile)."""
     labels: tuple[str, ...]
 
 
@@ -72,7 +74,13 @@ def edges(definition: Definition) -> list[Edge]:
 
 
 def edge_kind(definition: Definition, t: TransitionDef) -> str:
-    """How a transition is drawn: error edges apart, rows CloudStack never fires greyed out (spec §1.2 #11)."""
+    """How a transition is drawn: error edges apart, rows CloudStack never fires greyed out (spec §1.2 #11).
+
+    A transition that only some profiles have is drawn in its own colour whatever else it is: it is not
+    CloudStack's, and a reader comparing with upstream must see that at once.
+    """
+    if t.profiles:
+        return "profile"
     if t.never_fired:
         return "never"
     if definition.is_error_transition(t):
@@ -86,6 +94,8 @@ def _label(definition: Definition, t: TransitionDef) -> str:
         text += " (U)"
     if t.calls and definition.kind == "workflow":
         text += f" / {t.calls}"
+    if t.profiles:
+        text += f" [{', '.join(t.profiles)}]"
     return text
 
 
@@ -178,10 +188,10 @@ def _loop(loops: Sequence[Edge], *, across: bool) -> dict[str, str]:
     state: normal events in black, error ones in red with ✗, never-fired ones grey. The line takes the style of
     its most ordinary kind.
     """
-    order = ("normal", "error", "never")
+    order = ("normal", "error", "never", "profile")
     ordered = sorted(loops, key=lambda e: order.index(e.kind))
-    colours = {"normal": "black", "error": ERROR_COLOUR, "never": NEVER_COLOUR}
-    marks = {"normal": "", "error": " ✗", "never": " ·"}
+    colours = {"normal": "black", "error": ERROR_COLOUR, "never": NEVER_COLOUR, "profile": PROFILE_COLOUR}
+    marks = {"normal": "", "error": " ✗", "never": " ·", "profile": " ◆"}
     lines = [
         f'<FONT COLOR="{colours[e.kind]}">{html.escape(label)}{marks[e.kind]}</FONT><BR ALIGN="LEFT"/>'
         for e in ordered
@@ -203,6 +213,8 @@ def _edge_style(kind: str) -> dict[str, str]:
         return {"color": ERROR_COLOUR, "fontcolor": ERROR_COLOUR, "style": "dashed", "penwidth": "1.3"}
     if kind == "never":
         return {"color": NEVER_COLOUR, "fontcolor": NEVER_COLOUR, "style": "dotted"}
+    if kind == "profile":
+        return {"color": PROFILE_COLOUR, "fontcolor": PROFILE_COLOUR, "style": "bold"}
     return {}
 
 
@@ -234,6 +246,12 @@ def _legend(graph: graphviz.Digraph, definition: Definition) -> None:
             '<TR><TD><FONT COLOR="#9e9e9e">· · ·&gt;</FONT></TD>'
             '<TD ALIGN="LEFT"><FONT COLOR="#9e9e9e">in the table, never fired by CloudStack</FONT></TD></TR>'
         )
+    if definition.profiled:
+        rows.append(
+            f'<TR><TD><FONT COLOR="{PROFILE_COLOUR}"><B>——&gt;</B></FONT></TD>'
+            f'<TD ALIGN="LEFT"><FONT COLOR="{PROFILE_COLOUR}">only under the profiles in [brackets]'
+            " (a fix, not CloudStack's)</FONT></TD></TR>"
+        )
     if any(t.usage for t in definition.transitions):
         rows.append('<TR><TD>(U)</TD><TD ALIGN="LEFT">the transition has CloudStack\'s usage flag</TD></TR>')
     if definition.kind == "workflow":
@@ -255,7 +273,7 @@ def to_mermaid(definition: Definition) -> str:
         "    classDef unreachable fill:#eeeeee,color:#757575,stroke-dasharray:2 2",
         f"    [*] --> {definition.initial}",
     ]
-    marks = {"normal": "", "error": " ✗ error", "never": " · never fired"}
+    marks = {"normal": "", "error": " ✗ error", "never": " · never fired", "profile": " ◆ profile only"}
     for edge in edges(definition):
         label = "<br>".join(edge.labels) + marks[edge.kind]
         lines.append(f"    {edge.source} --> {edge.dest}: {label}")
@@ -269,7 +287,13 @@ def to_mermaid(definition: Definition) -> str:
         f"    note right of {definition.initial}",
         "        Legend: red = error state; yellow, dashed = transitional; blue = waiting;",
         "        thick border = terminal; '✗ error' = error transition; '· never fired' = never fired upstream;",
-        "        (U) = usage flag; grey, dotted = unreachable (no transition reaches it)",
+        "        (U) = usage flag; grey, dotted = unreachable (no transition reaches it)"
+        + (";" if definition.profiled else ""),
+        *(
+            ["        '◆ profile only' = only under the profiles in [brackets] (a fix, not CloudStack's)"]
+            if definition.profiled
+            else []
+        ),
         "    end note",
     ]
     return "\n".join(lines) + "\n"

@@ -31,7 +31,7 @@ from snapshotfsm.orchestration.quiesce import QuiesceReport, quiesce_world
 from snapshotfsm.orchestration.runner import Runner
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.orchestration.workflows import engine_machines
-from snapshotfsm.profiles import Profile
+from snapshotfsm.profiles import Profile, get_profile
 from snapshotfsm.record import RunRecord
 from snapshotfsm.scheduler import Scheduler
 from snapshotfsm.store import story as stories
@@ -147,7 +147,7 @@ class Engine(Inventory):
             InvalidValue: an unknown profile name, a strategy or driver that is not one, two drivers of one
                 provider, or a fault rule no driver or definition offers. Nothing is opened or written.
         """
-        definitions = definitions or project_definitions()
+        definitions = (definitions or project_definitions()).for_profile(get_profile(profile).name)
         strategies = list(strategies) if strategies is not None else None
         drivers = list(drivers) if drivers is not None else None
         _plugins(definitions, strategies, drivers, faults)

@@ -18,16 +18,20 @@ misspelt operation or point is refused with the nearest name instead of never fi
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import attrs
 
-from snapshotfsm.definitions import Definitions, project_definitions
+from snapshotfsm.definitions import Definitions, TransitionDef, project_definitions
 from snapshotfsm.drivers.base import FAULT_KINDS, Driver, FaultKind, FaultRule
 from snapshotfsm.drivers.image import ImageStoreDriver
 from snapshotfsm.drivers.primary import PrimaryDriver
 from snapshotfsm.drivers.registry import installed_drivers
 from snapshotfsm.errors import InvalidValue, did_you_mean
+
+if TYPE_CHECKING:
+    from snapshotfsm.scheduler import Task
 
 RESTART_PHASES = (
     "release_locks",
@@ -70,13 +74,16 @@ class CrashPoint:
     ``kind`` is ``event`` (before a workflow event's step), ``write`` (before the n-th durable write of a step:
     ``name`` is the step, a rule writes ``<step>#<n>``), ``restart`` (before a phase of the restart cleanup) or
     ``tick`` (before a tick of a background task).
-    ``transitions`` are the workflow rows where it sits, as ``source --Event--> dest``.
+    ``transitions`` are the workflow rows where it sits, as ``source --Event--> dest``, followed by
+    ``[profile, ...]`` for a row that exists only under those profiles. ``profiles`` names the profiles the point
+    exists under when none of its rows exists under every profile (empty: every profile).
     """
 
     name: str
     kind: str
     machine: str
     transitions: tuple[str, ...] = ()
+    profiles: tuple[str, ...] = ()
 
     @property
     def rule_name(self) -> str:
@@ -178,21 +185,29 @@ def catalogue(
     for definition in definitions.values():
         if definition.kind != "workflow":
             continue
-        events: dict[str, list[str]] = {}
-        steps: dict[str, list[str]] = {}
+        events: dict[str, list[TransitionDef]] = {}
+        steps: dict[str, list[TransitionDef]] = {}
         for row in definition.transitions:
-            text = f"{row.source} --{row.event}--> {row.dest}"
-            events.setdefault(row.event, []).append(text)
+            events.setdefault(row.event, []).append(row)
             if row.calls:
-                steps.setdefault(row.calls, []).append(text)
+                steps.setdefault(row.calls, []).append(row)
         points.extend(
-            CrashPoint(f"{definition.name}.{event}", "event", definition.name, tuple(rows))
-            for event, rows in events.items()
+            _point(f"{definition.name}.{event}", "event", definition.name, rows) for event, rows in events.items()
         )
-        points.extend(CrashPoint(step, "write", definition.name, tuple(rows)) for step, rows in steps.items())
+        points.extend(_point(step, "write", definition.name, rows) for step, rows in steps.items())
     points.extend(CrashPoint(f"restart.{phase}", "restart", "restart") for phase in RESTART_PHASES)
     points.extend(CrashPoint(f"tick.{task}", "tick", "background") for task in BACKGROUND_TASKS)
     return FaultCatalogue(tuple(ops), tuple(points))
+
+
+def _point(name: str, kind: str, machine: str, rows: Sequence[TransitionDef]) -> CrashPoint:
+    """A crash point on ``rows``: each shown with the profiles it is limited to; the point's own profiles."""
+    texts = tuple(
+        f"{r.source} --{r.event}--> {r.dest}" + (f" [{', '.join(r.profiles)}]" if r.profiles else "") for r in rows
+    )
+    everywhere = any(not r.profiles for r in rows)
+    profiles = () if everywhere else tuple(dict.fromkeys(p for r in rows for p in r.profiles))
+    return CrashPoint(name, kind, machine, texts, profiles)
 
 
 def _ops(cls: type[Driver]) -> list[DriverOp]:
@@ -248,6 +263,19 @@ class FiredFault:
     call: int
     kind: FaultKind
     at_ms: int
+
+
+@attrs.frozen
+class Access:
+    """A read or write a task is about to make, at an interleaving point: ``op`` on a row (or rows) of ``table``.
+
+    ``op`` is ``read`` (``row`` by id), ``query`` (rows by a condition: ``row`` is None), ``insert`` (a new row) or
+    ``write`` (an update or delete of ``row``).
+    """
+
+    op: str
+    table: str
+    row: int | None = None
 
 
 class FaultPlan:
@@ -313,6 +341,19 @@ class FaultPlan:
         """Add a rule; returns the plan, so that rules chain."""
         self._add_rule(FaultRule(op, nth, kind, message, times))
         return self
+
+    interleaves = False
+    """Whether the plan decides at interleaving points (:meth:`interleave`): only then does the store report its
+    reads and writes, so that a plain run pays nothing for them."""
+
+    def interleave(self, ms_id: int, where: str, access: Access, ready: Callable[[], Sequence[Task]]) -> Task | None:
+        """At an interleaving point (``ms_id`` about to make ``access`` at ``where``): the task to let in first.
+
+        ``ready`` gives the tasks that could run now (:meth:`Scheduler.ready`); None lets none in. A plain plan lets
+        none in: steps run from one wait to the next without interruption.
+        """
+        del ms_id, where, access, ready
+        return None
 
     def should_crash(self, ms_id: int, where: str, at_ms: int) -> bool:
         """Count ``ms_id`` reaching ``where``; True when a crash rule fires there."""

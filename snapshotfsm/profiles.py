@@ -18,7 +18,139 @@ class Profile:
 
     name: str
     snapshot_compare_and_swap: bool = attrs.field(default=False)
-    """spec §11: ``SnapshotDaoImpl.updateState`` does no compare-and-swap, so the last writer wins on ``snapshots``."""
+    """Races on ``snapshots``: a state write compares and swaps (departs from spec §11).
+
+    Upstream's ``SnapshotDaoImpl.updateState`` updates by id alone, so the last writer wins and a stale
+    ``SnapshotObject`` overwrites a state another thread wrote (``no-blind-overwrite``, ``one-winner``). Hardened,
+    the write checks the state it read, as every other table's ``updateState`` does, and a loser writes nothing.
+    Upstream would add the ``state``/``update_count`` condition to ``SnapshotDaoImpl.updateState``'s UPDATE.
+    """
+    restart_resolves_left_over_jobs: bool = attrs.field(default=False)
+    """F1, F1a, F4, F6a, F7, F8: a restart leaves no job's work half done (departs from spec §10.1, §7.2).
+
+    Upstream's ``cleanupLeftOverJobs`` fails every IN_PROGRESS job of the dead server whatever it already did; its
+    ``cleanupSnapshot`` only soft-removes an Allocated snapshot (no decrement) and fails a Creating one, so a take
+    that got further leaves a CreatedOnPrimary/BackingUp/BackedUp snapshot live under a FAILED job, the volume
+    Snapshotting, refs Creating and counts as far as the crash let them; a delete reads FAILED while the restart's
+    re-delete (§10.3) destroys the snapshot; a lost ``BackupSnapshotTask`` leaves its snapshot CreatedOnPrimary for
+    good. Hardened, the restart makes each answer true: a failed take is undone whole (volume Ready, refs
+    Destroying for the GC, snapshot Error, as ``cleanupSnapshot`` writes it), a failed copy deletes the refs it
+    created, a delete whose snapshot is gone answers SUCCEEDED and one still Destroying is re-run under its own job,
+    a lost backup task's snapshot ends BackedUp (on primary only when its copy had not finished), and each
+    account touched is recounted (``updateResourceCount``, §19.2), since no one knows how far its charges went.
+    Upstream would have to give ``cleanupResources`` these cases (``AsyncJobManagerImpl``,
+    ``SnapshotManagerImpl.cleanupFailedSnapshotsCreatedWithDefaultStrategy``), persist the backup task or resume
+    it from the MS_ID detail, and let ``SnapshotManagerImpl.start`` complete the job of the snapshot it re-deletes.
+    """
+    gc_reconciles_storage: bool = attrs.field(default=False)
+    """Orphans and open bills of F1, F3, F5, F6, F7, F8, N6: the storage GC reconciles storage and usage with the rows.
+
+    Upstream's ``cleanupStorage`` (spec §10.5) deletes what the rows say is gone; an object no row owns (a file a
+    driver made before a crash lost its answer, a converted ``_temp`` file, a copy whose ref was rolled back) is
+    never freed, and an object that went by a path that publishes no usage event (the expunge of an Error
+    snapshot, ``cleanupOnSnapshotBackupFailure``, the KVM host's delete of the primary copy, the CLVM ref removal;
+    §5.10) is billed for ever. Hardened, each GC pass deletes every object no live row owns (the objects of a
+    snapshot still being taken, backed up or copied excepted) and writes the OFF_PRIMARY or DELETE event of every
+    bill whose object is gone. Upstream would need a per-store listing against ``snapshot_store_ref`` in
+    ``StorageManagerImpl.cleanupStorage`` (StorPool's reconcile API is one) and a usage sanity pass that publishes
+    the missing stop events (``UsageSanityChecker`` only reports).
+    """
+    allocation_is_atomic: bool = attrs.field(default=False)
+    """F1a: ``allocSnapshot``'s row and its two charges commit together (departs from spec §5.1, §21.2, §21.4.3).
+
+    Upstream inserts the Allocated row, then increments ``snapshot`` and the store's size count, each in its own
+    transaction (``@DB`` opens none, §21.7): a crash between them leaves a row the recount counts and nobody
+    charged. Hardened, the insert and both increments are one transaction; an increment that fails takes the row
+    back with it. Upstream would wrap ``SnapshotManagerImpl.allocSnapshot``'s persist and
+    ``_resourceLimitMgr.incrementResourceCount`` calls in one ``Transaction.execute``. A crash between the
+    allocation and ``submitAsyncJob`` leaves a row no job names: ``restart_resolves_left_over_jobs`` removes it.
+    """
+    fail_take_on_current_snapshot: bool = attrs.field(default=False)
+    """F2, F3 (null answer): a failed take fails the snapshot and the ref it moved (departs from spec §5.6 4, 6).
+
+    When the driver throws synchronously, upstream fires OperationFailed on the original ``SnapshotObject``, whose
+    in-memory state is still Allocated: NoTransition is caught, and the snapshot and its primary ref stay Creating
+    for good while the job fails and the counts are given back. A null answer fails the snapshot but leaves the
+    primary ref Creating. Hardened, OperationFailed goes to the snapshot as the take moved it (Creating to Error)
+    and to the primary ref (Creating, whose row then goes). Upstream would fire it on the object returned by
+    ``processEvent(CreateRequested)`` in ``SnapshotServiceImpl.takeSnapshot``'s catch, and fail the ref in
+    ``createSnapshotAsyncCallback`` when the answer is null.
+    """
+    usage_only_for_objects: bool = attrs.field(default=False)
+    """F3, N5: SNAPSHOT.ON_PRIMARY is published only for a file on primary storage (departs from spec §5.6 item 7).
+
+    Upstream publishes ON_PRIMARY whenever the take throws nothing: after a failed answer (the snapshot is Error
+    and has no file) and on KVM file-based storage with backup on, whose file is written straight to secondary
+    (§13.2, ``postSnapshotDirectlyToSecondary``): both bill an object that never was on primary. Hardened, it is
+    published only for a take that succeeded and did not go to a pre-selected image store. Upstream would move the
+    ``UsageEventUtils.publishUsageEvent(SNAPSHOT_ON_PRIMARY)`` of ``DefaultSnapshotStrategy.takeSnapshot`` into
+    the success branch and skip it when ``isKvmAndFileBasedStorage`` and backup is on.
+    """
+    refused_take_gives_back: bool = attrs.field(default=False)
+    """N1, R2: a take that fails before its snapshot left ``Allocated`` gives back its charges and its row (spec §5.2).
+
+    Upstream's refusals in the execute phase (``takeSnapshotInternal``'s and ``orchestrateTakeVolumeSnapshot``'s
+    checks, §5.2, §5.3: the volume not Ready, an encrypted volume of a running VM; no image store, §5.4 step 3) are
+    thrown before ``SnapshotManagerImpl.takeSnapshot``'s try, and ``CreateSnapshotCmd.execute`` only maps them: the
+    ``snapshot`` count and the store size ``allocSnapshot`` charged (§5.1) stay, and the snapshot stays
+    ``Allocated`` under a FAILED job. A refusal inside the try (a strategy's, or a volume taken meanwhile) gives
+    the charges back (§5.4 step 14) but leaves the row ``Allocated`` too, and a delete of that row gives back the
+    ``snapshot`` count a second time (§9.4). Hardened, the failed job gives back what the take has not given back
+    yet and soft-removes the row if it is still ``Allocated``, as ``cleanupSnapshot`` (§10.1) removes one, or undoes
+    a snapshot refused once on primary (a StorageSystem archive, §5.7) as the restart undoes a take; a delete of an
+    ``Allocated`` row leaves the counts to its take, which always fails on the removed row. Upstream
+    would release the charges in ``CreateSnapshotCmd.execute``'s catch (or move the checks inside the try) and
+    remove the row there, and drop the ``snapshot`` decrement of ``deleteSnapshot`` for an ``Allocated`` row.
+    """
+    correction_on_charged_counter: bool = attrs.field(default=False)
+    """N2: the take's size correction comes off the counter its allocation charged (departs from spec §5.4 step 12).
+
+    ``allocSnapshot`` charges the whole volume size to ``secondary_storage`` when backup is on (§5.1), and the
+    post-processing gives back ``volumeSize - physicalSize`` from the counter of the data-store role it finds;
+    with ``asyncbackup`` that role is forced to ``Primary`` (§5.4 step 10 and its accounting note), so
+    ``primary_storage``, never charged, goes below zero by that much per snapshot while ``secondary_storage``
+    keeps the volume size. Hardened, the correction comes off the store type ``getStoreResourceType`` gave the
+    allocation, by the same amount; once the async backup lands, the difference between the primary file's and the
+    backup's physical size is corrected on it too (a delta is smaller), so that the count is what the recount
+    finds (§19.2). Upstream would pass ``getStoreResourceType(zone, locationType)`` to the
+    ``decrementResourceCount`` of ``SnapshotManagerImpl.takeSnapshot`` and correct again in ``BackupSnapshotTask``.
+    """
+    chain_end_without_cluster: bool = attrs.field(default=False)
+    """N3: a KVM take whose volume has no cluster is post-processed (departs from spec §5.4 step 9, §16.6).
+
+    ``findClusterIdByVolumeInfo`` gives a null cluster for a volume with no VM or whose VM never had a host, and
+    ``postCreateSnapshot`` hands it to ``endLastChainIfNeeded(long clusterId, long volumeId)``: the unboxing throws,
+    the post-processing stops ("post process snapshot failed" is only logged), and there is no ``snapshot_zone_ref``
+    row, no SNAPSHOT.CREATE usage and no size correction (§5.4 steps 9-12), so the count keeps the whole volume
+    size while the recount finds the physical size. Hardened, the null cluster is not unboxed: the cluster only
+    selects the value of ``kvm.incremental.snapshot``, already read at its global value (``valueIn(null)``, §16.4),
+    and the chain's end is looked up by volume as for any other. Upstream would make ``endLastChainIfNeeded`` take
+    a ``Long`` (or skip it for a null cluster), as ``endCurrentChainIfNeeded``'s caller already reads the setting.
+    """
+    storage_charged_as_recounted: bool = attrs.field(default=False)
+    """N4: copies charge, and a delete gives back, what the recount counts (departs from spec §7.4, §9.4).
+
+    A zone copy charges ``secondary_storage`` the ref's ``size`` (the volume size), while the delete gives back each
+    Ready image ref's ``physical_size`` and the recount counts that (§19.2); a pool copy charges the calling user's
+    id (the system's: no one) the snapshot's size, even for a backed-up snapshot whose primary files the recount
+    does not count; and the delete never gives back ``primary_storage``, so a snapshot kept on primary (backup
+    off, StorPool, Ceph) is charged for ever. Hardened, a zone copy charges the physical size it stored, a pool copy
+    charges its owner the copy's physical size unless the snapshot has an image ref, and the delete gives back the
+    physical size of each Ready primary ref of a snapshot that had no image ref. Upstream would charge
+    ``getPhysicalSize()`` in ``copySnapshotToZone``, the owner in ``copySnapshotOnPool``, and decrement
+    ``primary_storage`` in ``SnapshotManagerImpl.deleteSnapshot`` as
+    ``getSnapshotsPhysicalSizeOnPrimaryStorageByAccountId`` counts it.
+    """
+    delete_bills_only_made_copies: bool = attrs.field(default=False)
+    """R3: a delete publishes SNAPSHOT.DELETE only for the zones that hold the object (departs from spec §9.4).
+
+    ``deleteSnapshot`` collects the zones of every ref of the snapshot that is not Destroyed, and publishes
+    SNAPSHOT.DELETE in each. A copy to another zone inserts its destination ref ``Allocated`` before it asks the
+    store for the file (§7.4); a delete that runs in between takes that ref and bills a stop in a zone that never
+    held the object (``usage-matches-objects``). Hardened, an ``Allocated`` ref gives the delete no zone. Upstream
+    would list the zones from the refs that are ``Ready`` (or past it) in ``SnapshotManagerImpl.deleteSnapshot``, or
+    lock the snapshot for the copy as ``destroySnapshotEntriesAndFiles`` locks its chain.
+    """
     peer_cleanup_on_node_left: bool = attrs.field(default=True)
     """spec §10.1: a live server runs ``cleanupLeftOverJobs`` for a peer that left (``onManagementNodeLeft``).
 
@@ -30,9 +162,22 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     "cloudstack": Profile("cloudstack"),
-    "hardened": Profile("hardened", snapshot_compare_and_swap=True),
+    "hardened": Profile(
+        "hardened",
+        snapshot_compare_and_swap=True,
+        restart_resolves_left_over_jobs=True,
+        gc_reconciles_storage=True,
+        allocation_is_atomic=True,
+        fail_take_on_current_snapshot=True,
+        usage_only_for_objects=True,
+        refused_take_gives_back=True,
+        correction_on_charged_counter=True,
+        chain_end_without_cluster=True,
+        storage_charged_as_recounted=True,
+        delete_bills_only_made_copies=True,
+    ),
 }
-"""``hardened`` changes only named behaviours: snapshots get a compare-and-swap."""
+"""``hardened`` turns every fix on (``docs/hardened.md`` says what each removes); entity tables stay upstream's."""
 
 
 def get_profile(name: str | Profile) -> Profile:

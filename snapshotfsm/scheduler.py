@@ -54,6 +54,13 @@ class Scheduler:
         self.ran = 0
         self.members: dict[int, Member] = {}
         """Each management server sharing this clock, by ms id: the world's servers (a crash rule names one)."""
+        self.running: list[Task] = []
+        """The tasks running now, innermost last: more than one when a task was let in at an interleaving point."""
+        self.where = "program"
+        """What runs now, by name, outside a workflow's steps: the task's kind (the first word of its label), an
+        API call, or the last crash point passed in it (a restart phase, a tick). It names interleaving points."""
+        self.where_count = 0
+        """Reads and writes made since :attr:`where` was set."""
 
     def call_later(
         self,
@@ -101,10 +108,55 @@ class Scheduler:
         if not self._heap:
             return None
         _, _, task = heapq.heappop(self._heap)
-        self.clock.advance_to(task.at_ms)
-        self.ran += 1
-        task.fn()
+        self._call(task)
         return task
+
+    def _call(self, task: Task) -> None:
+        """Run ``task`` now; a task that became due while another held the clock back runs late, at ``now``."""
+        if task.at_ms > self.clock.now_ms:
+            self.clock.advance_to(task.at_ms)
+        self.ran += 1
+        self.running.append(task)
+        where = self.where, self.where_count
+        self.where, self.where_count = task.label.partition(" ")[0], 0
+        try:
+            task.fn()
+        finally:
+            self.running.pop()
+            self.where, self.where_count = where
+
+    def ready(self) -> list[Task]:
+        """What may run at an interleaving point, in the order it would run: the tasks that could happen now.
+
+        Those due now, and, when nothing else is due now, the next one that is not a poller: the running step may
+        stall at a point (a slow query, a lock wait) until the next thing in the world happens. A poller that is
+        not due yet is not one of them (it is always pending; a step does not stall for minutes).
+        """
+        self._discard_cancelled()
+        now = self.clock.now_ms
+        pending = sorted((t for _, _, t in self._heap if not t.cancelled), key=_order)
+        horizon = now
+        for task in pending:
+            if not task.periodic:
+                horizon = max(now, task.at_ms)
+                break
+        return [t for t in pending if t.at_ms <= now or (t.at_ms <= horizon and not t.periodic)]
+
+    def preempt(self, task: Task) -> None:
+        """Run ``task`` now, inside the task that reached an interleaving point (which goes on when it returns).
+
+        Raises:
+            ValueError: ``task`` is not pending.
+        """
+        for n, (_, _, queued) in enumerate(self._heap):
+            if queued is task and not task.cancelled:
+                self._heap[n] = self._heap[-1]
+                self._heap.pop()
+                heapq.heapify(self._heap)
+                break
+        else:
+            raise ValueError(f"task {task.label!r} is not pending: it cannot be let in")
+        self._call(task)
 
     def run(self, *, until_ms: int | None = None, max_tasks: int | None = None) -> int:
         """Run tasks in time order; returns how many ran.

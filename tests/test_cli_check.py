@@ -24,7 +24,7 @@ def _table(output: str) -> dict[str, tuple[str, ...]]:
     rows = {}
     for line in output.splitlines():
         cells = [c.strip() for c in re.split(r"[│┃]", line)[1:-1]]
-        if len(cells) == 7 and cells[2].isdigit():
+        if len(cells) == 8 and cells[2].isdigit():
             rows[cells[0]] = tuple(cells[1:])
     return rows
 
@@ -91,7 +91,7 @@ class TestCheckProjectDefinitions:
             "warning: snapshot: state 'Hidden' has no exit to another state and is not tagged terminal",
             "warning: snapshot: event 'BackedupToSecondary' is declared but no transition uses it",
         ]
-        assert _table(result.output)["snapshot"][5] == "4"
+        assert _table(result.output)["snapshot"][6] == "4"
 
     def test_volume_findings(self, result: Result) -> None:
         """CopySucceeded and CopyFailed appear in no transition (spec §2.2); Destroying is never entered."""
@@ -124,7 +124,7 @@ class TestCheckErrors:
         write_definition(door)
         result = _check(str(tmp_path))
         assert result.exit_code == 0, result.output
-        assert _table(result.output) == {"door": ("entity", "3", "3", "3", "3", "0")}
+        assert _table(result.output) == {"door": ("entity", "3", "3", "3", "3", "-", "0")}
         assert result.output.splitlines()[-1] == "1 machines valid, 0 warnings"
 
     def test_missing_path(self, tmp_path: Path) -> None:
@@ -141,7 +141,7 @@ class TestCheckErrors:
         path = write_definition(door)
         result = _check(str(path))
         assert result.exit_code == 0, result.output
-        assert _table(result.output) == {"door": ("entity", "3", "3", "3", "3", "0")}
+        assert _table(result.output) == {"door": ("entity", "3", "3", "3", "3", "-", "0")}
         assert "note:" not in result.output
 
     def test_the_projects_snapshot_file(self) -> None:

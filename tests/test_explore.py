@@ -134,7 +134,7 @@ class TestTheCommand:
         assert result.exit_code == 0, result.output
         report = json.loads(out.read_text(encoding="utf-8"))
         assert report["options"]["kinds"] == ["error", "crash"]
-        assert "runs breaking each invariant" in result.output
+        assert "groups / runs breaking each invariant" in result.output
         assert f"report: {out.resolve()}" in result.output
         assert "snapshotfsm explore --replay '" in result.output
         too_wide = [line for line in result.output.splitlines() if len(line) > 80 and "--replay" not in line]
@@ -192,7 +192,7 @@ class TestShrinking:
         ran = replay_case(case)
         ran.world.engine.close()
         assert "no-orphan-object" in {v.invariant for v in ran.outcome.violations}
-        [found] = shrink(Shrink(case, ("no-orphan-object",), None, full=False, length=ran.outcome.length))
+        [found] = shrink(Shrink(case, ("no-orphan-object",), None, full=True, length=ran.outcome.length))
         assert [f.kind for f in found.case.faults] == ["crash"]
         assert found.case.steps == (0,)
         assert found.length < ran.outcome.length

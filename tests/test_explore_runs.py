@@ -81,16 +81,17 @@ POINT_NAMES: dict[str, st.SearchStrategy[str]] = {
     "write": st.builds("{}.{}#{}".format, identifiers, identifiers, st.integers(1, 20)),
     "restart": st.builds("restart.{}".format, identifiers),
     "tick": st.builds("tick.{}".format, identifiers),
+    "access": st.builds("{}.{}@{}".format, identifiers, identifiers, st.integers(1, 40)),
 }
 """Names shaped as the fault catalogue's: ``<driver>.<op>``, ``<machine>.<Event>``, ``<step>#<n>``, ``restart.<phase>``,
-``tick.<task>``."""
+``tick.<task>``, and an interleaving point's ``<step>@<n>``."""
 
 
 @st.composite
 def faults(draw: st.DrawFn) -> Fault:
     """A fault of a kind its point accepts, ``restart_crash`` written with its cleanup phase as the explorer does."""
     point_kind = draw(st.sampled_from(list(KINDS_OF)))
-    kind = draw(st.sampled_from(KINDS_OF[point_kind]))
+    kind = draw(st.sampled_from(KINDS_OF[point_kind] or (f"preempt:{draw(st.integers(0, 3))}",)))
     if kind == "restart_crash":
         kind = f"restart_crash:{draw(st.sampled_from(CLEANUP_CRASH_PHASES))}"
     ms = None if point_kind == "call" else draw(st.none() | st.sampled_from([1, 2]))
@@ -210,7 +211,10 @@ class TestCaseLine:
         """Any other malformed line is refused, quoting it and the form explore prints."""
         with pytest.raises(InvalidValue) as caught:
             Case.parse(text)
-        expected = "INSTANCE steps=1,2 faults=KIND@POINT@N[/msK] profile=NAME seed=N (as explore prints it)"
+        expected = (
+            "INSTANCE steps=1,2 faults=KIND@POINT@N[/msK] ... profile=NAME seed=N (as explore prints it; a "
+            "preemption is preempt:K@STEP@M@N[/msK])"
+        )
         assert str(caught.value) == f"replay case must be {expected} (got {text!r} that is a str)"
 
     @pytest.mark.parametrize(

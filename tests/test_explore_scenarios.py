@@ -198,7 +198,7 @@ class TestSteps:
     def test_exactly_one_kind(self, write_definition: Write, step: dict[str, Any]) -> None:
         """A step is one thing: a call or a move of the clock or the servers."""
         path, error = error_of(write_definition, scenario(step=[*TAKE, step]))
-        assert_error(error, path, "step 3", "must have exactly one of call, run, advance, poll, background")
+        assert_error(error, path, "step 3", "must have exactly one of call, run, advance, poll, background, restart")
 
     def test_unknown_call_suggests_the_nearest(self, write_definition: Write) -> None:
         """A misspelt API call is refused with the calls a step may make."""

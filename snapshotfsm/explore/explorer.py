@@ -27,7 +27,8 @@ import attrs
 
 from snapshotfsm.errors import InvalidValue, ScenarioError
 from snapshotfsm.explore import cluster
-from snapshotfsm.explore.points import KINDS, ExplorePlan, Fault, Point, faults_at
+from snapshotfsm.explore.points import KINDS, ExplorePlan, Fault, Point, faults_at, plan_for
+from snapshotfsm.explore.races import preemptions, window
 from snapshotfsm.explore.runs import Case, Outcome, execute
 from snapshotfsm.explore.scenarios import Instance, instances_named, select
 from snapshotfsm.explore.shrink import Shrink, Shrunk, shrink
@@ -61,6 +62,8 @@ class Options:
     scenario_dir: str | None = None
     shrink: bool = True
     dask: str | None = None
+    preemptions: int = 2
+    """Schedules on contending scenarios: every one with at most this many preemptions (0: none)."""
 
     def check(self) -> None:
         """Refuse what cannot be explored, before anything runs.
@@ -88,6 +91,8 @@ class Options:
                 message=f"workers={self.workers} and dask exclude each other: the Dask cluster's own workers run the "
                 "jobs (dask worker --nworkers N gives it more)",
             )
+        if self.preemptions < 0:
+            raise InvalidValue("preemptions", self.preemptions, "0 (no schedules) or more")
 
 
 def instances_for(options: Options) -> list[Instance]:
@@ -111,57 +116,78 @@ class Discovery:
     seed: int
     scenario_dir: str | None
     full: bool
+    races: bool = False
+    """Trace its interleaving points too (a contending scenario, when schedules are explored)."""
 
 
 @attrs.frozen
 class Discovered:
-    """A clean run's outcome and the fault points it passed."""
+    """A clean run's outcome, the fault points it passed, and the preemptions worth trying in it."""
 
     instance: str
     profile: str
     outcome: Outcome
     points: tuple[Point, ...]
+    schedules: tuple[Fault, ...] = ()
 
 
 def discover(job: Discovery) -> Discovered:
     """A clean run of the instance with a tracing plan."""
     instance = instances_named(job.scenario_dir, job.full)[job.instance]
-    plan = ExplorePlan(trace=True)
+    plan = ExplorePlan(trace=True, races=job.races)
     ran = execute(instance, profile=job.profile, seed=job.seed, plan=plan)
     ran.world.engine.close()
-    return Discovered(job.instance, job.profile, ran.outcome, tuple(plan.points or ()))
+    schedules = preemptions(plan.accesses or [], before_step=len(instance.scenario.steps))
+    return Discovered(job.instance, job.profile, ran.outcome, tuple(plan.points or ()), tuple(schedules))
+
+
+Plan = tuple[Fault, ...]
+"""What one run injects: a fault, or a schedule's preemptions in the order they happen."""
 
 
 @attrs.frozen
 class Batch:
-    """Run faults on one instance, in order, sharing fingerprints."""
+    """Run plans on one instance, in order, sharing fingerprints.
+
+    With ``extend``, each schedule's run is traced for the preemptions that could follow its last one.
+    """
 
     instance: str
     profile: str
     seed: int
     scenario_dir: str | None
     full: bool
-    faults: tuple[Fault, ...]
+    plans: tuple[Plan, ...]
+    extend: bool = False
 
 
 @attrs.frozen
 class Judged:
-    """One faulted run: the fault, its outcome, and whether a known state cut it short."""
+    """One run: its plan, its outcome, whether a known state cut it short, and the preemptions that may follow."""
 
-    fault: Fault
+    faults: Plan
     outcome: Outcome
     pruned: bool
+    extensions: tuple[Fault, ...] = ()
 
 
 def run_batch(job: Batch) -> list[Judged]:
-    """Each fault of the batch, one run each, with the batch's shared fingerprints."""
+    """Each plan of the batch, one run each, with the batch's shared fingerprints."""
     instance = instances_named(job.scenario_dir, job.full)[job.instance]
+    steps = len(instance.scenario.steps)
     seen: dict[str, Outcome] = {}
     out = []
-    for fault in job.faults:
-        ran = execute(instance, [fault], profile=job.profile, seed=job.seed, seen=seen)
+    for faults in job.plans:
+        extend = job.extend and faults[-1].choice is not None
+        plan = plan_for(faults, trace=extend)
+        ran = execute(instance, faults, profile=job.profile, seed=job.seed, seen=seen, plan=plan)
         ran.world.engine.close()
-        out.append(Judged(fault, ran.outcome, ran.pruned))
+        more: tuple[Fault, ...] = ()
+        if extend and not ran.pruned and plan.all_fired() and plan.accesses is not None:
+            last = plan.preempted[-1]
+            end = window(plan.accesses, last)
+            more = tuple(preemptions(plan.accesses, before_step=steps, after=last, until=end))
+        out.append(Judged(faults, ran.outcome, ran.pruned, more))
     return out
 
 
@@ -249,22 +275,14 @@ def explore(
     own = executor is None and (options.workers > 1 or options.dask is not None)
     pool = _pool(options) if own else executor
     try:
+        races = options.preemptions > 0
         discoveries = [
-            Discovery(i.name, p, options.seed, options.scenario_dir, options.full)
+            Discovery(i.name, p, options.seed, options.scenario_dir, options.full, races and i.scenario.contending)
             for p in options.profiles
             for i in instances
         ]
         clean = {(d.profile, d.instance): d for d in _map(pool, discover, discoveries, "discover", tell)}
-        chosen = _choose_faults(options, instances, clean)
-        batches = [
-            Batch(name, profile, options.seed, options.scenario_dir, options.full, tuple(faults[n : n + BATCH]))
-            for (profile, name), faults in chosen.items()
-            for n in range(0, len(faults), BATCH)
-        ]
-        results = _map(pool, run_batch, batches, "explore", tell)
-        judged: dict[tuple[str, str], list[Judged]] = {}
-        for batch, result in zip(batches, results, strict=True):
-            judged.setdefault((batch.profile, batch.instance), []).extend(result)
+        judged = _run_rounds(options, _choose_faults(options, instances, clean), pool, tell)
         groups = _group(options, instances, clean, judged)
         shrink_runs = 0
         if options.shrink:
@@ -291,12 +309,14 @@ def explore(
     seconds = time.perf_counter() - started
     executed = sum(not j.pruned for r in judged.values() for j in r)
     pruned = sum(j.pruned for r in judged.values() for j in r)
+    schedules = sum(j.faults[0].choice is not None for r in judged.values() for j in r)
     total = len(clean) + executed + pruned + shrink_runs
     stats = {
         "workers": float(pool.workers if isinstance(pool, cluster.DaskPool) else options.workers),
         "seconds": round(seconds, 3),
         "clean_runs": float(len(clean)),
-        "faulted_runs": float(executed + pruned),
+        "faulted_runs": float(executed + pruned - schedules),
+        "schedules": float(schedules),
         "executed": float(executed),
         "pruned": float(pruned),
         "shrink_runs": float(shrink_runs),
@@ -336,11 +356,60 @@ def _map(
     return [futures[n].result() for n in range(len(jobs))]
 
 
+def _run_rounds(
+    options: Options,
+    chosen: dict[tuple[str, str], list[Plan]],
+    pool: concurrent.futures.Executor | None,
+    tell: Progress,
+) -> dict[tuple[str, str], list[Judged]]:
+    """Run the chosen plans in batches, then extend the schedules round by round.
+
+    Up to ``options.preemptions``, each schedule is extended by one more preemption after its last (those its own
+    run suggests), within what is left of the budget.
+    """
+    judged: dict[tuple[str, str], list[Judged]] = {}
+    todo, depth, spent = chosen, 1, 0
+    while any(todo.values()):
+        extend = depth < options.preemptions
+        batches = [
+            Batch(name, profile, options.seed, options.scenario_dir, options.full, tuple(plans[n : n + BATCH]), extend)
+            for (profile, name), plans in todo.items()
+            for n in range(0, len(plans), BATCH)
+        ]
+        results = _map(pool, run_batch, batches, "explore" if depth == 1 else f"schedules_{depth}", tell)
+        todo = {}
+        for batch, result in zip(batches, results, strict=True):
+            judged.setdefault((batch.profile, batch.instance), []).extend(result)
+            spent += len(result)
+            for run in result:
+                for more in run.extensions:
+                    todo.setdefault((batch.profile, batch.instance), []).append((*run.faults, more))
+        if options.budget is not None:
+            todo = _sample(todo, options.budget - spent, options.seed)
+        depth += 1
+    return judged
+
+
+def _sample(todo: dict[tuple[str, str], list[Plan]], room: int, seed: int) -> dict[tuple[str, str], list[Plan]]:
+    """At most ``room`` of the plans, a seeded sample, each instance's in their order."""
+    every = [(key, plan) for key, plans in todo.items() for plan in plans]
+    if len(every) <= room:
+        return todo
+    order = list(range(len(every)))
+    random.Random(seed).shuffle(order)  # noqa: S311 - a sample, not a secret
+    keep = set(order[: max(room, 0)])
+    out: dict[tuple[str, str], list[Plan]] = {}
+    for n, (key, plan) in enumerate(every):
+        if n in keep:
+            out.setdefault(key, []).append(plan)
+    return out
+
+
 def _weight(job: object) -> int:
     """A job's rough cost, so that the longest start first and the workers finish together (results keep order)."""
     if isinstance(job, Batch):
         steps = instances_named(job.scenario_dir, job.full)[job.instance].scenario.steps
-        return len(job.faults) * (1 + len(steps))
+        return len(job.plans) * (1 + len(steps))
     if isinstance(job, Shrink):
         return len(job.case.steps) * len(job.invariants)
     return 1
@@ -348,7 +417,7 @@ def _weight(job: object) -> int:
 
 def _choose_faults(
     options: Options, instances: Sequence[Instance], clean: dict[tuple[str, str], Discovered]
-) -> dict[tuple[str, str], list[Fault]]:
+) -> dict[tuple[str, str], list[Plan]]:
     """Every fault of the chosen kinds at each point of each clean run; under a budget, a seeded sample of them.
 
     Quiescence is the judge's own procedure, not part of the program: of the points a clean run passes in it, the
@@ -367,15 +436,12 @@ def _choose_faults(
                 if fault.kind == "node_left" and fault.point.step == quiescence:
                     continue
                 every.append((profile, instance.name, fault))
-    if options.budget is not None and options.budget < len(every):
-        order = list(range(len(every)))
-        random.Random(options.seed).shuffle(order)  # noqa: S311 - a sample, not a secret
-        keep = set(order[: options.budget])
-        every = [f for n, f in enumerate(every) if n in keep]
-    chosen: dict[tuple[str, str], list[Fault]] = {(p, i.name): [] for p in options.profiles for i in instances}
+            if options.preemptions > 0:
+                every.extend((profile, instance.name, fault) for fault in found.schedules)
+    chosen: dict[tuple[str, str], list[Plan]] = {(p, i.name): [] for p in options.profiles for i in instances}
     for profile, name, fault in every:
-        chosen[(profile, name)].append(fault)
-    return chosen
+        chosen[(profile, name)].append((fault,))
+    return chosen if options.budget is None else _sample(chosen, options.budget, options.seed)
 
 
 def _group(
@@ -403,17 +469,14 @@ def _group(
             for invariant in sorted({v.invariant for v in found.outcome.violations}):
                 add((profile, invariant, NO_FAULT), "none", base, found.outcome.length, instance.name)
             before = found.outcome.broken()
-            for run in judged.get((profile, instance.name), []):
-                new = {inv for inv, subject in run.outcome.broken() - before}
-                case = Case(instance.name, steps, (run.fault,), profile, options.seed)
+            runs = judged.get((profile, instance.name), [])
+            broke = {run.faults: run.outcome.broken() for run in runs}
+            for run in runs:
+                new = {inv for inv, subject in run.outcome.broken() - before - broke.get(run.faults[:-1], set())}
+                case = Case(instance.name, steps, run.faults, profile, options.seed)
+                point = " then ".join(f.point.label for f in run.faults)
                 for invariant in sorted(new):
-                    add(
-                        (profile, invariant, run.fault.point.label),
-                        run.fault.kind,
-                        case,
-                        run.outcome.length,
-                        instance.name,
-                    )
+                    add((profile, invariant, point), run.faults[-1].kind, case, run.outcome.length, instance.name)
     return sorted(groups.values(), key=lambda g: g.key)
 
 

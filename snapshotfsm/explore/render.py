@@ -52,6 +52,13 @@ MAX_QUIET = 3
 
 CRASH_COLOUR = "rgb(255, 214, 214)"
 """The background of the ``rect`` a crash is drawn in."""
+PREEMPT_COLOUR = "rgb(255, 243, 205)"
+"""The schedule's preemptions: from the point where another task is let in until the preempted step resumes."""
+_SCHEDULE = {
+    "preempt": lambda who, text: [f"rect {PREEMPT_COLOUR}", f"Note over {who}: ⏸ {text}"],
+    "resume": lambda who, text: [f"Note over {who}: ▶ {text}", "end"],
+}
+"""How a preemption's moments are drawn: what the task let in does sits in a box that the resume closes."""
 
 DRIVER_LABELS = {
     "default": "default driver",
@@ -326,6 +333,8 @@ class _Drawing:
             ]
         if m.kind == "restart":
             return [f"Note over {source}: ↻ {text}"]
+        if m.kind in _SCHEDULE:
+            return _SCHEDULE[m.kind](source, text)
         return [f"Note over {source}: {escape(m.kind)}: {text}"]
 
 

@@ -28,8 +28,13 @@ def report(exploration: Exploration) -> dict[str, Any]:
     options = exploration.options
     runs: dict[str, dict[str, int]] = {}
     for profile in options.profiles:
-        faulted = sum(len(r) for (p, _), r in exploration.judged.items() if p == profile)
-        runs[profile] = {"clean": sum(p == profile for p, _ in exploration.clean), "faulted": faulted}
+        mine = [j for (p, _), r in exploration.judged.items() if p == profile for j in r]
+        schedules = sum(j.faults[0].choice is not None for j in mine)
+        runs[profile] = {
+            "clean": sum(p == profile for p, _ in exploration.clean),
+            "faulted": len(mine) - schedules,
+            "schedules": schedules,
+        }
     covered = exercised(exploration)
     return {
         "schema": SCHEMA,
@@ -40,14 +45,42 @@ def report(exploration: Exploration) -> dict[str, Any]:
             "seed": options.seed,
             "budget": options.budget,
             "full": options.full,
+            "preemptions": options.preemptions,
         },
         "instances": [i.name for i in exploration.instances],
         "runs": runs,
         "matrix": matrix(exploration),
+        "groups": group_matrix(exploration),
+        "totals": totals(exploration),
         "findings": [_finding(g) for g in exploration.groups],
-        "coverage": {profile: _coverage(coverage(project_definitions(), done)) for profile, done in covered.items()},
+        "coverage": {
+            profile: _coverage(coverage(project_definitions().for_profile(profile), done))
+            for profile, done in covered.items()
+        },
         "stats": dict(exploration.stats),
     }
+
+
+def group_matrix(exploration: Exploration) -> dict[str, dict[str, int]]:
+    """Invariant by profile: how many groups (an invariant at one fault point) broke it; the rows of ``matrix``.
+
+    Side by side with ``matrix`` (runs), this is what a fix of one profile removed: a class of violation is a few
+    groups of many runs each.
+    """
+    out: dict[str, dict[str, int]] = {}
+    for group in exploration.groups:
+        row = out.setdefault(group.invariant, dict.fromkeys(exploration.options.profiles, 0))
+        row[group.profile] += 1
+    return dict(sorted(out.items()))
+
+
+def totals(exploration: Exploration) -> dict[str, dict[str, int]]:
+    """Per profile: the groups found and the runs they hold, every invariant together."""
+    out = {profile: {"groups": 0, "runs": 0} for profile in exploration.options.profiles}
+    for group in exploration.groups:
+        out[group.profile]["groups"] += 1
+        out[group.profile]["runs"] += len(group.members)
+    return out
 
 
 def _finding(group: Group) -> dict[str, Any]:

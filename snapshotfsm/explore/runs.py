@@ -18,6 +18,7 @@ from snapshotfsm.explore.points import (
     CLEANUP_CRASH_PHASES,
     DRIVER_KINDS,
     KINDS,
+    PREEMPT,
     ExplorePlan,
     Fault,
     Point,
@@ -71,7 +72,10 @@ class Case:
         Raises:
             InvalidValue: the text is not ``INSTANCE steps=N,... faults=KIND@POINT@N[/msK] ... profile=P seed=S``.
         """
-        expected = "INSTANCE steps=1,2 faults=KIND@POINT@N[/msK] profile=NAME seed=N (as explore prints it)"
+        expected = (
+            "INSTANCE steps=1,2 faults=KIND@POINT@N[/msK] ... profile=NAME seed=N (as explore prints it; a "
+            "preemption is preempt:K@STEP@M@N[/msK])"
+        )
         words = text.split()
         if not words or "=" in words[0]:
             raise InvalidValue("replay case", text, expected)
@@ -111,9 +115,11 @@ def _parse_fault(word: str, text: str, expected: str) -> Fault:
     base, colon, phase = kind.partition(":")
     restart = base == "restart_crash"
     known = (bool(colon) and phase in CLEANUP_CRASH_PHASES) if restart else (base in KINDS and not colon)
+    if base == PREEMPT:
+        known = phase.isdigit() and "@" in name
     if not known or not name or not count.isdigit() or (slash and not ms.isdigit()):
         raise InvalidValue("replay case", text, expected, message=f"replay case: {word!r} is not KIND@POINT@N[/msK]")
-    point_kind = "call" if kind in DRIVER_KINDS else crash_kind(name)
+    point_kind = "call" if kind in DRIVER_KINDS else "access" if base == PREEMPT else crash_kind(name)
     return Fault(Point(0, point_kind, name, int(count), int(ms) if ms else None), kind)
 
 
@@ -153,7 +159,7 @@ def execute(
         plan.step = index
         world.run_step(index)
         rest = tuple(program[position + 1 :])
-        if seen is None or not plan.fired or passed or not rest:
+        if seen is None or not (plan.fired or plan.preempted) or passed or not rest:
             continue
         future = (instance.name, profile, rest, plan.unfired(), on_crash, world.jobs)
         print_ = fingerprint(world.servers.values(), extra=(future, sorted(world.taken_over)))

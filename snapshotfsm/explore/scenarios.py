@@ -98,8 +98,9 @@ _STEP_KEYS: dict[str, frozenset[str]] = {
     "advance": frozenset({"advance"}),
     "poll": frozenset({"poll", "ms"}),
     "background": frozenset({"background"}),
+    "restart": frozenset({"restart"}),
 }
-_TOP_KEYS = frozenset({"description", "dimensions", "config", "limits", "cloud", "step"})
+_TOP_KEYS = frozenset({"description", "contending", "dimensions", "config", "limits", "cloud", "step"})
 CLOUD_KEYS: dict[str, type] = {"image_store": bool}
 """The keys of a scenario's ``[cloud]`` table, with their types."""
 
@@ -109,8 +110,9 @@ class Step:
     """One step of a program: an API call (``call``), or a move of the clock or the servers.
 
     ``kind`` is the call's name, or ``run`` (run the clock until nothing is pending), ``advance`` (run it ``seconds``
-    further), ``poll`` (one poll of the snapshot scheduler now) or ``background`` (every server starts its background
-    tasks). ``snapshot`` counts the program's ``createSnapshot`` calls from 1; ``zone`` is 1 or 2.
+    further), ``poll`` (one poll of the snapshot scheduler now), ``background`` (every server starts its background
+    tasks) or ``restart`` (server ``ms`` starts again, its start-up cleanup included, spec §10). ``snapshot`` counts
+    the program's ``createSnapshot`` calls from 1; ``zone`` is 1 or 2.
     """
 
     kind: str
@@ -143,9 +145,12 @@ class Step:
             return f"createSnapshotPolicy {self.interval} keep {self.keep}{on}"
         if self.kind == "advance":
             return f"advance {self.seconds} s"
-        return {"run": "run until idle", "poll": f"scheduler poll{on}", "background": "start background tasks"}[
-            self.kind
-        ]
+        return {
+            "run": "run until idle",
+            "poll": f"scheduler poll{on}",
+            "background": "start background tasks",
+            "restart": f"ms{self.ms} starts again",
+        }[self.kind]
 
 
 @attrs.frozen
@@ -161,6 +166,8 @@ class Scenario:
     steps: tuple[Step, ...]
     cloud: Mapping[str, object] = attrs.field(factory=dict)
     """The ``[cloud]`` table: how every instance's cloud departs from the default one (:data:`CLOUD_KEYS`)."""
+    contending: bool = False
+    """Its program makes tasks contend for rows (``contending = true``): the explorer tries schedules on it."""
 
     @property
     def second_zone(self) -> bool:
@@ -331,10 +338,17 @@ def parse_scenario(raw: Mapping[str, Any], *, name: str, path: str = "<scenario>
         if not isinstance(value, CLOUD_KEYS[key]):
             raise ScenarioError(path, f"cloud.{key}", f"must be a {CLOUD_KEYS[key].__name__}, not {value!r}")
     checked = {k: v for k, v in limits.items() if isinstance(v, int)}
-    scenario = Scenario(name, path, description, dimensions, config, checked, steps, cloud)
+    scenario = Scenario(name, path, description, dimensions, config, checked, steps, cloud, _contending(path, raw))
     if not any(True for _ in scenario._product()):  # noqa: SLF001 - its own module
         raise ScenarioError(path, "dimensions", "leave no combination of values a cloud can have")
     return scenario
+
+
+def _contending(path: str, raw: Mapping[str, Any]) -> bool:
+    contending = raw.get("contending", False)
+    if not isinstance(contending, bool):
+        raise ScenarioError(path, "contending", f"must be true or false, not {contending!r}")
+    return contending
 
 
 def _table(path: str, key: str, value: object) -> dict[str, object]:
@@ -394,9 +408,9 @@ def _step(path: str, n: int, raw: object) -> Step:
     where = f"step {n}"
     if not isinstance(raw, dict):
         raise ScenarioError(path, where, "must be a table")
-    kinds = [k for k in ("call", "run", "advance", "poll", "background") if k in raw]
+    kinds = [k for k in ("call", "run", "advance", "poll", "background", "restart") if k in raw]
     if len(kinds) != 1:
-        raise ScenarioError(path, where, "must have exactly one of call, run, advance, poll, background")
+        raise ScenarioError(path, where, "must have exactly one of call, run, advance, poll, background, restart")
     kind = str(raw["call"]) if kinds[0] == "call" else kinds[0]
     if kinds[0] == "call" and kind not in CALLS:
         raise ScenarioError(
@@ -415,6 +429,7 @@ def _step(path: str, n: int, raw: object) -> Step:
         ("to_zone", int, lambda v: v == SECOND),
         ("keep", int, lambda v: v >= 1),
         ("advance", int, lambda v: v > 0),
+        ("restart", int, lambda v: v in (1, 2)),
         ("async_backup", bool, lambda _: True),
         ("quiescevm", bool, lambda _: True),
         ("zone_copy", bool, lambda _: True),
@@ -428,7 +443,7 @@ def _step(path: str, n: int, raw: object) -> Step:
         value = raw[key]
         if not isinstance(value, types) or (types is int and isinstance(value, bool)) or not check(value):
             raise ScenarioError(path, f"{where}: {key}", f"{value!r} is not a valid {key}")
-        fields[{"to_zone": "zone", "advance": "seconds"}.get(key, key)] = value
+        fields[{"to_zone": "zone", "advance": "seconds", "restart": "ms"}.get(key, key)] = value
     for key in ("run", "poll", "background"):
         if key in raw and raw[key] is not True:
             raise ScenarioError(path, f"{where}: {key}", "must be true")

@@ -57,11 +57,11 @@ class Shrunk:
 def shrink(job: Shrink) -> list[Shrunk]:
     """Per invariant, the smallest fault plan, then the fewest program steps, that still show it.
 
-    Delta debugging, one element at a time: first over the fault plan (a crash whose restart also crashes is tried
-    as the crash alone), then over the program (one step removed at a time while the run still shows the invariant
-    with every fault firing, until no step can go: a 1-minimal program). The invariants share their runs: a plan
-    and program tried for one is not run again for another. Every try keeps its timeline, so that the minimal run is
-    shown (:class:`Shown`) without being run again.
+    Delta debugging, one element at a time: first over the fault plan (a schedule's preemptions one at a time, a
+    crash whose restart also crashes as the crash alone), then over the program (one step removed at a time while
+    the run still shows the invariant with every fault firing, until no step can go: a 1-minimal program). The
+    invariants share their runs: a plan and program tried for one is not run again for another. Every try keeps its
+    timeline, so that the minimal run is shown (:class:`Shown`) without being run again.
     """
     instance = instances_named(job.scenario_dir, job.full)[job.case.instance]
     tried: dict[Key, tuple[frozenset[str], int] | None] = {
@@ -74,7 +74,7 @@ def shrink(job: Shrink) -> list[Shrunk]:
             faults, steps = key
             ran = execute(instance, faults, steps=steps, profile=job.case.profile, seed=job.case.seed, timeline=True)
             plan = ran.world.engine.faults
-            fired = not isinstance(plan, ExplorePlan) or len(plan.fired) >= len(plan.rules) + len(plan.crashes)
+            fired = not isinstance(plan, ExplorePlan) or plan.all_fired()
             shown = frozenset(v.invariant for v in ran.outcome.violations)
             tried[key] = (shown, ran.outcome.length) if fired else None
             worlds[key] = ran.world
@@ -103,6 +103,14 @@ def _smaller(
 ) -> tuple[Key, int]:
     """The plan reduced, then the program, while ``invariant`` still shows; and the length of that run."""
     faults, steps = key
+    n = 0
+    while len(faults) > 1 and n < len(faults):  # a schedule's preemptions, one at a time
+        fewer_faults = faults[:n] + faults[n + 1 :]
+        found = broken((fewer_faults, steps))
+        if found is not None and invariant in found[0]:
+            faults, length = fewer_faults, found[1]
+            continue
+        n += 1
     for n, fault in enumerate(faults):
         if fault.kind.startswith("restart_crash:"):
             simpler = (*faults[:n], Fault(fault.point, "crash"), *faults[n + 1 :])

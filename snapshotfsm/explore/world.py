@@ -12,6 +12,7 @@ from typing import Literal
 
 from snapshotfsm.engine import Engine
 from snapshotfsm.errors import ApiError, NotFound, ServerDown
+from snapshotfsm.explore.points import ExplorePlan
 from snapshotfsm.explore.scenarios import EXPLORER_CONFIG, Instance, Step
 from snapshotfsm.faults import FaultPlan
 from snapshotfsm.invariants import Run, Violation, When, check
@@ -51,6 +52,8 @@ class World:
         self.instance = instance
         self.on_crash = on_crash
         self.engine = Engine.open(":memory:", profile=profile, seed=seed, faults=faults)
+        if isinstance(faults, ExplorePlan):
+            faults.scheduler = self.engine.scheduler
         self.servers: dict[int, Engine] = {1: self.engine}
         if instance.servers > 1:
             self.servers[2] = self.engine.peer(2, seed=seed)
@@ -144,6 +147,8 @@ class World:
     def run_step(self, index: int) -> str:
         """Do step ``index`` of the program; what it did, in words. A crash during it is recovered from after it."""
         step = self.instance.scenario.steps[index]
+        scheduler = self.engine.scheduler
+        scheduler.where, scheduler.where_count = step.kind, 0  # names the step's own interleaving points
         try:
             outcome = self._do(step)
         except ServerDown as down:
@@ -162,6 +167,12 @@ class World:
                 if not server.down:
                     server.start_background_tasks()
             return "background tasks started"
+        if step.kind == "restart":
+            server = self.servers[step.ms]
+            if not server.down:
+                server.crash()
+            server.restart()
+            return f"ms{step.ms} started again"
         engine = self.server(step.ms)
         if step.kind == "poll":
             return f"polled: {len(engine.poll_snapshot_schedules())} jobs"

@@ -15,11 +15,21 @@ from collections.abc import Iterator
 from snapshotfsm.definitions import project_definitions
 from snapshotfsm.errors import InvalidValue, ServerApiException
 from snapshotfsm.invariants.base import Input, Invariant, Run, Violation, When, invariant
-from snapshotfsm.invariants.storage import DATA_KINDS, ref_store_kind
 from snapshotfsm.names import JobState, RefState, SnapshotState
 from snapshotfsm.orchestration.copy_api import COPY_SNAPSHOT_CMD
 from snapshotfsm.orchestration.delete import DELETE_SNAPSHOT_CMD
 from snapshotfsm.orchestration.jobs import CREATE_SNAPSHOT_CMD
+from snapshotfsm.store.ownership import (
+    COPY,
+    CREATE,
+    DELETE,
+    OFF_PRIMARY,
+    ON_PRIMARY,
+    STARTS,
+    STOPPED,
+    has_object,
+    ref_store_kind,
+)
 from snapshotfsm.store.store import Store
 
 SNAPSHOT_MACHINE = project_definitions()["snapshot"].name
@@ -242,46 +252,11 @@ def answer_matches_state(run: Run) -> Iterator[Violation]:
 
 # --- usage-matches-objects -----------------------------------------------------------------------------------------
 
-ON_PRIMARY, OFF_PRIMARY = "SNAPSHOT.ON_PRIMARY", "SNAPSHOT.OFF_PRIMARY"
-CREATE, COPY, DELETE = "SNAPSHOT.CREATE", "SNAPSHOT.COPY", "SNAPSHOT.DELETE"
-STARTS = (ON_PRIMARY, CREATE, COPY)
-"""Usage events that start billing an object; OFF_PRIMARY ends ON_PRIMARY, DELETE ends CREATE and COPY (§5.10)."""
-
-_KINDS = ", ".join(f"'{k}'" for k in DATA_KINDS)
-_ZONE_JOINS = """
-    LEFT JOIN storage_pool p ON o.store_kind = 'primary' AND p.id = o.store_id
-    LEFT JOIN image_store i ON o.store_kind = 'image' AND i.id = o.store_id"""
-_SCOPE = f"""((u.type IN ('{ON_PRIMARY}', '{OFF_PRIMARY}') AND o.store_kind = 'primary')
-        OR (u.type NOT IN ('{ON_PRIMARY}', '{OFF_PRIMARY}')
-            AND COALESCE(p.data_center_id, i.data_center_id) = u.zone_id))"""
-
-
-def _has_object(*, present: bool) -> str:
-    """SQL: the usage event ``u``'s snapshot has (``present``) or had a data object where ``u`` bills it.
-
-    Its own objects (``snapshot_id``), or one a ref of it names (the XenServer empty delta names its parent's file,
-    spec §16.2); the latter counts as present while the ref is not Destroyed.
-    """
-    own_present = " AND o.deleted_ms IS NULL" if present else ""
-    ref_present = f" AND o.deleted_ms IS NULL AND r.state <> '{RefState.Destroyed}'" if present else ""
-    return f"""(EXISTS (
-    SELECT 1 FROM sim_object o{_ZONE_JOINS}
-    WHERE o.snapshot_id = u.resource_id AND o.kind IN ({_KINDS}){own_present} AND {_SCOPE})
-  OR EXISTS (
-    SELECT 1 FROM snapshot_store_ref r
-    JOIN sim_object o ON o.store_kind = {ref_store_kind("r")} AND o.store_id = r.store_id AND o.path = r.install_path
-    {_ZONE_JOINS}
-    WHERE r.snapshot_id = u.resource_id AND o.kind IN ({_KINDS}){ref_present} AND {_SCOPE}))"""
-
-
 _USAGE = f"""
 SELECT u.id, u.type, u.resource_id, u.zone_id,
-    {_has_object(present=False)},
-    {_has_object(present=True)},
-    EXISTS (SELECT 1 FROM usage_event d
-            WHERE d.resource_id = u.resource_id AND d.id > u.id
-              AND ((u.type = '{ON_PRIMARY}' AND d.type IN ('{OFF_PRIMARY}', '{DELETE}'))
-                   OR (u.type <> '{ON_PRIMARY}' AND d.type = '{DELETE}' AND d.zone_id = u.zone_id)))
+    {has_object(present=False)},
+    {has_object(present=True)},
+    {STOPPED}
 FROM usage_event u
 WHERE u.type IN ('{ON_PRIMARY}', '{OFF_PRIMARY}', '{CREATE}', '{COPY}', '{DELETE}')
 ORDER BY u.id

@@ -11,47 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from snapshotfsm.invariants.base import Input, Invariant, Run, Violation, When, invariant
-from snapshotfsm.names import RefState, SnapshotState
-
-DATA_KINDS = ("snapshot", "delta", "recovering")
-"""Kinds of object that hold a snapshot's data (a full file, a delta on its parent, a StorPool copy in progress)."""
-
-
-def ref_store_kind(alias: str) -> str:
-    """SQL for the ``sim_object.store_kind`` of the store that the ``snapshot_store_ref`` aliased ``alias`` is on."""
-    return f"CASE {alias}.store_role WHEN 'Primary' THEN 'primary' ELSE 'image' END"
-
-
-_OWNED = f"""
-WITH RECURSIVE owned(store_kind, store_id, path) AS (
-    SELECT {ref_store_kind("r")}, r.store_id, r.install_path
-    FROM snapshot_store_ref r JOIN snapshots s ON s.id = r.snapshot_id
-    WHERE r.state <> ? AND r.install_path IS NOT NULL AND s.removed IS NULL AND s.status <> ?
-  UNION
-    SELECT o.store_kind, o.store_id, o.parent_path
-    FROM owned w JOIN sim_object o ON o.store_kind = w.store_kind AND o.store_id = w.store_id AND o.path = w.path
-    WHERE o.deleted_ms IS NULL AND o.kind = 'delta' AND o.parent_path IS NOT NULL
-),
-checkpoint(store_kind, store_id, path) AS (
-    SELECT {ref_store_kind("r")}, r.store_id, r.kvm_checkpoint_path
-    FROM snapshot_store_ref r
-    WHERE r.kvm_checkpoint_path IS NOT NULL AND r.state <> ? AND EXISTS (
-        SELECT 1 FROM owned w
-        WHERE w.store_kind = {ref_store_kind("r")} AND w.store_id = r.store_id AND w.path = r.install_path)
-)
-SELECT o.id, o.store_kind, o.store_id, o.path, o.kind, o.snapshot_id
-FROM sim_object o
-WHERE o.deleted_ms IS NULL
-  AND NOT EXISTS (
-    SELECT 1 FROM owned w WHERE w.store_kind = o.store_kind AND w.store_id = o.store_id AND w.path = o.path)
-  AND NOT EXISTS (
-    SELECT 1 FROM checkpoint c WHERE c.store_kind = o.store_kind AND c.store_id = o.store_id AND c.path = o.path)
-  AND NOT (o.kind = 'bitmap' AND EXISTS (
-    SELECT 1 FROM checkpoint c JOIN sim_object k
-      ON k.store_kind = c.store_kind AND k.store_id = c.store_id AND k.path = c.path
-    WHERE k.deleted_ms IS NULL AND k.kind = 'checkpoint' AND k.snapshot_id = o.snapshot_id))
-ORDER BY o.id
-"""
+from snapshotfsm.names import RefState
+from snapshotfsm.store.ownership import ORPHAN_PARAMS, OWNED, ref_store_kind
 
 
 @invariant("no-orphan-object", When.QUIESCENT, Input.DATABASE, Input.STORAGE)
@@ -70,8 +31,7 @@ def no_orphan_object(run: Run) -> Iterator[Violation]:
     Quiescent only: while a take or a copy runs, its object exists before the answer that records it arrives.
     """
     conn = run.store.conn
-    params = (RefState.Destroyed, SnapshotState.Destroyed, RefState.Destroyed)
-    for object_id, store_kind, store_id, path, kind, snapshot_id in conn.execute(_OWNED, params):
+    for object_id, store_kind, store_id, path, kind, snapshot_id in conn.execute(OWNED, ORPHAN_PARAMS):
         of = f"snapshot {snapshot_id}" if snapshot_id is not None else "no snapshot"
         yield Violation(
             "no-orphan-object",

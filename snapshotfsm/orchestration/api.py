@@ -10,9 +10,12 @@ in the async job. The error codes of both are in ``api_errors``.
 
 from __future__ import annotations
 
+import contextlib
+
 from snapshotfsm.describe import vm_str, volume_str
 from snapshotfsm.errors import (
     ApiError,
+    CloudException,
     CloudRuntimeException,
     InvalidParameterValueException,
     NullPointerException,
@@ -278,6 +281,27 @@ def _alloc(
             msg = f"Snapshot resource limit exceeded for account id : {owner.id}. Failed to create recurring snapshots"
             accounting.alert(rt, accounting.ALERT_TYPE_UPDATE_RESOURCE_COUNT, msg)
         raise
+    # Hardened (allocation_is_atomic): the row and its two charges commit together, or none of them does.
+    try:
+        with rt.store.atomic() if rt.profile.allocation_is_atomic else contextlib.nullcontext():
+            _insert_and_charge(rt, ctx, volume, name, kind, location_type, hypervisor, store_type)
+    except CloudException:
+        if rt.profile.allocation_is_atomic:
+            ctx.snapshot_id = ctx.account_id = 0  # the row went with the rollback
+        raise
+
+
+def _insert_and_charge(
+    rt: Runtime,
+    ctx: TakeContext,
+    volume: Volume,
+    name: str,
+    kind: str,
+    location_type: str | None,
+    hypervisor: str,
+    store_type: str,
+) -> None:
+    """The ``snapshots`` insert, then the ``snapshot`` and store-type increments (spec §5.1 step 6)."""
     snapshot = rt.store.insert(
         Snapshot(
             uuid=rt.new_uuid(),

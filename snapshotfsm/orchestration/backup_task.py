@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 
 from snapshotfsm.errors import CloudException, CloudRuntimeException
-from snapshotfsm.names import Task
+from snapshotfsm.names import RefState, Task
 from snapshotfsm.orchestration import copies
+from snapshotfsm.orchestration.accounting import SECONDARY_STORAGE, change_count
 from snapshotfsm.orchestration.backup import (
     SnapshotVO,
     after_backup,
@@ -21,8 +22,17 @@ from snapshotfsm.orchestration.backup import (
 )
 from snapshotfsm.orchestration.contexts import BackupTaskContext, Machine
 from snapshotfsm.orchestration.contract import StepTable, Turn
+from snapshotfsm.orchestration.lookups import store_resource_type
 from snapshotfsm.orchestration.runtime import Runtime
-from snapshotfsm.store.records import SYSTEM_ACCOUNT_ID, SYSTEM_USER_ID, Snapshot, StoragePool, Volume
+from snapshotfsm.store.records import (
+    SYSTEM_ACCOUNT_ID,
+    SYSTEM_USER_ID,
+    Snapshot,
+    SnapshotStoreRef,
+    StoragePool,
+    Volume,
+    Zone,
+)
 from snapshotfsm.strategies.base import BackupKind, SnapshotTake
 
 log = logging.getLogger(__name__)
@@ -70,7 +80,32 @@ def answered(t: Turn[BackupTaskContext]) -> str | None:
     failure = finish_backup(rt, take, ctx.image_ref_id, t.answer, async_backup=True, orig_state=ctx.backup_orig_state)
     if failure is not None:
         raise CloudRuntimeException(failure)
+    if rt.profile.correction_on_charged_counter:
+        _correct_to_backup(rt, ctx)
     return _after_backup(rt, ctx, take)
+
+
+def _correct_to_backup(rt: Runtime, ctx: BackupTaskContext) -> None:
+    """Hardened: the take corrected the charge to the primary file's size; the backup's may be smaller (§5.4 step 12).
+
+    A delta backup (§16.2) holds less than the primary file, and the recount counts the backup's ``physical_size``
+    (§19.2): the difference comes off ``secondary_storage``, the counter the allocation charged (§5.1). A sync
+    take corrects by the backup's size at once (its role is ``Image``), so only the task needs this.
+    """
+    image = rt.store.first(SnapshotStoreRef, "id = ? AND state = ?", (ctx.image_ref_id, RefState.Ready))
+    primary = rt.store.first(
+        SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Primary' AND state = ?", (ctx.snapshot_id, RefState.Ready)
+    )
+    if image is None or primary is None or image.physical_size == primary.physical_size:
+        return
+    snapshot = rt.store.get(Snapshot, ctx.snapshot_id)
+    if (
+        store_resource_type(rt, rt.store.get(Zone, snapshot.data_center_id), snapshot.location_type)
+        != SECONDARY_STORAGE
+    ):
+        return
+    delta = image.physical_size - primary.physical_size
+    change_count(rt, snapshot.account_id, SECONDARY_STORAGE, delta, owner_id=snapshot.account_id)
 
 
 def _after_backup(rt: Runtime, ctx: BackupTaskContext, take: SnapshotTake) -> str | None:

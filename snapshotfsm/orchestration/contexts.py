@@ -82,6 +82,9 @@ class TakeContext(Context):
     pool_ids: tuple[int, ...] = ()
     api_error: tuple[int, str] | None = None
     """The API's answer to a refusal or a failure: error code and text."""
+    given_back: bool = attrs.field(default=False, metadata=NOT_SUMMARISED)
+    """``SnapshotManagerImpl.takeSnapshot``'s outer catch gave back the allocation's charges (``take.unwind``): read
+    by the ``hardened`` profile's ``refused_take_gives_back``, which gives them back once, here or in the refusal."""
     _payload: Payload | None = attrs.field(default=None, metadata=NOT_SUMMARISED)
     _take: SnapshotTake | None = attrs.field(default=None, metadata=NOT_SUMMARISED)
     _strategy: SnapshotStrategy | None = None
@@ -364,6 +367,9 @@ class DeleteContext(Context):
     pre_state: str | None = None
     zones: list[int] = attrs.field(factory=list)
     refs_before: list[RefBefore] = attrs.field(factory=list)
+    backed_up: bool = attrs.field(default=False, metadata=NOT_SUMMARISED)
+    """The snapshot had an ``Image`` ref (any state) when the delete began: the recount then counts none of its
+    primary refs (spec §19.2). Read by the ``hardened`` profile's ``storage_charged_as_recounted``."""
     account_id: int = 0
     result: bool | None = None
     """What the strategy returned (None: it threw, or never ran)."""

@@ -253,6 +253,8 @@ class Turn(Generic[C]):
     """What the step returned: the next event, or None to wait."""
     writes: int = 0
     """Durable writes the step committed so far (its crash points are ``<step>#<n>``)."""
+    accesses: int = 0
+    """Reads and writes the step made so far (its interleaving points are ``<step>@<n>``)."""
     row: TransitionDef | None = None
     """The transition whose step runs (set before the step is called): its ``on_error`` is taken if it raises."""
     replies: list[str] = attrs.field(factory=list)

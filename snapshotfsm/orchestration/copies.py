@@ -460,9 +460,9 @@ def zone_answered(t: Turn[CopyContext]) -> str:
     ref = rt.store.update(ref, **fields)
     store_ref_event(rt.store, ref, RefEvent.OperationSucceeded)
     add_to_zone(rt, snapshot.id, target.zone_id)
-    accounting.change_count(
-        rt, snapshot.account_id, accounting.SECONDARY_STORAGE, ref.size, owner_id=snapshot.account_id
-    )
+    # Hardened (storage_charged_as_recounted): the copy is charged what it stored, as the recount counts it (§19.2).
+    charge = ref.physical_size if rt.profile.storage_charged_as_recounted else ref.size
+    accounting.change_count(rt, snapshot.account_id, accounting.SECONDARY_STORAGE, charge, owner_id=snapshot.account_id)
     if snapshot.account_id != SYSTEM_ACCOUNT_ID:
         accounting.usage(
             rt,
@@ -503,6 +503,18 @@ def add_to_zone(rt: Runtime, snapshot_id: int, zone_id: int) -> None:
             zone_id=zone_id, snapshot_id=snapshot_id, created=rt.clock.timestamp(), last_updated=rt.clock.timestamp()
         )
     )
+
+
+def _charge_pool_copy(rt: Runtime, snapshot: Snapshot, dest: SnapshotStoreRef) -> None:
+    """Hardened: a pool copy charges its owner the copy's physical size, unless the snapshot is backed up (§7.4).
+
+    Upstream charges the calling user's id (the system's charges no one) the snapshot's size; the recount (§19.2)
+    counts a primary file only for a snapshot with no ``Image`` ref, and for the owner.
+    """
+    if rt.store.first(SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Image'", (snapshot.id,)) is not None:
+        return
+    owner = snapshot.account_id
+    accounting.change_count(rt, owner, accounting.PRIMARY_STORAGE, dest.physical_size, owner_id=owner)
 
 
 def copy_to_pool(t: Turn[CopyContext]) -> str | None:
@@ -572,7 +584,10 @@ def copy_to_pool(t: Turn[CopyContext]) -> str | None:
     # The increment passes the calling *user* id where an account id is expected (spec §7.4), so the system's user
     # charges no one; the usage event, written unless that user id is 1, goes to the calling account, not the owner.
     user_id, account_id = ctx.calling_user_id, ctx.calling_account_id
-    accounting.change_count(rt, user_id, accounting.PRIMARY_STORAGE, snapshot.size, owner_id=snapshot.account_id)
+    if rt.profile.storage_charged_as_recounted:
+        _charge_pool_copy(rt, snapshot, moved)
+    else:
+        accounting.change_count(rt, user_id, accounting.PRIMARY_STORAGE, snapshot.size, owner_id=snapshot.account_id)
     if user_id != SYSTEM_ACCOUNT_ID:
         accounting.usage(
             rt,

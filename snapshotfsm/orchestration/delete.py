@@ -19,6 +19,8 @@ and the job waits for ever.
 
 from __future__ import annotations
 
+import json
+
 from snapshotfsm.describe import snapshot_str
 from snapshotfsm.errors import (
     ApiError,
@@ -121,6 +123,24 @@ def start_detached(runner: Runner, snapshot_id: int, *, caller_id: int, thread: 
     runner.fire(run, Delete.Start)
 
 
+def resume_job(runner: Runner, job: AsyncJob, *, thread: str) -> None:
+    """Hardened (``restart_resolves_left_over_jobs``): a left-over delete job runs again on ``thread`` and answers.
+
+    Upstream fails the job at restart and re-deletes the Destroying snapshot without one (spec §10.1, §10.3): the
+    user reads FAILED while the snapshot goes. Here the re-delete is the job's, and its answer is the delete's.
+    """
+    params = json.loads(job.job_cmd_info)
+    ctx = DeleteContext(
+        job_id=job.id,
+        snapshot_id=int(params["id"]),
+        caller_id=job.account_id,
+        zone_id=params.get("zoneid"),
+        api=True,
+        thread=thread,
+    )
+    runner.fire(runner.start(Machine.DELETE, ctx), Delete.Start)
+
+
 def start(t: Turn[DeleteContext]) -> StepGen:
     """``SnapshotManagerImpl.deleteSnapshot`` (spec §9.4): its checks, then the strategy's delete, to the end.
 
@@ -157,10 +177,16 @@ def start(t: Turn[DeleteContext]) -> StepGen:
         if zone_id is not None and ref_zone != zone_id:
             continue
         ctx.refs_before.append(RefBefore(ref.store_role, ref.state, ref.physical_size))
+        if rt.profile.delete_bills_only_made_copies and ref.state == RefState.Allocated:
+            # Hardened: a copy's destination not yet made (spec §7.4) has no object in its zone to stop billing.
+            continue
         if ref_zone not in ctx.zones:
             ctx.zones.append(ref_zone)
     ctx.pre_state = snapshot.status
     ctx.account_id = snapshot.account_id
+    if rt.profile.storage_charged_as_recounted:
+        image = rt.store.first(SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Image'", (snapshot_id,))
+        ctx.backed_up = image is not None
     try:
         result = yield from strategy.delete(rt.strategy_env, snapshot_id, zone_id)
     except CloudException as exc:
@@ -183,15 +209,29 @@ def finish(t: Turn[DeleteContext]) -> None:
         for zone_id in ctx.zones:
             accounting.usage(rt, "SNAPSHOT.DELETE", snapshot, size=0, zone_id=zone_id)
     after = rt.store.first(Snapshot, "id = ? AND removed IS NULL", (snapshot.id,))
-    if (after is None or after.status == SnapshotState.Destroyed) and ctx.pre_state not in (
-        SnapshotState.Error,
-        SnapshotState.Destroyed,
+    # Hardened (refused_take_gives_back): an Allocated row's take job is still to run, and fails on the removed row;
+    # it gives back what allocSnapshot charged, both counts, once (take.give_back_refused), so the delete does not.
+    taken_back_by_take = rt.profile.refused_take_gives_back and ctx.pre_state == SnapshotState.Allocated
+    if (
+        (after is None or after.status == SnapshotState.Destroyed)
+        and ctx.pre_state
+        not in (
+            SnapshotState.Error,
+            SnapshotState.Destroyed,
+        )
+        and not taken_back_by_take
     ):
         accounting.change_count(rt, ctx.account_id, accounting.SNAPSHOT, -1, owner_id=snapshot.account_id)
     for ref in ctx.refs_before:
         if ref.state == RefState.Ready and ref.role != "Primary":
             accounting.change_count(
                 rt, ctx.account_id, accounting.SECONDARY_STORAGE, -ref.physical_size, owner_id=snapshot.account_id
+            )
+        elif ref.state == RefState.Ready and rt.profile.storage_charged_as_recounted and not ctx.backed_up:
+            # Hardened: primary_storage is never given back upstream (spec §9.4); a primary file of a snapshot with
+            # no backup was charged its physical size (§5.4 step 12, §7.4), and that is what goes.
+            accounting.change_count(
+                rt, ctx.account_id, accounting.PRIMARY_STORAGE, -ref.physical_size, owner_id=snapshot.account_id
             )
     if ctx.api:
         _event(t, f"Successfully completed {EVENT_DESCRIPTION}", state="Completed")

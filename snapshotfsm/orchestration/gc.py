@@ -13,6 +13,7 @@ from collections.abc import Generator
 from snapshotfsm.drivers.base import Answer
 from snapshotfsm.errors import CloudException
 from snapshotfsm.names import Gc, RefState, SnapshotState
+from snapshotfsm.orchestration import reconcile
 from snapshotfsm.orchestration.contexts import GcContext, Machine
 from snapshotfsm.orchestration.contract import Resumes, StepGen, StepTable, Turn
 from snapshotfsm.orchestration.runner import Runner
@@ -119,8 +120,15 @@ def _quietly(deletion: DeleteRun) -> Collection:
 
 
 def start(t: Turn[GcContext]) -> StepGen:
-    """Destroying refs, then Destroyed image refs, then snapshots in Error (StorageManagerImpl.cleanupStorage)."""
+    """Destroying refs, then Destroyed image refs, then snapshots in Error (StorageManagerImpl.cleanupStorage).
+
+    Hardened (``gc_reconciles_storage``): then what no row owns is deleted and the bills of what went are closed
+    (:mod:`snapshotfsm.orchestration.reconcile`); upstream stops at the rows (spec §10.5).
+    """
     yield from _collect(t.rt, t.ctx)
+    if t.rt.profile.gc_reconciles_storage:
+        reconcile.delete_orphans(t.rt)
+        reconcile.close_bills(t.rt)
     return Gc.Finish
 
 

@@ -19,6 +19,7 @@ from snapshotfsm.orchestration.api_errors import INTERNAL_ERROR, execute_error, 
 from snapshotfsm.orchestration.contexts import TakeContext
 from snapshotfsm.orchestration.contract import StepTable, Turn, job_thread
 from snapshotfsm.orchestration.runtime import Runtime
+from snapshotfsm.orchestration.take import give_back_refused
 from snapshotfsm.store.records import AsyncJob, ResourceTag, Snapshot, Volume
 
 CREATE_SNAPSHOT_CMD = "org.apache.cloudstack.api.command.user.snapshot.CreateSnapshotCmd"
@@ -197,6 +198,10 @@ def fail(t: Turn[TakeContext]) -> None:
     if ctx.intercepted:
         create_event(rt, ctx, "Error while taking snapshot", state="Completed", level="ERROR")
         ctx.intercepted = False
+    if rt.profile.refused_take_gives_back:
+        # Hardened: CreateSnapshotCmd.execute's catch only maps the error (spec §5.2); the take's charges and its
+        # Allocated row go before the job answers FAILED.
+        give_back_refused(rt, ctx)
     result = serialized_response("ExceptionResponse", "null", {"uuidList": [], "errorcode": code, "errortext": text})
     complete(rt, rt.store.get(AsyncJob, ctx.job_id), JobEvent.CompleteFailed, code, result)
 

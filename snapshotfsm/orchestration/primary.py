@@ -87,9 +87,14 @@ def request(t: Turn[TakeContext]) -> None:
             )
     except CloudException as exc:
         # The catch fires OperationFailed on the ORIGINAL SnapshotObject, whose in-memory state is still
-        # Allocated: NoTransition, caught, and the row stays Creating (spec §5.6 step 4).
+        # Allocated: NoTransition, caught, and the row stays Creating (spec §5.6 step 4). Hardened
+        # (fail_take_on_current_snapshot): on the snapshot as the take moved it, and its primary ref too.
+        held = take.snapshot if rt.profile.fail_take_on_current_snapshot else original
         with contextlib.suppress(NoTransitionException):
-            snapshot_event(rt.store, original, SnapshotEvent.OperationFailed)
+            take.snapshot = snapshot_event(rt.store, held, SnapshotEvent.OperationFailed)
+        if rt.profile.fail_take_on_current_snapshot:
+            with contextlib.suppress(CloudException):
+                store_ref_event(rt.store, moved, RefEvent.OperationFailed)
         text = snapshot_object_str(original, take.pool.id, take.image_store_id)
         raise CloudRuntimeException(f"Failed to take snapshot {text}", cause=exc) from exc
 
@@ -123,7 +128,10 @@ def answered(t: Turn[TakeContext]) -> str:
     if answer.result:
         _update_size(rt, ctx, answer)
     snapshot = rt.store.get(Snapshot, take.snapshot.id)
-    accounting.usage(rt, "SNAPSHOT.ON_PRIMARY", snapshot, size=snapshot.size, virtual_size=snapshot.size)
+    if not rt.profile.usage_only_for_objects or (failure is None and ctx.image_store_id is None):
+        # Hardened (usage_only_for_objects): only a take that succeeded and left its file on primary storage
+        # bills it; KVM file-based storage with backup on writes straight to secondary (§13.2).
+        accounting.usage(rt, "SNAPSHOT.ON_PRIMARY", snapshot, size=snapshot.size, virtual_size=snapshot.size)
     if failure is not None:
         raise CloudRuntimeException(failure)
     take.snapshot = snapshot
@@ -148,6 +156,12 @@ def _callback(rt: Runtime, ctx: TakeContext, ref: SnapshotStoreRef, answer: Answ
     except CloudException as exc:
         with contextlib.suppress(NoTransitionException):
             take.snapshot = snapshot_event(rt.store, take.snapshot, SnapshotEvent.OperationFailed)
+        if rt.profile.fail_take_on_current_snapshot:
+            # Hardened: a null answer fails the primary ref too, which upstream leaves Creating (§5.6 item 6).
+            current = rt.store.first(SnapshotStoreRef, "id = ? AND state = ?", (ref.id, RefState.Creating))
+            if current is not None:
+                with contextlib.suppress(CloudException):
+                    store_ref_event(rt.store, current, RefEvent.OperationFailed)
         return f"{exc.java_name}: {exc.message}"
     return None
 

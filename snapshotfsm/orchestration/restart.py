@@ -30,9 +30,12 @@ from snapshotfsm.names import (
 )
 from snapshotfsm.objects import snapshot_event, store_ref_event, volume_transit
 from snapshotfsm.orchestration import delete as deletes
-from snapshotfsm.orchestration import policies
+from snapshotfsm.orchestration import policies, reconcile
 from snapshotfsm.orchestration.api_errors import INTERNAL_ERROR
+from snapshotfsm.orchestration.copy_api import COPY_SNAPSHOT_CMD
+from snapshotfsm.orchestration.delete import DELETE_SNAPSHOT_CMD
 from snapshotfsm.orchestration.dispatch import VM_WORK_TAKE_VOLUME_SNAPSHOT
+from snapshotfsm.orchestration.jobs import CREATE_SNAPSHOT_CMD
 from snapshotfsm.orchestration.runner import Runner
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.store.records import (
@@ -192,7 +195,10 @@ def cleanup_left_over_jobs(rt: Runtime, ms_id: int) -> dict[str, int]:
                 (JobState.ordinal(JobState.IN_PROGRESS), ms_id, ms_id),
                 order_by="created, id",
             )
+            hardened = rt.profile.restart_resolves_left_over_jobs
             for job in pending:
+                if hardened and _resolved_otherwise(rt, job):
+                    continue
                 try:
                     _cleanup_resources(rt, job)
                 except CloudException as exc:
@@ -213,11 +219,58 @@ def cleanup_left_over_jobs(rt: Runtime, ms_id: int) -> dict[str, int]:
                     removed=now,
                 )
                 jobs_failed += 1
+                if hardened:
+                    _undo(rt, failed)
+            if hardened:
+                reconcile.drop_jobless_allocations(rt)
             details = _cleanup_ms_id_details(rt, ms_id)
     except CloudException as exc:
         log.warning("Unexpected exception while cleaning up left over jobs for management server %s: %s", ms_id, exc)
         return {"jobs_failed": 0, "ms_id_details": 0}
     return {"jobs_failed": jobs_failed, "ms_id_details": details}
+
+
+def _resolved_otherwise(rt: Runtime, job: AsyncJob) -> bool:
+    """Hardened (``restart_resolves_left_over_jobs``): a delete job is finished rather than failed.
+
+    Its snapshot already gone (``Destroyed`` or removed): the job answers SUCCEEDED. Still ``Destroying``: the job
+    is left IN_PROGRESS and the re-delete of §10.3 (:func:`redelete_destroying`) runs under it and answers it. A
+    FAILED answer for a delete that moved rows is what upstream gives (spec §10.1, §21.4.1).
+    """
+    if job.job_cmd != DELETE_SNAPSHOT_CMD or job.instance_id is None:
+        return False
+    snapshot = rt.store.first(Snapshot, "id = ?", (job.instance_id,))
+    if snapshot is None or snapshot.removed is not None or snapshot.status == SnapshotState.Destroyed:
+        reconcile.finish_delete_job(rt, job)
+        if snapshot is not None:
+            reconcile.recount_account(rt, snapshot.account_id)
+        return True
+    if snapshot.status != SnapshotState.Destroying:
+        return False
+    if rt.store.count(SnapshotStoreRef, "snapshot_id = ? AND state != ?", (snapshot.id, RefState.Destroyed)) == 0:
+        # Every file is gone and the crash fell before the snapshot's own write: that write, then the answer.
+        snapshot_event(rt.store, snapshot, SnapshotEvent.OperationSucceeded)
+        reconcile.finish_delete_job(rt, job)
+        reconcile.recount_account(rt, snapshot.account_id)
+    return True
+
+
+def _undo(rt: Runtime, job: AsyncJob) -> None:
+    """Hardened (``restart_resolves_left_over_jobs``): what a FAILED take or copy left is undone; counts recounted.
+
+    Upstream's ``cleanupSnapshot`` only soft-removes an Allocated snapshot and fails a Creating one, leaving
+    CreatedOnPrimary, BackingUp and BackedUp snapshots live under a FAILED job, the volume Snapshotting, refs
+    Creating and the counts as far as the job got (spec §10.1, §21.4.3).
+    """
+    if job.instance_type != "Snapshot" or job.instance_id is None:
+        return
+    snapshot = rt.store.first(Snapshot, "id = ?", (job.instance_id,))
+    if job.job_cmd == CREATE_SNAPSHOT_CMD:
+        reconcile.undo_take(rt, job.instance_id)
+    elif job.job_cmd == COPY_SNAPSHOT_CMD:
+        reconcile.undo_copy(rt, job)
+    if snapshot is not None:
+        reconcile.recount_account(rt, snapshot.account_id)
 
 
 def _cleanup_resources(rt: Runtime, job: AsyncJob) -> None:
@@ -268,6 +321,16 @@ def _cleanup_ms_id_details(rt: Runtime, ms_id: int) -> int:
     details = store.find(SnapshotDetail, "name = ? AND value = ? AND display = 0", (MS_ID, str(ms_id)))
     for detail in details:
         snapshot = store.first(Snapshot, "id = ? AND removed IS NULL", (detail.snapshot_id,))
+        if (
+            rt.profile.restart_resolves_left_over_jobs
+            and snapshot is not None
+            and snapshot.status in (SnapshotState.CreatedOnPrimary, SnapshotState.BackingUp)
+        ):
+            # Hardened: the async backup task died with this server (spec §7.2); its snapshot ends BackedUp.
+            reconcile.finish_backup(rt, snapshot)
+            reconcile.recount_account(rt, snapshot.account_id)
+            store.delete(detail, by="cleanupFailedSnapshotsCreatedWithDefaultStrategy")
+            continue
         on_primary = store.first(SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Primary'", (detail.snapshot_id,))
         if snapshot is not None and on_primary is not None:
             with contextlib.suppress(NoTransitionException):
@@ -342,10 +405,26 @@ def redelete_destroying(runner: Runner) -> int:
     re-delete whose storage delete never answers would block CloudStack's start for ever; the model parks that
     delete (its job-less run waits in Deleting) and goes on with the start.
     """
-    destroying = runner.rt.store.find(Snapshot, "status = ? AND removed IS NULL", (SnapshotState.Destroying,))
+    rt = runner.rt
+    destroying = rt.store.find(Snapshot, "status = ? AND removed IS NULL", (SnapshotState.Destroying,))
     for snapshot in destroying:
+        job = _left_over_delete(rt, snapshot.id) if rt.profile.restart_resolves_left_over_jobs else None
+        if job is not None:
+            # Hardened: the delete job this server left runs again and answers (``_resolved_otherwise``).
+            deletes.resume_job(runner, job, thread=START_THREAD)
+            continue
         deletes.start_detached(runner, snapshot.id, caller_id=SYSTEM_ACCOUNT_ID, thread=START_THREAD)
     return len(destroying)
+
+
+def _left_over_delete(rt: Runtime, snapshot_id: int) -> AsyncJob | None:
+    """The IN_PROGRESS delete job of the snapshot that this server ran (or created), if any."""
+    return rt.store.first(
+        AsyncJob,
+        "job_cmd = ? AND instance_id = ? AND job_status = ?"
+        " AND (job_executing_msid = ? OR (job_executing_msid IS NULL AND job_init_msid = ?))",
+        (DELETE_SNAPSHOT_CMD, snapshot_id, JobState.ordinal(JobState.IN_PROGRESS), rt.ms_id, rt.ms_id),
+    )
 
 
 def remove_orphan_policies(rt: Runtime) -> int:

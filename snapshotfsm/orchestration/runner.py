@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from transitions import EventData
@@ -35,6 +35,7 @@ from snapshotfsm.errors import (
     StepWithoutErrorTransition,
     did_you_mean,
 )
+from snapshotfsm.faults import Access
 from snapshotfsm.machines import RowTransition, StateMachine, Step
 from snapshotfsm.orchestration.contract import (
     Context,
@@ -73,7 +74,14 @@ class Runner:
         self.awaiting: dict[int, list[str]] = {}
         """For each live run, the events of the driver answers it waits for (the callbacks :meth:`reply` made)."""
         self._turn: Turn[Any] | None = None
+        self._firing: set[int] = set()
+        """The runs whose :meth:`fire` is on the stack: a task let in at an interleaving point may not fire them."""
+        self._moving = ""
+        """The workflow event being fired, outside its step (its move persisted, its effects carried out)."""
+        self._moving_count = 0
         rt.store.write_point = self._write_point
+        if rt.faults.interleaves:
+            rt.store.access_point = self._access_point
 
     # --- what a turn may ask of the runner (contract.Hooks) ---------------------------------------------------------
 
@@ -93,6 +101,10 @@ class Runner:
                     f"{run.machine} {run.id}: a driver answered twice to the call that {event} resumes (an "
                     "operation's callback is called once)"
                 )
+            if run.id in self._firing:
+                delivered = False
+                self._when_free(lambda: deliver(answer), f"answer to {run.machine} {run.id} {event}")
+                return
             delivered = True
             if event in waits:
                 waits.remove(event)
@@ -153,9 +165,12 @@ class Runner:
         rt, store, env = self.rt, self.rt.store, self.rt.strategy_env
         machine = self.machines[run.machine]
         previous_job, previous_thread = store.current_job_id, env.thread
+        previous_moving = self._moving, self._moving_count
+        self._firing.add(run.id)
         try:
             while True:
                 where = f"{run.machine}.{event}"
+                self._moving, self._moving_count = where, 0
                 if rt.faults.should_crash(rt.ms_id, where, rt.clock.now_ms):
                     raise MsCrash(rt.ms_id, where)
                 turn: Turn[Any] = Turn(rt, run, event, answer, self)
@@ -176,19 +191,21 @@ class Runner:
                     return run
                 event = turn.outcome
         finally:
+            self._firing.discard(run.id)
             store.current_job_id = previous_job
             env.thread = previous_thread
+            self._moving, self._moving_count = previous_moving
 
     def _step(self, machine: StateMachine, run: Run[Any], event: str, turn: Turn[Any]) -> str:
         """Trigger ``event``: the legality check, then the step as the transition's callback; the destination."""
-        self._turn = turn
+        previous, self._turn = self._turn, turn
         try:
             return machine.fire(run.id, run.state, event, turn=turn)
         except NotFound as gone:
             # CloudStack's DAO returns null for a row removed underneath the job; the code then dereferences it.
             raise NullPointerException(f"{gone} (removed while the job ran)") from gone
         finally:
-            self._turn = None
+            self._turn = previous
 
     def _write_point(self) -> None:
         """A step is about to commit a durable write: the crash point ``<step>#<n>`` (the n-th of this call)."""
@@ -199,6 +216,55 @@ class Runner:
         where = f"{turn.row.calls}#{turn.writes}"
         if self.rt.faults.should_crash(self.rt.ms_id, where, self.rt.clock.now_ms):
             raise MsCrash(self.rt.ms_id, where)
+
+    def where_now(self) -> str:
+        """The interleaving point the next read or write is at (each call counts one).
+
+        ``<step>@<n>`` inside a step, ``<machine>.<event>@<n>`` while its move is persisted, else
+        ``<crash point>@<n>`` after the last crash point the server passed (a restart phase, a tick).
+        """
+        turn = self._turn
+        if turn is not None and turn.row is not None and turn.row.calls is not None:
+            turn.accesses += 1
+            return f"{turn.row.calls}@{turn.accesses}"
+        if self._moving:
+            self._moving_count += 1
+            return f"{self._moving}@{self._moving_count}"
+        scheduler = self.rt.scheduler
+        scheduler.where_count += 1
+        return f"{scheduler.where}@{scheduler.where_count}"
+
+    def _access_point(self, op: str, table: str, row: int | None) -> None:
+        """A read or write is next (spec §21.1: every DAO call is its own statement, between which other threads run).
+
+        Inside a transaction nothing is let in: its rows are held until it commits. Otherwise the fault plan may
+        choose a ready task to run first; this step waits, on the stack, until that task reaches its own wait.
+        """
+        rt = self.rt
+        if rt.store.conn.in_transaction:
+            return
+        where = self.where_now()
+        task = rt.faults.interleave(rt.ms_id, where, Access(op, table, row), rt.scheduler.ready)
+        if task is None:
+            return
+        ms = f"ms{rt.ms_id}"
+        rt.note("preempt", ms, ms, f"preempted at {where} (before {op} {table}): {task.label} runs first")
+        saved = (self._turn, self._moving, self._moving_count)
+        store, env = rt.store, rt.strategy_env
+        job, thread = store.current_job_id, env.thread
+        try:
+            rt.scheduler.preempt(task)
+        finally:
+            self._turn, self._moving, self._moving_count = saved
+            store.current_job_id, env.thread = job, thread
+        rt.note("resume", ms, ms, f"resumes at {where}")
+
+    def _when_free(self, go: Callable[[], None], label: str) -> None:
+        """A task let in at an interleaving point would fire a run whose step is on the stack: it waits for it.
+
+        (A thread of CloudStack's would block on the job's lock; here it runs again once the scheduler is back.)
+        """
+        self.rt.scheduler.call_later(0, go, label=label, owner=self.rt.ms_id)
 
     def _failed(self, run: Run[Any], turn: Turn[Any], event: str, exc: CloudException) -> str:
         """A step raised: what it asked for is carried out, the failure recorded; the error event is next."""
@@ -227,6 +293,9 @@ class Runner:
         incarnation = rt.incarnation
 
         def go() -> None:
+            if run.id in self._firing:
+                self._when_free(go, label or f"{run.machine} {run.id} {event}")
+                return
             if rt.incarnation == incarnation and self.live.get(run.id) is run:
                 self.fire(run, event)
 

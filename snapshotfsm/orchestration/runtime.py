@@ -49,6 +49,7 @@ class Runtime:
         Raises:
             MsCrash: a crash rule fires at ``where``.
         """
+        self.scheduler.where, self.scheduler.where_count = where, 0
         if self.faults.should_crash(self.ms_id, where, self.clock.now_ms):
             raise MsCrash(self.ms_id, where)
 

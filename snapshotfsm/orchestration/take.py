@@ -18,7 +18,8 @@ from snapshotfsm.errors import (
     NullPointerException,
     UnsupportedOperationException,
 )
-from snapshotfsm.names import RefState, Retention, Take, VolumeState
+from snapshotfsm.names import RefEvent, RefState, Retention, SnapshotState, Take, VolumeState
+from snapshotfsm.objects import store_ref_event
 from snapshotfsm.orchestration import accounting, copies, retention
 from snapshotfsm.orchestration.contexts import Machine, TakeContext
 from snapshotfsm.orchestration.contract import StepTable, Turn
@@ -45,6 +46,8 @@ from snapshotfsm.strategies.base import Operation, SnapshotTake
 log = logging.getLogger(__name__)
 
 FILE_BASED_POOLS = ("SharedMountPoint", "NetworkFilesystem", "Filesystem")
+REFUSED_TAKE = "CreateSnapshotCmd.execute (hardened: the refused take's rows)"
+"""How the log names ``refused_take_gives_back``'s writes (direct, as upstream's ``cleanupSnapshot``'s)."""
 
 
 def attached_or_direct(ctx: TakeContext, attached: str, direct: str) -> str:
@@ -199,9 +202,45 @@ def unwind(t: Turn[TakeContext]) -> str:
     accounting.change_count(rt, account_id, accounting.SNAPSHOT, -1, owner_id=owner)
     store_type = store_resource_type(rt, zone, ctx.payload.location_type)
     accounting.change_count(rt, account_id, store_type, -volume.size, owner_id=owner)
+    ctx.given_back = True
     if not isinstance(error, (CloudRuntimeException, UnsupportedOperationException)):
         ctx.error = CloudRuntimeException("Failed to create snapshot", cause=error)
     return attached_or_direct(ctx, Take.FailWork, Take.Fail)
+
+
+def give_back_refused(rt: Runtime, ctx: TakeContext) -> None:
+    """Hardened (``refused_take_gives_back``): a failed take leaves nothing of its allocation (departs from §5.2, §5.4).
+
+    Called when the API job fails. A refusal before ``SnapshotManagerImpl.takeSnapshot``'s try (the checks of
+    ``takeSnapshotInternal`` and ``orchestrateTakeVolumeSnapshot``, §5.2 and §5.3; no image store, §5.4 step 3) never
+    reached the outer catch: the ``snapshot`` count and the store size ``allocSnapshot`` charged (§5.1) are given back
+    here, by the row's size on the store type its location type gave. A take that failed before the snapshot left
+    ``Allocated`` (a strategy's refusal, a volume no longer Ready at ``SnapshotRequested``) leaves its row live: it is
+    soft-removed, as ``cleanupSnapshot`` (§10.1) and a delete of an ``Allocated`` snapshot (§9.4) remove one. A row a
+    delete removed meanwhile gave nothing back under this flag (``delete.finish``): its charges are given back here.
+    A snapshot refused after its file was made (``CreatedOnPrimary``: a backup the strategy refuses, §5.7) is undone
+    as the restart undoes a failed take (``reconcile.undo_take``): Ready refs to the GC, snapshot ``Error``.
+    """
+    snapshot = rt.store.first(Snapshot, "id = ?", (ctx.snapshot_id,))
+    if snapshot is None:
+        return
+    if not ctx.given_back:
+        zone = rt.store.get(Zone, snapshot.data_center_id)
+        store_type = store_resource_type(rt, zone, snapshot.location_type)
+        owner = snapshot.account_id
+        accounting.change_count(rt, owner, accounting.SNAPSHOT, -1, owner_id=owner)
+        accounting.change_count(rt, owner, store_type, -snapshot.size, owner_id=owner)
+        ctx.given_back = True
+    if snapshot.removed is not None:
+        return
+    if snapshot.status == SnapshotState.Allocated:
+        rt.store.remove(snapshot, by=REFUSED_TAKE)
+    elif snapshot.status == SnapshotState.CreatedOnPrimary:
+        # Refused after the file was made (StorageSystem's archive, spec §5.7): undone as a restart undoes a take,
+        # its files to the GC (Destroying refs, snapshot Error as cleanupSnapshot writes it, §10.1, §10.5).
+        for ref in rt.store.find(SnapshotStoreRef, "snapshot_id = ? AND state = ?", (snapshot.id, RefState.Ready)):
+            store_ref_event(rt.store, ref, RefEvent.DestroyRequested)
+        rt.store.write_state_directly(snapshot, SnapshotState.Error, by=REFUSED_TAKE)
 
 
 def data_store_role(rt: Runtime, ctx: TakeContext, snapshot: Snapshot) -> str:
@@ -292,6 +331,8 @@ def end_chain(rt: Runtime, ctx: TakeContext) -> None:
     so that turning incremental on again starts a new one. What this throws fails the post-processing: with
     incremental off, a volume with no VM, or whose VM has no host, has no cluster, and the unboxing of that null
     cluster id throws (quirk): no zone row, no SNAPSHOT.CREATE usage, no storage count correction, no copies.
+    Hardened (``chain_end_without_cluster``), the null cluster is not unboxed: ``endLastChainIfNeeded`` needs the
+    cluster only to read ``kvm.incremental.snapshot``, already read at its global value here (spec §16.6).
     """
     snapshot = rt.store.first(Snapshot, "id = ? AND removed IS NULL", (ctx.snapshot_id,))
     if snapshot is None or snapshot.hypervisor_type != "KVM":
@@ -300,7 +341,7 @@ def end_chain(rt: Runtime, ctx: TakeContext) -> None:
     if rt.config.flag("kvm.incremental.snapshot", cluster=cluster_id):
         end_current_chain(rt.store, snapshot, rt.config.number("snapshot.delta.max"))
         return
-    if cluster_id is None:
+    if cluster_id is None and not rt.profile.chain_end_without_cluster:
         # endLastChainIfNeeded(long clusterId, long volumeId) is handed findClusterIdByVolumeInfo's null Long.
         raise NullPointerException('Cannot invoke "java.lang.Long.longValue()" because "clusterId" is null')
     end_last_chain(rt.store, snapshot.volume_id)
@@ -358,6 +399,9 @@ def _post_process(rt: Runtime, ctx: TakeContext) -> None:
     ref = ready[0]
     accounting.usage(rt, "SNAPSHOT.CREATE", snapshot, size=ref.physical_size, virtual_size=volume.size)
     store_type = accounting.SECONDARY_STORAGE if role == "Image" else accounting.PRIMARY_STORAGE
+    if rt.profile.correction_on_charged_counter:
+        # Hardened: the correction comes off the counter allocSnapshot charged, not the role's (spec §5.4 step 12).
+        store_type = store_resource_type(rt, rt.store.get(Zone, snapshot.data_center_id), snapshot.location_type)
     accounting.decrement(
         rt, payload.account_id, store_type, volume.size - ref.physical_size, owner_id=snapshot.account_id
     )

@@ -167,9 +167,11 @@ class Store:
         self.ms_id = ms_id
         self.clock = clock
         self.profile = profile
-        self.definitions = definitions
+        self.definitions = definitions.for_profile(profile.name)  # the transitions this profile has (states/README)
         self.machines: Mapping[str, StateMachine] = (
-            machines if machines is not None else {name: StateMachine.structure(d) for name, d in definitions.items()}
+            machines
+            if machines is not None
+            else {name: StateMachine.structure(d) for name, d in self.definitions.items()}
         )
         self.bindings = make_bindings(definitions, profile)
         self._by_record = {b.record: b for b in self.bindings.values() if b.record is not Workflow}
@@ -182,6 +184,13 @@ class Store:
         self.current_job_id: int | None = None
         self.write_point: Callable[[], None] | None = None
         """Called before every transaction that commits on its own (a durable write): the engine's crash points."""
+        self.access_point: Callable[[str, str, int | None], None] | None = None
+        """Called before every read and write with ``(op, table, row id)``: the interleaving points (spec §21.1).
+
+        ``op`` is ``read`` (a row by id), ``query`` (rows by a condition), ``insert`` or ``write``. Set by the runner
+        only when the fault plan interleaves tasks; a read or write inside an open transaction calls it too, and
+        the runner lets nothing in there (the transaction holds its rows, as InnoDB's row locks do).
+        """
         self._kept: list[Callable[[], object]] = []
         """Writes made inside the open transaction that its rollback must not take back (:meth:`beside_transaction`)."""
 
@@ -390,6 +399,8 @@ class Store:
                 row[binding.column],
                 f"a state of machine {binding.machine!r}",
             )
+        if self.access_point is not None:
+            self.access_point("insert", record.table, None)
         key = (type(record), tuple(row))
         sql = self._inserts.get(key)
         if sql is None:
@@ -410,6 +421,8 @@ class Store:
         """
         if not isinstance(entity_id, int) or isinstance(entity_id, bool):
             raise InvalidValue(f"{cls.table} id", entity_id, "an integer")
+        if self.access_point is not None:
+            self.access_point("read", cls.table, entity_id)
         row = self.conn.execute(f"SELECT * FROM {cls.table} WHERE id = ?", (entity_id,)).fetchone()
         if row is None:
             raise NotFound(cls.table, entity_id)
@@ -432,6 +445,8 @@ class Store:
                 sql += f" LIMIT {int(limit)}"
             query = self._finds[key] = (sql, tuple(columns(cls)))  # the table's columns, in this order (schema.py)
         sql, names = query
+        if self.access_point is not None:
+            self.access_point("query", cls.table, None)
         return [_build(cls, dict(zip(names, row, strict=True))) for row in self.conn.execute(sql, params)]
 
     def first(self, cls: type[R], where: str | None = None, params: Sequence[object] = ()) -> R | None:
@@ -447,6 +462,8 @@ class Store:
     def count(self, cls: type[Record], where: str | None = None, params: Sequence[object] = ()) -> int:
         """How many rows of ``cls``'s table match ``where``."""
         sql = f"SELECT count(*) FROM {cls.table}" + (f" WHERE {where}" if where else "")
+        if self.access_point is not None:
+            self.access_point("query", cls.table, None)
         return int(self.conn.execute(sql, tuple(params)).fetchone()[0])
 
     def _record(self, cls: type[R], row: Sequence[object]) -> R:
@@ -477,6 +494,8 @@ class Store:
         if not fields:
             return record
         sets = ", ".join(f"{name} = ?" for name in fields)
+        if self.access_point is not None:
+            self.access_point("write", record.table, record.id)
         with self.atomic():
             cur = self.conn.execute(f"UPDATE {record.table} SET {sets} WHERE id = ?", (*fields.values(), record.id))
             if cur.rowcount == 0:
@@ -493,6 +512,8 @@ class Store:
                 record.table, record, "a table with a removed column", message=f"{record.table} has no soft delete"
             )
         stamp = self._timestamp()
+        if self.access_point is not None:
+            self.access_point("write", record.table, record.id)
         with self.atomic():
             cur = self.conn.execute(f"UPDATE {record.table} SET removed = ? WHERE id = ?", (stamp, record.id))
             if cur.rowcount == 0:
@@ -505,6 +526,8 @@ class Store:
 
     def delete(self, record: Record, *, by: str) -> None:
         """Hard delete, as CloudStack does on tables without ``removed`` (e.g. ``snapshot_store_ref``)."""
+        if self.access_point is not None:
+            self.access_point("write", record.table, record.id)
         with self.atomic():
             binding = self._by_record.get(type(record))
             state = None
@@ -539,6 +562,8 @@ class Store:
             raise InvalidValue("event", event, "an event name (str)")
         _check_job_id(job_id)
         dest = self.machines[b.machine].check(entity_id, source, event)
+        if self.access_point is not None:
+            self.access_point("write", entity.table, entity_id)
         return self._write_transition(b, entity, entity_id, source, event, dest, job_id, fields)
 
     def record_transition(self, entity: R, event: str, dest: str, **fields: object) -> R:
@@ -556,6 +581,8 @@ class Store:
         """
         b = self.binding(entity)
         source = b.state_of(getattr(entity, b.column))
+        if self.access_point is not None:
+            self.access_point("write", entity.table, _id_of(entity))
         return self._write_transition(b, entity, _id_of(entity), source, event, dest, None, fields)
 
     def _write_transition(
@@ -654,7 +681,9 @@ class Store:
         if not self.definitions[b.machine].has_state(state):
             raise InvalidValue(f"{entity.table}.{b.column}", state, f"a state of machine {b.machine!r}")
         source = b.state_of(getattr(entity, b.column))
-        _id_of(entity)
+        entity_id = _id_of(entity)
+        if self.access_point is not None:
+            self.access_point("write", entity.table, entity_id)
         updated = self._timestamp() if b.updated else None
         sets = f"{b.column} = ?" + (f", {b.counter} = {b.counter} + 1" if b.counter else "")
         sets += f", {b.updated} = ?" if b.updated else ""

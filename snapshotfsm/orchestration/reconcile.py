@@ -1,0 +1,273 @@
+"""The ``hardened`` profile's reconciliations: what a restart or the storage GC puts right that upstream leaves.
+
+Upstream's restart (spec §10.1) fails every job a dead server ran and cleans up only an ``Allocated`` or
+``Creating`` snapshot; the storage GC (§10.5) deletes what rows say is gone, never what storage holds that no row
+owns; nothing closes a bill whose object went by a path that publishes no usage event (§5.10). Each function here is
+called only under the profile flag that names it (``snapshotfsm.profiles.Profile``), from the module where the
+behaviour lives (``restart``, ``gc``); none of them is CloudStack's.
+
+Every state change goes through the entity machines' own transitions (``states/*.toml``, never changed by a
+profile) or, where CloudStack itself writes a state directly (``cleanupSnapshot``'s Error), through a named direct
+write: the log says which method did it and that it is a hardened one.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import attrs
+
+from snapshotfsm.errors import CloudException
+from snapshotfsm.names import (
+    JobEvent,
+    JobState,
+    RefEvent,
+    RefState,
+    SnapshotEvent,
+    SnapshotState,
+    VolumeEvent,
+    VolumeState,
+)
+from snapshotfsm.objects import snapshot_event, store_ref_event, volume_transit
+from snapshotfsm.orchestration import recount
+from snapshotfsm.orchestration.jobs import complete, serialized_response
+from snapshotfsm.orchestration.runtime import Runtime
+from snapshotfsm.store.ownership import (
+    DELETE,
+    OFF_PRIMARY,
+    ON_PRIMARY,
+    ORPHAN_PARAMS,
+    OWNED,
+    STARTS,
+    STOPPED,
+    has_object,
+)
+from snapshotfsm.store.records import (
+    AsyncJob,
+    Snapshot,
+    SnapshotStoreRef,
+    StorageObject,
+    TransitionLog,
+    UsageEvent,
+    Volume,
+)
+from snapshotfsm.store.store import Store
+
+log = logging.getLogger(__name__)
+
+UNDO_TAKE = "AsyncJobManagerImpl.cleanupSnapshot (hardened: undo the take)"
+"""How the log names the restart's undo of a take it failed (a direct write, as upstream's cleanupSnapshot's)."""
+GONE = (SnapshotState.Error, SnapshotState.Destroyed)
+IN_FLIGHT = (
+    SnapshotState.Allocated,
+    SnapshotState.Creating,
+    SnapshotState.CreatedOnPrimary,
+    SnapshotState.BackingUp,
+)
+"""Snapshot states whose objects may exist before the rows that will own them: the GC leaves their objects alone."""
+
+
+def recount_account(rt: Runtime, account_id: int) -> None:
+    """``updateResourceCount`` for the account (spec §19.2): what a restart cannot know it charged, it recounts.
+
+    Only an account with no job under way on another live server: a take or delete running there has charged or
+    will give back by amounts the recount cannot see yet, and recounting under it would make the count drift the
+    other way (below zero, once that operation corrects its charge). This server's own jobs and a dead server's are
+    over by now (the restart or the peer's cleanup failed them).
+    """
+    busy = rt.store.count(
+        AsyncJob,
+        "account_id = ? AND job_status = ? AND removed IS NULL"
+        " AND COALESCE(job_executing_msid, job_init_msid) <> ?"
+        " AND COALESCE(job_executing_msid, job_init_msid) IN (SELECT msid FROM mshost WHERE state = 'Up')",
+        (account_id, JobState.ordinal(JobState.IN_PROGRESS), rt.ms_id),
+    )
+    if busy:
+        log.info("recount of account %s deferred: work under way on another server", account_id)
+        return
+    try:
+        recount.update_resource_count(rt, account_id)
+    except CloudException as exc:  # an account removed meanwhile: nothing to count
+        log.warning("recount of account %s failed: %s", account_id, exc)
+
+
+def undo_take(rt: Runtime, snapshot_id: int) -> None:
+    """A take whose job the restart failed is undone whole, so that the job's FAILED answer is true (spec §10.1).
+
+    The volume leaves ``Snapshotting`` (OperationFailed), each store ref that is not Destroyed goes to
+    ``Destroying`` (a ``Creating`` one through OperationFailed first), and the snapshot is set ``Error`` directly,
+    as upstream's ``cleanupSnapshot`` sets a refused one: the storage GC then deletes the files and the rows
+    (§10.5), and its usage reconciliation closes what was billed. The account is recounted by the caller.
+    """
+    store = rt.store
+    snapshot = store.first(Snapshot, "id = ?", (snapshot_id,))
+    if snapshot is None:
+        return
+    volume = store.first(Volume, "id = ?", (snapshot.volume_id,))
+    if volume is not None and volume.state == VolumeState.Snapshotting:
+        volume_transit(store, volume.id, VolumeEvent.OperationFailed)
+    _destroy_refs(rt, snapshot_id)
+    if snapshot.removed is None and snapshot.status not in GONE:
+        store.write_state_directly(snapshot, SnapshotState.Error, by=UNDO_TAKE)
+
+
+def _destroy_refs(rt: Runtime, snapshot_id: int) -> None:
+    """Every ref of the snapshot that is not Destroyed goes: one that never had a file at once, else to Destroying.
+
+    A Creating ref is failed (its row then goes, ``deleteIfNotReady``), an Allocated one is deleted; the others
+    go to Destroying, for the GC to delete with their files.
+    """
+    store = rt.store
+    for ref in store.find(SnapshotStoreRef, "snapshot_id = ? AND state NOT IN (?, ?)", (snapshot_id, *_DONE)):
+        if ref.state == RefState.Creating:
+            _fail(store, ref)
+        elif ref.state == RefState.Allocated:
+            store.delete(ref, by=UNDO_TAKE)
+        elif store.definitions["snapshot_store_ref"].transition(ref.state, RefEvent.DestroyRequested) is not None:
+            store_ref_event(store, ref, RefEvent.DestroyRequested)
+
+
+def _fail(store: Store, ref: SnapshotStoreRef) -> None:
+    """A Creating ref is failed: OperationFailed, after which ``deleteIfNotReady`` deletes its row (spec §3)."""
+    store_ref_event(store, ref, RefEvent.OperationFailed)
+
+
+_DONE = (RefState.Destroying, RefState.Destroyed)
+
+
+def undo_copy(rt: Runtime, job: AsyncJob) -> None:
+    """A copy job the restart failed leaves nothing it created: its refs go, their files to the GC (spec §7.4).
+
+    The FAILED answer says no copy was made; a ref it created (``Creating``, or ``Ready`` when the crash fell
+    between the ref and the job's end) is failed and hard-deleted, as the copy's own failure path deletes it
+    (``ObjectInDataStoreManagerImpl.deleteIfNotReady``).
+    """
+    store = rt.store
+    created = store.find(TransitionLog, "machine = 'snapshot_store_ref' AND kind = 'create' AND job_id = ?", (job.id,))
+    for row in created:
+        ref = store.first(SnapshotStoreRef, "id = ?", (row.entity_id,))
+        if ref is None:
+            continue
+        if ref.state == RefState.Creating:
+            _fail(store, ref)
+        else:
+            store.delete(ref, by="SnapshotServiceImpl.copySnapshot (hardened: undo the copy)")
+
+
+def finish_delete_job(rt: Runtime, job: AsyncJob) -> None:
+    """A delete job whose snapshot is already gone answers SUCCEEDED: what it was asked to do is done (§9.4)."""
+    result = serialized_response("SuccessResponse", "null", {"success": True})
+    complete(rt, job, JobEvent.CompleteSucceeded, 0, result)
+
+
+def finish_backup(rt: Runtime, snapshot: Snapshot) -> None:
+    """A backup task lost with its server (spec §7.2): its snapshot ends BackedUp, on secondary or on primary only.
+
+    The take's job already answered SUCCEEDED. A copy whose image ref is Ready finished: the snapshot is
+    OperationSucceeded. Otherwise the image refs it was writing are failed and deleted, and the snapshot is kept on
+    primary storage (OperationNotPerformed, as with ``snapshot.backup.to.secondary`` off, §5.4 step 8): an
+    administrator can back it up again, and nothing is lost or billed twice.
+    """
+    store = rt.store
+    image = store.find(SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Image'", (snapshot.id,))
+    if snapshot.status == SnapshotState.BackingUp and any(r.state == RefState.Ready for r in image):
+        snapshot_event(store, snapshot, SnapshotEvent.OperationSucceeded)
+        return
+    for ref in image:
+        if ref.state == RefState.Creating:
+            _fail(store, ref)
+        elif ref.state == RefState.Allocated:
+            store.delete(ref, by="BackupSnapshotTask (hardened: lost with its server)")
+    snapshot_event(store, snapshot, SnapshotEvent.OperationNotPerformed)
+
+
+def in_flight(store_snapshot_status: str | None) -> bool:
+    """Whether a snapshot in this state may have objects that no row names yet."""
+    return store_snapshot_status in IN_FLIGHT
+
+
+def delete_orphans(rt: Runtime) -> int:
+    """Delete each object on storage that no live row owns (the ``no-orphan-object`` query); returns how many.
+
+    An object whose snapshot is still being taken, backed up or copied is left: its ref may not name it yet. The
+    storage's own listing and delete are used (a reconciliation, such as StorPool's, not a driver command), so
+    there is no fault point here: what a pass misses, the next one deletes.
+    """
+    store = rt.store
+    deleted = 0
+    for object_id, *_ in store.conn.execute(OWNED, ORPHAN_PARAMS).fetchall():
+        obj = store.get(StorageObject, object_id)
+        if obj.snapshot_id is not None:
+            snapshot = store.first(Snapshot, "id = ? AND removed IS NULL", (obj.snapshot_id,))
+            if snapshot is not None and in_flight(snapshot.status):
+                continue
+        store.update(obj, deleted_ms=rt.clock.now_ms)
+        _destroy_refs_naming(rt, obj)
+        deleted += 1
+    return deleted
+
+
+def _destroy_refs_naming(rt: Runtime, obj: StorageObject) -> None:
+    """A ref of a gone snapshot that still names the deleted file (a chain's Hidden parent) is Destroyed with it.
+
+    ``deleteSnapshotChain`` (spec §16.3) does the same when the last child of a Hidden parent goes; a child undone
+    by a restart or failed by its backup never gets there.
+    """
+    store = rt.store
+    role = "Primary" if obj.store_kind == "primary" else "Image"
+    for ref in store.find(
+        SnapshotStoreRef,
+        "store_role = ? AND store_id = ? AND install_path = ? AND state IN (?, ?)",
+        (role, obj.store_id, obj.path, RefState.Ready, RefState.Hidden),
+    ):
+        moved = store_ref_event(store, ref, RefEvent.DestroyRequested)
+        store_ref_event(store, moved, RefEvent.OperationSucceeded)
+
+
+_OPEN_BILLS = f"""
+SELECT u.id FROM usage_event u
+WHERE u.type IN ({", ".join("?" * len(STARTS))})
+  AND NOT {has_object(present=True)} AND NOT {STOPPED}
+ORDER BY u.id
+"""
+
+
+def close_bills(rt: Runtime) -> int:
+    """Stop billing what storage no longer holds: OFF_PRIMARY or DELETE for each such open start; how many.
+
+    A snapshot's object can go by a path that publishes nothing (the GC's expunge of an Error snapshot, a failed
+    backup's cleanup, a KVM host that deletes the primary copy, the CLVM ref removal; spec §5.10, §10.5): the usage
+    server then bills it for ever. The stop is written when the object is found gone, for the start's account,
+    zone and resource, as ``UsageEventUtils`` would have written it then.
+    """
+    store = rt.store
+    closed = 0
+    for (event_id,) in store.conn.execute(_OPEN_BILLS, STARTS).fetchall():
+        start = store.get(UsageEvent, event_id)
+        snapshot = store.first(Snapshot, "id = ? AND removed IS NULL", (start.resource_id,))
+        if snapshot is not None and in_flight(snapshot.status):
+            continue
+        stop = OFF_PRIMARY if start.type == ON_PRIMARY else DELETE
+        store.insert(attrs.evolve(start, id=0, type=stop, created=rt.clock.timestamp(), size=0, virtual_size=None))
+        closed += 1
+    return closed
+
+
+def drop_jobless_allocations(rt: Runtime) -> int:
+    """Allocated snapshots that no job names are removed and their accounts recounted; returns how many.
+
+    A crash between ``allocSnapshot`` and ``submitAsyncJob`` (spec §4.2, §21.2) leaves a row and its charges that
+    no job will ever take or clean up (upstream's ``cleanupSnapshot`` runs per job). The create phase runs on one
+    server's API thread with no wait between the two, so a restart finds no such row of a live call.
+    """
+    store = rt.store
+    rows = store.find(
+        Snapshot,
+        "status = ? AND removed IS NULL AND NOT EXISTS (SELECT 1 FROM async_job j WHERE j.instance_id = snapshots.id"
+        " AND j.instance_type = 'Snapshot')",
+        (SnapshotState.Allocated,),
+    )
+    for snapshot in rows:
+        store.remove(snapshot, by="AsyncJobManagerImpl.cleanupSnapshot (hardened: no job)")
+        recount_account(rt, snapshot.account_id)
+    return len(rows)
