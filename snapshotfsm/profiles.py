@@ -86,6 +86,21 @@ class Profile:
     ``UsageEventUtils.publishUsageEvent(SNAPSHOT_ON_PRIMARY)`` of ``DefaultSnapshotStrategy.takeSnapshot`` into
     the success branch and skip it when ``isKvmAndFileBasedStorage`` and backup is on.
     """
+    failed_backup_matches_answer: bool = attrs.field(default=False)
+    """F5: a failed backup copy leaves what the take answered (departs from spec §5.8 steps 3-4, §7.2).
+
+    Upstream's ``copySnapshotAsyncCallback``, on a failed copy of the async backup, soft-removes the snapshot of a
+    take that already answered SUCCEEDED; the retries then fail on the removed row, the last one's
+    ``cleanupOnSnapshotBackupFailure`` rolls back, and the primary ref stays Ready for a file nobody owns; a copy
+    that throws before it starts sends that snapshot to Error, for the GC to expunge; and a null answer is taken
+    for a success whose ref event throws, leaving the image ref Creating. Hardened, a null copy answer is a failed
+    copy, and a failed try of the async task fails its image ref and keeps the snapshot BackedUp on primary only
+    (OperationNotPerformed, as with backup off, §5.4 step 8); the next try backs it up from there and the last
+    leaves it so, never running ``cleanupOnSnapshotBackupFailure``. The sync backup keeps upstream's cleanup: its
+    job answers FAILED. Upstream would make ``copySnapshotAsyncCallback`` treat a null answer as a failure and, on
+    the async path, fire OperationNotPerformed instead of ``snapshotDao.remove``, and give
+    ``BackupSnapshotTask`` no ``cleanupOnSnapshotBackupFailure`` after its last try.
+    """
     peer_cleanup_on_node_left: bool = attrs.field(default=True)
     """spec §10.1: a live server runs ``cleanupLeftOverJobs`` for a peer that left (``onManagementNodeLeft``).
 
@@ -105,6 +120,7 @@ PROFILES: dict[str, Profile] = {
         allocation_is_atomic=True,
         fail_take_on_current_snapshot=True,
         usage_only_for_objects=True,
+        failed_backup_matches_answer=True,
     ),
 }
 """``hardened`` turns every fix on (``docs/hardened.md`` says what each removes); entity tables stay upstream's."""

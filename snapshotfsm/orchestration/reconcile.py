@@ -85,6 +85,35 @@ def recount_account(rt: Runtime, account_id: int) -> None:
     if busy:
         log.info("recount of account %s deferred: work under way on another server", account_id)
         return
+    _recount(rt, account_id)
+
+
+def recount_account_at_rest(rt: Runtime, snapshot_id: int, account_id: int) -> bool:
+    """``updateResourceCount`` for the account if nothing of it is under way; whether it was made (spec §19.2).
+
+    Outside a restart this server's own work counts too: a job of the account still running anywhere, or another
+    of its snapshots still being taken or backed up, has charges the recount cannot see yet (see
+    :func:`recount_account`). ``snapshot_id`` is the one whose outcome asks for the recount.
+    """
+    busy = rt.store.count(
+        AsyncJob,
+        "account_id = ? AND job_status = ? AND removed IS NULL"
+        " AND COALESCE(job_executing_msid, job_init_msid) IN (SELECT msid FROM mshost WHERE state = 'Up')",
+        (account_id, JobState.ordinal(JobState.IN_PROGRESS)),
+    ) + rt.store.count(
+        Snapshot,
+        f"account_id = ? AND id <> ? AND removed IS NULL AND status IN ({', '.join('?' * len(IN_FLIGHT))})",
+        (account_id, snapshot_id, *IN_FLIGHT),
+    )
+    if busy:
+        log.info("recount of account %s skipped: work of it under way", account_id)
+        return False
+    _recount(rt, account_id)
+    return True
+
+
+def _recount(rt: Runtime, account_id: int) -> None:
+    """The recount itself; an account removed meanwhile has nothing to count (only logged)."""
     try:
         recount.update_resource_count(rt, account_id)
     except CloudException as exc:  # an account removed meanwhile: nothing to count
@@ -160,7 +189,9 @@ def finish_delete_job(rt: Runtime, job: AsyncJob) -> None:
     complete(rt, job, JobEvent.CompleteSucceeded, 0, result)
 
 
-def finish_backup(rt: Runtime, snapshot: Snapshot) -> None:
+def finish_backup(
+    rt: Runtime, snapshot: Snapshot, *, by: str = "BackupSnapshotTask (hardened: lost with its server)"
+) -> None:
     """A backup task lost with its server (spec §7.2): its snapshot ends BackedUp, on secondary or on primary only.
 
     The take's job already answered SUCCEEDED. A copy whose image ref is Ready finished: the snapshot is
@@ -177,7 +208,7 @@ def finish_backup(rt: Runtime, snapshot: Snapshot) -> None:
         if ref.state == RefState.Creating:
             _fail(store, ref)
         elif ref.state == RefState.Allocated:
-            store.delete(ref, by="BackupSnapshotTask (hardened: lost with its server)")
+            store.delete(ref, by=by)
     snapshot_event(store, snapshot, SnapshotEvent.OperationNotPerformed)
 
 
