@@ -101,6 +101,19 @@ class Profile:
     the async path, fire OperationNotPerformed instead of ``snapshotDao.remove``, and give
     ``BackupSnapshotTask`` no ``cleanupOnSnapshotBackupFailure`` after its last try.
     """
+    failed_storage_delete_left_to_gc: bool = attrs.field(default=False)
+    """F6b: a storage delete that fails leaves its file to the storage GC (departs from spec §9.4, §21.4.1).
+
+    Upstream's ``deleteSnapshotInfos`` runs every ref's storage delete in one transaction: when one fails, all of
+    it rolls back, and a ref whose file another delete of the same call already removed is Ready again, naming
+    nothing; StorageSystem and StorPool commit the ref Destroying, put the snapshot back and answer FAILED, and the
+    GC then deletes that file under the BackedUp snapshot. Hardened, a ref whose storage delete fails stays
+    Destroying (its own OperationFailed) and the delete goes on as if the file went: the snapshot ends Destroyed,
+    the job SUCCEEDED with its give-backs and usage events, and the GC's sweep of Destroying refs (§10.5) deletes
+    the file. Every ref then says what storage holds. Upstream would catch the failed delete per ref in
+    ``DefaultSnapshotStrategy.deleteSnapshotChain`` (and in ``StorageSystemSnapshotStrategy``'s and
+    ``StorPoolSnapshotStrategy``'s ``deleteSnapshot``) and leave the Destroying ref to ``cleanupStorage``.
+    """
     peer_cleanup_on_node_left: bool = attrs.field(default=True)
     """spec §10.1: a live server runs ``cleanupLeftOverJobs`` for a peer that left (``onManagementNodeLeft``).
 
@@ -121,6 +134,7 @@ PROFILES: dict[str, Profile] = {
         fail_take_on_current_snapshot=True,
         usage_only_for_objects=True,
         failed_backup_matches_answer=True,
+        failed_storage_delete_left_to_gc=True,
     ),
 }
 """``hardened`` turns every fix on (``docs/hardened.md`` says what each removes); entity tables stay upstream's."""

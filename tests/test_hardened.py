@@ -193,6 +193,12 @@ NEW_CASES = {
     "faults=null_answer@default.copyAsync@1",
     "F5-sync-null": "zone-copy:nfs-xenserver/detached/plain/sync/zone-copy/one-server steps=1 "
     "faults=null_answer@default.copyAsync@1",
+    "F6b-default": "restart-while-peer-works:nfs-xenserver/detached/plain/sync/no-copies/two-servers steps=1,2,3 "
+    "faults=error@image.deleteAsync@1",
+    "F6b-storage-system": "copy-during-delete:ontap/detached/plain/sync/no-copies/one-server steps=1,2,4 "
+    "faults=exception@ontap.deleteAsync@1",
+    "F6b-storpool": "delete-zones:storpool/stopped/plain/sync/pool-copy/one-server steps=1,2,5 "
+    "faults=error@storpool.snapshotDelete@1",
 }
 """Cases judged as the explorer judges them: what the run breaks that the same program run clean does not."""
 NEW_BROKEN = {
@@ -200,6 +206,9 @@ NEW_BROKEN = {
     "F5-async-every-try": ["answer-matches-state", "counts-match-recount", "usage-matches-objects"],
     "F5-async-null": ["no-transitional-state", "ready-ref-has-object", "usage-matches-objects"],
     "F5-sync-null": ["usage-matches-objects"],
+    "F6b-default": ["ready-ref-has-object", "usage-matches-objects"],
+    "F6b-storage-system": ["answer-matches-state", "usage-matches-objects"],
+    "F6b-storpool": ["answer-matches-state", "usage-matches-objects"],
 }
 
 
@@ -259,6 +268,28 @@ class TestFixesAgainstClean:
             assert recount(store, snapshot.account_id) == {
                 r.type: r.count for r in store.find(ResourceCount, "account_id = ?", (snapshot.account_id,))
             }
+        finally:
+            ran.world.engine.close()
+
+    def test_a_failed_storage_delete_is_left_to_the_gc(self) -> None:
+        """F6b under hardened: the delete SUCCEEDED, its ref stayed Destroying, and the GC deleted the file later."""
+        ran = replay_case(f"{NEW_CASES['F6b-default']} profile=hardened seed=0")
+        store = ran.world.engine.store
+        try:
+            delete = store.first(AsyncJob, "job_cmd LIKE '%DeleteSnapshotCmd'")
+            assert delete is not None
+            assert store.state_of(delete) == JobState.SUCCEEDED
+            image = store.find(TransitionLog, "machine = 'snapshot_store_ref' AND entity_id = 2", order_by="id")
+            moves = [
+                (r.source, r.event, r.dest, r.job_id is not None) for r in image if r.source in ("Ready", "Destroying")
+            ]
+            assert moves == [
+                ("Ready", "DestroyRequested", "Destroying", True),
+                ("Destroying", "OperationFailed", "Destroying", True),
+                ("Destroying", "DestroyRequested", "Destroying", False),  # the GC's sweep, no job
+                ("Destroying", "OperationSucceeded", "Destroyed", False),
+            ]
+            assert store.find(StorageObject, "deleted_ms IS NULL AND snapshot_id = 1") == []
         finally:
             ran.world.engine.close()
 

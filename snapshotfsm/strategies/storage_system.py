@@ -42,6 +42,7 @@ from snapshotfsm.strategies.base import (
     SnapshotStrategy,
     SnapshotTake,
     StrategyEnv,
+    left_to_gc,
     lock_key,
     off_primary_usage,
     primary_ref,
@@ -230,7 +231,12 @@ class StorageSystemSnapshotStrategy(SnapshotStrategy):
         except NoTransitionException:
             return False
         try:
-            yield from service_delete(env, ref)
+            try:
+                yield from service_delete(env, ref)
+            except CloudException as exc:
+                # Hardened: the array's snapshot is left to the storage GC (``left_to_gc``); the delete goes on.
+                if not left_to_gc(env, ref, exc):
+                    raise
             snapshot = snapshot_event(env.store, snapshot, SnapshotEvent.OperationSucceeded)
             off_primary_usage(env.store, snapshot, virtual_size=None)
         except CloudException:

@@ -12,6 +12,7 @@ import attrs
 
 from snapshotfsm.chains import chain_parent, live_child, same_path
 from snapshotfsm.describe import snapshot_str
+from snapshotfsm.drivers.base import Answer
 from snapshotfsm.drivers.storpool import SP_DEV_PATH, StorPoolDriver, sp_name
 from snapshotfsm.errors import (
     CloudException,
@@ -167,7 +168,13 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
         """The inner ``deleteSnapshot``: StorPool's ``snapshotDelete``, then the rows, with the primary refs moved."""
         driver = env.driver(pool)
         assert isinstance(driver, StorPoolDriver)
-        answer = driver.snapshot_delete(name or "null")
+        hardened = env.store.profile.failed_storage_delete_left_to_gc
+        try:
+            answer = driver.snapshot_delete(name or "null")
+        except CloudException as exc:
+            if not hardened:
+                raise
+            answer = Answer(result=False, details=exc.message)
         primaries = [
             r
             for r in env.store.find(
@@ -185,10 +192,14 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
             log.warning("Failed to clean-up Storpool snapshot %s. Error: %s", name, answer.details)
             if answer.details.startswith("objectDoesNotExist"):
                 return True
-            result = False
-        else:
+        result = False
+        left = hardened and not answer.result
+        if answer.result or left:
+            # Hardened (``base.left_to_gc``): the primary refs stay Destroying for the storage GC; the rows go on.
             result = yield from self._delete_from_db(env, snapshot, zone_id)
-        if result:
+        if result and left:
+            _process(env, primaries, RefEvent.OperationFailed)
+        elif result:
             _process(env, primaries, RefEvent.OperationSucceeded)
             for ref in env.store.find(
                 SnapshotStoreRef, "snapshot_id = ? AND state = ?", (snapshot.id, RefState.Destroyed)
