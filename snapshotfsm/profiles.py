@@ -114,6 +114,18 @@ class Profile:
     ``DefaultSnapshotStrategy.deleteSnapshotChain`` (and in ``StorageSystemSnapshotStrategy``'s and
     ``StorPoolSnapshotStrategy``'s ``deleteSnapshot``) and leave the Destroying ref to ``cleanupStorage``.
     """
+    future_wait_is_bounded: bool = attrs.field(default=False)
+    """F4: a driver call's future waits ``async.call.wait`` seconds, then fails (departs from spec §5.6 step 6, §9.4).
+
+    Upstream's ``AsyncCallFuture.get()`` waits with no timeout: a storage call that never answers holds its job
+    IN_PROGRESS (and, inside ``deleteSnapshotInfos``, its transaction and lock) until a restart fails the job, and
+    the restart leaves the copies and deletes it interrupted half done (image refs Creating, snapshots Destroying).
+    Hardened, an unanswered call fails after ``async.call.wait`` seconds (default 3600) with a timeout answer, and
+    the caller takes its own failure path: a copy fails its ref, a delete leaves the ref to the storage GC
+    (``failed_storage_delete_left_to_gc``), a backup try fails. A blocking call's wait is not timed (the model
+    passes no time on it). Upstream would call ``future.get(timeout, unit)`` with a configured wait, as
+    ``backup.snapshot.wait`` bounds the backup command on the agent, and complete the future with a failed result.
+    """
     peer_cleanup_on_node_left: bool = attrs.field(default=True)
     """spec §10.1: a live server runs ``cleanupLeftOverJobs`` for a peer that left (``onManagementNodeLeft``).
 
@@ -135,6 +147,7 @@ PROFILES: dict[str, Profile] = {
         usage_only_for_objects=True,
         failed_backup_matches_answer=True,
         failed_storage_delete_left_to_gc=True,
+        future_wait_is_bounded=True,
     ),
 }
 """``hardened`` turns every fix on (``docs/hardened.md`` says what each removes); entity tables stay upstream's."""

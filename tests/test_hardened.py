@@ -199,6 +199,11 @@ NEW_CASES = {
     "faults=exception@ontap.deleteAsync@1",
     "F6b-storpool": "delete-zones:storpool/stopped/plain/sync/pool-copy/one-server steps=1,2,5 "
     "faults=error@storpool.snapshotDelete@1",
+    "F4-copy": "zone-copy:nfs-xenserver/detached/plain/async/zone-copy/one-server steps=1 "
+    "faults=no_answer@image.createAsync@1",
+    "F4-delete": "copy:powerflex/running/plain/sync/no-copies/one-server steps=1,2,5 "
+    "faults=no_answer@powerflex.deleteAsync@1",
+    "F4-backup": "two-takes:rbd/detached/plain/async/no-copies/one-server steps=1 faults=no_answer@default.copyAsync@1",
 }
 """Cases judged as the explorer judges them: what the run breaks that the same program run clean does not."""
 NEW_BROKEN = {
@@ -206,6 +211,9 @@ NEW_BROKEN = {
     "F5-async-every-try": ["answer-matches-state", "counts-match-recount", "usage-matches-objects"],
     "F5-async-null": ["no-transitional-state", "ready-ref-has-object", "usage-matches-objects"],
     "F5-sync-null": ["usage-matches-objects"],
+    "F4-copy": ["no-transitional-state"],
+    "F4-delete": ["answer-matches-state", "no-transitional-state", "usage-matches-objects"],
+    "F4-backup": ["answer-matches-state", "counts-match-recount", "usage-matches-objects"],
     "F6b-default": ["ready-ref-has-object", "usage-matches-objects"],
     "F6b-storage-system": ["answer-matches-state", "usage-matches-objects"],
     "F6b-storpool": ["answer-matches-state", "usage-matches-objects"],
@@ -290,6 +298,18 @@ class TestFixesAgainstClean:
                 ("Destroying", "OperationSucceeded", "Destroyed", False),
             ]
             assert store.find(StorageObject, "deleted_ms IS NULL AND snapshot_id = 1") == []
+        finally:
+            ran.world.engine.close()
+
+    def test_an_unanswered_call_times_out(self) -> None:
+        """F4 under hardened: the zone copy's future fails after ``async.call.wait`` s and its ref goes."""
+        ran = replay_case(f"{NEW_CASES['F4-copy']} profile=hardened seed=0")
+        store = ran.world.engine.store
+        try:
+            refs = store.find(SnapshotStoreRef, "snapshot_id = 1 AND store_role = 'Image'")
+            assert [r.state for r in refs] == [RefState.Ready]  # the backup's; the zone copy's ref was failed
+            failed = store.find(TransitionLog, "machine = 'snapshot_store_ref' AND event = 'OperationFailed'")
+            assert [(r.entity_id, r.source, r.at_ms) for r in failed] == [(3, "Creating", 2_000 + 30_000 + 3_600_000)]
         finally:
             ran.world.engine.close()
 

@@ -338,13 +338,14 @@ def left_to_gc(env: StrategyEnv, ref: SnapshotStoreRef, exc: CloudException) -> 
     went are Ready again) or, on StorageSystem and StorPool, fails the delete with its ref committed Destroying. Here
     a ref the delete moved to Destroying whose file could not be deleted stays Destroying, the delete goes on as if
     the file went, and the storage GC's sweep of Destroying refs (§10.5) deletes the file later: the rows tell the
-    truth about every file that did go, and the job's answer about the snapshot. False under upstream's profile, or
-    when the ref never got to Destroying (nothing was asked of storage).
+    truth about every file that did go, and the job's answer about the snapshot. A ref the GC already took while
+    the delete waited counts as left to it. False under upstream's profile, or when the ref never got to Destroying
+    (nothing was asked of storage).
     """
     if not env.store.profile.failed_storage_delete_left_to_gc:
         return False
     current = env.store.first(SnapshotStoreRef, "id = ?", (ref.id,))
-    if current is None or current.state != RefState.Destroying:
+    if current is not None and current.state not in (RefState.Destroying, RefState.Destroyed):
         return False
     log.warning("storage delete of %s failed, left Destroying for the storage GC: %s", ref.install_path, exc)
     return True

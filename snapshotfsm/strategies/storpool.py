@@ -35,6 +35,7 @@ from snapshotfsm.strategies.base import (
     Priority,
     SnapshotStrategy,
     StrategyEnv,
+    left_to_gc,
     service_delete,
     store_zone,
 )
@@ -287,6 +288,9 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
                     deleted = yield from service_delete(env, current)
                 except CloudException as exc:
                     log.debug("Failed to delete snapshot on storage. %s", exc)
+                    if left_to_gc(env, current, exc) and not result_set:
+                        # Hardened: the file is the storage GC's now; the delete goes on as if it went.
+                        result, result_set = True, True
                 else:
                     if not result_set:
                         result, result_set = deleted, True
@@ -345,4 +349,6 @@ def _process(env: StrategyEnv, refs: list[SnapshotStoreRef], event: str) -> None
     """
     for ref in refs:
         current = env.store.first(SnapshotStoreRef, "id = ?", (ref.id,))
+        if current is None and env.store.profile.failed_storage_delete_left_to_gc:
+            continue  # Hardened: the storage GC took the Destroying ref while the delete waited (``base.left_to_gc``)
         store_ref_event(env.store, current if current is not None else ref, event)
