@@ -96,7 +96,8 @@ class Profile:
     for a success whose ref event throws, leaving the image ref Creating. Hardened, a null copy answer is a failed
     copy, and a failed try of the async task fails its image ref and keeps the snapshot BackedUp on primary only
     (OperationNotPerformed, as with backup off, §5.4 step 8); the next try backs it up from there and the last
-    leaves it so, never running ``cleanupOnSnapshotBackupFailure``. The sync backup keeps upstream's cleanup: its
+    leaves it so, never running ``cleanupOnSnapshotBackupFailure``, and recounts its account (the allocation
+    charged secondary storage, §5.1) when nothing of it is under way. The sync backup keeps upstream's cleanup: its
     job answers FAILED. Upstream would make ``copySnapshotAsyncCallback`` treat a null answer as a failure and, on
     the async path, fire OperationNotPerformed instead of ``snapshotDao.remove``, and give
     ``BackupSnapshotTask`` no ``cleanupOnSnapshotBackupFailure`` after its last try.
