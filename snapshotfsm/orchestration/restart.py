@@ -224,6 +224,8 @@ def cleanup_left_over_jobs(rt: Runtime, ms_id: int) -> dict[str, int]:
             if hardened:
                 reconcile.drop_jobless_allocations(rt)
             details = _cleanup_ms_id_details(rt, ms_id)
+            if hardened:
+                _finish_lost_backup_tasks(rt, ms_id)
     except CloudException as exc:
         log.warning("Unexpected exception while cleaning up left over jobs for management server %s: %s", ms_id, exc)
         return {"jobs_failed": 0, "ms_id_details": 0}
@@ -337,6 +339,33 @@ def _cleanup_ms_id_details(rt: Runtime, ms_id: int) -> int:
                 snapshot_event(store, snapshot, SnapshotEvent.OperationFailed)
         store.delete(detail, by="cleanupFailedSnapshotsCreatedWithDefaultStrategy")
     return len(details)
+
+
+def _finish_lost_backup_tasks(rt: Runtime, ms_id: int) -> int:
+    """Hardened (``restart_resolves_left_over_jobs``): a lost backup task that left no MS_ID detail ends too.
+
+    StorageSystem's take writes no MS_ID detail (spec §5.7), so the cleanup above never finds the snapshot of its
+    async backup task (§7.2) once the server that ran it is gone: a SUCCEEDED take whose snapshot is still
+    CreatedOnPrimary or BackingUp, its job run by that server, has no task left anywhere. It ends as a lost task's
+    does (:func:`reconcile.finish_backup`), and its account is recounted. Returns how many.
+    """
+    store = rt.store
+    lost = store.find(
+        Snapshot,
+        "removed IS NULL AND status IN (?, ?) AND id IN (SELECT instance_id FROM async_job WHERE job_cmd = ?"
+        " AND instance_type = 'Snapshot' AND job_status = ? AND COALESCE(job_executing_msid, job_init_msid) = ?)",
+        (
+            SnapshotState.CreatedOnPrimary,
+            SnapshotState.BackingUp,
+            CREATE_SNAPSHOT_CMD,
+            JobState.ordinal(JobState.SUCCEEDED),
+            ms_id,
+        ),
+    )
+    for snapshot in lost:
+        reconcile.finish_backup(rt, snapshot)
+        reconcile.recount_account(rt, snapshot.account_id)
+    return len(lost)
 
 
 def cleanup_storage_jobs(rt: Runtime, ms_id: int) -> int:
