@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 
 UNDO_TAKE = "AsyncJobManagerImpl.cleanupSnapshot (hardened: undo the take)"
 """How the log names the restart's undo of a take it failed (a direct write, as upstream's cleanupSnapshot's)."""
+FINISH_DELETE = "updateSnapshotToDestroyed (hardened: the restart ends a delete whose refs all went)"
+"""How the log names the restart's Destroyed write for a left-over delete that got that far (a direct write)."""
 GONE = (SnapshotState.Error, SnapshotState.Destroyed)
 IN_FLIGHT = (
     SnapshotState.Allocated,

@@ -49,9 +49,11 @@ from snapshotfsm.store.records import (
     SnapshotPolicy,
     SnapshotSchedule,
     SnapshotStoreRef,
+    TransitionLog,
     VmWorkJob,
     Volume,
 )
+from snapshotfsm.strategies.base import store_zone
 from snapshotfsm.strategies.default import MS_ID
 
 log = logging.getLogger(__name__)
@@ -248,12 +250,41 @@ def _resolved_otherwise(rt: Runtime, job: AsyncJob) -> bool:
             reconcile.recount_account(rt, snapshot.account_id)
         return True
     if snapshot.status != SnapshotState.Destroying:
-        return False
+        return _finish_if_refs_went(rt, job, snapshot)
     if rt.store.count(SnapshotStoreRef, "snapshot_id = ? AND state != ?", (snapshot.id, RefState.Destroyed)) == 0:
         # Every file is gone and the crash fell before the snapshot's own write: that write, then the answer.
         snapshot_event(rt.store, snapshot, SnapshotEvent.OperationSucceeded)
         reconcile.finish_delete_job(rt, job)
         reconcile.recount_account(rt, snapshot.account_id)
+    return True
+
+
+def _finish_if_refs_went(rt: Runtime, job: AsyncJob, snapshot: Snapshot) -> bool:
+    """Hardened: a delete that destroyed every ref it was asked to, but crashed before its end, answers SUCCEEDED.
+
+    A zone delete leaves the snapshot BackedUp (spec §9.4), and StorPool writes Destroyed only once every ref went
+    (§8), so neither finds its snapshot Destroying. When the job moved refs and none of its scope (the zone, or the
+    whole snapshot) is left but Destroyed, its work is done: a whole delete's snapshot is written Destroyed, as the
+    strategies' ``updateSnapshotToDestroyed`` does, the job SUCCEEDED, the account recounted. A job that moved
+    nothing, or left a ref, is failed as upstream does (its FAILED answer is then true, or the re-delete runs).
+    """
+    store = rt.store
+    moved = store.count(TransitionLog, "job_id = ? AND machine = 'snapshot_store_ref'", (job.id,))
+    if not moved:
+        return False
+    zone_id = json.loads(job.job_cmd_info).get("zoneid")
+    scope = [
+        r
+        for r in store.find(SnapshotStoreRef, "snapshot_id = ?", (snapshot.id,))
+        if zone_id is None or store_zone(store, r) == zone_id
+    ]
+    if any(r.state != RefState.Destroyed for r in scope):
+        return False
+    if zone_id is None and snapshot.status != SnapshotState.Destroyed:
+        with store.acting_for(job.id):
+            store.write_state_directly(snapshot, SnapshotState.Destroyed, by=reconcile.FINISH_DELETE)
+    reconcile.finish_delete_job(rt, job)
+    reconcile.recount_account(rt, snapshot.account_id)
     return True
 
 
@@ -442,6 +473,10 @@ def redelete_destroying(runner: Runner) -> int:
             # Hardened: the delete job this server left runs again and answers (``_resolved_otherwise``).
             deletes.resume_job(runner, job, thread=START_THREAD)
             continue
+        if rt.profile.restart_resolves_left_over_jobs and _delete_job_left(rt, snapshot.id):
+            # Hardened: another server's left-over delete job of it is re-run by that server's restart; a second,
+            # job-less re-delete here would race it for the same rows.
+            continue
         deletes.start_detached(runner, snapshot.id, caller_id=SYSTEM_ACCOUNT_ID, thread=START_THREAD)
     return len(destroying)
 
@@ -453,6 +488,18 @@ def _left_over_delete(rt: Runtime, snapshot_id: int) -> AsyncJob | None:
         "job_cmd = ? AND instance_id = ? AND job_status = ?"
         " AND (job_executing_msid = ? OR (job_executing_msid IS NULL AND job_init_msid = ?))",
         (DELETE_SNAPSHOT_CMD, snapshot_id, JobState.ordinal(JobState.IN_PROGRESS), rt.ms_id, rt.ms_id),
+    )
+
+
+def _delete_job_left(rt: Runtime, snapshot_id: int) -> bool:
+    """Whether an IN_PROGRESS delete job of the snapshot is left, of any server (hardened re-delete, §10.3)."""
+    return (
+        rt.store.count(
+            AsyncJob,
+            "job_cmd = ? AND instance_id = ? AND job_status = ?",
+            (DELETE_SNAPSHOT_CMD, snapshot_id, JobState.ordinal(JobState.IN_PROGRESS)),
+        )
+        > 0
     )
 
 

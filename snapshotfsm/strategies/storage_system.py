@@ -201,7 +201,10 @@ class StorageSystemSnapshotStrategy(SnapshotStrategy):
         if snapshot.status == SnapshotState.Error:
             env.store.remove(snapshot, by="StorageSystemSnapshotStrategy.deleteSnapshot")
             return True
-        if snapshot.status != SnapshotState.BackedUp:
+        # Hardened (``restart_resolves_left_over_jobs``): the re-delete of a Destroying snapshot (spec §10.3), run
+        # under its left-over job, goes on where the crash stopped it; upstream refuses it here, so it never ends.
+        resumable = (SnapshotState.BackedUp, SnapshotState.Destroying)
+        if snapshot.status not in (resumable if env.store.profile.restart_resolves_left_over_jobs else resumable[:1]):
             raise InvalidParameterValueException(
                 f"Unable to delete snapshot '{snapshot_id}' because it is in the following state: {snapshot.status}"
             )
