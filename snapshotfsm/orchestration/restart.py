@@ -264,7 +264,8 @@ def _finish_if_refs_went(rt: Runtime, job: AsyncJob, snapshot: Snapshot) -> bool
 
     A zone delete leaves the snapshot BackedUp (spec §9.4), and StorPool writes Destroyed only once every ref went
     (§8), so neither finds its snapshot Destroying. When the job moved refs and none of its scope (the zone, or the
-    whole snapshot) is left but Destroyed, its work is done: a whole delete's snapshot is written Destroyed, as the
+    whole snapshot) is left but Destroyed or Destroying (whose file the storage GC's sweep deletes, §10.5), its work
+    is done: a whole delete's snapshot is written Destroyed, as the
     strategies' ``updateSnapshotToDestroyed`` does, the job SUCCEEDED, the account recounted. A job that moved
     nothing, or left a ref, is failed as upstream does (its FAILED answer is then true, or the re-delete runs).
     """
@@ -278,7 +279,7 @@ def _finish_if_refs_went(rt: Runtime, job: AsyncJob, snapshot: Snapshot) -> bool
         for r in store.find(SnapshotStoreRef, "snapshot_id = ?", (snapshot.id,))
         if zone_id is None or store_zone(store, r) == zone_id
     ]
-    if any(r.state != RefState.Destroyed for r in scope):
+    if any(r.state not in (RefState.Destroyed, RefState.Destroying) for r in scope):
         return False
     if zone_id is None and snapshot.status != SnapshotState.Destroyed:
         with store.acting_for(job.id):
