@@ -29,8 +29,9 @@ from snapshotfsm.names import (
     VolumeState,
 )
 from snapshotfsm.objects import snapshot_event, store_ref_event, volume_transit
-from snapshotfsm.orchestration import recount
+from snapshotfsm.orchestration import accounting, recount
 from snapshotfsm.orchestration.jobs import complete, serialized_response
+from snapshotfsm.orchestration.lookups import store_resource_type
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.store.ownership import (
     DELETE,
@@ -50,6 +51,7 @@ from snapshotfsm.store.records import (
     TransitionLog,
     UsageEvent,
     Volume,
+    Zone,
 )
 from snapshotfsm.store.store import Store
 
@@ -302,5 +304,24 @@ def drop_jobless_allocations(rt: Runtime) -> int:
     )
     for snapshot in rows:
         store.remove(snapshot, by="AsyncJobManagerImpl.cleanupSnapshot (hardened: no job)")
-        recount_account(rt, snapshot.account_id)
+        settle_allocation(rt, snapshot)
     return len(rows)
+
+
+def settle_allocation(rt: Runtime, snapshot: Snapshot) -> None:
+    """The charges of an Allocated snapshot the restart removed: given back exactly, or the account recounted.
+
+    With ``allocation_is_atomic`` the row exists only with both of ``allocSnapshot``'s charges (spec §5.1 step 6):
+    ``snapshot`` +1 and the store type (``getStoreResourceType``) + the volume size, which the row keeps. Those are
+    given back at once, whatever else runs for the account: unlike a recount, this needs no account at rest, so it
+    is never deferred (a recount deferred for a peer's work is made by nobody later). Without it the charges may
+    be half made, and the account is recounted (:func:`recount_account`).
+    """
+    if not rt.profile.allocation_is_atomic:
+        recount_account(rt, snapshot.account_id)
+        return
+    zone = rt.store.get(Zone, snapshot.data_center_id)
+    store_type = store_resource_type(rt, zone, snapshot.location_type)
+    owner = snapshot.account_id
+    accounting.change_count(rt, owner, accounting.SNAPSHOT, -1, owner_id=owner)
+    accounting.change_count(rt, owner, store_type, -snapshot.size, owner_id=owner)

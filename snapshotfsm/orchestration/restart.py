@@ -300,6 +300,10 @@ def _undo(rt: Runtime, job: AsyncJob) -> None:
         return
     snapshot = rt.store.first(Snapshot, "id = ?", (job.instance_id,))
     if job.job_cmd == CREATE_SNAPSHOT_CMD:
+        if snapshot is not None and snapshot.status == SnapshotState.Allocated:
+            # Nothing but allocSnapshot's charges: ``cleanupSnapshot`` removed the row; they go back exactly.
+            reconcile.settle_allocation(rt, snapshot)
+            return
         reconcile.undo_take(rt, job.instance_id)
     elif job.job_cmd == COPY_SNAPSHOT_CMD:
         reconcile.undo_copy(rt, job)
