@@ -79,6 +79,14 @@ def recount_account(rt: Runtime, account_id: int) -> None:
     other way (below zero, once that operation corrects its charge). This server's own jobs and a dead server's are
     over by now (the restart or the peer's cleanup failed them).
     """
+    if _peer_busy(rt, account_id):
+        log.info("recount of account %s deferred: work under way on another server", account_id)
+        return
+    _recount(rt, account_id)
+
+
+def _peer_busy(rt: Runtime, account_id: int) -> bool:
+    """Whether a job of the account is under way on another live server (:func:`recount_account` waits then)."""
     busy = rt.store.count(
         AsyncJob,
         "account_id = ? AND job_status = ? AND removed IS NULL"
@@ -86,10 +94,7 @@ def recount_account(rt: Runtime, account_id: int) -> None:
         " AND COALESCE(job_executing_msid, job_init_msid) IN (SELECT msid FROM mshost WHERE state = 'Up')",
         (account_id, JobState.ordinal(JobState.IN_PROGRESS), rt.ms_id),
     )
-    if busy:
-        log.info("recount of account %s deferred: work under way on another server", account_id)
-        return
-    _recount(rt, account_id)
+    return busy > 0
 
 
 def recount_account_at_rest(rt: Runtime, snapshot_id: int, account_id: int) -> bool:
@@ -309,15 +314,15 @@ def drop_jobless_allocations(rt: Runtime) -> int:
 
 
 def settle_allocation(rt: Runtime, snapshot: Snapshot) -> None:
-    """The charges of an Allocated snapshot the restart removed: given back exactly, or the account recounted.
+    """The charges of an Allocated snapshot the restart removed: the account recounted, or given back exactly.
 
-    With ``allocation_is_atomic`` the row exists only with both of ``allocSnapshot``'s charges (spec §5.1 step 6):
-    ``snapshot`` +1 and the store type (``getStoreResourceType``) + the volume size, which the row keeps. Those are
-    given back at once, whatever else runs for the account: unlike a recount, this needs no account at rest, so it
-    is never deferred (a recount deferred for a peer's work is made by nobody later). Without it the charges may
-    be half made, and the account is recounted (:func:`recount_account`).
+    The recount (:func:`recount_account`) waits while a peer runs a job of the account, and nothing makes it
+    later. With ``allocation_is_atomic`` the row exists only with both of ``allocSnapshot``'s charges (spec §5.1
+    step 6): ``snapshot`` +1 and the store type (``getStoreResourceType``) + the volume size, which the row keeps.
+    In that case they are given back at once instead, which needs no account at rest. (No recount of the account
+    was made earlier in the same restart: a peer's job that defers one defers them all.)
     """
-    if not rt.profile.allocation_is_atomic:
+    if not rt.profile.allocation_is_atomic or not _peer_busy(rt, snapshot.account_id):
         recount_account(rt, snapshot.account_id)
         return
     zone = rt.store.get(Zone, snapshot.data_center_id)

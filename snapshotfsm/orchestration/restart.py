@@ -300,11 +300,14 @@ def _undo(rt: Runtime, job: AsyncJob) -> None:
         return
     snapshot = rt.store.first(Snapshot, "id = ?", (job.instance_id,))
     if job.job_cmd == CREATE_SNAPSHOT_CMD:
-        if snapshot is not None and snapshot.status == SnapshotState.Allocated:
-            # Nothing but allocSnapshot's charges: ``cleanupSnapshot`` removed the row; they go back exactly.
+        reconcile.undo_take(rt, job.instance_id)
+        executed = rt.store.count(
+            TransitionLog, "job_id = ? AND machine = 'take_snapshot' AND event = 'Execute'", (job.id,)
+        )
+        if snapshot is not None and snapshot.status == SnapshotState.Allocated and not executed:
+            # The job never ran: only allocSnapshot's charges exist, and they go back exactly (no recount to defer).
             reconcile.settle_allocation(rt, snapshot)
             return
-        reconcile.undo_take(rt, job.instance_id)
     elif job.job_cmd == COPY_SNAPSHOT_CMD:
         reconcile.undo_copy(rt, job)
     if snapshot is not None:
