@@ -204,6 +204,16 @@ NEW_CASES = {
     "F4-delete": "copy:powerflex/running/plain/sync/no-copies/one-server steps=1,2,5 "
     "faults=no_answer@powerflex.deleteAsync@1",
     "F4-backup": "two-takes:rbd/detached/plain/async/no-copies/one-server steps=1 faults=no_answer@default.copyAsync@1",
+    "F6a-storage-system": "copy-during-delete:ontap/detached/plain/sync/no-copies/one-server steps=1,2,4 "
+    "faults=crash@delete.start#4@1/ms1",
+    "F6a-zone": "delete-zones:nfs-vmware/detached/encrypted/sync/zone-copy/one-server steps=1,2,3 "
+    "faults=crash@delete.finish#1@1/ms1",
+    "F6a-storpool": "delete-zones:storpool/stopped/plain/sync/pool-copy/one-server steps=1,2,5 "
+    "faults=crash@delete.answered#2@1/ms1",
+    "F8-storage-system": "delete-during-take:powerflex/detached/plain/async/no-copies/two-servers steps=1 "
+    "faults=crash@backup_task.mark_backed_up#2@1/ms1",
+    "deferred-recount": "two-servers:nfs-xenserver/detached/plain/async/no-copies/two-servers steps=1,2 "
+    "faults=crash@api.allocate#2@1/ms2",
 }
 """Cases judged as the explorer judges them: what the run breaks that the same program run clean does not."""
 NEW_BROKEN = {
@@ -214,6 +224,11 @@ NEW_BROKEN = {
     "F4-copy": ["no-transitional-state"],
     "F4-delete": ["answer-matches-state", "no-transitional-state", "usage-matches-objects"],
     "F4-backup": ["answer-matches-state", "counts-match-recount", "usage-matches-objects"],
+    "F6a-storage-system": ["answer-matches-state", "no-transitional-state"],
+    "F6a-zone": ["answer-matches-state", "usage-matches-objects"],
+    "F6a-storpool": ["answer-matches-state", "counts-match-recount", "usage-matches-objects"],
+    "F8-storage-system": ["answer-matches-state", "no-transitional-state"],
+    "deferred-recount": ["counts-match-recount"],
     "F6b-default": ["ready-ref-has-object", "usage-matches-objects"],
     "F6b-storage-system": ["answer-matches-state", "usage-matches-objects"],
     "F6b-storpool": ["answer-matches-state", "usage-matches-objects"],
