@@ -29,18 +29,21 @@ class Profile:
     """F1, F1a, F4, F6a, F7, F8: a restart leaves no job's work half done (departs from spec §10.1, §7.2).
 
     Upstream's ``cleanupLeftOverJobs`` fails every IN_PROGRESS job of the dead server whatever it already did; its
-    ``cleanupSnapshot`` only soft-removes an Allocated snapshot (no decrement) and fails a Creating one, so a take
-    that got further leaves a CreatedOnPrimary/BackingUp/BackedUp snapshot live under a FAILED job, the volume
-    Snapshotting, refs Creating and counts as far as the crash let them; a delete reads FAILED while the restart's
-    re-delete (§10.3) destroys the snapshot; a lost ``BackupSnapshotTask`` leaves its snapshot CreatedOnPrimary for
-    good. Hardened, the restart makes each answer true: a failed take is undone whole (volume Ready, refs
-    Destroying for the GC, snapshot Error, as ``cleanupSnapshot`` writes it), a failed copy deletes the refs it
-    created, a delete whose snapshot is gone answers SUCCEEDED and one still Destroying is re-run under its own job,
-    a lost backup task's snapshot ends BackedUp (on primary only when its copy had not finished), and each
-    account touched is recounted (``updateResourceCount``, §19.2), since no one knows how far its charges went.
-    Upstream would have to give ``cleanupResources`` these cases (``AsyncJobManagerImpl``,
-    ``SnapshotManagerImpl.cleanupFailedSnapshotsCreatedWithDefaultStrategy``), persist the backup task or resume
-    it from the MS_ID detail, and let ``SnapshotManagerImpl.start`` complete the job of the snapshot it re-deletes.
+    ``cleanupSnapshot`` only soft-removes an Allocated snapshot (no decrement) and fails a Creating one, so a take that
+    got further leaves a CreatedOnPrimary/BackingUp/BackedUp snapshot live under a FAILED job, the volume Snapshotting,
+    refs Creating and counts as far as the crash let them; a delete reads FAILED while the restart's re-delete (§10.3)
+    destroys the snapshot; a lost ``BackupSnapshotTask`` leaves its snapshot CreatedOnPrimary for good. Hardened, the
+    restart makes each answer true: a failed take is undone whole (volume Ready, refs Destroying for the GC, snapshot
+    Error, as ``cleanupSnapshot`` writes it), a failed copy deletes the refs it created, a delete whose snapshot is gone
+    answers SUCCEEDED, one still Destroying is re-run under its own job (StorageSystem's delete then takes Destroying as
+    it takes BackedUp) and one whose refs in its scope are all Destroyed or Destroying (a zone delete, StorPool) answers
+    SUCCEEDED, a lost backup task's snapshot ends BackedUp (on primary only when its copy had not finished; found
+    through its SUCCEEDED take's server when StorageSystem left no MS_ID detail), and each account touched is recounted
+    (``updateResourceCount``, §19.2), since no one knows how far its charges went; an Allocated snapshot whose job never
+    ran gives back ``allocSnapshot``'s charges exactly when a peer's work would defer that recount. Upstream would have
+    to give ``cleanupResources`` these cases (``AsyncJobManagerImpl``,
+    ``SnapshotManagerImpl.cleanupFailedSnapshotsCreatedWithDefaultStrategy``), persist the backup task or resume it from
+    the MS_ID detail, and let ``SnapshotManagerImpl.start`` complete the job of the snapshot it re-deletes.
     """
     gc_reconciles_storage: bool = attrs.field(default=False)
     """Orphans and open bills of F1, F3, F5, F6, F7, F8, N6: the storage GC reconciles storage and usage with the rows.
