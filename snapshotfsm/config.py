@@ -45,6 +45,13 @@ KEYS: dict[str, Key] = {
         Key("backup.retry", int, default=3, dynamic=False, role="async backup retries"),
         Key("backup.retry.interval", int, default=300, dynamic=False, role="seconds between async backup retries"),
         Key("backup.snapshot.wait", int, default=21600, role="timeout (s) of the backup copy command"),
+        Key(
+            "async.call.wait",
+            int,
+            default=3600,
+            spec="§5.6",
+            role="hardened only (future_wait_is_bounded): seconds a driver call's future waits before it fails",
+        ),
         Key("snapshot.delta.max", int, default=16, role="max deltas between full backups (XenServer; KVM chain end)"),
         Key(
             "kvm.incremental.snapshot",

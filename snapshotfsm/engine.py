@@ -100,6 +100,7 @@ class Engine(Inventory):
             ms_id=self.ms_id,
             incarnation=lambda: self.rt.incarnation,
             record=self.record,
+            future_wait_ms=self._future_wait_ms,
         )
         self.rt = Runtime(
             store=store,
@@ -519,6 +520,12 @@ class Engine(Inventory):
     def down(self) -> bool:
         """Whether this server crashed and has not been restarted."""
         return self.rt.down
+
+    def _future_wait_ms(self) -> int | None:
+        """How long a driver call's future waits: for ever upstream; ``async.call.wait`` s when hardened."""
+        if not self.store.profile.future_wait_is_bounded:
+            return None
+        return self.config.number("async.call.wait") * 1000
 
     def _require_up(self) -> None:
         if self.rt.down:

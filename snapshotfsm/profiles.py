@@ -29,18 +29,21 @@ class Profile:
     """F1, F1a, F4, F6a, F7, F8: a restart leaves no job's work half done (departs from spec §10.1, §7.2).
 
     Upstream's ``cleanupLeftOverJobs`` fails every IN_PROGRESS job of the dead server whatever it already did; its
-    ``cleanupSnapshot`` only soft-removes an Allocated snapshot (no decrement) and fails a Creating one, so a take
-    that got further leaves a CreatedOnPrimary/BackingUp/BackedUp snapshot live under a FAILED job, the volume
-    Snapshotting, refs Creating and counts as far as the crash let them; a delete reads FAILED while the restart's
-    re-delete (§10.3) destroys the snapshot; a lost ``BackupSnapshotTask`` leaves its snapshot CreatedOnPrimary for
-    good. Hardened, the restart makes each answer true: a failed take is undone whole (volume Ready, refs
-    Destroying for the GC, snapshot Error, as ``cleanupSnapshot`` writes it), a failed copy deletes the refs it
-    created, a delete whose snapshot is gone answers SUCCEEDED and one still Destroying is re-run under its own job,
-    a lost backup task's snapshot ends BackedUp (on primary only when its copy had not finished), and each
-    account touched is recounted (``updateResourceCount``, §19.2), since no one knows how far its charges went.
-    Upstream would have to give ``cleanupResources`` these cases (``AsyncJobManagerImpl``,
-    ``SnapshotManagerImpl.cleanupFailedSnapshotsCreatedWithDefaultStrategy``), persist the backup task or resume
-    it from the MS_ID detail, and let ``SnapshotManagerImpl.start`` complete the job of the snapshot it re-deletes.
+    ``cleanupSnapshot`` only soft-removes an Allocated snapshot (no decrement) and fails a Creating one, so a take that
+    got further leaves a CreatedOnPrimary/BackingUp/BackedUp snapshot live under a FAILED job, the volume Snapshotting,
+    refs Creating and counts as far as the crash let them; a delete reads FAILED while the restart's re-delete (§10.3)
+    destroys the snapshot; a lost ``BackupSnapshotTask`` leaves its snapshot CreatedOnPrimary for good. Hardened, the
+    restart makes each answer true: a failed take is undone whole (volume Ready, refs Destroying for the GC, snapshot
+    Error, as ``cleanupSnapshot`` writes it), a failed copy deletes the refs it created, a delete whose snapshot is gone
+    answers SUCCEEDED, one still Destroying is re-run under its own job (StorageSystem's delete then takes Destroying as
+    it takes BackedUp) and one whose refs in its scope are all Destroyed or Destroying (a zone delete, StorPool) answers
+    SUCCEEDED, a lost backup task's snapshot ends BackedUp (on primary only when its copy had not finished; found
+    through its SUCCEEDED take's server when StorageSystem left no MS_ID detail), and each account touched is recounted
+    (``updateResourceCount``, §19.2), since no one knows how far its charges went; an Allocated snapshot whose job never
+    ran gives back ``allocSnapshot``'s charges exactly when a peer's work would defer that recount. Upstream would have
+    to give ``cleanupResources`` these cases (``AsyncJobManagerImpl``,
+    ``SnapshotManagerImpl.cleanupFailedSnapshotsCreatedWithDefaultStrategy``), persist the backup task or resume it from
+    the MS_ID detail, and let ``SnapshotManagerImpl.start`` complete the job of the snapshot it re-deletes.
     """
     gc_reconciles_storage: bool = attrs.field(default=False)
     """Orphans and open bills of F1, F3, F5, F6, F7, F8, N6: the storage GC reconciles storage and usage with the rows.
@@ -151,6 +154,47 @@ class Profile:
     would list the zones from the refs that are ``Ready`` (or past it) in ``SnapshotManagerImpl.deleteSnapshot``, or
     lock the snapshot for the copy as ``destroySnapshotEntriesAndFiles`` locks its chain.
     """
+    failed_backup_matches_answer: bool = attrs.field(default=False)
+    """F5: a failed backup copy leaves what the take answered (departs from spec §5.8 steps 3-4, §7.2).
+
+    Upstream's ``copySnapshotAsyncCallback``, on a failed copy of the async backup, soft-removes the snapshot of a
+    take that already answered SUCCEEDED; the retries then fail on the removed row, the last one's
+    ``cleanupOnSnapshotBackupFailure`` rolls back, and the primary ref stays Ready for a file nobody owns; a copy
+    that throws before it starts sends that snapshot to Error, for the GC to expunge; and a null answer is taken
+    for a success whose ref event throws, leaving the image ref Creating. Hardened, a null copy answer is a failed
+    copy, and a failed try of the async task fails its image ref and keeps the snapshot BackedUp on primary only
+    (OperationNotPerformed, as with backup off, §5.4 step 8); the next try backs it up from there and the last
+    leaves it so, never running ``cleanupOnSnapshotBackupFailure``, and recounts its account (the allocation
+    charged secondary storage, §5.1) when nothing of it is under way. The sync backup keeps upstream's cleanup: its
+    job answers FAILED. Upstream would make ``copySnapshotAsyncCallback`` treat a null answer as a failure and, on
+    the async path, fire OperationNotPerformed instead of ``snapshotDao.remove``, and give
+    ``BackupSnapshotTask`` no ``cleanupOnSnapshotBackupFailure`` after its last try.
+    """
+    failed_storage_delete_left_to_gc: bool = attrs.field(default=False)
+    """F6b: a storage delete that fails leaves its file to the storage GC (departs from spec §9.4, §21.4.1).
+
+    Upstream's ``deleteSnapshotInfos`` runs every ref's storage delete in one transaction: when one fails, all of
+    it rolls back, and a ref whose file another delete of the same call already removed is Ready again, naming
+    nothing; StorageSystem and StorPool commit the ref Destroying, put the snapshot back and answer FAILED, and the
+    GC then deletes that file under the BackedUp snapshot. Hardened, a ref whose storage delete fails stays
+    Destroying (its own OperationFailed) and the delete goes on as if the file went: the snapshot ends Destroyed,
+    the job SUCCEEDED with its give-backs and usage events, and the GC's sweep of Destroying refs (§10.5) deletes
+    the file. Every ref then says what storage holds. Upstream would catch the failed delete per ref in
+    ``DefaultSnapshotStrategy.deleteSnapshotChain`` (and in ``StorageSystemSnapshotStrategy``'s and
+    ``StorPoolSnapshotStrategy``'s ``deleteSnapshot``) and leave the Destroying ref to ``cleanupStorage``.
+    """
+    future_wait_is_bounded: bool = attrs.field(default=False)
+    """F4: a driver call's future waits ``async.call.wait`` seconds, then fails (departs from spec §5.6 step 6, §9.4).
+
+    Upstream's ``AsyncCallFuture.get()`` waits with no timeout: a storage call that never answers holds its job
+    IN_PROGRESS (and, inside ``deleteSnapshotInfos``, its transaction and lock) until a restart fails the job, and
+    the restart leaves the copies and deletes it interrupted half done (image refs Creating, snapshots Destroying).
+    Hardened, an unanswered call fails after ``async.call.wait`` seconds (default 3600) with a timeout answer, and
+    the caller takes its own failure path: a copy fails its ref, a delete leaves the ref to the storage GC
+    (``failed_storage_delete_left_to_gc``), a backup try fails. A blocking call's wait is not timed (the model
+    passes no time on it). Upstream would call ``future.get(timeout, unit)`` with a configured wait, as
+    ``backup.snapshot.wait`` bounds the backup command on the agent, and complete the future with a failed result.
+    """
     peer_cleanup_on_node_left: bool = attrs.field(default=True)
     """spec §10.1: a live server runs ``cleanupLeftOverJobs`` for a peer that left (``onManagementNodeLeft``).
 
@@ -175,6 +219,9 @@ PROFILES: dict[str, Profile] = {
         chain_end_without_cluster=True,
         storage_charged_as_recounted=True,
         delete_bills_only_made_copies=True,
+        failed_backup_matches_answer=True,
+        failed_storage_delete_left_to_gc=True,
+        future_wait_is_bounded=True,
     ),
 }
 """``hardened`` turns every fix on (``docs/hardened.md`` says what each removes); entity tables stay upstream's."""

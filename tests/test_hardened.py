@@ -24,6 +24,7 @@ from snapshotfsm.explore import replay_case
 from snapshotfsm.faults import catalogue
 from snapshotfsm.names import JobState, RefState, SnapshotState, VolumeState
 from snapshotfsm.orchestration.reconcile import UNDO_TAKE
+from snapshotfsm.orchestration.recount import recount
 from snapshotfsm.profiles import PROFILES, Profile
 from snapshotfsm.store.records import (
     AsyncJob,
@@ -208,6 +209,151 @@ BROKEN = {
 
 def _ids() -> list[tuple[str, str]]:
     return [(name, profile) for name in CASES for profile in ("cloudstack", "hardened")]
+
+
+NEW_CASES = {
+    "F5-async-error": "two-takes:rbd/detached/plain/async/no-copies/one-server steps=1 "
+    "faults=error@default.copyAsync@1",
+    "F5-async-every-try": "two-takes:rbd/detached/plain/async/no-copies/one-server steps=1 "
+    "faults=error@default.copyAsync@1 error@default.copyAsync@2 error@default.copyAsync@3 error@default.copyAsync@4",
+    "F5-async-null": "take-delete:nfs-vmware/stopped/plain/async/no-copies/one-server steps=1,2,3 "
+    "faults=null_answer@default.copyAsync@1",
+    "F5-sync-null": "zone-copy:nfs-xenserver/detached/plain/sync/zone-copy/one-server steps=1 "
+    "faults=null_answer@default.copyAsync@1",
+    "F6b-default": "restart-while-peer-works:nfs-xenserver/detached/plain/sync/no-copies/two-servers steps=1,2,3 "
+    "faults=error@image.deleteAsync@1",
+    "F6b-storage-system": "copy-during-delete:ontap/detached/plain/sync/no-copies/one-server steps=1,2,4 "
+    "faults=exception@ontap.deleteAsync@1",
+    "F6b-storpool": "delete-zones:storpool/stopped/plain/sync/pool-copy/one-server steps=1,2,5 "
+    "faults=error@storpool.snapshotDelete@1",
+    "F4-copy": "zone-copy:nfs-xenserver/detached/plain/async/zone-copy/one-server steps=1 "
+    "faults=no_answer@image.createAsync@1",
+    "F4-delete": "copy:powerflex/running/plain/sync/no-copies/one-server steps=1,2,5 "
+    "faults=no_answer@powerflex.deleteAsync@1",
+    "F4-backup": "two-takes:rbd/detached/plain/async/no-copies/one-server steps=1 faults=no_answer@default.copyAsync@1",
+    "F6a-storage-system": "copy-during-delete:ontap/detached/plain/sync/no-copies/one-server steps=1,2,4 "
+    "faults=crash@delete.start#4@1/ms1",
+    "F6a-zone": "delete-zones:nfs-vmware/detached/encrypted/sync/zone-copy/one-server steps=1,2,3 "
+    "faults=crash@delete.finish#1@1/ms1",
+    "F6a-storpool": "delete-zones:storpool/stopped/plain/sync/pool-copy/one-server steps=1,2,5 "
+    "faults=crash@delete.answered#2@1/ms1",
+    "F8-storage-system": "delete-during-take:powerflex/detached/plain/async/no-copies/two-servers steps=1 "
+    "faults=crash@backup_task.mark_backed_up#2@1/ms1",
+    "deferred-recount": "two-servers:nfs-xenserver/detached/plain/async/no-copies/two-servers steps=1,2 "
+    "faults=crash@api.allocate#2@1/ms2",
+}
+"""Cases judged as the explorer judges them: what the run breaks that the same program run clean does not."""
+NEW_BROKEN = {
+    "F5-async-error": ["answer-matches-state", "counts-match-recount", "usage-matches-objects"],
+    "F5-async-every-try": ["answer-matches-state", "counts-match-recount", "usage-matches-objects"],
+    "F5-async-null": ["no-transitional-state", "ready-ref-has-object", "usage-matches-objects"],
+    "F5-sync-null": ["usage-matches-objects"],
+    "F4-copy": ["no-transitional-state"],
+    "F4-delete": ["answer-matches-state", "no-transitional-state", "usage-matches-objects"],
+    "F4-backup": ["answer-matches-state", "counts-match-recount", "usage-matches-objects"],
+    "F6a-storage-system": ["answer-matches-state", "no-transitional-state"],
+    "F6a-zone": ["answer-matches-state", "usage-matches-objects"],
+    "F6a-storpool": ["answer-matches-state", "counts-match-recount", "usage-matches-objects"],
+    "F8-storage-system": ["answer-matches-state", "no-transitional-state"],
+    "deferred-recount": ["counts-match-recount"],
+    "F6b-default": ["ready-ref-has-object", "usage-matches-objects"],
+    "F6b-storage-system": ["answer-matches-state", "usage-matches-objects"],
+    "F6b-storpool": ["answer-matches-state", "usage-matches-objects"],
+}
+
+
+def _broken(case: str) -> set[tuple[str, str]]:
+    ran = replay_case(case)
+    try:
+        return set(ran.outcome.broken())
+    finally:
+        ran.world.engine.close()
+
+
+def _charged(case: str, profile: str) -> list[str]:
+    """The invariants the faulted run breaks on subjects its clean run (same program, no fault) leaves alone."""
+    clean = re.sub(r"faults=.*$", "faults=none", case)
+    new = _broken(f"{case} profile={profile} seed=0") - _broken(f"{clean} profile={profile} seed=0")
+    return sorted({invariant for invariant, _ in new})
+
+
+def _new_ids() -> list[tuple[str, str]]:
+    return [(name, profile) for name in NEW_CASES for profile in ("cloudstack", "hardened")]
+
+
+class TestFixesAgainstClean:
+    """A finding's minimal case judged against its clean run: the fault's own violations, or none under hardened."""
+
+    @pytest.mark.parametrize(("name", "profile"), _new_ids(), ids=[f"{n}-{p}" for n, p in _new_ids()])
+    def test_minimal_case(self, name: str, profile: str) -> None:
+        """Under ``cloudstack`` the finding's invariants; under ``hardened`` none beyond the clean run's."""
+        assert _charged(NEW_CASES[name], profile) == ([] if profile == "hardened" else NEW_BROKEN[name])
+
+    def test_a_failed_async_backup_keeps_the_snapshot_on_primary(self) -> None:
+        """F5 under hardened: the failed try leaves the SUCCEEDED take's snapshot live, and the retry backs it up."""
+        ran = replay_case(f"{NEW_CASES['F5-async-error']} profile=hardened seed=0")
+        store = ran.world.engine.store
+        try:
+            assert store.state_of(store.get(AsyncJob, 1)) == JobState.SUCCEEDED
+            snapshot = store.get(Snapshot, 1)
+            assert (snapshot.status, snapshot.removed) == (SnapshotState.BackedUp, None)
+            refs = store.find(SnapshotStoreRef, "snapshot_id = 1")
+            assert [(r.store_role, r.state) for r in refs] == [("Primary", RefState.Ready), ("Image", RefState.Ready)]
+            failed_try = store.find(
+                TransitionLog, "machine = 'snapshot' AND entity_id = 1 AND event = ?", ("OperationNotPerformed",)
+            )
+            assert [(r.source, r.dest) for r in failed_try] == [("BackingUp", "BackedUp")]
+        finally:
+            ran.world.engine.close()
+
+    def test_an_async_backup_that_never_succeeds_leaves_it_on_primary(self) -> None:
+        """F5 under hardened, every try failing: BackedUp on primary only, charged there, never removed."""
+        ran = replay_case(f"{NEW_CASES['F5-async-every-try']} profile=hardened seed=0")
+        store = ran.world.engine.store
+        try:
+            snapshot = store.get(Snapshot, 1)
+            assert (snapshot.status, snapshot.removed) == (SnapshotState.BackedUp, None)
+            refs = store.find(SnapshotStoreRef, "snapshot_id = 1")
+            assert [(r.store_role, r.state) for r in refs] == [("Primary", RefState.Ready)]
+            assert recount(store, snapshot.account_id) == {
+                r.type: r.count for r in store.find(ResourceCount, "account_id = ?", (snapshot.account_id,))
+            }
+        finally:
+            ran.world.engine.close()
+
+    def test_a_failed_storage_delete_is_left_to_the_gc(self) -> None:
+        """F6b under hardened: the delete SUCCEEDED, its ref stayed Destroying, and the GC deleted the file later."""
+        ran = replay_case(f"{NEW_CASES['F6b-default']} profile=hardened seed=0")
+        store = ran.world.engine.store
+        try:
+            delete = store.first(AsyncJob, "job_cmd LIKE '%DeleteSnapshotCmd'")
+            assert delete is not None
+            assert store.state_of(delete) == JobState.SUCCEEDED
+            image = store.find(TransitionLog, "machine = 'snapshot_store_ref' AND entity_id = 2", order_by="id")
+            moves = [
+                (r.source, r.event, r.dest, r.job_id is not None) for r in image if r.source in ("Ready", "Destroying")
+            ]
+            assert moves == [
+                ("Ready", "DestroyRequested", "Destroying", True),
+                ("Destroying", "OperationFailed", "Destroying", True),
+                ("Destroying", "DestroyRequested", "Destroying", False),  # the GC's sweep, no job
+                ("Destroying", "OperationSucceeded", "Destroyed", False),
+            ]
+            assert store.find(StorageObject, "deleted_ms IS NULL AND snapshot_id = 1") == []
+        finally:
+            ran.world.engine.close()
+
+    def test_an_unanswered_call_times_out(self) -> None:
+        """F4 under hardened: the zone copy's future fails after ``async.call.wait`` s and its ref goes."""
+        ran = replay_case(f"{NEW_CASES['F4-copy']} profile=hardened seed=0")
+        store = ran.world.engine.store
+        try:
+            refs = store.find(SnapshotStoreRef, "snapshot_id = 1 AND store_role = 'Image'")
+            assert [r.state for r in refs] == [RefState.Ready]  # the backup's; the zone copy's ref was failed
+            failed = store.find(TransitionLog, "machine = 'snapshot_store_ref' AND event = 'OperationFailed'")
+            assert [(r.entity_id, r.source, r.at_ms) for r in failed] == [(3, "Creating", 2_000 + 30_000 + 3_600_000)]
+        finally:
+            ran.world.engine.close()
 
 
 class TestFixes:

@@ -128,6 +128,11 @@ class DriverEnv:
     latency_ms: Mapping[str, int] = attrs.field(factory=dict)
     record: RunRecord = attrs.field(factory=RunRecord)
     """The world's notebook (:mod:`snapshotfsm.record`), shared by its servers."""
+    future_wait_ms: Callable[[], int | None] = attrs.field(default=lambda: None)
+    """How long a caller waits for an answer before its future fails; None: for ever, as upstream (spec §5.6 step 6).
+
+    Set under the ``hardened`` profile's ``future_wait_is_bounded`` (``async.call.wait``).
+    """
 
     def note(self, kind: str, source: str, target: str, text: str) -> None:
         """A moment of the run's timeline, when the record keeps one (a counterexample's sequence diagram)."""
@@ -190,11 +195,8 @@ class Driver:
             self._injected(op, rule)
         clock = env.scheduler.clock
         name = env.record.new_call(f"{self.kind}.{op}", ms_id=env.ms_id, at_ms=clock.now_ms)
-        if rule is not None and rule.kind == "no_answer":
-            env.record.unanswered(name, f"injected {rule.kind} fault on {rule.op}: the storage never answers")
-            env.note("silence", self.kind, ms, f"{op}: never answers (injected)")
-            return
         incarnation = env.incarnation()
+        wait_ms = env.future_wait_ms()
 
         def dropped() -> None:
             env.record.delivered(name, clock.now_ms, dropped=True)
@@ -214,6 +216,17 @@ class Driver:
             env.note("answer", self.kind, ms, f"{op}: {describe_answer(answer)}")
             callback(answer)
 
+        if rule is not None and rule.kind == "no_answer":
+            env.note("silence", self.kind, ms, f"{op}: never answers (injected)")
+            if wait_ms is None:
+                env.record.unanswered(name, f"injected {rule.kind} fault on {rule.op}: the storage never answers")
+                return
+            # Hardened (``future_wait_is_bounded``): the caller's wait ends; its future fails as a timeout.
+            timed_out = Answer(result=False, details=f"{self.kind}.{op} timed out after {wait_ms // 1000} s")
+            env.scheduler.call_later(
+                wait_ms, lambda: deliver(timed_out), label=f"timeout {self.kind}.{op}", owner=env.ms_id, on_drop=dropped
+            )
+            return
         env.scheduler.call_later(self.latency(op), complete, label=f"{self.kind}.{op}")
 
     def call_sync(self, op: str, effect: Callable[[], Answer]) -> Answer:
@@ -258,7 +271,11 @@ class Driver:
             answer = effect()
         elif rule.kind == "no_answer":
             self.env.note("silence", self.kind, ms, f"{op}: never answers (injected)")
-            raise NeverAnswered(f"{self.kind}.{op}")
+            wait_ms = self.env.future_wait_ms()
+            if wait_ms is None:
+                raise NeverAnswered(f"{self.kind}.{op}")
+            # Hardened (``future_wait_is_bounded``): the wait ends; the time it took is not modelled here.
+            answer = Answer(result=False, details=f"{self.kind}.{op} timed out after {wait_ms // 1000} s")
         else:
             if rule.kind == "exception":
                 self.env.note("answer", self.kind, ms, f"{op}: throws (injected)")

@@ -24,6 +24,7 @@ from snapshotfsm.errors import (
 )
 from snapshotfsm.names import RefEvent, RefState, SnapshotEvent, SnapshotState, Take, Task
 from snapshotfsm.objects import AnswerType, missing_store_ref, snapshot_event, store_ref_event
+from snapshotfsm.orchestration import reconcile
 from snapshotfsm.orchestration.contexts import BackupTaskContext, Machine, TakeContext
 from snapshotfsm.orchestration.contract import Reply, StepTable, Turn
 from snapshotfsm.orchestration.runtime import Runtime
@@ -59,6 +60,10 @@ class SnapshotVO:
     snapshot: Snapshot
 
 
+NULL_COPY_ANSWER = "copy of the snapshot to secondary storage answered null"
+"""The failure a hardened ``copySnapshotAsyncCallback`` gives a null answer (``failed_backup_matches_answer``)."""
+
+
 def choose(t: Turn[TakeContext]) -> str:
     """The TAKE strategy's ``backupSnapshot`` decides how (spec §5.4 step 7: the same strategy object backs up)."""
     ctx = t.ctx
@@ -67,13 +72,15 @@ def choose(t: Turn[TakeContext]) -> str:
 
 
 def start_backup(
-    rt: Runtime, take: SnapshotTake, plan: BackupPlan, on_answer: Reply
+    rt: Runtime, take: SnapshotTake, plan: BackupPlan, on_answer: Reply, *, async_backup: bool = False
 ) -> tuple[Snapshot, SnapshotStoreRef, str]:
     """``SnapshotServiceImpl.backupSnapshot`` up to ``copyAsync`` (spec §5.8 steps 1-3), as ``plan`` says.
 
     Returns the snapshot as the backup holds it (BackingUp), the image ref (Creating) and ``origState``, the
     snapshot's state before: :func:`finish_backup` needs it when the copy's callback throws. An exception before
-    the copy starts puts the snapshot back (:func:`_not_copied`); the failure is then rethrown.
+    the copy starts puts the snapshot back (:func:`_not_copied`); the failure is then rethrown. Hardened
+    (``failed_backup_matches_answer``), a try of the async task that fails so leaves the snapshot on primary
+    (:func:`keep_on_primary`) instead of in Error: its take already answered SUCCEEDED.
     """
     snapshot = rt.store.get(Snapshot, take.snapshot.id)
     orig_state = snapshot.status
@@ -106,9 +113,27 @@ def start_backup(
             parent_path=parent.install_path if parent is not None else None,
         )
     except CloudException as exc:
-        _not_copied(rt, snapshot, orig_state)
+        if async_backup and rt.profile.failed_backup_matches_answer:
+            keep_on_primary(rt, snapshot.id)
+        else:
+            _not_copied(rt, snapshot, orig_state)
         raise CloudRuntimeException(f"Failed to copy snapshot:{exc.java_name}: {exc.message}", cause=exc) from exc
     return snapshot, moved, orig_state
+
+
+def keep_on_primary(rt: Runtime, snapshot_id: int) -> None:
+    """Hardened (``failed_backup_matches_answer``): a failed try of the async backup keeps the snapshot on primary.
+
+    Departs from spec §5.8 step 3-4 and §7.2: upstream soft-removes the snapshot of a take that answered SUCCEEDED
+    (or sends it to Error when the copy could not start), and its last try's ``cleanupOnSnapshotBackupFailure``
+    then fails on the removed row and rolls back. Here the image refs the try was writing go
+    (``deleteIfNotReady``) and the snapshot is BackedUp on primary only (OperationNotPerformed, as with
+    ``snapshot.backup.to.secondary`` off, §5.4 step 8), which is what the SUCCEEDED answer promised: the next try
+    backs it up from there (BackedUp to BackingUp, §5.8 step 1), and after the last it stays so.
+    """
+    snapshot = rt.store.first(Snapshot, "id = ? AND removed IS NULL", (snapshot_id,))
+    if snapshot is not None and snapshot.status in (SnapshotState.CreatedOnPrimary, SnapshotState.BackingUp):
+        reconcile.finish_backup(rt, snapshot, by="BackupSnapshotTask (hardened: failed try)")
 
 
 def _not_copied(rt: Runtime, held: Snapshot, orig_state: str) -> None:
@@ -174,8 +199,15 @@ def _copy_callback(
     """
     dest = rt.store.get(SnapshotStoreRef, dest_id)
     snapshot = vo.snapshot
+    hardened = rt.profile.failed_backup_matches_answer
+    if hardened and answer is None:
+        # Hardened: a null answer is a failed copy, not a success whose ref event throws and leaves it Creating.
+        answer = Answer(result=False, details=NULL_COPY_ANSWER)
     if answer is not None and not answer.result:
-        if async_backup:
+        if async_backup and hardened:
+            store_ref_event(rt.store, dest, RefEvent.OperationFailed)
+            keep_on_primary(rt, snapshot.id)
+        elif async_backup:
             rt.store.remove(snapshot, by="copySnapshotAsyncCallback (async backup failed)")
             store_ref_event(rt.store, dest, RefEvent.OperationFailed)
             log.debug("Failed to create backup: Failed in creating backup of snapshot %s", snapshot_str(snapshot))

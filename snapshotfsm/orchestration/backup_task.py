@@ -10,7 +10,7 @@ import logging
 
 from snapshotfsm.errors import CloudException, CloudRuntimeException
 from snapshotfsm.names import RefState, Task
-from snapshotfsm.orchestration import copies
+from snapshotfsm.orchestration import copies, reconcile
 from snapshotfsm.orchestration.accounting import SECONDARY_STORAGE, change_count
 from snapshotfsm.orchestration.backup import (
     SnapshotVO,
@@ -18,6 +18,7 @@ from snapshotfsm.orchestration.backup import (
     backed_up_without_copy,
     cleanup_on_backup_failure,
     finish_backup,
+    keep_on_primary,
     start_backup,
 )
 from snapshotfsm.orchestration.contexts import BackupTaskContext, Machine
@@ -60,7 +61,7 @@ def run_task(t: Turn[BackupTaskContext]) -> str:
 def backup(t: Turn[BackupTaskContext]) -> None:
     """``strategy.backupSnapshot`` with asyncBackup set: start the copy and wait for its answer (spec §5.8)."""
     rt, ctx = t.rt, t.ctx
-    _, dest, orig_state = start_backup(rt, _take(rt, ctx), ctx.plan, t.reply(Task.CopyAnswered))
+    _, dest, orig_state = start_backup(rt, _take(rt, ctx), ctx.plan, t.reply(Task.CopyAnswered), async_backup=True)
     ctx.image_ref_id = dest.id
     ctx.backup_orig_state = orig_state
 
@@ -189,6 +190,13 @@ def decrease_attempts(t: Turn[BackupTaskContext]) -> str | None:
 def cleanup(t: Turn[BackupTaskContext]) -> None:
     """``cleanupOnSnapshotBackupFailure`` after the last try; its own failure only ends the executor's task."""
     rt, ctx = t.rt, t.ctx
+    if rt.profile.failed_backup_matches_answer:
+        # Hardened: the take answered SUCCEEDED; the snapshot stays on primary (``backup.keep_on_primary``). It was
+        # charged for secondary storage at allocation (spec §5.1): the recount moves the charge where it now is.
+        keep_on_primary(rt, ctx.snapshot_id)
+        reconcile.recount_account_at_rest(rt, ctx.snapshot_id, ctx.account_id)
+        _end_try(t)
+        return
     snapshot = rt.store.first(Snapshot, "id = ?", (ctx.snapshot_id,))
     try:
         if snapshot is None:

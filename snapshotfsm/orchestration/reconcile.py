@@ -29,8 +29,9 @@ from snapshotfsm.names import (
     VolumeState,
 )
 from snapshotfsm.objects import snapshot_event, store_ref_event, volume_transit
-from snapshotfsm.orchestration import recount
+from snapshotfsm.orchestration import accounting, recount
 from snapshotfsm.orchestration.jobs import complete, serialized_response
+from snapshotfsm.orchestration.lookups import store_resource_type
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.store.ownership import (
     DELETE,
@@ -50,6 +51,7 @@ from snapshotfsm.store.records import (
     TransitionLog,
     UsageEvent,
     Volume,
+    Zone,
 )
 from snapshotfsm.store.store import Store
 
@@ -57,6 +59,8 @@ log = logging.getLogger(__name__)
 
 UNDO_TAKE = "AsyncJobManagerImpl.cleanupSnapshot (hardened: undo the take)"
 """How the log names the restart's undo of a take it failed (a direct write, as upstream's cleanupSnapshot's)."""
+FINISH_DELETE = "updateSnapshotToDestroyed (hardened: the restart ends a delete whose refs all went)"
+"""How the log names the restart's Destroyed write for a left-over delete that got that far (a direct write)."""
 GONE = (SnapshotState.Error, SnapshotState.Destroyed)
 IN_FLIGHT = (
     SnapshotState.Allocated,
@@ -75,6 +79,14 @@ def recount_account(rt: Runtime, account_id: int) -> None:
     other way (below zero, once that operation corrects its charge). This server's own jobs and a dead server's are
     over by now (the restart or the peer's cleanup failed them).
     """
+    if _peer_busy(rt, account_id):
+        log.info("recount of account %s deferred: work under way on another server", account_id)
+        return
+    _recount(rt, account_id)
+
+
+def _peer_busy(rt: Runtime, account_id: int) -> bool:
+    """Whether a job of the account is under way on another live server (:func:`recount_account` waits then)."""
     busy = rt.store.count(
         AsyncJob,
         "account_id = ? AND job_status = ? AND removed IS NULL"
@@ -82,9 +94,35 @@ def recount_account(rt: Runtime, account_id: int) -> None:
         " AND COALESCE(job_executing_msid, job_init_msid) IN (SELECT msid FROM mshost WHERE state = 'Up')",
         (account_id, JobState.ordinal(JobState.IN_PROGRESS), rt.ms_id),
     )
+    return busy > 0
+
+
+def recount_account_at_rest(rt: Runtime, snapshot_id: int, account_id: int) -> bool:
+    """``updateResourceCount`` for the account if nothing of it is under way; whether it was made (spec §19.2).
+
+    Outside a restart this server's own work counts too: a job of the account still running anywhere, or another
+    of its snapshots still being taken or backed up, has charges the recount cannot see yet (see
+    :func:`recount_account`). ``snapshot_id`` is the one whose outcome asks for the recount.
+    """
+    busy = rt.store.count(
+        AsyncJob,
+        "account_id = ? AND job_status = ? AND removed IS NULL"
+        " AND COALESCE(job_executing_msid, job_init_msid) IN (SELECT msid FROM mshost WHERE state = 'Up')",
+        (account_id, JobState.ordinal(JobState.IN_PROGRESS)),
+    ) + rt.store.count(
+        Snapshot,
+        f"account_id = ? AND id <> ? AND removed IS NULL AND status IN ({', '.join('?' * len(IN_FLIGHT))})",
+        (account_id, snapshot_id, *IN_FLIGHT),
+    )
     if busy:
-        log.info("recount of account %s deferred: work under way on another server", account_id)
-        return
+        log.info("recount of account %s skipped: work of it under way", account_id)
+        return False
+    _recount(rt, account_id)
+    return True
+
+
+def _recount(rt: Runtime, account_id: int) -> None:
+    """The recount itself; an account removed meanwhile has nothing to count (only logged)."""
     try:
         recount.update_resource_count(rt, account_id)
     except CloudException as exc:  # an account removed meanwhile: nothing to count
@@ -160,7 +198,9 @@ def finish_delete_job(rt: Runtime, job: AsyncJob) -> None:
     complete(rt, job, JobEvent.CompleteSucceeded, 0, result)
 
 
-def finish_backup(rt: Runtime, snapshot: Snapshot) -> None:
+def finish_backup(
+    rt: Runtime, snapshot: Snapshot, *, by: str = "BackupSnapshotTask (hardened: lost with its server)"
+) -> None:
     """A backup task lost with its server (spec §7.2): its snapshot ends BackedUp, on secondary or on primary only.
 
     The take's job already answered SUCCEEDED. A copy whose image ref is Ready finished: the snapshot is
@@ -177,7 +217,7 @@ def finish_backup(rt: Runtime, snapshot: Snapshot) -> None:
         if ref.state == RefState.Creating:
             _fail(store, ref)
         elif ref.state == RefState.Allocated:
-            store.delete(ref, by="BackupSnapshotTask (hardened: lost with its server)")
+            store.delete(ref, by=by)
     snapshot_event(store, snapshot, SnapshotEvent.OperationNotPerformed)
 
 
@@ -269,5 +309,24 @@ def drop_jobless_allocations(rt: Runtime) -> int:
     )
     for snapshot in rows:
         store.remove(snapshot, by="AsyncJobManagerImpl.cleanupSnapshot (hardened: no job)")
-        recount_account(rt, snapshot.account_id)
+        settle_allocation(rt, snapshot)
     return len(rows)
+
+
+def settle_allocation(rt: Runtime, snapshot: Snapshot) -> None:
+    """The charges of an Allocated snapshot the restart removed: the account recounted, or given back exactly.
+
+    The recount (:func:`recount_account`) waits while a peer runs a job of the account, and nothing makes it
+    later. With ``allocation_is_atomic`` the row exists only with both of ``allocSnapshot``'s charges (spec §5.1
+    step 6): ``snapshot`` +1 and the store type (``getStoreResourceType``) + the volume size, which the row keeps.
+    In that case they are given back at once instead, which needs no account at rest. (No recount of the account
+    was made earlier in the same restart: a peer's job that defers one defers them all.)
+    """
+    if not rt.profile.allocation_is_atomic or not _peer_busy(rt, snapshot.account_id):
+        recount_account(rt, snapshot.account_id)
+        return
+    zone = rt.store.get(Zone, snapshot.data_center_id)
+    store_type = store_resource_type(rt, zone, snapshot.location_type)
+    owner = snapshot.account_id
+    accounting.change_count(rt, owner, accounting.SNAPSHOT, -1, owner_id=owner)
+    accounting.change_count(rt, owner, store_type, -snapshot.size, owner_id=owner)

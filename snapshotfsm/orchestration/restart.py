@@ -49,9 +49,11 @@ from snapshotfsm.store.records import (
     SnapshotPolicy,
     SnapshotSchedule,
     SnapshotStoreRef,
+    TransitionLog,
     VmWorkJob,
     Volume,
 )
+from snapshotfsm.strategies.base import store_zone
 from snapshotfsm.strategies.default import MS_ID
 
 log = logging.getLogger(__name__)
@@ -224,6 +226,8 @@ def cleanup_left_over_jobs(rt: Runtime, ms_id: int) -> dict[str, int]:
             if hardened:
                 reconcile.drop_jobless_allocations(rt)
             details = _cleanup_ms_id_details(rt, ms_id)
+            if hardened:
+                _finish_lost_backup_tasks(rt, ms_id)
     except CloudException as exc:
         log.warning("Unexpected exception while cleaning up left over jobs for management server %s: %s", ms_id, exc)
         return {"jobs_failed": 0, "ms_id_details": 0}
@@ -246,12 +250,42 @@ def _resolved_otherwise(rt: Runtime, job: AsyncJob) -> bool:
             reconcile.recount_account(rt, snapshot.account_id)
         return True
     if snapshot.status != SnapshotState.Destroying:
-        return False
+        return _finish_if_refs_went(rt, job, snapshot)
     if rt.store.count(SnapshotStoreRef, "snapshot_id = ? AND state != ?", (snapshot.id, RefState.Destroyed)) == 0:
         # Every file is gone and the crash fell before the snapshot's own write: that write, then the answer.
         snapshot_event(rt.store, snapshot, SnapshotEvent.OperationSucceeded)
         reconcile.finish_delete_job(rt, job)
         reconcile.recount_account(rt, snapshot.account_id)
+    return True
+
+
+def _finish_if_refs_went(rt: Runtime, job: AsyncJob, snapshot: Snapshot) -> bool:
+    """Hardened: a delete that destroyed every ref it was asked to, but crashed before its end, answers SUCCEEDED.
+
+    A zone delete leaves the snapshot BackedUp (spec §9.4), and StorPool writes Destroyed only once every ref went
+    (§8), so neither finds its snapshot Destroying. When the job moved refs and none of its scope (the zone, or the
+    whole snapshot) is left but Destroyed or Destroying (whose file the storage GC's sweep deletes, §10.5), its work
+    is done: a whole delete's snapshot is written Destroyed, as the
+    strategies' ``updateSnapshotToDestroyed`` does, the job SUCCEEDED, the account recounted. A job that moved
+    nothing, or left a ref, is failed as upstream does (its FAILED answer is then true, or the re-delete runs).
+    """
+    store = rt.store
+    moved = store.count(TransitionLog, "job_id = ? AND machine = 'snapshot_store_ref'", (job.id,))
+    if not moved:
+        return False
+    zone_id = json.loads(job.job_cmd_info).get("zoneid")
+    scope = [
+        r
+        for r in store.find(SnapshotStoreRef, "snapshot_id = ?", (snapshot.id,))
+        if zone_id is None or store_zone(store, r) == zone_id
+    ]
+    if any(r.state not in (RefState.Destroyed, RefState.Destroying) for r in scope):
+        return False
+    if zone_id is None and snapshot.status != SnapshotState.Destroyed:
+        with store.acting_for(job.id):
+            store.write_state_directly(snapshot, SnapshotState.Destroyed, by=reconcile.FINISH_DELETE)
+    reconcile.finish_delete_job(rt, job)
+    reconcile.recount_account(rt, snapshot.account_id)
     return True
 
 
@@ -267,6 +301,13 @@ def _undo(rt: Runtime, job: AsyncJob) -> None:
     snapshot = rt.store.first(Snapshot, "id = ?", (job.instance_id,))
     if job.job_cmd == CREATE_SNAPSHOT_CMD:
         reconcile.undo_take(rt, job.instance_id)
+        executed = rt.store.count(
+            TransitionLog, "job_id = ? AND machine = 'take_snapshot' AND event = 'Execute'", (job.id,)
+        )
+        if snapshot is not None and snapshot.status == SnapshotState.Allocated and not executed:
+            # The job never ran: only allocSnapshot's charges exist, and they go back exactly (no recount to defer).
+            reconcile.settle_allocation(rt, snapshot)
+            return
     elif job.job_cmd == COPY_SNAPSHOT_CMD:
         reconcile.undo_copy(rt, job)
     if snapshot is not None:
@@ -337,6 +378,33 @@ def _cleanup_ms_id_details(rt: Runtime, ms_id: int) -> int:
                 snapshot_event(store, snapshot, SnapshotEvent.OperationFailed)
         store.delete(detail, by="cleanupFailedSnapshotsCreatedWithDefaultStrategy")
     return len(details)
+
+
+def _finish_lost_backup_tasks(rt: Runtime, ms_id: int) -> int:
+    """Hardened (``restart_resolves_left_over_jobs``): a lost backup task that left no MS_ID detail ends too.
+
+    StorageSystem's take writes no MS_ID detail (spec §5.7), so the cleanup above never finds the snapshot of its
+    async backup task (§7.2) once the server that ran it is gone: a SUCCEEDED take whose snapshot is still
+    CreatedOnPrimary or BackingUp, its job run by that server, has no task left anywhere. It ends as a lost task's
+    does (:func:`reconcile.finish_backup`), and its account is recounted. Returns how many.
+    """
+    store = rt.store
+    lost = store.find(
+        Snapshot,
+        "removed IS NULL AND status IN (?, ?) AND id IN (SELECT instance_id FROM async_job WHERE job_cmd = ?"
+        " AND instance_type = 'Snapshot' AND job_status = ? AND COALESCE(job_executing_msid, job_init_msid) = ?)",
+        (
+            SnapshotState.CreatedOnPrimary,
+            SnapshotState.BackingUp,
+            CREATE_SNAPSHOT_CMD,
+            JobState.ordinal(JobState.SUCCEEDED),
+            ms_id,
+        ),
+    )
+    for snapshot in lost:
+        reconcile.finish_backup(rt, snapshot)
+        reconcile.recount_account(rt, snapshot.account_id)
+    return len(lost)
 
 
 def cleanup_storage_jobs(rt: Runtime, ms_id: int) -> int:
@@ -413,6 +481,10 @@ def redelete_destroying(runner: Runner) -> int:
             # Hardened: the delete job this server left runs again and answers (``_resolved_otherwise``).
             deletes.resume_job(runner, job, thread=START_THREAD)
             continue
+        if rt.profile.restart_resolves_left_over_jobs and _delete_job_left(rt, snapshot.id):
+            # Hardened: another server's left-over delete job of it is re-run by that server's restart; a second,
+            # job-less re-delete here would race it for the same rows.
+            continue
         deletes.start_detached(runner, snapshot.id, caller_id=SYSTEM_ACCOUNT_ID, thread=START_THREAD)
     return len(destroying)
 
@@ -424,6 +496,18 @@ def _left_over_delete(rt: Runtime, snapshot_id: int) -> AsyncJob | None:
         "job_cmd = ? AND instance_id = ? AND job_status = ?"
         " AND (job_executing_msid = ? OR (job_executing_msid IS NULL AND job_init_msid = ?))",
         (DELETE_SNAPSHOT_CMD, snapshot_id, JobState.ordinal(JobState.IN_PROGRESS), rt.ms_id, rt.ms_id),
+    )
+
+
+def _delete_job_left(rt: Runtime, snapshot_id: int) -> bool:
+    """Whether an IN_PROGRESS delete job of the snapshot is left, of any server (hardened re-delete, §10.3)."""
+    return (
+        rt.store.count(
+            AsyncJob,
+            "job_cmd = ? AND instance_id = ? AND job_status = ?",
+            (DELETE_SNAPSHOT_CMD, snapshot_id, JobState.ordinal(JobState.IN_PROGRESS)),
+        )
+        > 0
     )
 
 

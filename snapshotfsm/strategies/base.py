@@ -23,7 +23,7 @@ from snapshotfsm.drivers.base import Answer, Callback
 from snapshotfsm.drivers.image import ImageStoreDriver
 from snapshotfsm.drivers.primary import DefaultPrimaryDriver, PrimaryDriver
 from snapshotfsm.drivers.registry import Drivers
-from snapshotfsm.errors import CloudRuntimeException, MsCrash
+from snapshotfsm.errors import CloudException, CloudRuntimeException, MsCrash
 from snapshotfsm.names import RefEvent, RefState, VolumeState
 from snapshotfsm.objects import store_ref_event
 from snapshotfsm.store.records import (
@@ -329,6 +329,26 @@ def service_delete_blocking(env: StrategyEnv, ref: SnapshotStoreRef) -> bool:
     checkpoint = remove_bitmap_if_needed(env, moved)
     answer = env.driver_for(moved).delete_snapshot_blocking(moved.install_path or "", checkpoint_path=checkpoint)
     return _delete_answered(env, moved, answer)
+
+
+def left_to_gc(env: StrategyEnv, ref: SnapshotStoreRef, exc: CloudException) -> bool:
+    """Hardened (``failed_storage_delete_left_to_gc``): whether a failed storage delete leaves ``ref`` to the GC.
+
+    Departs from spec §9.4 and §21.4.1: upstream rolls ``deleteSnapshotInfos`` back whole (refs whose files already
+    went are Ready again) or, on StorageSystem and StorPool, fails the delete with its ref committed Destroying. Here
+    a ref the delete moved to Destroying whose file could not be deleted stays Destroying, the delete goes on as if
+    the file went, and the storage GC's sweep of Destroying refs (§10.5) deletes the file later: the rows tell the
+    truth about every file that did go, and the job's answer about the snapshot. A ref the GC already took while
+    the delete waited counts as left to it. False under upstream's profile, or when the ref never got to Destroying
+    (nothing was asked of storage).
+    """
+    if not env.store.profile.failed_storage_delete_left_to_gc:
+        return False
+    current = env.store.first(SnapshotStoreRef, "id = ?", (ref.id,))
+    if current is not None and current.state not in (RefState.Destroying, RefState.Destroyed):
+        return False
+    log.warning("storage delete of %s failed, left Destroying for the storage GC: %s", ref.install_path, exc)
+    return True
 
 
 def remove_bitmap_if_needed(env: StrategyEnv, ref: SnapshotStoreRef) -> str | None:

@@ -52,6 +52,7 @@ from snapshotfsm.strategies.base import (
     SnapshotStrategy,
     SnapshotTake,
     StrategyEnv,
+    left_to_gc,
     lock_key,
     off_primary_usage,
     primary_ref,
@@ -296,7 +297,9 @@ class _DefaultDelete:
             if zone_id is None or zone_ref.zone_id == zone_id:
                 self.store.remove(zone_ref, by="SnapshotZoneDao.removeSnapshotFromZone")
         update_end_of_chain(self.store, snapshot)
-        if [r for r in self._refs(snapshot.id, None) if r.state != RefState.Destroyed]:
+        # Hardened (``base.left_to_gc``): a ref left Destroying for the storage GC is gone as far as the delete goes.
+        gone = (RefState.Destroyed, RefState.Destroying) if self.store.profile.failed_storage_delete_left_to_gc else ()
+        if [r for r in self._refs(snapshot.id, None) if r.state != RefState.Destroyed and r.state not in gone]:
             return True
         self.store.write_state_directly(
             self.store.get(Snapshot, snapshot.id),
@@ -407,7 +410,13 @@ class _DefaultDelete:
                     if not result_set:
                         result, result_set = True, True
                 else:
-                    deleted = service_delete_blocking(self.env, current)
+                    try:
+                        deleted = service_delete_blocking(self.env, current)
+                    except CloudException as exc:
+                        # Hardened: the file is left to the storage GC; the refs of files that went stay so.
+                        if not left_to_gc(self.env, current, exc):
+                            raise
+                        deleted = True
                     if not result_set:
                         result, result_set = deleted, True
                 current = parent

@@ -12,6 +12,7 @@ import attrs
 
 from snapshotfsm.chains import chain_parent, live_child, same_path
 from snapshotfsm.describe import snapshot_str
+from snapshotfsm.drivers.base import Answer
 from snapshotfsm.drivers.storpool import SP_DEV_PATH, StorPoolDriver, sp_name
 from snapshotfsm.errors import (
     CloudException,
@@ -34,6 +35,7 @@ from snapshotfsm.strategies.base import (
     Priority,
     SnapshotStrategy,
     StrategyEnv,
+    left_to_gc,
     service_delete,
     store_zone,
 )
@@ -167,7 +169,13 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
         """The inner ``deleteSnapshot``: StorPool's ``snapshotDelete``, then the rows, with the primary refs moved."""
         driver = env.driver(pool)
         assert isinstance(driver, StorPoolDriver)
-        answer = driver.snapshot_delete(name or "null")
+        hardened = env.store.profile.failed_storage_delete_left_to_gc
+        try:
+            answer = driver.snapshot_delete(name or "null")
+        except CloudException as exc:
+            if not hardened:
+                raise
+            answer = Answer(result=False, details=exc.message)
         primaries = [
             r
             for r in env.store.find(
@@ -185,10 +193,14 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
             log.warning("Failed to clean-up Storpool snapshot %s. Error: %s", name, answer.details)
             if answer.details.startswith("objectDoesNotExist"):
                 return True
-            result = False
-        else:
+        result = False
+        left = hardened and not answer.result
+        if answer.result or left:
+            # Hardened (``base.left_to_gc``): the primary refs stay Destroying for the storage GC; the rows go on.
             result = yield from self._delete_from_db(env, snapshot, zone_id)
-        if result:
+        if result and left:
+            _process(env, primaries, RefEvent.OperationFailed)
+        elif result:
             _process(env, primaries, RefEvent.OperationSucceeded)
             for ref in env.store.find(
                 SnapshotStoreRef, "snapshot_id = ? AND state = ?", (snapshot.id, RefState.Destroyed)
@@ -276,6 +288,9 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
                     deleted = yield from service_delete(env, current)
                 except CloudException as exc:
                     log.debug("Failed to delete snapshot on storage. %s", exc)
+                    if left_to_gc(env, current, exc) and not result_set:
+                        # Hardened: the file is the storage GC's now; the delete goes on as if it went.
+                        result, result_set = True, True
                 else:
                     if not result_set:
                         result, result_set = deleted, True
@@ -334,4 +349,6 @@ def _process(env: StrategyEnv, refs: list[SnapshotStoreRef], event: str) -> None
     """
     for ref in refs:
         current = env.store.first(SnapshotStoreRef, "id = ?", (ref.id,))
+        if current is None and env.store.profile.failed_storage_delete_left_to_gc:
+            continue  # Hardened: the storage GC took the Destroying ref while the delete waited (``base.left_to_gc``)
         store_ref_event(env.store, current if current is not None else ref, event)
