@@ -72,26 +72,14 @@ from machine import machine
 
 from snapshotfsm import Engine
 from snapshotfsm.store import Snapshot
+from snapshotfsm.store.trace import PARAMETERISED, WRITES, parameterise, verb
 
 MEMORY = ":memory:"
 SIZE = 10 << 30
 UNLIMITED = {"snapshot": -1, "primary_storage": -1, "secondary_storage": -1}
 """Every account limit off: thousands of snapshots must not be refused (``add_account(limits=...)``, -1 = none)."""
 
-WRITES = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE"})
 CONTROL = frozenset({"BEGIN", "COMMIT", "END", "SAVEPOINT", "RELEASE", "ROLLBACK"})
-PARAMETERISED = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "WITH"})
-"""Statements whose literals may become parameters; PRAGMA values and savepoint names may not."""
-
-_TOKEN = re.compile(
-    r"(?P<blob>[xX]'[0-9a-fA-F]*')"
-    r"|(?P<text>'(?:[^']|'')*')"
-    r"|(?P<word>\"(?:[^\"]|\"\")*\"|`[^`]*`|\[[^\]]*\]|[A-Za-z_][A-Za-z0-9_$]*)"
-    r"|(?P<number>(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)"
-    r"|(?P<other>\s+|.)",
-    re.DOTALL,
-)
-"""SQLite's tokens as far as literals go: blobs, strings, identifiers and keywords (quoted or not), numbers."""
 _SAVEPOINT = re.compile(r"(?is)^\s*(?:SAVEPOINT|RELEASE(?:\s+SAVEPOINT)?)\s+(\S+?)\s*;?\s*$")
 _ROLLBACK_TO = re.compile(r"(?is)^\s*ROLLBACK(?:\s+TRANSACTION)?\s+TO\b")
 
@@ -193,16 +181,6 @@ def digest(conn: sqlite3.Connection) -> str:
 # --- the trace -------------------------------------------------------------------------------------------------------
 
 
-def verb(sql: str) -> str:
-    """The statement's kind: its first keyword (a WITH statement is the write it contains, else a SELECT)."""
-    parts = sql.split(None, 1)
-    word = parts[0].rstrip(";").upper() if parts else ""
-    if word == "WITH":
-        found = re.search(r"(?i)\b(INSERT|UPDATE|DELETE|REPLACE)\b", sql)
-        return found.group(1).upper() if found else "SELECT"
-    return word
-
-
 @dataclass
 class Analysis:
     """What a trace holds: its statements by kind, its commits by kind, and the writes-only selection."""
@@ -276,34 +254,6 @@ def _savepoint_name(sql: str) -> str:
     if found is None:
         raise RuntimeError(f"cannot read the savepoint name of {sql!r}")
     return found.group(1).strip("\"'`[]").lower()
-
-
-def parameterise(sql: str) -> Statement:
-    """The expanded text with its literals turned back into parameters, and their values.
-
-    ``'it''s'`` gives ``'it's'``, ``12`` gives ``12``, ``1.5`` gives ``1.5``, ``x'00ff'`` gives bytes, ``NULL`` gives
-    ``None``; a minus sign stays in the text (``-?``), which reads the same. Statements other than SELECT and the
-    writes (BEGIN, SAVEPOINT, PRAGMA, ...) are kept as they are: their words cannot be parameters.
-    """
-    if verb(sql) not in PARAMETERISED:
-        return sql, ()
-    out: list[str] = []
-    params: list[object] = []
-    for token in _TOKEN.finditer(sql):
-        kind, text = token.lastgroup, token.group()
-        if kind == "text":
-            params.append(text[1:-1].replace("''", "'"))
-        elif kind == "blob":
-            params.append(bytes.fromhex(text[2:-1]))
-        elif kind == "number":
-            params.append(float(text) if any(c in text for c in ".eE") else int(text))
-        elif kind == "word" and text.upper() == "NULL":
-            params.append(None)
-        else:
-            out.append(text)
-            continue
-        out.append("?")
-    return "".join(out), tuple(params)
 
 
 # --- the floors ------------------------------------------------------------------------------------------------------
