@@ -1,10 +1,22 @@
-"""What does the whole take-snapshot workflow cost, per snapshot, and how far is it from the SQL it runs? Run by hand:
+"""What does the take-snapshot workflow cost, how far is it from its SQL, and does it stay flat at scale? By hand:
 
-    .venv/bin/python benchmarks/bench_workflow.py                 # 4 configurations, 200 snapshots: 1-2 minutes
-    .venv/bin/python benchmarks/bench_workflow.py --quick         # 40 snapshots, 3 rounds: a first look, noisier
-    .venv/bin/python benchmarks/bench_workflow.py --snapshots 500 --rounds 7
-    .venv/bin/python benchmarks/bench_workflow.py --profile       # plus a cProfile (top 20) of attached on a file
+    .venv/bin/python benchmarks/bench_workflow.py                 # all three parts: about 45 minutes
+    .venv/bin/python benchmarks/bench_workflow.py --quick         # each part small: about 4 minutes, noisier
+    .venv/bin/python benchmarks/bench_workflow.py --part floor    # one part (floor, flat, day; repeatable)
+    .venv/bin/python benchmarks/bench_workflow.py --part flat --full   # also 100,000 takes through the workflow
+    .venv/bin/python benchmarks/bench_workflow.py --part floor --snapshots 500 --rounds 7 --profile
 
+Three parts:
+
+- **floor** (below): the take against replays of its own SQL trace, and with ``--profile`` where its time goes
+  (cProfile's own time by category: SQLite, reading records, writing records, the transitions library, the runner
+  and step contract, the steps, the clock, the rest);
+- **flat** (``flat.py``): 1,000 takes on top of a history of 100 and of 100,000 snapshots, the history cloned in bulk
+  from 100 real takes (``preload.py``); ``--full`` also takes the whole 100,000 through the workflow;
+- **day** (``policy_day.py``): a simulated day of hourly policies keeping 3, on 100 and on 1,000 volumes, run by the
+  scheduler's own polls, each in its own process: wall time, snapshots per second, peak memory.
+
+The floor part, in detail.
 The workflow is the public API a user calls, ``Engine.create_snapshot`` then ``Engine.run`` (the simulated clock runs
 until nothing is pending), in four configurations: the volume attached to a Running VM (the take goes through the
 VM's work-job queue, spec §4.3) or detached, on a file database (WAL, as ``Engine.open`` makes it) or on

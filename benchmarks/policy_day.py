@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from workload import MEMORY, SIZE, discard
+from workload import MEMORY, SIZE, Cloud, discard
 
 from snapshotfsm import Engine
 from snapshotfsm.store.records import AsyncJob, Snapshot
@@ -86,19 +86,18 @@ class Day:
 
 
 def build(where: str, volumes: int) -> Engine:
-    """The cloud, its accounts, VMs and volumes, and an hourly policy per volume."""
-    engine = Engine.open(where)
-    zone = engine.add_zone("zone1")
-    engine.add_image_store(zone, "secondary1")
-    cluster = engine.add_cluster(zone, "xen-cluster", hypervisor="XenServer")
-    host = engine.add_host(cluster, "xen-host")
-    pool = engine.add_pool(zone, "nfs-primary", cluster=cluster)
+    """The cloud (``workload.Cloud``), its accounts, VMs and volumes, and an hourly policy per volume.
+
+    The cloud's own account (no limits) holds nothing here: the policies' accounts have CloudStack's defaults.
+    """
+    cloud = Cloud.open(where)
+    engine = cloud.engine
     for a in range(volumes // PER_ACCOUNT):
         account = engine.add_account(f"account{a}")
-        vm = engine.add_vm(account, zone, f"vm{a}", hypervisor="XenServer", host=host)
+        vm = engine.add_vm(account, cloud.zone, f"vm{a}", hypervisor="XenServer", host=cloud.host)
         for v in range(PER_ACCOUNT):
             i = a * PER_ACCOUNT + v
-            volume = engine.add_volume(account, pool, f"data{i}", size=SIZE, vm=vm, format="VHD")
+            volume = engine.add_volume(account, cloud.pool, f"data{i}", size=SIZE, vm=vm, format="VHD")
             minute = 1 + i % 59  # not 0: created at 00:00, a minute-0 policy's first run would be 01:00
             engine.create_snapshot_policy(volume.id, interval="HOURLY", schedule=str(minute), max_snaps=KEEP)
     return engine
