@@ -1,10 +1,22 @@
-"""What does the whole take-snapshot workflow cost, per snapshot, and how far is it from the SQL it runs? Run by hand:
+"""What does the take-snapshot workflow cost, how far is it from its SQL, and does it stay flat at scale? By hand:
 
-    .venv/bin/python benchmarks/bench_workflow.py                 # 4 configurations, 200 snapshots: 1-2 minutes
-    .venv/bin/python benchmarks/bench_workflow.py --quick         # 40 snapshots, 3 rounds: a first look, noisier
-    .venv/bin/python benchmarks/bench_workflow.py --snapshots 500 --rounds 7
-    .venv/bin/python benchmarks/bench_workflow.py --profile       # plus a cProfile (top 20) of attached on a file
+    .venv/bin/python benchmarks/bench_workflow.py                 # all three parts: about 45 minutes
+    .venv/bin/python benchmarks/bench_workflow.py --quick         # each part small: about 4 minutes, noisier
+    .venv/bin/python benchmarks/bench_workflow.py --part floor    # one part (floor, flat, day; repeatable)
+    .venv/bin/python benchmarks/bench_workflow.py --part flat --full   # also 100,000 takes through the workflow
+    .venv/bin/python benchmarks/bench_workflow.py --part floor --snapshots 500 --rounds 7 --profile
 
+Three parts:
+
+- **floor** (below): the take against replays of its own SQL trace, and with ``--profile`` where its time goes
+  (cProfile's own time by category: SQLite, reading records, writing records, the transitions library, the runner
+  and step contract, the steps, the clock, the rest);
+- **flat** (``flat.py``): 1,000 takes on top of a history of 100 and of 100,000 snapshots, the history cloned in bulk
+  from 100 real takes (``preload.py``); ``--full`` also takes the whole 100,000 through the workflow;
+- **day** (``policy_day.py``): a simulated day of hourly policies keeping 3, on 100 and on 1,000 volumes, run by the
+  scheduler's own polls, each in its own process: wall time, snapshots per second, peak memory.
+
+The floor part, in detail.
 The workflow is the public API a user calls, ``Engine.create_snapshot`` then ``Engine.run`` (the simulated clock runs
 until nothing is pending), in four configurations: the volume attached to a Running VM (the take goes through the
 VM's work-job queue, spec §4.3) or detached, on a file database (WAL, as ``Engine.open`` makes it) or on
@@ -68,101 +80,31 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import flat
+import policy_day
 from machine import machine
+from workload import MEMORY, SETUPS, Cloud, Setup, check_taken, discard, take
 
 from snapshotfsm import Engine
-from snapshotfsm.store import Snapshot
+from snapshotfsm.store.trace import PARAMETERISED, WRITES, parameterise, verb
 
-MEMORY = ":memory:"
-SIZE = 10 << 30
-UNLIMITED = {"snapshot": -1, "primary_storage": -1, "secondary_storage": -1}
-"""Every account limit off: thousands of snapshots must not be refused (``add_account(limits=...)``, -1 = none)."""
-
-WRITES = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE"})
+PARTS = ("floor", "flat", "day")
 CONTROL = frozenset({"BEGIN", "COMMIT", "END", "SAVEPOINT", "RELEASE", "ROLLBACK"})
-PARAMETERISED = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "WITH"})
-"""Statements whose literals may become parameters; PRAGMA values and savepoint names may not."""
-
-_TOKEN = re.compile(
-    r"(?P<blob>[xX]'[0-9a-fA-F]*')"
-    r"|(?P<text>'(?:[^']|'')*')"
-    r"|(?P<word>\"(?:[^\"]|\"\")*\"|`[^`]*`|\[[^\]]*\]|[A-Za-z_][A-Za-z0-9_$]*)"
-    r"|(?P<number>(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)"
-    r"|(?P<other>\s+|.)",
-    re.DOTALL,
-)
-"""SQLite's tokens as far as literals go: blobs, strings, identifiers and keywords (quoted or not), numbers."""
 _SAVEPOINT = re.compile(r"(?is)^\s*(?:SAVEPOINT|RELEASE(?:\s+SAVEPOINT)?)\s+(\S+?)\s*;?\s*$")
 _ROLLBACK_TO = re.compile(r"(?is)^\s*ROLLBACK(?:\s+TRANSACTION)?\s+TO\b")
 
 Statement = tuple[str, tuple[object, ...]]
 
 
-@dataclass(frozen=True)
-class Setup:
-    """One configuration: the volume attached to a VM or not, the database a file or ``:memory:``."""
-
-    attached: bool
-    memory: bool
-
-    @property
-    def label(self) -> str:
-        return f"{'attached' if self.attached else 'detached'}, {'memory' if self.memory else 'file (WAL)'}"
-
-
-SETUPS = tuple(Setup(attached=attached, memory=memory) for memory in (False, True) for attached in (True, False))
-
-
 # --- the workflow ----------------------------------------------------------------------------------------------------
 
 
-def discard(path: Path) -> None:
-    """A database file and its WAL and shared-memory files, gone."""
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-
-
 def build(where: str, setup: Setup, n: int) -> tuple[Engine, list[int]]:
-    """The cloud and ``n`` fresh volumes (each in its own VM when attached); the ids of the volumes.
-
-    A file database is checkpointed at the end, so that the timed part starts with an empty WAL, as the copies do.
-    """
-    engine = Engine.open(where)
-    zone = engine.add_zone("zone1")
-    engine.add_image_store(zone, "secondary1")
-    cluster = engine.add_cluster(zone, "xen-cluster", hypervisor="XenServer")
-    host = engine.add_host(cluster, "xen-host")
-    pool = engine.add_pool(zone, "nfs-primary", cluster=cluster)
-    account = engine.add_account("alice", limits=UNLIMITED)
-    volumes: list[int] = []
-    for i in range(n):
-        vm = engine.add_vm(account, zone, f"vm{i}", hypervisor="XenServer", host=host) if setup.attached else None
-        volume = engine.add_volume(account, pool, f"data{i}", size=SIZE, vm=vm, format="VHD")
-        assert volume.id is not None
-        volumes.append(volume.id)
-    if where != MEMORY:
-        busy = engine.store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-        assert busy == 0, "the checkpoint did not complete"
-    return engine, volumes
-
-
-def take(engine: Engine, volumes: Sequence[int]) -> list[tuple[int, int]]:
-    """The timed part: one snapshot of each volume, one after the other; (job id, snapshot id) of each."""
-    taken = []
-    for volume_id in volumes:
-        job = engine.create_snapshot(volume_id)
-        engine.run()
-        taken.append((job.id or 0, job.instance_id or 0))
-    return taken
-
-
-def check_taken(engine: Engine, taken: Sequence[tuple[int, int]]) -> None:
-    """Every job SUCCEEDED and its snapshot is BackedUp: a refused or failed take would time something else."""
-    for job_id, snapshot_id in taken:
-        status = engine.job_status(job_id)
-        state = engine.get(Snapshot, snapshot_id).status
-        if (status, state) != ("SUCCEEDED", "BackedUp"):
-            raise RuntimeError(f"job {job_id}: {status}, snapshot {snapshot_id}: {state}")
+    """The cloud and ``n`` fresh volumes, a file database checkpointed (the copies start with an empty WAL too)."""
+    cloud = Cloud.open(where)
+    volumes = cloud.volumes(n, attached=setup.attached)
+    cloud.checkpoint()
+    return cloud.engine, volumes
 
 
 def traced_take(engine: Engine, volumes: Sequence[int]) -> tuple[list[str], list[int], list[tuple[int, int]]]:
@@ -191,16 +133,6 @@ def digest(conn: sqlite3.Connection) -> str:
 
 
 # --- the trace -------------------------------------------------------------------------------------------------------
-
-
-def verb(sql: str) -> str:
-    """The statement's kind: its first keyword (a WITH statement is the write it contains, else a SELECT)."""
-    parts = sql.split(None, 1)
-    word = parts[0].rstrip(";").upper() if parts else ""
-    if word == "WITH":
-        found = re.search(r"(?i)\b(INSERT|UPDATE|DELETE|REPLACE)\b", sql)
-        return found.group(1).upper() if found else "SELECT"
-    return word
 
 
 @dataclass
@@ -276,34 +208,6 @@ def _savepoint_name(sql: str) -> str:
     if found is None:
         raise RuntimeError(f"cannot read the savepoint name of {sql!r}")
     return found.group(1).strip("\"'`[]").lower()
-
-
-def parameterise(sql: str) -> Statement:
-    """The expanded text with its literals turned back into parameters, and their values.
-
-    ``'it''s'`` gives ``'it's'``, ``12`` gives ``12``, ``1.5`` gives ``1.5``, ``x'00ff'`` gives bytes, ``NULL`` gives
-    ``None``; a minus sign stays in the text (``-?``), which reads the same. Statements other than SELECT and the
-    writes (BEGIN, SAVEPOINT, PRAGMA, ...) are kept as they are: their words cannot be parameters.
-    """
-    if verb(sql) not in PARAMETERISED:
-        return sql, ()
-    out: list[str] = []
-    params: list[object] = []
-    for token in _TOKEN.finditer(sql):
-        kind, text = token.lastgroup, token.group()
-        if kind == "text":
-            params.append(text[1:-1].replace("''", "'"))
-        elif kind == "blob":
-            params.append(bytes.fromhex(text[2:-1]))
-        elif kind == "number":
-            params.append(float(text) if any(c in text for c in ".eE") else int(text))
-        elif kind == "word" and text.upper() == "NULL":
-            params.append(None)
-        else:
-            out.append(text)
-            continue
-        out.append("?")
-    return "".join(out), tuple(params)
 
 
 # --- the floors ------------------------------------------------------------------------------------------------------
@@ -561,43 +465,114 @@ def report(results: Sequence[Result]) -> None:
         print(f"\n{rollbacks} ROLLBACK statements in the traces: some transaction was undone.")
 
 
-def profile_attached_file(tmp: Path, n: int) -> str:
-    """cProfile of the take (attached, file) on a freshly built cloud, top 20 by own time."""
-    engine, volumes = build(str(tmp / "profile.db"), SETUPS[0], n)
+CATEGORIES = (
+    ("SQLite: statements run, rows fetched", ("of 'sqlite3.Connection' objects", "of 'sqlite3.Cursor' objects")),
+    ("reading records: Store.get/find/first, a record per row", ("store.py:", "records.")),
+    ("the transitions library: trigger, callbacks, state changes", ("transitions/", "machines.py")),
+    ("runner and step contract: the context as JSON, the workflow row", ("runner.py", "contract.py", "json/")),
+    ("steps, strategies, drivers, chains, accounting", ("orchestration/", "strategies/", "drivers/", "chains.py")),
+    ("the simulated clock and its to-do list", ("scheduler.py", "clock.py", "heapq")),
+)
+"""Where a profiled take's own time goes, by the first pattern its function's location matches."""
+_READS = ("(get)", "(find)", "(first)", "(<listcomp>)", "(_build)", "(_record)", "records.", "__init__")
+
+
+def category(where: str) -> str:
+    """The category of a cProfile entry ``file:line(function)``: reads and writes of the store told apart."""
+    for name, patterns in CATEGORIES:
+        if any(p in where for p in patterns):
+            if name.startswith("reading") and "store.py:" in where and not any(r in where for r in _READS):
+                return "writing records: transit, insert, update, their checks and log rows"
+            return name
+    return "the rest: logging, attrs, builtins"
+
+
+def profile(setup: Setup, tmp: Path, n: int) -> str:
+    """cProfile of ``n`` takes: own time by category, then the top 20 functions by own time."""
+    engine, volumes = build(_where(setup, tmp, "profile"), setup, n)
     profiler = cProfile.Profile()
     profiler.enable()
     taken = take(engine, volumes)
     profiler.disable()
     check_taken(engine, taken)
-    engine.close()
+    _close(engine, setup, tmp, "profile")
+    stats = pstats.Stats(profiler)
+    by: Counter[str] = Counter()
+    for (file, line, function), (_, _, own, _, _) in stats.stats.items():  # type: ignore[attr-defined]
+        by[category(f"{file}:{line}({function})")] += own
+    total = sum(by.values())
+    lines = [f"| where ({setup.label}, {n} takes) | share of the time |", "|---|---:|"]
+    lines += [f"| {name} | {own / total:.0%} |" for name, own in by.most_common()]
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(20)
-    return out.getvalue()
+    return "\n".join(lines) + "\n\n" + out.getvalue()
+
+
+# --- all parts -------------------------------------------------------------------------------------------------------
+
+
+def floor_part(tmp: Path, n: int, count: int, *, profiled: bool) -> None:
+    print(
+        f"\n## The take against its own SQL\n\nThe take workflow (create_snapshot + run) against replays of its own "
+        f"SQL trace: {n} snapshots per round, best of {count} interleaved rounds; counts per snapshot\n"
+    )
+    results = [measure(setup, tmp, n, count) for setup in SETUPS]
+    report(results)
+    print("\nChecks passed: rebuilt start = copied start, traced end = untraced end = every replay's end.")
+    if profiled:
+        for setup in (SETUPS[0], SETUPS[2]):
+            print(f"\ncProfile of the take, {setup.label}: own time by category, then by function\n")
+            print(profile(setup, tmp, n))
+
+
+def flat_part(tmp: Path, *, quick: bool, whole: bool) -> None:
+    histories = (100, 10_000 if quick else 100_000)
+    takes, count = (200, 2) if quick else (1000, 3)
+    print(
+        f"\n## Flat: {takes:,} takes on top of {histories[0]:,} and {histories[1]:,} snapshots\n\n"
+        f"History preloaded by cloning a sample of {flat.SAMPLE} real takes; best of {count} interleaved rounds\n"
+    )
+    flat.report([flat.measure(setup, tmp, histories, takes, count) for setup in SETUPS])
+    if whole:
+        total, block = 100_000, 10_000
+        print(f"\nThe whole history through the workflow: {total:,} takes, ms/snapshot per block of {block:,}\n")
+        flat.report_full([flat.full(setup, tmp, total, block) for setup in SETUPS])
+
+
+def day_part(*, quick: bool) -> None:
+    sizes = (20, 100) if quick else (100, 1000)
+    databases = (True,) if quick else (False, True)
+    print(
+        f"\n## A day of hourly policies: {sizes[0]:,} and {sizes[1]:,} volumes\n\n"
+        "Each day in its own process; the smaller size timed before and after the larger (the faster kept); "
+        "Python's peak from a separate tracemalloc run (memory database)\n"
+    )
+    policy_day.report_days([policy_day.measure_days(sizes, memory=memory, trace_memory=memory) for memory in databases])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="40 snapshots, 3 rounds (a first look, noisier)")
-    parser.add_argument("--snapshots", type=int, metavar="N", help="snapshots per round (default 200; quick 40)")
-    parser.add_argument("--rounds", type=int, metavar="R", help="rounds of each measure (default 5; quick 3)")
-    parser.add_argument("--profile", action="store_true", help="also print cProfile of the attached take on a file")
-    args = parser.parse_args()
-    n = args.snapshots or (40 if args.quick else 200)
-    count = args.rounds or (3 if args.quick else 5)
-    print(machine())
-    print(
-        f"\nThe take workflow (create_snapshot + run) against replays of its own SQL trace: {n} snapshots per "
-        f"round, best of {count} interleaved rounds; counts per snapshot\n"
+    parser.add_argument("--quick", action="store_true", help="a short run of each part (a first look, noisier)")
+    parser.add_argument(
+        "--part", action="append", choices=PARTS, help="run only this part (repeatable; default: all three)"
     )
+    parser.add_argument("--full", action="store_true", help="flat: also take the whole 100,000 through the workflow")
+    parser.add_argument("--snapshots", type=int, metavar="N", help="floor: snapshots per round (default 200; quick 40)")
+    parser.add_argument("--rounds", type=int, metavar="R", help="floor: rounds of each measure (default 5; quick 3)")
+    parser.add_argument("--profile", action="store_true", help="floor: also profile the attached take, file and memory")
+    args = parser.parse_args()
+    parts = args.part or list(PARTS)
+    print(machine())
     began = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        results = [measure(setup, Path(tmp), n, count) for setup in SETUPS]
-        report(results)
-        print("\nChecks passed: rebuilt start = copied start, traced end = untraced end = every replay's end.")
-        if args.profile:
-            print("\ncProfile of the take, attached, file (WAL), tottime\n")
-            print(profile_attached_file(Path(tmp), n))
-    print(f"({time.perf_counter() - began:.0f} s)")
+    with tempfile.TemporaryDirectory(prefix="scale-bench-") as tmp:
+        if "floor" in parts:
+            n = args.snapshots or (40 if args.quick else 200)
+            floor_part(Path(tmp), n, args.rounds or (3 if args.quick else 5), profiled=args.profile)
+        if "flat" in parts:
+            flat_part(Path(tmp), quick=args.quick, whole=args.full)
+        if "day" in parts:
+            day_part(quick=args.quick)
+    print(f"\n({time.perf_counter() - began:.0f} s)")
     sys.stdout.flush()
 
 

@@ -123,20 +123,21 @@ def _run_demo(path: str, seed: int) -> tuple[Engine, list[Outcome]]:
     cloud = _Cloud(engine)
     outcomes: list[Outcome] = []
 
-    def take(label: str, volume: Volume, note: str, **kwargs: object) -> None:
+    def take(label: str, volume: Volume, note: str, **kwargs: object) -> AsyncJob:
         job = engine.create_snapshot(volume.id, **kwargs)  # type: ignore[arg-type]
         engine.run()
         outcomes.append(_outcome(engine, label, volume, job, note))
+        return job
 
     # The crash rule fires on the first take to reach PrimaryAnswered: the server dies with the snapshot Creating.
-    take("crash, then restart", cloud.xen_volume, "ms 1 dies waiting for the driver; restart cleans up (§10)")
+    crashed = take("crash, then restart", cloud.xen_volume, "ms 1 dies waiting for the driver; restart cleans up (§10)")
     engine.restart()
     engine.run()
     outcomes[-1] = _outcome(
         engine,
         "crash, then restart",
         cloud.xen_volume,
-        _last_job(engine, "CreateSnapshotCmd"),
+        crashed,
         "ms 1 died waiting for the driver; restart failed the job, the snapshot went to Error",
     )
     take("attached, XenServer NFS, sync backup", cloud.xen_volume, "§13.1: CreatedOnPrimary → BackingUp → BackedUp")
@@ -160,7 +161,7 @@ def _run_demo(path: str, seed: int) -> tuple[Engine, list[Outcome]]:
     engine.start_background_tasks()
     engine.run(until_ms=engine.clock.now_ms + 3 * HOUR_MS + 60_000)
     engine.run()
-    recurring = engine.store.find(Snapshot, "type_description = 'HOURLY'")
+    recurring = engine.store.find(Snapshot, "volume_id = ? AND type_description = 'HOURLY'", (cloud.kvm_volume.id,))
     kept = [s for s in recurring if s.status != SnapshotState.Destroyed]
     outcomes.append(
         Outcome(
@@ -215,11 +216,6 @@ def _on_secondary(engine: Engine, snapshot_id: int | None) -> str:
     if ref.parent_snapshot_id:
         return f"a delta on snapshot {ref.parent_snapshot_id}: {size} on secondary (§16.2)"
     return f"a full copy: {size} on secondary, a new chain (§16.2)"
-
-
-def _last_job(engine: Engine, cmd: str) -> AsyncJob:
-    jobs = engine.store.find(AsyncJob, "job_cmd LIKE ?", (f"%{cmd}",), order_by="id DESC", limit=1)
-    return jobs[0]
 
 
 def _pool_name(engine: Engine, volume: Volume) -> str:

@@ -363,10 +363,22 @@ class Driver:
             (self.store_kind, self.store_id, path),
         )
 
-    def objects(self) -> list[StorageObject]:
-        """Every present object on this store."""
+    def objects(self, *, volume_id: int | None = None) -> list[StorageObject]:
+        """Every present object on this store, or only those of one volume.
+
+        A volume's objects are found through its index: a host that acts on one volume's snapshots must not read
+        every object of the pool, which grows with every volume it holds.
+        """
+        if volume_id is None:
+            return self.env.store.find(
+                StorageObject,
+                "store_kind = ? AND store_id = ? AND deleted_ms IS NULL",
+                (self.store_kind, self.store_id),
+            )
         return self.env.store.find(
-            StorageObject, "store_kind = ? AND store_id = ? AND deleted_ms IS NULL", (self.store_kind, self.store_id)
+            StorageObject,
+            "volume_id = ? AND store_kind = ? AND store_id = ? AND deleted_ms IS NULL",
+            (volume_id, self.store_kind, self.store_id),
         )
 
     def drop(self, obj: StorageObject) -> None:

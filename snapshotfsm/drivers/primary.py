@@ -295,8 +295,8 @@ class DefaultPrimaryDriver(PrimaryDriver):
         if snapshot.hypervisor_type == "KVM" and self.pool.pool_type != "RBD":
             self.drop(source)
         elif snapshot.hypervisor_type == "XenServer" and source.volume_id is not None:
-            for other in self.objects():
-                if other.volume_id == source.volume_id and other.kind == "snapshot" and other.path != source.path:
+            for other in self.objects(volume_id=source.volume_id):
+                if other.kind == "snapshot" and other.path != source.path:
                     self.drop(other)
 
     def snapshot_path(self, snapshot: Snapshot, volume: Volume) -> str:

@@ -424,8 +424,12 @@ def poll(runner: Runner) -> list[AsyncJob]:
 
 
 def _reschedule_finished(rt: Runtime) -> None:
-    """Schedules with a job: a finished (or missing) job means the next run is scheduled; IN_PROGRESS waits."""
-    for row in rt.store.find(SnapshotSchedule, "async_job_id IS NOT NULL"):
+    """Schedules with a job: a finished (or missing) job means the next run is scheduled; IN_PROGRESS waits.
+
+    In the order the jobs were dispatched (CloudStack's search names no order): read through the job id's index,
+    a poll reads the schedules in flight, not every policy's row.
+    """
+    for row in rt.store.find(SnapshotSchedule, "async_job_id IS NOT NULL", order_by="async_job_id, id"):
         job = rt.store.first(AsyncJob, "id = ?", (row.async_job_id,))
         if job is not None and rt.store.state_of(job) == JobState.IN_PROGRESS:
             continue

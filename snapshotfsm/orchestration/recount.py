@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 RESOURCES = (SNAPSHOT, PRIMARY_STORAGE, SECONDARY_STORAGE)
 """The types the model counts, in ``Resource.ResourceType.values()`` order, the order the API recounts them in."""
 
-_SNAPSHOT_REF = "snapshot_store_ref r JOIN snapshots s ON s.id = r.snapshot_id"
+_SNAPSHOT_REF = "snapshots s CROSS JOIN snapshot_store_ref r ON r.snapshot_id = s.id"
+"""Refs with their snapshot, read snapshot first (``CROSS JOIN`` fixes SQLite's loop order): one account's recount
+goes through its snapshots (``snapshots.account_id``), then each one's refs, not through every ref of a state."""
 
 
 @attrs.frozen

@@ -184,10 +184,12 @@ def cleanup_left_over_jobs(rt: Runtime, ms_id: int) -> dict[str, int]:
     jobs_failed = 0
     try:
         with store.atomic():
+            # The work jobs still queued or running, each checked against its own job row: listing the server's
+            # jobs first would read every job it ever ran.
             for work in store.find(
                 VmWorkJob,
-                "state IN (?, ?) AND id IN"
-                " (SELECT id FROM async_job WHERE job_init_msid = ? OR job_executing_msid = ?)",
+                "state IN (?, ?) AND EXISTS (SELECT 1 FROM async_job j WHERE j.id = vm_work_job.id"
+                " AND (j.job_init_msid = ? OR j.job_executing_msid = ?))",
                 (WorkState.Queued, WorkState.Running, ms_id, ms_id),
             ):
                 store.transit(work, WorkEvent.Cancel)

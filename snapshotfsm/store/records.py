@@ -270,7 +270,11 @@ class Snapshot(Record):
     """``snapshots``: no ``update_count``; ``SnapshotDaoImpl.updateState`` writes without compare-and-swap (§11)."""
 
     table: ClassVar[str] = "snapshots"
-    indexes: ClassVar[tuple[tuple[str, ...], ...]] = (("volume_id", "snapshot_type"), ("status",))
+    indexes: ClassVar[tuple[tuple[str, ...], ...]] = (
+        ("volume_id", "snapshot_type"),
+        ("status", "volume_id"),
+        ("account_id",),
+    )
     uuid: str = ""
     data_center_id: int
     account_id: int
@@ -296,8 +300,8 @@ class SnapshotStoreRef(Record):
     table: ClassVar[str] = "snapshot_store_ref"
     indexes: ClassVar[tuple[tuple[str, ...], ...]] = (
         ("snapshot_id", "store_role"),
-        ("store_id", "store_role", "state"),
-        ("state",),
+        ("parent_snapshot_id", "store_role", "store_id"),
+        ("state", "snapshot_id"),
         ("volume_id", "store_role"),
     )
     store_id: int
@@ -339,7 +343,7 @@ class SnapshotZoneRef(Record):
     """Which zones hold a snapshot (spec §5.4 step 9, §7.4)."""
 
     table: ClassVar[str] = "snapshot_zone_ref"
-    indexes: ClassVar[tuple[tuple[str, ...], ...]] = (("snapshot_id",), ("zone_id",))
+    indexes: ClassVar[tuple[tuple[str, ...], ...]] = (("snapshot_id", "zone_id"), ("zone_id",))
     zone_id: int
     snapshot_id: int
     created: str | None = None
@@ -381,7 +385,7 @@ class SnapshotSchedule(Record):
     """The next run of a policy and the job that ran it (spec §9.2)."""
 
     table: ClassVar[str] = "snapshot_schedule"
-    indexes: ClassVar[tuple[tuple[str, ...], ...]] = (("policy_id",), ("scheduled_timestamp",))
+    indexes: ClassVar[tuple[tuple[str, ...], ...]] = (("policy_id",), ("async_job_id", "scheduled_timestamp"))
     uuid: str = ""
     volume_id: int
     policy_id: int
@@ -400,9 +404,9 @@ class AsyncJob(Record):
     table: ClassVar[str] = "async_job"
     indexes: ClassVar[tuple[tuple[str, ...], ...]] = (
         ("job_status", "job_executing_msid"),
-        ("job_status", "job_init_msid"),
+        ("job_status", "job_init_msid", "job_cmd", "removed"),
         ("instance_type", "instance_id"),
-        ("job_init_msid",),
+        ("job_init_msid", "job_dispatcher"),
         ("job_executing_msid",),
     )
     uuid: str = ""
@@ -431,7 +435,7 @@ class VmWorkJob(Record):
     """``vm_work_job``: the id is the work job's ``async_job`` id; ``state`` (ours) is its place in the VM's queue."""
 
     table: ClassVar[str] = "vm_work_job"
-    indexes: ClassVar[tuple[tuple[str, ...], ...]] = (("vm_instance_id", "state"),)
+    indexes: ClassVar[tuple[tuple[str, ...], ...]] = (("state", "vm_instance_id"),)
     step: str = "Starting"
     vm_type: str = "Instance"
     vm_instance_id: int
@@ -447,6 +451,7 @@ class OpLock(Record):
     """
 
     table: ClassVar[str] = "op_lock"
+    indexes: ClassVar[tuple[tuple[str, ...], ...]] = (("ms_id", "owner"),)
     unique: ClassVar[tuple[tuple[str, ...], ...]] = (("key",),)
     key: str
     ms_id: int
@@ -598,7 +603,7 @@ class Workflow(Record):
     """A running workflow (a take, a backup task, a delete, a copy): its machine and step, and what it acts on."""
 
     table: ClassVar[str] = "workflow"
-    indexes: ClassVar[tuple[tuple[str, ...], ...]] = (("job_id",), ("state",))
+    indexes: ClassVar[tuple[tuple[str, ...], ...]] = (("job_id",), ("state",), ("snapshot_id",))
     machine: str
     state: str
     update_count: int = 0
@@ -616,7 +621,7 @@ class Failure(Record):
     """A step that raised: the error, where it happened, and the error transition it led to (style.md item 10)."""
 
     table: ClassVar[str] = "failure"
-    indexes: ClassVar[tuple[tuple[str, ...], ...]] = (("workflow_id",),)
+    indexes: ClassVar[tuple[tuple[str, ...], ...]] = (("workflow_id",), ("job_id",))
     workflow_id: int
     job_id: int | None = None
     machine: str
@@ -641,7 +646,11 @@ class StorageObject(Record):
     """
 
     table: ClassVar[str] = "sim_object"
-    indexes: ClassVar[tuple[tuple[str, ...], ...]] = (("store_kind", "store_id", "path"), ("snapshot_id",))
+    indexes: ClassVar[tuple[tuple[str, ...], ...]] = (
+        ("store_kind", "store_id", "path"),
+        ("snapshot_id",),
+        ("volume_id",),
+    )
     store_kind: str
     store_id: int
     path: str

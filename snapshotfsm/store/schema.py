@@ -28,7 +28,7 @@ import sqlite_utils
 from snapshotfsm.store.records import ALL_RECORDS, Record
 
 APPLICATION_ID = 0x534E4653  # "SNFS"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SQL_TYPES: dict[type, type] = {int: int, bool: int, str: str, float: float}
 

@@ -655,11 +655,18 @@ class Store:
             if b.counter:
                 params.append(count)
         else:
+            # Last writer wins (spec §11), and the log says what the write overwrote. The write first names the state
+            # the caller's record holds: when the row holds it (the usual case) that one statement is the move; only
+            # otherwise is the row's state read and the write made without the condition, in the same transaction.
+            guarded = self._sql.get((*key, "guarded"))
+            if guarded is None:
+                guarded = self._sql[(*key, "guarded")] = f"{sql} AND {b.column} = ?"
+            if self.conn.execute(guarded, [*params, b.stored(source)]).rowcount == 1:
+                return None
             row = self.conn.execute(f"SELECT {b.column} FROM {b.record.table} WHERE id = ?", (entity_id,)).fetchone()
             if row is None:
                 raise NotFound(b.record.table, entity_id)
-            found = b.state_of(row[0])
-            overwrote = found if found != source else None
+            overwrote = b.state_of(row[0])
         if self.conn.execute(sql, params).rowcount == 1:
             return overwrote
         row = self.conn.execute(
