@@ -102,7 +102,6 @@ class Runner:
                     "operation's callback is called once)"
                 )
             if run.id in self._firing:
-                delivered = False
                 self._when_free(lambda: deliver(answer), f"answer to {run.machine} {run.id} {event}")
                 return
             delivered = True
