@@ -286,3 +286,29 @@ def test_keyed_lookups_pass(schema: sqlite3.Connection) -> None:
         "SELECT * FROM cluster WHERE name = ?",
     ):
         assert reads_growing_table(schema, sql) == [], sql
+
+
+@pytest.mark.parametrize(
+    ("statement", "nulls", "expected"),
+    [
+        (
+            "SELECT * FROM t WHERE a = 'it''s' AND b = 12 AND c = 1.5 AND d = x'00ff' AND e IS NULL",
+            True,
+            (
+                "SELECT * FROM t WHERE a = ? AND b = ? AND c = ? AND d = ? AND e IS ?",
+                ("it's", 12, 1.5, b"\x00\xff", None),
+            ),
+        ),
+        (
+            "SELECT * FROM t WHERE e IS NOT NULL AND f = -3",
+            False,
+            ("SELECT * FROM t WHERE e IS NOT NULL AND f = -?", (3,)),
+        ),
+        ("SAVEPOINT sqlite_utils_1f", True, ("SAVEPOINT sqlite_utils_1f", ())),
+    ],
+)
+def test_a_traced_statement_reads_back_as_its_query(
+    statement: str, nulls: bool, expected: tuple[str, tuple[object, ...]]
+) -> None:
+    """Values become parameters, so that one query is explained once; NULL stays text when its plan depends on it."""
+    assert parameterise(statement, nulls=nulls) == expected
