@@ -1,7 +1,7 @@
 """What does the take-snapshot workflow cost, how far is it from its SQL, and does it stay flat at scale? By hand:
 
     .venv/bin/python benchmarks/bench_workflow.py                 # all three parts: about 45 minutes
-    .venv/bin/python benchmarks/bench_workflow.py --quick         # each part small: about 4 minutes, noisier
+    .venv/bin/python benchmarks/bench_workflow.py --quick         # each part small: about 3 minutes, noisier
     .venv/bin/python benchmarks/bench_workflow.py --part floor    # one part (floor, flat, day; repeatable)
     .venv/bin/python benchmarks/bench_workflow.py --part flat --full   # also 100,000 takes through the workflow
     .venv/bin/python benchmarks/bench_workflow.py --part floor --snapshots 500 --rounds 7 --profile
