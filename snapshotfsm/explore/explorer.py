@@ -170,6 +170,11 @@ class Judged:
     pruned: bool
     extensions: tuple[Fault, ...] = ()
 
+    @property
+    def schedule(self) -> bool:
+        """Whether the run is a schedule (its plan preempts) rather than a fault's."""
+        return self.faults[0].choice is not None
+
 
 def run_batch(job: Batch) -> list[Judged]:
     """Each plan of the batch, one run each, with the batch's shared fingerprints."""
@@ -179,7 +184,7 @@ def run_batch(job: Batch) -> list[Judged]:
     out = []
     for faults in job.plans:
         extend = job.extend and faults[-1].choice is not None
-        plan = plan_for(faults, trace=extend)
+        plan = plan_for(faults, races=extend)
         ran = execute(instance, faults, profile=job.profile, seed=job.seed, seen=seen, plan=plan)
         ran.world.engine.close()
         more: tuple[Fault, ...] = ()
@@ -309,7 +314,7 @@ def explore(
     seconds = time.perf_counter() - started
     executed = sum(not j.pruned for r in judged.values() for j in r)
     pruned = sum(j.pruned for r in judged.values() for j in r)
-    schedules = sum(j.faults[0].choice is not None for r in judged.values() for j in r)
+    schedules = sum(j.schedule for r in judged.values() for j in r)
     total = len(clean) + executed + pruned + shrink_runs
     stats = {
         "workers": float(pool.workers if isinstance(pool, cluster.DaskPool) else options.workers),

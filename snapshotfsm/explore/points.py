@@ -116,12 +116,12 @@ def faults_at(points: Sequence[Point], kinds: Iterable[str], *, servers: int) ->
     return out
 
 
-def plan_for(faults: Sequence[Fault], *, trace: bool = False) -> ExplorePlan:
+def plan_for(faults: Sequence[Fault], *, races: bool = False) -> ExplorePlan:
     """The fault plan that injects ``faults`` (a ``restart_crash`` also crashes the first restart after it).
 
-    With ``trace``, it also traces the points and interleaving points the run passes (a schedule to extend).
+    With ``races``, it also traces the interleaving points the run passes (a schedule to extend).
     """
-    plan = ExplorePlan(trace=trace, races=trace)
+    plan = ExplorePlan(races=races)
     for fault in faults:
         point = fault.point
         if fault.choice is not None:
@@ -167,8 +167,8 @@ class ExplorePlan(FaultPlan):
     """A fault plan that counts points only once armed (after the cloud is built), and can trace what it passes.
 
     ``step`` is the program step the world is in; a tracing plan notes every point with it in :attr:`points`. With
-    ``races`` (or a preemption rule), the plan interleaves: it counts interleaving points, lets a task in where a
-    rule says, and a tracing plan notes each in :attr:`accesses`.
+    ``races`` (or a preemption rule), the plan interleaves: it counts interleaving points and lets a task in where a
+    rule says; with ``races`` it also notes each point in :attr:`accesses`.
     """
 
     def __init__(self, *, trace: bool = False, races: bool = False) -> None:
@@ -176,7 +176,7 @@ class ExplorePlan(FaultPlan):
         self.armed = False
         self.step = 0
         self.points: list[Point] | None = [] if trace else None
-        self.accesses: list[Traced] | None = [] if trace and races else None
+        self.accesses: list[Traced] | None = [] if races else None
         self.preemptions: list[Preemption] = []
         self.preempted: list[int] = []
         """The index in :attr:`accesses` (or the point count) at which each preemption rule fired, in order."""

@@ -29,7 +29,7 @@ def report(exploration: Exploration) -> dict[str, Any]:
     runs: dict[str, dict[str, int]] = {}
     for profile in options.profiles:
         mine = [j for (p, _), r in exploration.judged.items() if p == profile for j in r]
-        schedules = sum(j.faults[0].choice is not None for j in mine)
+        schedules = sum(j.schedule for j in mine)
         runs[profile] = {
             "clean": sum(p == profile for p, _ in exploration.clean),
             "faulted": len(mine) - schedules,
