@@ -246,7 +246,8 @@ class Cloud:
         """Every row of CloudStack's tables, by table: the database less the model's records of its own runs.
 
         Those are the ``workflow`` and ``failure`` tables and the workflow machines' rows of ``transition_log``; a
-        refused createSnapshot keeps its take workflow (``Rejected``) and its failure there.
+        refused createSnapshot keeps its take workflow (``Rejected``) and its failure there. ``sqlite_sequence``
+        (the AUTOINCREMENT counters) moves with those rows too, so it is left out.
         """
         conn = self.engine.store.conn
         workflows = sorted(name for name, d in project_definitions().items() if d.kind == "workflow")
@@ -254,7 +255,7 @@ class Cloud:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
         rows: dict[str, list[tuple[object, ...]]] = {}
         for table in tables:
-            if table in MODEL_TABLES:
+            if table in MODEL_TABLES or table == "sqlite_sequence":
                 continue
             if table == TransitionLog.table:
                 query = f'SELECT * FROM "{table}" WHERE machine NOT IN ({marks}) ORDER BY id'

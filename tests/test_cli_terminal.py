@@ -182,7 +182,7 @@ class TestHistoryMistakes:
         [
             (["--snapshot", "999"], "no snapshot with id 999 in {db}; its snapshot ids run from 1 to 17"),
             (["--volume", "999"], "no volume with id 999 in {db}; its volume ids run from 1 to 9"),
-            (["--job", "999"], "no job with id 999 in {db}; its job ids run from 1 to 33"),
+            (["--job", "999"], "no job with id 999 in {db}; its job ids run from 1 to 34"),
             (
                 ["--machine", "snapshots"],
                 (

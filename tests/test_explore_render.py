@@ -267,8 +267,9 @@ class TestLogLines:
         )
 
     def test_soft_removals_and_direct_writes_are_marked(self, crashed: Shown) -> None:
+        """The restart expunged work job 2, so the re-delete's job is 3: ids are never given twice."""
         assert crashed.log[32].endswith(
-            "snapshot 1: Error --DefaultSnapshotStrategy.deleteSnapshot--> Error  job 2 [remove]"
+            "snapshot 1: Error --DefaultSnapshotStrategy.deleteSnapshot--> Error  job 3 [remove]"
         )
         shown = show("chain", crash_after_take())
         direct = [line for line in shown.log if line.endswith("[direct]")]

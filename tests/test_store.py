@@ -19,6 +19,8 @@ from pathlib import Path
 import attrs
 import pytest
 import sqlite_utils
+from hypothesis import given
+from hypothesis import strategies as st
 
 from snapshotfsm.definitions import project_definitions
 from snapshotfsm.errors import InvalidValue, NotFound, StoreError
@@ -401,11 +403,14 @@ class TestSchemaCreation:
     """A new database gets the statements (or, in memory, the pages) of a template made once by sqlite-utils."""
 
     def test_the_statements_make_what_sqlite_utils_makes(self, defined: list[tuple[object, ...]]) -> None:
-        """``create_schema`` gives the tables, indexes, root pages and stamps ``define_schema`` gives."""
+        """``create_schema`` gives the tables, indexes, root pages and stamps ``define_schema`` gives.
+
+        Beside one row per table and index: the stamps and ``sqlite_sequence``, which AUTOINCREMENT ids need.
+        """
         db = sqlite_utils.Database(memory=True)
         create_schema(db)
         assert master(db.conn) == defined
-        assert len(defined) == 1 + len(ALL_RECORDS) + sum(len(c.indexes) + len(c.unique) for c in ALL_RECORDS)
+        assert len(defined) == 2 + len(ALL_RECORDS) + sum(len(c.indexes) + len(c.unique) for c in ALL_RECORDS)
 
     def test_a_memory_store_has_the_schema_sqlite_utils_makes(self, defined: list[tuple[object, ...]]) -> None:
         """``Store.open(":memory:")`` (a page copy of the template) holds the schema, each store its own copy."""
@@ -666,6 +671,25 @@ class TestRemoveAndDelete:
             "",
             "delete",
         )
+
+    @given(plan=st.lists(st.booleans(), min_size=1, max_size=12))
+    def test_an_id_is_never_given_twice_even_after_the_highest_is_deleted(self, plan: list[bool]) -> None:
+        """Like MySQL's AUTO_INCREMENT: each insert gets a higher id than any before, whatever was hard-deleted.
+
+        ``plan`` is a run of inserts, each followed (True) by the hard delete of the newest row, so the row holding
+        the highest id is the one deleted, the case in which SQLite's plain rowid would give that id again.
+        """
+        store = Store.open(":memory:")
+        try:
+            given_ids: list[int] = []
+            for delete_it in plan:
+                ref = new_ref(store, state="Ready")
+                given_ids.append(ref.id)
+                if delete_it:
+                    store.delete(ref, by="StorageManagerImpl.cleanupSecondaryStorage")
+        finally:
+            store.close()
+        assert given_ids == list(range(1, len(plan) + 1))
 
     @pytest.mark.parametrize("operation", ["remove", "delete"])
     def test_a_missing_row_is_not_found(self, store: Store, operation: str) -> None:

@@ -28,7 +28,7 @@ import sqlite_utils
 from snapshotfsm.store.records import ALL_RECORDS, Record
 
 APPLICATION_ID = 0x534E4653  # "SNFS"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SQL_TYPES: dict[type, type] = {int: int, bool: int, str: str, float: float}
 
@@ -66,13 +66,22 @@ def columns(cls: type[Record]) -> dict[str, Column]:
 
 
 def define_schema(db: sqlite_utils.Database) -> None:
-    """Create every table and index through sqlite-utils, and stamp the file: the schema's one definition."""
+    """Create every table and index through sqlite-utils, and stamp the file: the schema's one definition.
+
+    Every ``id`` is AUTOINCREMENT: like MySQL's AUTO_INCREMENT, which every CloudStack table uses, an id is never
+    given twice, even after the row holding the highest one is hard-deleted (the storage GC's expunge, spec §10.5,
+    and ``expungeLeftoverWorkJobs``). SQLite's plain rowid would give that id again, and a job's answer would then
+    be judged against a snapshot created after the one it was about.
+    """
     with db.atomic():
         for cls in ALL_RECORDS:
             cols = columns(cls)
             spec: dict[str, Any] = {name: _SQL_TYPES[c.type] for name, c in cols.items()}
             not_null = [name for name, c in cols.items() if not c.nullable and name != "id"]
-            db.table(cls.table).create(spec, pk="id", not_null=not_null, strict=True)
+            # sqlite-utils' Table.create has no AUTOINCREMENT; create_table_sql's is the one its transform() keeps.
+            db.execute(
+                db.create_table_sql(cls.table, spec, pk="id", not_null=not_null, strict=True, _autoincrement="id")
+            )
             for index in cls.indexes:
                 db.table(cls.table).create_index(index, index_name=f"ix_{cls.table}_{'_'.join(index)}")
             for index in cls.unique:
@@ -86,12 +95,15 @@ def schema_statements() -> tuple[str, ...]:
     """The SQL of every table and index :func:`define_schema` creates, in creation order; computed once per process.
 
     Read back from a template's ``sqlite_master`` (rowid order is creation order in a database nothing was dropped
-    from). Indexes SQLite makes by itself (``sqlite_autoindex_*``) have no SQL: their statements make them again.
+    from). Indexes SQLite makes by itself (``sqlite_autoindex_*``) have no SQL, and ``sqlite_sequence`` is made by the
+    first AUTOINCREMENT table: their statements make them again.
     """
     db = sqlite_utils.Database(memory=True)
     try:
         define_schema(db)
-        rows = db.conn.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY rowid").fetchall()
+        rows = db.conn.execute(
+            "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name != 'sqlite_sequence' ORDER BY rowid"
+        ).fetchall()
     finally:
         db.close()
     return tuple(str(sql) for (sql,) in rows)
