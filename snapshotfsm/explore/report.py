@@ -54,7 +54,7 @@ def report(exploration: Exploration) -> dict[str, Any]:
         "totals": totals(exploration),
         "findings": [_finding(g) for g in exploration.groups],
         "coverage": {
-            profile: _coverage(coverage(project_definitions().for_profile(profile), done))
+            profile: _coverage(coverage(project_definitions().for_profile(profile), done, profile))
             for profile, done in covered.items()
         },
         "stats": dict(exploration.stats),
