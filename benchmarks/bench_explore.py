@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/bench_explore.py --workers 1 2 4
     .venv/bin/python benchmarks/bench_explore.py --dask 2   # then on a local Dask cluster of 2 worker processes
     .venv/bin/python benchmarks/bench_explore.py --scenario take --scenario copy --workers 2 --dask 2 --rounds 3
+    .venv/bin/python benchmarks/bench_explore.py --profile hardened --workers 2 --dask 2
 
 Each worker count explores the same scenarios with the same seed; the reports must be equal (checked, untimed,
 ``stats`` aside). Reported per worker count: wall time and each phase's (discover, explore, shrink), runs executed,
@@ -46,10 +47,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--dask", type=int, nargs="+", default=[], metavar="WORKERS", help="local Dask clusters")
     parser.add_argument("--rounds", type=int, default=1, help="alternate the worker counts this many times")
+    parser.add_argument("--profile", action="append", default=[], help="profiles (repeat; default: cloudstack)")
     args = parser.parse_args()
     options = Options(scenarios=QUICK, full=True) if args.quick else Options(scenarios=tuple(args.scenario))
+    options = attrs.evolve(options, profiles=tuple(args.profile) or options.profiles)
     chosen = "quick subset" if args.quick else ", ".join(args.scenario) or "default set"
-    print(f"# {time.strftime('%Y-%m-%d')}, {machine()}; {chosen}, every fault kind")
+    print(f"# {time.strftime('%Y-%m-%d')}, {machine()}; {chosen}, {' + '.join(options.profiles)}, every fault kind")
     print(
         "| round | on | workers | wall s | discover s | explore s | shrink s | executed | pruned | shrink runs |"
         " runs/s | findings | runs/finding | efficiency |"
