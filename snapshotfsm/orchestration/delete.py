@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 
+from snapshotfsm.definitions import project_definitions
 from snapshotfsm.describe import snapshot_str
 from snapshotfsm.errors import (
     ApiError,
@@ -30,7 +31,7 @@ from snapshotfsm.errors import (
     PermissionDeniedException,
 )
 from snapshotfsm.names import Delete, JobEvent, RefState, SnapshotState
-from snapshotfsm.orchestration import accounting
+from snapshotfsm.orchestration import accounting, reconcile
 from snapshotfsm.orchestration.api_errors import ACCOUNT_ERROR, INTERNAL_ERROR, PARAM_ERROR
 from snapshotfsm.orchestration.contexts import DeleteContext, Machine, RefBefore
 from snapshotfsm.orchestration.contract import Resumes, StepGen, StepTable, Turn
@@ -46,10 +47,13 @@ from snapshotfsm.store.records import (
     Snapshot,
     SnapshotStoreRef,
     StoragePool,
+    TransitionLog,
     Zone,
 )
 from snapshotfsm.strategies.base import Operation
 
+SNAPSHOT_MACHINE = project_definitions()["snapshot"].name
+REF_MACHINE = project_definitions()["snapshot_store_ref"].name
 DELETE_SNAPSHOT_CMD = "org.apache.cloudstack.api.command.user.snapshot.DeleteSnapshotCmd"
 EVENT_DESCRIPTION = "deleting snapshot"
 """The ``@ActionEvent`` description of ``SnapshotManagerImpl.deleteSnapshot``."""
@@ -119,8 +123,8 @@ def _event(t: Turn[DeleteContext], text: str, *, state: str, level: str = "INFO"
 
 def start_detached(runner: Runner, snapshot_id: int, *, caller_id: int, thread: str) -> None:
     """A delete nobody waits for (the restart cleanup of Destroying snapshots, spec §10.3), run on ``thread``."""
-    run = runner.start(Machine.DELETE, DeleteContext(snapshot_id=snapshot_id, caller_id=caller_id, thread=thread))
-    runner.fire(run, Delete.Start)
+    ctx = DeleteContext(snapshot_id=snapshot_id, caller_id=caller_id, thread=thread, resumed=True)
+    runner.fire(runner.start(Machine.DELETE, ctx), Delete.Start)
 
 
 def resume_job(runner: Runner, job: AsyncJob, *, thread: str) -> None:
@@ -137,6 +141,7 @@ def resume_job(runner: Runner, job: AsyncJob, *, thread: str) -> None:
         zone_id=params.get("zoneid"),
         api=True,
         thread=thread,
+        resumed=True,
     )
     runner.fire(runner.start(Machine.DELETE, ctx), Delete.Start)
 
@@ -171,18 +176,19 @@ def start(t: Turn[DeleteContext]) -> StepGen:
     if zone_id is not None and rt.store.first(Zone, "id = ? AND removed IS NULL", (zone_id,)) is None:
         raise InvalidParameterValueException("Unable to find a zone with the specified id")
     for ref in rt.store.find(SnapshotStoreRef, "snapshot_id = ?", (snapshot_id,)):
-        if ref.state == RefState.Destroyed:
+        found = _found(t, REF_MACHINE, ref.id, ref.state)
+        if found == RefState.Destroyed:
             continue
         ref_zone = _zone_of(rt, ref)
         if zone_id is not None and ref_zone != zone_id:
             continue
-        ctx.refs_before.append(RefBefore(ref.store_role, ref.state, ref.physical_size))
-        if rt.profile.delete_bills_only_made_copies and ref.state == RefState.Allocated:
+        ctx.refs_before.append(RefBefore(ref.store_role, found, ref.physical_size))
+        if rt.profile.delete_bills_only_made_copies and found == RefState.Allocated:
             # Hardened: a copy's destination not yet made (spec §7.4) has no object in its zone to stop billing.
             continue
         if ref_zone not in ctx.zones:
             ctx.zones.append(ref_zone)
-    ctx.pre_state = snapshot.status
+    ctx.pre_state = _found(t, SNAPSHOT_MACHINE, snapshot.id, snapshot.status)
     ctx.account_id = snapshot.account_id
     if rt.profile.storage_charged_as_recounted:
         image = rt.store.first(SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Image'", (snapshot_id,))
@@ -193,6 +199,24 @@ def start(t: Turn[DeleteContext]) -> StepGen:
         raise CloudRuntimeException(f"Failed to delete snapshot:{exc.java_name}: {exc.message}", cause=exc) from exc
     ctx.result = bool(result)
     return Delete.Finish if result else Delete.GiveUp
+
+
+def _found(t: Turn[DeleteContext], machine: str, entity_id: int, now: str) -> str:
+    """The state the delete found a row in: ``now``, or, for a job the restart runs again, before its first move.
+
+    Hardened (``interrupted_delete_completes``, departs from spec §10.3): upstream's re-delete reads the rows as the
+    crash left them, so a ref its first run had moved to Destroying or Destroyed is given back by neither run. The
+    job's own first move of the row (``transition_log``) says what the first run found.
+    """
+    ctx = t.ctx
+    if not (ctx.resumed and t.rt.profile.interrupted_delete_completes):
+        return now
+    first = t.rt.store.first(
+        TransitionLog, "job_id = ? AND machine = ? AND entity_id = ?", (ctx.job_id, machine, entity_id)
+    )
+    if first is None or not first.source:
+        return now
+    return first.overwrote if first.overwrote is not None else first.source
 
 
 def _zone_of(rt: Runtime, ref: SnapshotStoreRef) -> int:
@@ -208,6 +232,11 @@ def finish(t: Turn[DeleteContext]) -> None:
     if ctx.pre_state == SnapshotState.BackedUp:
         for zone_id in ctx.zones:
             accounting.usage(rt, "SNAPSHOT.DELETE", snapshot, size=0, zone_id=zone_id)
+    if rt.profile.interrupted_delete_completes and ctx.resumed and not ctx.api:
+        # Hardened: a job-less re-delete (spec §10.3) cannot know what the interrupted delete gave back, and another
+        # server's restart may be re-deleting the same snapshot: the account is recounted instead (§19.2).
+        reconcile.recount_account(rt, ctx.account_id)
+        return
     after = rt.store.first(Snapshot, "id = ? AND removed IS NULL", (snapshot.id,))
     # Hardened (refused_take_gives_back): an Allocated row's take job is still to run, and fails on the removed row;
     # it gives back what allocSnapshot charged, both counts, once (take.give_back_refused), so the delete does not.
