@@ -208,8 +208,9 @@ class Profile:
     stays Destroying for good. Hardened, the delete job the restart runs again (``restart_resolves_left_over_jobs``)
     gives back, and bills the stop of, what its first run found (each row's state before that job first moved it),
     and a Destroying snapshot with no ref left but Destroyed gets the write the crash cut off (OperationSucceeded),
-    its account recounted (§19.2). Upstream would have to persist what the delete found (or make the give-backs part
-    of the ref's own Destroyed write) and let ``start`` complete a snapshot whose files are already gone.
+    its account recounted (§19.2); of two servers' re-deletes of one snapshot, only the one that writes its Destroyed
+    gives back the ``snapshot`` count. Upstream would have to persist what the delete found (or make the give-backs
+    part of the ref's own Destroyed write) and let ``start`` complete a snapshot whose files are already gone.
     """
     storpool_delete_marks_snapshot: bool = attrs.field(default=False)
     """F6a, F4 (StorPool): a whole StorPool delete moves its snapshot to Destroying first (departs from spec §8, §9.4).
@@ -224,9 +225,10 @@ class Profile:
     the GC deletes what the refused delete kept. Hardened, a whole delete of a BackedUp snapshot fires DestroyRequested
     on it before it asks StorPool, and OperationFailed (back to BackedUp) when it fails; a StorPool pool's Destroying
     primary ref of a Destroying snapshot still selects the strategy; ``objectDoesNotExist`` goes on with the rows as a
-    successful delete does; and "still exported" leaves the refs as they were. Upstream would add these events to
-    ``deleteSnapshot``, test the answer before ``processResult(DestroyRequested)``, and delete the rows on
-    ``objectDoesNotExist``.
+    successful delete does; "still exported" leaves the refs as they were; and the GC leaves a Destroying snapshot
+    to its delete. Upstream would add these events to ``deleteSnapshot``, test the answer before
+    ``processResult(DestroyRequested)``, delete the rows on ``objectDoesNotExist``, and skip Destroying snapshots in
+    ``cleanupSecondaryStorage``.
     """
     async_pool_copy_backs_up_first: bool = attrs.field(default=False)
     """N7: the async backup task backs up, then copies to the pools with the COPY strategy (departs from spec §7.2).

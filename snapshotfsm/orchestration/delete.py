@@ -31,7 +31,7 @@ from snapshotfsm.errors import (
     PermissionDeniedException,
 )
 from snapshotfsm.names import Delete, JobEvent, RefState, SnapshotState
-from snapshotfsm.orchestration import accounting, reconcile
+from snapshotfsm.orchestration import accounting
 from snapshotfsm.orchestration.api_errors import ACCOUNT_ERROR, INTERNAL_ERROR, PARAM_ERROR
 from snapshotfsm.orchestration.contexts import DeleteContext, Machine, RefBefore
 from snapshotfsm.orchestration.contract import Resumes, StepGen, StepTable, Turn
@@ -219,6 +219,28 @@ def _found(t: Turn[DeleteContext], machine: str, entity_id: int, now: str) -> st
     return first.overwrote if first.overwrote is not None else first.source
 
 
+def _ended_by_another_run(t: Turn[DeleteContext]) -> bool:
+    """Hardened (``interrupted_delete_completes``): another run wrote the end of the snapshot a re-delete ends too.
+
+    Each server's restart re-deletes every Destroying snapshot (spec §10.3): two servers that restart together both
+    run a job-less delete of the same snapshot, and StorPool's ``updateSnapshotToDestroyed`` is a direct write that
+    neither refuses. Upstream both runs give back the ``snapshot`` count (§9.4), twice. Here only the run that wrote
+    the snapshot's Destroyed (this server, no job) gives it back; each ref's storage is given back by the run that
+    moved it from Ready, as the refs' own writes compare and swap.
+    """
+    rt, ctx = t.rt, t.ctx
+    if not (rt.profile.interrupted_delete_completes and ctx.resumed and not ctx.api):
+        return False
+    end = rt.store.find(
+        TransitionLog,
+        "machine = ? AND entity_id = ? AND dest = ?",
+        (SNAPSHOT_MACHINE, ctx.snapshot_id, SnapshotState.Destroyed),
+        order_by="id DESC",
+        limit=1,
+    )
+    return bool(end) and (end[0].ms_id != rt.ms_id or end[0].job_id is not None)
+
+
 def _zone_of(rt: Runtime, ref: SnapshotStoreRef) -> int:
     if ref.store_role == "Primary":
         return rt.store.get(StoragePool, ref.store_id).data_center_id
@@ -232,11 +254,6 @@ def finish(t: Turn[DeleteContext]) -> None:
     if ctx.pre_state == SnapshotState.BackedUp:
         for zone_id in ctx.zones:
             accounting.usage(rt, "SNAPSHOT.DELETE", snapshot, size=0, zone_id=zone_id)
-    if rt.profile.interrupted_delete_completes and ctx.resumed and not ctx.api:
-        # Hardened: a job-less re-delete (spec §10.3) cannot know what the interrupted delete gave back, and another
-        # server's restart may be re-deleting the same snapshot: the account is recounted instead (§19.2).
-        reconcile.recount_account(rt, ctx.account_id)
-        return
     after = rt.store.first(Snapshot, "id = ? AND removed IS NULL", (snapshot.id,))
     # Hardened (refused_take_gives_back): an Allocated row's take job is still to run, and fails on the removed row;
     # it gives back what allocSnapshot charged, both counts, once (take.give_back_refused), so the delete does not.
@@ -249,6 +266,7 @@ def finish(t: Turn[DeleteContext]) -> None:
             SnapshotState.Destroyed,
         )
         and not taken_back_by_take
+        and not _ended_by_another_run(t)
     ):
         accounting.change_count(rt, ctx.account_id, accounting.SNAPSHOT, -1, owner_id=snapshot.account_id)
     for ref in ctx.refs_before:
