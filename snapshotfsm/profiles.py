@@ -241,6 +241,17 @@ class Profile:
     does (§5.4 step 13). Upstream would drop the ``CollectionUtils.isEmpty(poolIds)`` condition and look the COPY
     strategy up for the pool copies.
     """
+    failed_take_releases_only_its_volume: bool = attrs.field(default=False)
+    """R1 (the volume write): a StorageSystem take refused the volume leaves it to its holder (departs from spec §5.7).
+
+    ``StorageSystemSnapshotStrategy.takeSnapshot`` fires the volume's SnapshotRequested inside its try, and its
+    finally fires OperationFailed on any failure: a take that lost the volume to another (two takes of a detached
+    volume, which nothing serialises, §4.3, §5.2 step 5) is refused SnapshotRequested, and its finally then sends
+    the winner's Snapshotting volume back to Ready while the winner's take still runs, so a third take, a detach or a
+    migration may start on it. Hardened, the finally's OperationFailed is fired only by a take whose
+    SnapshotRequested went through. Upstream would move ``SnapshotRequested`` before the try, as
+    ``DefaultSnapshotStrategy.takeSnapshot`` has it, or remember in the try that it was fired.
+    """
     peer_cleanup_on_node_left: bool = attrs.field(default=True)
     """spec §10.1: a live server runs ``cleanupLeftOverJobs`` for a peer that left (``onManagementNodeLeft``).
 
@@ -271,6 +282,7 @@ PROFILES: dict[str, Profile] = {
         interrupted_delete_completes=True,
         storpool_delete_marks_snapshot=True,
         async_pool_copy_backs_up_first=True,
+        failed_take_releases_only_its_volume=True,
     ),
 }
 """``hardened`` turns every fix on (``docs/hardened.md`` says what each removes); entity tables stay upstream's."""

@@ -197,3 +197,27 @@ class TestAsyncPoolCopyBacksUpFirst:
         assert primary.state == RefState.Ready
         assert store.first(StorageObject, "path = ? AND deleted_ms IS NULL", (primary.install_path,)) is not None
         assert _new(replay, case) == set()
+
+
+R1_POWERFLEX = (
+    "two-takes:powerflex/detached/plain/async/no-copies/one-server steps=1,2 faults=preempt:0@primary.begin@3@1/ms1"
+)
+
+
+class TestFailedTakeReleasesOnlyItsVolume:
+    """``failed_take_releases_only_its_volume`` (R1's volume write): the loser leaves the winner's volume alone."""
+
+    @staticmethod
+    def _volume_moves(ran: Ran) -> list[tuple[str, str, int | None]]:
+        store = ran.world.engine.store
+        rows = store.find(TransitionLog, "machine = 'volume' AND entity_id = 1 AND source != ''", order_by="id")
+        return [(r.source, r.dest, r.job_id) for r in rows]
+
+    def test_the_volume_stays_snapshotting_under_the_winner(self, replay: Replay) -> None:
+        """Take 1 is refused the volume take 2 holds: only take 2 moves it, Snapshotting until its take ends."""
+        assert self._volume_moves(replay(R1_POWERFLEX)) == [("Ready", "Snapshotting", 2), ("Snapshotting", "Ready", 2)]
+
+    def test_without_it_the_loser_sends_the_volume_back(self, replay: Replay) -> None:
+        """Without the flag the loser's finally moves take 2's volume to Ready while take 2 still runs."""
+        moves = self._volume_moves(replay(R1_POWERFLEX, "failed_take_releases_only_its_volume"))
+        assert moves == [("Ready", "Snapshotting", 2), ("Snapshotting", "Ready", 1), ("Ready", "Ready", 2)]
