@@ -224,7 +224,7 @@ def _ended_by_another_run(t: Turn[DeleteContext]) -> bool:
 
     Each server's restart re-deletes every Destroying snapshot (spec §10.3): two servers that restart together both
     run a job-less delete of the same snapshot, and StorPool's ``updateSnapshotToDestroyed`` is a direct write that
-    neither refuses. Upstream both runs give back the ``snapshot`` count (§9.4), twice. Here only the run that wrote
+    neither refuses: both runs would give back the ``snapshot`` count (§9.4), twice. Here only the run that wrote
     the snapshot's Destroyed (this server, no job) gives it back; each ref's storage is given back by the run that
     moved it from Ready, as the refs' own writes compare and swap.
     """
