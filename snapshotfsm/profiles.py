@@ -165,10 +165,12 @@ class Profile:
     copy, and a failed try of the async task fails its image ref and keeps the snapshot BackedUp on primary only
     (OperationNotPerformed, as with backup off, §5.4 step 8); the next try backs it up from there and the last
     leaves it so, never running ``cleanupOnSnapshotBackupFailure``, and recounts its account (the allocation
-    charged secondary storage, §5.1) when nothing of it is under way. The sync backup keeps upstream's cleanup: its
-    job answers FAILED. Upstream would make ``copySnapshotAsyncCallback`` treat a null answer as a failure and, on
-    the async path, fire OperationNotPerformed instead of ``snapshotDao.remove``, and give
-    ``BackupSnapshotTask`` no ``cleanupOnSnapshotBackupFailure`` after its last try.
+    charged secondary storage, §5.1) when nothing of it is under way; StorPool's driver, which deletes its snapshot
+    when a backup copy fails (§8), keeps it on such a try. The sync backup keeps upstream's cleanup: its job answers
+    FAILED. Upstream would make ``copySnapshotAsyncCallback`` treat a null answer as a failure and, on the async
+    path, fire OperationNotPerformed instead of ``snapshotDao.remove``, give ``BackupSnapshotTask`` no
+    ``cleanupOnSnapshotBackupFailure`` after its last try, and keep StorPool's ``copyAsync`` from deleting the
+    snapshot the task keeps.
     """
     failed_storage_delete_left_to_gc: bool = attrs.field(default=False)
     """F6b: a storage delete that fails leaves its file to the storage GC (departs from spec §9.4, §21.4.1).
@@ -194,6 +196,61 @@ class Profile:
     (``failed_storage_delete_left_to_gc``), a backup try fails. A blocking call's wait is not timed (the model
     passes no time on it). Upstream would call ``future.get(timeout, unit)`` with a configured wait, as
     ``backup.snapshot.wait`` bounds the backup command on the agent, and complete the future with a failed result.
+    """
+    interrupted_delete_completes: bool = attrs.field(default=False)
+    """F6a: the start-up re-delete ends an interrupted delete as it would have ended (departs from spec §10.3, §9.4).
+
+    Upstream's ``SnapshotManagerImpl.start`` runs ``deleteSnapshot`` again for every Destroying snapshot. That second
+    run reads the refs as the crash left them: the refs the first run had moved to Destroying or Destroyed give back
+    nothing (``deleteSnapshot`` gives back only the Ready refs it finds), so a PowerFlex snapshot kept on primary stays
+    charged its ``primary_storage``; and a StorageSystem snapshot whose array delete had answered (its primary ref
+    Destroyed, the snapshot still Destroying) finds no DELETE strategy (``canHandle`` wants a Ready primary ref), so it
+    stays Destroying for good. Hardened, the delete job the restart runs again (``restart_resolves_left_over_jobs``)
+    gives back, and bills the stop of, what its first run found (each row's state before that job first moved it),
+    and a Destroying snapshot with no ref left but Destroyed gets the write the crash cut off (OperationSucceeded),
+    its account recounted (§19.2); of two servers' re-deletes of one snapshot, only the one that writes its Destroyed
+    gives back the ``snapshot`` count. Upstream would have to persist what the delete found (or make the give-backs
+    part of the ref's own Destroyed write) and let ``start`` complete a snapshot whose files are already gone.
+    """
+    storpool_delete_marks_snapshot: bool = attrs.field(default=False)
+    """F6a, F4 (StorPool): a whole StorPool delete moves its snapshot to Destroying first (departs from spec §8, §9.4).
+
+    Upstream's ``StorPoolSnapshotStrategy.deleteSnapshot`` fires no snapshot event: the snapshot stays BackedUp until
+    every ref went (``updateSnapshotToDestroyed``). It deletes the StorPool snapshot before its refs move, so a crash
+    in between leaves Ready refs naming nothing, and a crash anywhere in it leaves nothing the start-up re-delete of
+    Destroying snapshots (§10.3) can find; meanwhile the storage GC takes the Destroying refs and
+    ``cleanupSecondaryStorage`` removes the snapshot as if no one had asked (§10.5). A re-run would not help either:
+    ``objectDoesNotExist`` returns true before the rows and backups are touched, and ``canHandle`` wants a Ready
+    primary ref. And a delete refused because the snapshot is "still exported" leaves its primary refs Destroying, so
+    the GC deletes what the refused delete kept. Hardened, a whole delete of a BackedUp snapshot fires DestroyRequested
+    on it before it asks StorPool, and OperationFailed (back to BackedUp) when it fails; a StorPool pool's Destroying
+    primary ref of a Destroying snapshot still selects the strategy; ``objectDoesNotExist`` goes on with the rows as a
+    successful delete does; "still exported" leaves the refs as they were; and the GC leaves a Destroying snapshot
+    to its delete. Upstream would add these events to ``deleteSnapshot``, test the answer before
+    ``processResult(DestroyRequested)``, delete the rows on ``objectDoesNotExist``, and skip Destroying snapshots in
+    ``cleanupSecondaryStorage``.
+    """
+    async_pool_copy_backs_up_first: bool = attrs.field(default=False)
+    """N7: the async backup task backs up, then copies to the pools with the COPY strategy (departs from spec §7.2).
+
+    Upstream's ``BackupSnapshotTask.runInContext`` backs up only when there are no pool ids, and copies to the pool
+    ids with the strategy it was given, the TAKE strategy when backup is on (Default for StorPool), whose
+    ``copySnapshot`` is the interface's empty default: the pool ref stays Creating and the snapshot is never backed
+    up, under a SUCCEEDED take. Hardened, the task backs up as it does without pool ids (and makes its zone copies),
+    then copies to the pools with the COPY strategy, as the synchronous take's ``copyNewSnapshotToZonesOnPrimary``
+    does (§5.4 step 13). Upstream would drop the ``CollectionUtils.isEmpty(poolIds)`` condition and look the COPY
+    strategy up for the pool copies.
+    """
+    failed_take_releases_only_its_volume: bool = attrs.field(default=False)
+    """R1 (the volume write): a StorageSystem take refused the volume leaves it to its holder (departs from spec §5.7).
+
+    ``StorageSystemSnapshotStrategy.takeSnapshot`` fires the volume's SnapshotRequested inside its try, and its
+    finally fires OperationFailed on any failure: a take that lost the volume to another (two takes of a detached
+    volume, which nothing serialises, §4.3, §5.2 step 5) is refused SnapshotRequested, and its finally then sends
+    the winner's Snapshotting volume back to Ready while the winner's take still runs, so a third take, a detach or a
+    migration may start on it. Hardened, the finally's OperationFailed is fired only by a take whose
+    SnapshotRequested went through. Upstream would move ``SnapshotRequested`` before the try, as
+    ``DefaultSnapshotStrategy.takeSnapshot`` has it, or remember in the try that it was fired.
     """
     peer_cleanup_on_node_left: bool = attrs.field(default=True)
     """spec §10.1: a live server runs ``cleanupLeftOverJobs`` for a peer that left (``onManagementNodeLeft``).
@@ -222,6 +279,10 @@ PROFILES: dict[str, Profile] = {
         failed_backup_matches_answer=True,
         failed_storage_delete_left_to_gc=True,
         future_wait_is_bounded=True,
+        interrupted_delete_completes=True,
+        storpool_delete_marks_snapshot=True,
+        async_pool_copy_backs_up_first=True,
+        failed_take_releases_only_its_volume=True,
     ),
 }
 """``hardened`` turns every fix on (``docs/hardened.md`` says what each removes); entity tables stay upstream's."""

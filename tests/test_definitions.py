@@ -101,6 +101,9 @@ _PAIRS_BEFORE_SOURCE_LISTS = {
         ("RetryScheduled", "Retry", "Running", "backup_task.run", "Fail"),
         ("RetryScheduled", "Fail", "RetryScheduled", "backup_task.decrease_attempts", None),
         ("RetryScheduled", "CleanUp", "CleanedUp", "backup_task.cleanup", None),
+        # hardened only (async_pool_copy_backs_up_first), added since
+        ("BackedUp", "CopyOnPools", "CopyingOnPools", "backup_task.copy_on_pools", None),
+        ("CopyingToZones", "CopyOnPools", "CopyingOnPools", "backup_task.pools_after_zones", "Fail"),
     },
     "copy_snapshot": {
         ("Selecting", "CopyToZone", "AwaitingZoneCopy", "copies.start_zone_copy", "ZoneFailed"),

@@ -68,7 +68,7 @@ class TestTheCatalogue:
         assert result.exit_code == 0, result.output
         assert "snapshotExport" in result.output
         assert "primary.request#<n>" in result.output
-        assert "26 driver operations, 139 crash points" in result.output
+        assert "26 driver operations, 140 crash points" in result.output
 
 
 class TestPlansAreChecked:

@@ -121,13 +121,15 @@ class PrimaryDriver(Driver):
         *,
         full: bool = True,
         parent_path: str | None = None,
+        keep_source: bool = False,
     ) -> None:
         """``copyAsync`` of a snapshot from this pool to an image store (the backup of spec §5.8).
 
         ``full`` is the strategy's plan (spec §7.3, §16.2) and ``parent_path`` the new image ref's parent on the
         image store: a delta holds what changed since that parent (the volume's churn, at most the full snapshot),
         points at its object, and the answer names it (``parentSnapshotPath``). A full copy, or a delta with no parent
-        to write on, names none, which starts a new chain on secondary storage.
+        to write on, names none, which starts a new chain on secondary storage. ``keep_source``: the snapshot stays
+        on primary if the copy fails (the ``hardened`` profile's async backup), so a driver must not delete it then.
         """
 
         def effect() -> Answer:
@@ -153,13 +155,23 @@ class PrimaryDriver(Driver):
                 result=True, path=dest_path, physical_size=physical, parent_path=parent_path if delta else None
             )
 
-        self.call("copyAsync", self.wrap_backup_answer(snapshot, src_path, callback), effect)
+        self.call("copyAsync", self.wrap_backup_answer(snapshot, src_path, callback, keep_source=keep_source), effect)
 
     def after_backup_copy(self, snapshot: Snapshot, source: StorageObject) -> None:
         """What the host does with the snapshot on primary once it is copied (nothing, unless a driver says so)."""
 
-    def wrap_backup_answer(self, snapshot: Snapshot, src_path: str, callback: Callback) -> Callback:  # noqa: ARG002
-        """Hook for drivers that react to a failed backup (StorPool deletes its snapshot, spec §8)."""
+    def wrap_backup_answer(
+        self,
+        snapshot: Snapshot,  # noqa: ARG002
+        src_path: str,  # noqa: ARG002
+        callback: Callback,
+        *,
+        keep_source: bool = False,  # noqa: ARG002
+    ) -> Callback:
+        """Hook for drivers that react to a failed backup (StorPool deletes its snapshot, spec §8).
+
+        ``keep_source``: the caller keeps the snapshot on primary when the copy fails (``backup_snapshot``).
+        """
         return callback
 
     def holds(self, path: str) -> StorageObject | None:

@@ -78,11 +78,22 @@ class StorPoolDriver(PrimaryDriver):
         store.insert(SnapshotDetail(snapshot_id=snapshot.id, name=snapshot.uuid, value=path))
         store.insert(SnapshotDetail(snapshot_id=snapshot.id, name=SP_STORAGE_POOL_ID, value=str(self.pool.id)))
 
-    def wrap_backup_answer(self, snapshot: Snapshot, src_path: str, callback: Callback) -> Callback:  # noqa: ARG002
-        """Spec §8: if the backup fails, the StorPool snapshot on primary is deleted (``snapshotDelete``)."""
+    def wrap_backup_answer(
+        self,
+        snapshot: Snapshot,  # noqa: ARG002
+        src_path: str,
+        callback: Callback,
+        *,
+        keep_source: bool = False,
+    ) -> Callback:
+        """Spec §8: if the backup fails, the StorPool snapshot on primary is deleted (``snapshotDelete``).
+
+        Not with ``keep_source``: hardened (``failed_backup_matches_answer``), a failed try of the async backup keeps
+        the snapshot on primary for the next try, and upstream's cleanup would leave its primary ref naming nothing.
+        """
 
         def answered(answer: Answer | None) -> None:
-            if answer is None or not answer.result:
+            if (answer is None or not answer.result) and not keep_source:
                 self.snapshot_delete(sp_name(src_path))
             callback(answer)
 

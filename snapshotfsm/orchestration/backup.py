@@ -111,6 +111,8 @@ def start_backup(
             on_answer,
             full=plan.full,
             parent_path=parent.install_path if parent is not None else None,
+            # Hardened (failed_backup_matches_answer): a failed try keeps the snapshot on primary (keep_on_primary).
+            keep_source=async_backup and rt.profile.failed_backup_matches_answer,
         )
     except CloudException as exc:
         if async_backup and rt.profile.failed_backup_matches_answer:

@@ -48,11 +48,16 @@ def _take(rt: Runtime, ctx: BackupTaskContext) -> SnapshotTake:
 
 
 def run_task(t: Turn[BackupTaskContext]) -> str:
-    """``runInContext``: back up when backup is on and there are no pool ids; copy to pools when there are."""
+    """``runInContext``: back up when backup is on and there are no pool ids; copy to pools when there are.
+
+    Hardened (``async_pool_copy_backs_up_first``, departs from spec §7.2): with backup on, the task backs up whatever
+    the pool ids; the copies to the pools follow the backup (:func:`_after_backup`).
+    """
     rt, ctx = t.rt, t.ctx
-    if ctx.pool_ids:
+    backup_on = rt.config.flag("snapshot.backup.to.secondary") and not ctx.copy_only
+    if ctx.pool_ids and not (backup_on and rt.profile.async_pool_copy_backs_up_first):
         return Task.CopyOnPools
-    if rt.config.flag("snapshot.backup.to.secondary") and not ctx.copy_only:
+    if backup_on:
         ctx.backup_plan = ctx.strategy.backup_plan(rt.strategy_env, _take(rt, ctx))
         return Task.Backup if ctx.backup_plan.kind is BackupKind.COPY else Task.MarkBackedUp
     return Task.Finish
@@ -116,7 +121,14 @@ def _after_backup(rt: Runtime, ctx: BackupTaskContext, take: SnapshotTake) -> st
     """
     if not after_backup(rt, ctx.strategy, take):
         return None
-    return Task.CopyToZones if ctx.zone_ids else Task.Finish
+    if ctx.zone_ids:
+        return Task.CopyToZones
+    return Task.CopyOnPools if _pools_after_backup(rt, ctx) else Task.Finish
+
+
+def _pools_after_backup(rt: Runtime, ctx: BackupTaskContext) -> bool:
+    """Hardened (``async_pool_copy_backs_up_first``): the backed-up snapshot still has its pool copies to make."""
+    return rt.profile.async_pool_copy_backs_up_first and bool(ctx.pool_ids) and not ctx.copy_only
 
 
 def copy_to_zones(t: Turn[BackupTaskContext]) -> None:
@@ -126,14 +138,17 @@ def copy_to_zones(t: Turn[BackupTaskContext]) -> None:
     ctx.copies = copies.zone_copies(
         rt, snapshot, list(ctx.zone_ids), user_id=SYSTEM_USER_ID, account_id=SYSTEM_ACCOUNT_ID, job_id=ctx.job_id
     )
-    t.spawn(Machine.COPY, ctx.copies, copies.next_target, resume=Task.ZoneCopiesDone)
+    resume = Task.CopyOnPools if _pools_after_backup(rt, ctx) else Task.ZoneCopiesDone
+    t.spawn(Machine.COPY, ctx.copies, copies.next_target, resume=resume)
 
 
 def copy_on_pools(t: Turn[BackupTaskContext]) -> None:
     """``copySnapshotOnPool`` for each pool id with the task's strategy (no secondary backup then, spec §7.2).
 
     With backup on that is the TAKE strategy (spec §6.1): Default and StorageSystem have no copy of their own, so
-    the first pool's copy never completes and the task waits for good (no retry, no cleanup).
+    the first pool's copy never completes and the task waits for good (no retry, no cleanup). Hardened
+    (``async_pool_copy_backs_up_first``), after the backup, the COPY strategy is looked up as the synchronous take's
+    ``copyNewSnapshotToZonesOnPrimary`` does (§5.4 step 13).
     """
     rt, ctx = t.rt, t.ctx
     snapshot = rt.store.get(Snapshot, ctx.snapshot_id)
@@ -141,12 +156,26 @@ def copy_on_pools(t: Turn[BackupTaskContext]) -> None:
         rt,
         snapshot,
         list(ctx.pool_ids),
-        strategy=ctx.strategy,
+        strategy=None if _pools_after_backup(rt, ctx) else ctx.strategy,
         user_id=SYSTEM_USER_ID,
         account_id=SYSTEM_ACCOUNT_ID,
         job_id=ctx.job_id,
     )
     t.spawn(Machine.COPY, ctx.copies, copies.next_target, resume=Task.PoolCopiesDone)
+
+
+def pools_after_zones(t: Turn[BackupTaskContext]) -> None:
+    """Hardened (``async_pool_copy_backs_up_first``): after the zone copies, the copies to the pools (spec §7.2).
+
+    The zone copies are judged as :func:`copies_done` judges them; then :func:`copy_on_pools` (§5.4 step 13).
+
+    Raises:
+        CloudRuntimeException: a zone copy threw what ``copyNewSnapshotToZones`` does not catch.
+    """
+    thrown = t.ctx.copies.thrown if t.ctx.copies is not None else None
+    if thrown is not None and not thrown.caught_by_zone_copies:
+        raise CloudRuntimeException(f"{thrown.type}: {thrown.message}")
+    copy_on_pools(t)
 
 
 def copies_done(t: Turn[BackupTaskContext]) -> None:
@@ -215,6 +244,7 @@ STEPS: StepTable = {
     "backup_task.answered": answered,
     "backup_task.copy_to_zones": copy_to_zones,
     "backup_task.copy_on_pools": copy_on_pools,
+    "backup_task.pools_after_zones": pools_after_zones,
     "backup_task.copies_done": copies_done,
     "backup_task.finish": finish,
     "backup_task.decrease_attempts": decrease_attempts,

@@ -373,6 +373,9 @@ class DeleteContext(Context):
     account_id: int = 0
     result: bool | None = None
     """What the strategy returned (None: it threw, or never ran)."""
+    resumed: bool = attrs.field(default=False, metadata=NOT_SUMMARISED)
+    """A left-over delete job the restart runs again (``restart_resolves_left_over_jobs``): under the ``hardened``
+    profile's ``interrupted_delete_completes`` it gives back what its first run found."""
 
 
 # --- retention -------------------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 
+from snapshotfsm.definitions import project_definitions
 from snapshotfsm.describe import snapshot_str
 from snapshotfsm.errors import (
     ApiError,
@@ -46,10 +47,13 @@ from snapshotfsm.store.records import (
     Snapshot,
     SnapshotStoreRef,
     StoragePool,
+    TransitionLog,
     Zone,
 )
 from snapshotfsm.strategies.base import Operation
 
+SNAPSHOT_MACHINE = project_definitions()["snapshot"].name
+REF_MACHINE = project_definitions()["snapshot_store_ref"].name
 DELETE_SNAPSHOT_CMD = "org.apache.cloudstack.api.command.user.snapshot.DeleteSnapshotCmd"
 EVENT_DESCRIPTION = "deleting snapshot"
 """The ``@ActionEvent`` description of ``SnapshotManagerImpl.deleteSnapshot``."""
@@ -119,8 +123,8 @@ def _event(t: Turn[DeleteContext], text: str, *, state: str, level: str = "INFO"
 
 def start_detached(runner: Runner, snapshot_id: int, *, caller_id: int, thread: str) -> None:
     """A delete nobody waits for (the restart cleanup of Destroying snapshots, spec §10.3), run on ``thread``."""
-    run = runner.start(Machine.DELETE, DeleteContext(snapshot_id=snapshot_id, caller_id=caller_id, thread=thread))
-    runner.fire(run, Delete.Start)
+    ctx = DeleteContext(snapshot_id=snapshot_id, caller_id=caller_id, thread=thread, resumed=True)
+    runner.fire(runner.start(Machine.DELETE, ctx), Delete.Start)
 
 
 def resume_job(runner: Runner, job: AsyncJob, *, thread: str) -> None:
@@ -137,6 +141,7 @@ def resume_job(runner: Runner, job: AsyncJob, *, thread: str) -> None:
         zone_id=params.get("zoneid"),
         api=True,
         thread=thread,
+        resumed=True,
     )
     runner.fire(runner.start(Machine.DELETE, ctx), Delete.Start)
 
@@ -171,18 +176,19 @@ def start(t: Turn[DeleteContext]) -> StepGen:
     if zone_id is not None and rt.store.first(Zone, "id = ? AND removed IS NULL", (zone_id,)) is None:
         raise InvalidParameterValueException("Unable to find a zone with the specified id")
     for ref in rt.store.find(SnapshotStoreRef, "snapshot_id = ?", (snapshot_id,)):
-        if ref.state == RefState.Destroyed:
+        found = _found(t, REF_MACHINE, ref.id, ref.state)
+        if found == RefState.Destroyed:
             continue
         ref_zone = _zone_of(rt, ref)
         if zone_id is not None and ref_zone != zone_id:
             continue
-        ctx.refs_before.append(RefBefore(ref.store_role, ref.state, ref.physical_size))
-        if rt.profile.delete_bills_only_made_copies and ref.state == RefState.Allocated:
+        ctx.refs_before.append(RefBefore(ref.store_role, found, ref.physical_size))
+        if rt.profile.delete_bills_only_made_copies and found == RefState.Allocated:
             # Hardened: a copy's destination not yet made (spec §7.4) has no object in its zone to stop billing.
             continue
         if ref_zone not in ctx.zones:
             ctx.zones.append(ref_zone)
-    ctx.pre_state = snapshot.status
+    ctx.pre_state = _found(t, SNAPSHOT_MACHINE, snapshot.id, snapshot.status)
     ctx.account_id = snapshot.account_id
     if rt.profile.storage_charged_as_recounted:
         image = rt.store.first(SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Image'", (snapshot_id,))
@@ -193,6 +199,46 @@ def start(t: Turn[DeleteContext]) -> StepGen:
         raise CloudRuntimeException(f"Failed to delete snapshot:{exc.java_name}: {exc.message}", cause=exc) from exc
     ctx.result = bool(result)
     return Delete.Finish if result else Delete.GiveUp
+
+
+def _found(t: Turn[DeleteContext], machine: str, entity_id: int, now: str) -> str:
+    """The state the delete found a row in: ``now``, or, for a job the restart runs again, before its first move.
+
+    Hardened (``interrupted_delete_completes``, departs from spec §10.3): upstream's re-delete reads the rows as the
+    crash left them, so a ref its first run had moved to Destroying or Destroyed is given back by neither run. The
+    job's own first move of the row (``transition_log``) says what the first run found.
+    """
+    ctx = t.ctx
+    if not (ctx.resumed and t.rt.profile.interrupted_delete_completes):
+        return now
+    first = t.rt.store.first(
+        TransitionLog, "job_id = ? AND machine = ? AND entity_id = ?", (ctx.job_id, machine, entity_id)
+    )
+    if first is None or not first.source:
+        return now
+    return first.overwrote if first.overwrote is not None else first.source
+
+
+def _ended_by_another_run(t: Turn[DeleteContext]) -> bool:
+    """Hardened (``interrupted_delete_completes``): another run wrote the end of the snapshot a re-delete ends too.
+
+    Each server's restart re-deletes every Destroying snapshot (spec §10.3): two servers that restart together both
+    run a job-less delete of the same snapshot, and StorPool's ``updateSnapshotToDestroyed`` is a direct write that
+    neither refuses: both runs would give back the ``snapshot`` count (§9.4), twice. Here only the run that wrote
+    the snapshot's Destroyed (this server, no job) gives it back; each ref's storage is given back by the run that
+    moved it from Ready, as the refs' own writes compare and swap.
+    """
+    rt, ctx = t.rt, t.ctx
+    if not (rt.profile.interrupted_delete_completes and ctx.resumed and not ctx.api):
+        return False
+    end = rt.store.find(
+        TransitionLog,
+        "machine = ? AND entity_id = ? AND dest = ?",
+        (SNAPSHOT_MACHINE, ctx.snapshot_id, SnapshotState.Destroyed),
+        order_by="id DESC",
+        limit=1,
+    )
+    return bool(end) and (end[0].ms_id != rt.ms_id or end[0].job_id is not None)
 
 
 def _zone_of(rt: Runtime, ref: SnapshotStoreRef) -> int:
@@ -220,6 +266,7 @@ def finish(t: Turn[DeleteContext]) -> None:
             SnapshotState.Destroyed,
         )
         and not taken_back_by_take
+        and not _ended_by_another_run(t)
     ):
         accounting.change_count(rt, ctx.account_id, accounting.SNAPSHOT, -1, owner_id=snapshot.account_id)
     for ref in ctx.refs_before:

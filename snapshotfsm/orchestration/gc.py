@@ -80,7 +80,7 @@ def _collect(rt: Runtime, ctx: GcContext) -> Collection:
             continue
         if store.count(SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Image'", (ref.snapshot_id,)) <= 1:
             snapshot = store.first(Snapshot, "id = ? AND removed IS NULL", (ref.snapshot_id,))
-            if snapshot is not None:
+            if snapshot is not None and not _left_to_its_delete(rt, snapshot):
                 store.remove(snapshot, by="StorageManagerImpl.cleanupSecondaryStorage")
         primary = store.first(
             SnapshotStoreRef,
@@ -109,6 +109,17 @@ def _collect(rt: Runtime, ctx: GcContext) -> Collection:
             ctx.expunged += 1
         except CloudException as exc:
             log.warning("Unable to destroy snapshot %s due to: %s", snapshot.id, exc)
+
+
+def _left_to_its_delete(rt: Runtime, snapshot: Snapshot) -> bool:
+    """Hardened (``storpool_delete_marks_snapshot``): a Destroying snapshot is its delete's to finish, not the GC's.
+
+    Upstream's ``cleanupSecondaryStorage`` soft-removes the snapshot of the last image ref it drops (spec §10.5),
+    whatever its state. A StorPool delete commits its refs Destroying one by one, so while it waits (or after a
+    crash) the GC takes them all and removes the snapshot still Destroying; nothing then writes its end. Here the row
+    is left to the delete that is under way, or to the start-up re-delete (§10.3, ``interrupted_delete_completes``).
+    """
+    return rt.profile.storpool_delete_marks_snapshot and snapshot.status == SnapshotState.Destroying
 
 
 def _quietly(deletion: DeleteRun) -> Collection:

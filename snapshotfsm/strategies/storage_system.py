@@ -114,7 +114,8 @@ class StorageSystemSnapshotStrategy(SnapshotStrategy):
         """Spec §5.7: verify format and location type, lock, then the volume's SnapshotRequested.
 
         SnapshotRequested is inside the try, so a refused one still gets the finally's OperationFailed; the lock is
-        then left held.
+        then left held. Hardened (``failed_take_releases_only_its_volume``), only a take whose SnapshotRequested went
+        through sends the volume back.
         """
         volume = take.volume
         if volume.format not in SUPPORTED_FORMATS:
@@ -135,12 +136,17 @@ class StorageSystemSnapshotStrategy(SnapshotStrategy):
         if not env.acquire_lock(lock_key(take.snapshot.id)):
             raise CloudRuntimeException(f"Failed to acquire lock on the following snapshot: {take.snapshot.id}")
         take.locked = True
+        requested = False
         try:
             volume_transit(env.store, volume.id, VolumeEvent.SnapshotRequested)
+            requested = True
             if CAN_CREATE_VOLUME_FROM_SNAPSHOT in env.capabilities(take.pool) and clone:
                 env.add_detail(take.snapshot.id, "takeSnapshot", "true", display=False)
         except BaseException:
-            volume_transit(env.store, volume.id, VolumeEvent.OperationFailed)
+            # Hardened (failed_take_releases_only_its_volume): a refused SnapshotRequested left the volume to the
+            # take that holds it (spec §5.7); upstream's finally sends it back to Ready under that take.
+            if requested or not env.store.profile.failed_take_releases_only_its_volume:
+                volume_transit(env.store, volume.id, VolumeEvent.OperationFailed)
             raise
 
     def after_take(self, env: StrategyEnv, take: SnapshotTake, *, ok: bool) -> None:

@@ -20,8 +20,8 @@ from snapshotfsm.errors import (
     InvalidParameterValueException,
     NullPointerException,
 )
-from snapshotfsm.names import RefEvent, RefState, SnapshotState
-from snapshotfsm.objects import store_ref_event
+from snapshotfsm.names import RefEvent, RefState, SnapshotEvent, SnapshotState
+from snapshotfsm.objects import snapshot_event, store_ref_event
 from snapshotfsm.store.records import (
     Snapshot,
     SnapshotDetail,
@@ -75,6 +75,8 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
             )
             if ref is not None and ref.state in (RefState.Ready, RefState.Created):
                 return Priority.HIGHEST
+            if ref is not None and _resumable(env, snapshot, ref):
+                return Priority.HIGHEST
         return Priority.CANT_HANDLE
 
     def copy_snapshot(
@@ -113,7 +115,8 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
         name, so a second row finds the object gone (``objectDoesNotExist``: true). A snapshot with no row left to
         show but the view's empty one (every ref Destroyed or hidden) fails on that row's null store role. Whatever
         the rows returned, when every ref left is Destroyed or Destroying the snapshot is written Destroyed directly.
-        No Snapshot event is fired anywhere.
+        No Snapshot event is fired anywhere; hardened (``storpool_delete_marks_snapshot``), a whole delete of a
+        BackedUp snapshot moves it to Destroying first and back to BackedUp when it fails.
 
         Raises:
             CloudRuntimeException: "Cannot delete snapshot due to ..." around anything a row threw.
@@ -121,6 +124,29 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
         store = env.store
         snapshot = store.get(Snapshot, snapshot_id)
         name = self._snapshot_name(env, snapshot)
+        marked = (
+            store.profile.storpool_delete_marks_snapshot
+            and zone_id is None
+            and snapshot.status == SnapshotState.BackedUp
+        )
+        if marked:
+            # Hardened: the snapshot says a delete is under way before StorPool is asked (the restart's re-delete,
+            # spec §10.3, then finds it); upstream fires no snapshot event here.
+            snapshot = snapshot_event(store, snapshot, SnapshotEvent.DestroyRequested)
+        try:
+            result = yield from self._delete_rows(env, snapshot, zone_id, name)
+        except CloudException:
+            if marked:
+                _unmark(env, snapshot_id)
+            raise
+        if marked and not result:
+            _unmark(env, snapshot_id)
+        return result
+
+    def _delete_rows(self, env: StrategyEnv, snapshot: Snapshot, zone_id: int | None, name: str | None) -> DeleteRun:
+        """The body of ``deleteSnapshot``: each primary row of ``snapshot_view``, then the sweep to Destroyed."""
+        store = env.store
+        snapshot_id = snapshot.id
         result = False
         try:
             for row in view_rows(env, snapshot_id, zone_id):
@@ -170,12 +196,16 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
         driver = env.driver(pool)
         assert isinstance(driver, StorPoolDriver)
         hardened = env.store.profile.failed_storage_delete_left_to_gc
+        marks = env.store.profile.storpool_delete_marks_snapshot
         try:
             answer = driver.snapshot_delete(name or "null")
         except CloudException as exc:
             if not hardened:
                 raise
             answer = Answer(result=False, details=exc.message)
+        exported = not answer.result and "still exported" in answer.details
+        # Hardened (storpool_delete_marks_snapshot): StorPool has no such snapshot, so it is deleted: the rows go on.
+        gone = marks and not answer.result and answer.details.startswith("objectDoesNotExist")
         primaries = [
             r
             for r in env.store.find(
@@ -183,10 +213,14 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
             )
             if r.store_role == "Primary" and (zone_id is None or store_zone(env.store, r) == zone_id)
         ]
-        _process(env, primaries, RefEvent.DestroyRequested)
-        if not answer.result:
-            if "still exported" in answer.details:
-                _process(env, primaries, RefEvent.OperationFailed)
+        if not (marks and exported):
+            # Hardened: a refused delete deleted nothing, and its refs stay as they were (upstream leaves them
+            # Destroying, for the storage GC to delete what StorPool kept).
+            _process(env, primaries, RefEvent.DestroyRequested)
+        if not answer.result and not gone:
+            if exported:
+                if not marks:
+                    _process(env, primaries, RefEvent.OperationFailed)
                 raise CloudRuntimeException(
                     f"The snapshot [{name}] was exported to another cluster. [{answer.details}]"
                 )
@@ -194,8 +228,8 @@ class StorPoolSnapshotStrategy(SnapshotStrategy):
             if answer.details.startswith("objectDoesNotExist"):
                 return True
         result = False
-        left = hardened and not answer.result
-        if answer.result or left:
+        left = hardened and not answer.result and not gone
+        if answer.result or gone or left:
             # Hardened (``base.left_to_gc``): the primary refs stay Destroying for the storage GC; the rows go on.
             result = yield from self._delete_from_db(env, snapshot, zone_id)
         if result and left:
@@ -338,6 +372,26 @@ NO_STORE_ROLE = (
 
 SPS_CHAIN_STATES = (SnapshotState.Destroying, SnapshotState.Destroyed, SnapshotState.Error, SnapshotState.BackedUp)
 """The snapshot states SPS's ``deleteSnapshotChain`` walks through (BackedUp too, unlike the default strategy's)."""
+
+
+def _resumable(env: StrategyEnv, snapshot: Snapshot, ref: SnapshotStoreRef) -> bool:
+    """Hardened (``storpool_delete_marks_snapshot``): a delete cut short left this primary ref for its re-run.
+
+    Upstream's ``canHandle`` wants a Ready or Created ref on a StorPool pool (spec §6.2), which the first run of the
+    delete has already moved to Destroying; the re-delete of the Destroying snapshot (§10.3) would find no strategy.
+    """
+    return (
+        env.store.profile.storpool_delete_marks_snapshot
+        and snapshot.status == SnapshotState.Destroying
+        and ref.state == RefState.Destroying
+    )
+
+
+def _unmark(env: StrategyEnv, snapshot_id: int) -> None:
+    """Hardened (``storpool_delete_marks_snapshot``): a failed whole delete puts its snapshot back (OperationFailed)."""
+    current = env.store.first(Snapshot, "id = ? AND removed IS NULL", (snapshot_id,))
+    if current is not None and current.status == SnapshotState.Destroying:
+        snapshot_event(env.store, current, SnapshotEvent.OperationFailed)
 
 
 def _process(env: StrategyEnv, refs: list[SnapshotStoreRef], event: str) -> None:
