@@ -23,7 +23,17 @@ from snapshotfsm.drivers.primary import PrimaryDriver
 from snapshotfsm.drivers.registry import Drivers, DriverSet, installed_drivers
 from snapshotfsm.errors import InvalidValue, MsCrash, NotFound, ServerDown
 from snapshotfsm.faults import FaultPlan, engine_catalogue
-from snapshotfsm.orchestration import api, copy_api, delete, gc, policies, recount, restart, storpool_recovery
+from snapshotfsm.orchestration import (
+    accounting,
+    api,
+    copy_api,
+    delete,
+    gc,
+    policies,
+    recount,
+    restart,
+    storpool_recovery,
+)
 from snapshotfsm.orchestration.api_errors import check_length
 from snapshotfsm.orchestration.contexts import CONTEXTS, SnapshotRequest
 from snapshotfsm.orchestration.inventory import Inventory
@@ -116,6 +126,7 @@ class Engine(Inventory):
             rng=random.Random(seed * 1_000_003 + self.ms_id),  # noqa: S311 - ids, not secrets
             record=self.record,
         )
+        self.rt.strategy_env.give_back_primary = self._give_back_primary
         self.runner = Runner(self.rt, store.machines, CONTEXTS)
         self.ensure_system_account()
         policies.configure(self.rt)
@@ -520,6 +531,10 @@ class Engine(Inventory):
     def down(self) -> bool:
         """Whether this server crashed and has not been restarted."""
         return self.rt.down
+
+    def _give_back_primary(self, account_id: int, amount: int) -> None:
+        """``StrategyEnv.give_back_primary``: ``primary_storage`` decremented for the account's own object."""
+        accounting.change_count(self.rt, account_id, accounting.PRIMARY_STORAGE, -amount, owner_id=account_id)
 
     def _future_wait_ms(self) -> int | None:
         """How long a driver call's future waits: for ever upstream; ``async.call.wait`` s when hardened."""

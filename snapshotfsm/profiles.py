@@ -114,9 +114,11 @@ class Profile:
     ``primary_storage``, never charged, goes below zero by that much per snapshot while ``secondary_storage``
     keeps the volume size. Hardened, the correction comes off the store type ``getStoreResourceType`` gave the
     allocation, by the same amount; once the async backup lands, the difference between the primary file's and the
-    backup's physical size is corrected on it too (a delta is smaller), so that the count is what the recount
-    finds (§19.2). Upstream would pass ``getStoreResourceType(zone, locationType)`` to the
-    ``decrementResourceCount`` of ``SnapshotManagerImpl.takeSnapshot`` and correct again in ``BackupSnapshotTask``.
+    backup's physical size is corrected on it too (a delta is smaller), in the transaction of the copy's callback
+    (a crash between them would leave the BackedUp snapshot charged the primary size, and no restart looks at it
+    again), so that the count is what the recount finds (§19.2). Upstream would pass
+    ``getStoreResourceType(zone, locationType)`` to the ``decrementResourceCount`` of
+    ``SnapshotManagerImpl.takeSnapshot`` and correct again in ``BackupSnapshotTask``.
     """
     chain_end_without_cluster: bool = attrs.field(default=False)
     """N3: a KVM take whose volume has no cluster is post-processed (departs from spec §5.4 step 9, §16.6).
@@ -139,9 +141,11 @@ class Profile:
     does not count; and the delete never gives back ``primary_storage``, so a snapshot kept on primary (backup
     off, StorPool, Ceph) is charged for ever. Hardened, a zone copy charges the physical size it stored, a pool copy
     charges its owner the copy's physical size unless the snapshot has an image ref, and the delete gives back the
-    physical size of each Ready primary ref of a snapshot that had no image ref. Upstream would charge
-    ``getPhysicalSize()`` in ``copySnapshotToZone``, the owner in ``copySnapshotOnPool``, and decrement
-    ``primary_storage`` in ``SnapshotManagerImpl.deleteSnapshot`` as
+    physical size of each Ready primary ref of a snapshot that had no image ref; so does ``postSnapshotCreation``
+    (§5.9) for a parent's primary ref it deletes after a XenServer host deleted the file (a parent kept on primary
+    when its backup failed or its task was lost), in its transaction. Upstream would charge ``getPhysicalSize()``
+    in ``copySnapshotToZone``, the owner in ``copySnapshotOnPool``, and decrement ``primary_storage`` in
+    ``SnapshotManagerImpl.deleteSnapshot`` and ``DefaultSnapshotStrategy.postSnapshotCreation`` as
     ``getSnapshotsPhysicalSizeOnPrimaryStorageByAccountId`` counts it.
     """
     delete_bills_only_made_copies: bool = attrs.field(default=False)
@@ -165,12 +169,13 @@ class Profile:
     copy, and a failed try of the async task fails its image ref and keeps the snapshot BackedUp on primary only
     (OperationNotPerformed, as with backup off, §5.4 step 8); the next try backs it up from there and the last
     leaves it so, never running ``cleanupOnSnapshotBackupFailure``, and recounts its account (the allocation
-    charged secondary storage, §5.1) when nothing of it is under way; StorPool's driver, which deletes its snapshot
-    when a backup copy fails (§8), keeps it on such a try. The sync backup keeps upstream's cleanup: its job answers
-    FAILED. Upstream would make ``copySnapshotAsyncCallback`` treat a null answer as a failure and, on the async
-    path, fire OperationNotPerformed instead of ``snapshotDao.remove``, give ``BackupSnapshotTask`` no
-    ``cleanupOnSnapshotBackupFailure`` after its last try, and keep StorPool's ``copyAsync`` from deleting the
-    snapshot the task keeps.
+    charged secondary storage, §5.1) when nothing of it is under way, in the same transaction as the snapshot's
+    last write (a crash between them would leave it BackedUp and charged on secondary, which no restart looks at
+    again); StorPool's driver, which deletes its snapshot when a backup copy fails (§8), keeps it on such a try. The
+    sync backup keeps upstream's cleanup: its job answers FAILED. Upstream would make ``copySnapshotAsyncCallback``
+    treat a null answer as a failure and, on the async path, fire OperationNotPerformed instead of
+    ``snapshotDao.remove``, give ``BackupSnapshotTask`` no ``cleanupOnSnapshotBackupFailure`` after its last try, and
+    keep StorPool's ``copyAsync`` from deleting the snapshot the task keeps.
     """
     failed_storage_delete_left_to_gc: bool = attrs.field(default=False)
     """F6b: a storage delete that fails leaves its file to the storage GC (departs from spec §9.4, §21.4.1).
@@ -252,6 +257,37 @@ class Profile:
     SnapshotRequested went through. Upstream would move ``SnapshotRequested`` before the try, as
     ``DefaultSnapshotStrategy.takeSnapshot`` has it, or remember in the try that it was fired.
     """
+    gc_drops_refs_of_deleted_files: bool = attrs.field(default=False)
+    """F9, R5: the storage GC deletes a primary ref whose file the host deleted (departs from spec §10.5, §5.9).
+
+    A XenServer host keeps one snapshot file of a volume on its pool: when a backup copy completes it deletes the
+    others (``destroySnapshotOnPrimaryStorageExceptThis``, §16.2 item 5), and the management server deletes their
+    refs only when it processes that copy's answer (``postSnapshotCreation``). A crash that loses the answer, a
+    restart that undoes the take it belonged to, or two backups of one volume whose copies cross (the later copy
+    deletes the file of the snapshot the earlier one just backed up) leaves Ready refs, and a chain's Hidden ones,
+    naming files that are gone: the database offers a snapshot on primary that a revert or a volume from it would
+    not find, ``primary_storage`` keeps its charge and ON_PRIMARY bills for ever. Hardened, each GC pass reads the
+    pools' listing and deletes every Ready or Hidden primary ref whose file is gone, as ``postSnapshotCreation``
+    deletes a parent's, giving back in the same transaction the ``primary_storage`` the recount counted for it (a
+    snapshot with no image ref, §19.2); the pass's usage reconciliation then stops its ON_PRIMARY. A snapshot still
+    being taken or backed up is left alone (a KVM host deletes the file it copied before that answer arrives).
+    Upstream would list each pool's snapshot files against ``snapshot_store_ref`` in
+    ``StorageManagerImpl.cleanupStorage``, or have the backup answer name the files the host deleted so that
+    ``copySnapshotAsyncCallback`` deletes their refs with the image ref's update.
+    """
+    delete_refuses_during_copy: bool = attrs.field(default=False)
+    """R6: a delete refuses a snapshot that a copy is writing, before it deletes any file (departs from spec §9.4).
+
+    ``DefaultSnapshotStrategy.deleteSnapshotInfos`` deletes each ref's file inside one transaction (§16.3, §21.2).
+    A ``copySnapshot`` to another zone issued just before leaves its destination ref ``Creating`` until the copy
+    answers, and DestroyRequested has no transition there: ``deleteSnapshotChain`` throws "Failed to delete snapshot
+    chain." after the primary and image files went, the transaction rolls back (§21.4.1), and the snapshot is
+    BackedUp again with Ready refs naming nothing (``ready-ref-has-object``) under a FAILED delete. Hardened, the
+    delete first checks that every ref in its scope can be destroyed and otherwise fails its job, with nothing
+    written or deleted; the copy then ends and a later delete removes every copy. Upstream would make that check in
+    ``DefaultSnapshotStrategy.deleteSnapshot`` before ``destroySnapshotEntriesAndFiles``, or hold the snapshot's
+    lock for the copy as ``deleteSnapshotInfos`` holds the chain root's.
+    """
     peer_cleanup_on_node_left: bool = attrs.field(default=True)
     """spec §10.1: a live server runs ``cleanupLeftOverJobs`` for a peer that left (``onManagementNodeLeft``).
 
@@ -283,6 +319,8 @@ PROFILES: dict[str, Profile] = {
         storpool_delete_marks_snapshot=True,
         async_pool_copy_backs_up_first=True,
         failed_take_releases_only_its_volume=True,
+        gc_drops_refs_of_deleted_files=True,
+        delete_refuses_during_copy=True,
     ),
 }
 """``hardened`` turns every fix on (``docs/hardened.md`` says what each removes); entity tables stay upstream's."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from snapshotfsm.drivers.base import Answer
 from snapshotfsm.errors import CloudException, CloudRuntimeException
 from snapshotfsm.names import RefState, Task
 from snapshotfsm.orchestration import copies, reconcile
@@ -83,12 +84,39 @@ def answered(t: Turn[BackupTaskContext]) -> str | None:
     """The copy answered; a failure (the row already soft-removed, spec §5.8) counts down the attempts."""
     rt, ctx = t.rt, t.ctx
     take = _take(rt, ctx)
-    failure = finish_backup(rt, take, ctx.image_ref_id, t.answer, async_backup=True, orig_state=ctx.backup_orig_state)
+    if rt.profile.correction_on_charged_counter:
+        failure = _finish_and_correct(rt, ctx, take, t.answer)
+    else:
+        failure = finish_backup(
+            rt, take, ctx.image_ref_id, t.answer, async_backup=True, orig_state=ctx.backup_orig_state
+        )
     if failure is not None:
         raise CloudRuntimeException(failure)
-    if rt.profile.correction_on_charged_counter:
-        _correct_to_backup(rt, ctx)
     return _after_backup(rt, ctx, take)
+
+
+def _finish_and_correct(rt: Runtime, ctx: BackupTaskContext, take: SnapshotTake, answer: Answer | None) -> str | None:
+    """Hardened: the copy's callback and the backup's size correction (:func:`_correct_to_backup`) commit together.
+
+    A crash between them would leave the snapshot BackedUp, which no restart looks at again, with its charge at the
+    primary file's size. What the callback throws is rethrown once its writes (the failure path's) are committed.
+
+    Raises:
+        CloudRuntimeException: the callback threw (:func:`snapshotfsm.orchestration.backup.finish_backup`).
+    """
+    thrown: CloudException | None = None
+    with rt.store.atomic():
+        try:
+            failure = finish_backup(
+                rt, take, ctx.image_ref_id, answer, async_backup=True, orig_state=ctx.backup_orig_state
+            )
+        except CloudException as exc:
+            thrown, failure = exc, None
+        if thrown is None and failure is None:
+            _correct_to_backup(rt, ctx)
+    if thrown is not None:
+        raise thrown
+    return failure
 
 
 def _correct_to_backup(rt: Runtime, ctx: BackupTaskContext) -> None:
@@ -221,9 +249,11 @@ def cleanup(t: Turn[BackupTaskContext]) -> None:
     rt, ctx = t.rt, t.ctx
     if rt.profile.failed_backup_matches_answer:
         # Hardened: the take answered SUCCEEDED; the snapshot stays on primary (``backup.keep_on_primary``). It was
-        # charged for secondary storage at allocation (spec §5.1): the recount moves the charge where it now is.
-        keep_on_primary(rt, ctx.snapshot_id)
-        reconcile.recount_account_at_rest(rt, ctx.snapshot_id, ctx.account_id)
+        # charged for secondary storage at allocation (spec §5.1): the recount moves the charge where it now is, in
+        # the same transaction (a crash between them would leave a BackedUp snapshot that no restart recounts).
+        with rt.store.atomic():
+            keep_on_primary(rt, ctx.snapshot_id)
+            reconcile.recount_account_at_rest(rt, ctx.snapshot_id, ctx.account_id)
         _end_try(t)
         return
     snapshot = rt.store.first(Snapshot, "id = ?", (ctx.snapshot_id,))

@@ -134,9 +134,13 @@ def start(t: Turn[GcContext]) -> StepGen:
     """Destroying refs, then Destroyed image refs, then snapshots in Error (StorageManagerImpl.cleanupStorage).
 
     Hardened (``gc_reconciles_storage``): then what no row owns is deleted and the bills of what went are closed
-    (:mod:`snapshotfsm.orchestration.reconcile`); upstream stops at the rows (spec §10.5).
+    (:mod:`snapshotfsm.orchestration.reconcile`); upstream stops at the rows (spec §10.5). Hardened
+    (``gc_drops_refs_of_deleted_files``): before that, the primary refs whose file a host deleted on its own go
+    (spec §5.9, §16.2 item 5), so that their bills are closed in the same pass.
     """
     yield from _collect(t.rt, t.ctx)
+    if t.rt.profile.gc_drops_refs_of_deleted_files:
+        reconcile.drop_refs_of_deleted_files(t.rt)
     if t.rt.profile.gc_reconciles_storage:
         reconcile.delete_orphans(t.rt)
         reconcile.close_bills(t.rt)

@@ -54,6 +54,7 @@ from snapshotfsm.store.records import (
     Zone,
 )
 from snapshotfsm.store.store import Store
+from snapshotfsm.strategies.base import counted_on_primary
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +263,46 @@ def _destroy_refs_naming(rt: Runtime, obj: StorageObject) -> None:
     ):
         moved = store_ref_event(store, ref, RefEvent.DestroyRequested)
         store_ref_event(store, moved, RefEvent.OperationSucceeded)
+
+
+_PRIMARY_REFS_WITHOUT_FILE = """
+SELECT r.id FROM snapshot_store_ref r
+WHERE r.store_role = 'Primary' AND r.state IN (?, ?) AND r.install_path IS NOT NULL AND NOT EXISTS (
+    SELECT 1 FROM sim_object o
+    WHERE o.store_kind = 'primary' AND o.store_id = r.store_id AND o.path = r.install_path AND o.deleted_ms IS NULL)
+ORDER BY r.id
+"""
+GONE_FROM_POOL = "StorageManagerImpl.cleanupStorage (hardened: the host deleted the file)"
+"""How the log names the GC's removal of a primary ref whose file is gone (``gc_drops_refs_of_deleted_files``)."""
+
+
+def drop_refs_of_deleted_files(rt: Runtime) -> int:
+    """Delete each Ready or Hidden primary ref whose file the pool no longer holds; returns how many.
+
+    Spec §5.9, §16.2 item 5: a XenServer host deletes the volume's other snapshot files when a backup copy
+    completes, and ``postSnapshotCreation`` deletes their refs only when the answer is processed; an answer lost
+    (a crash, a restart that undoes the take), failed, or crossed by another backup of the volume leaves refs that
+    name nothing. Each goes as ``postSnapshotCreation`` deletes a parent's (the row hard-deleted), with the
+    ``primary_storage`` it was charged when the recount counts it (a snapshot with no image ref, §19.2), in one
+    transaction; :func:`close_bills` then stops its ON_PRIMARY. A snapshot still being taken or backed up is left
+    alone: a KVM host deletes the file it copied before that answer arrives, and the answer removes the ref. The
+    pool's own listing is read (as :func:`delete_orphans` does), so there is no fault point but the writes.
+    """
+    store = rt.store
+    dropped = 0
+    found = store.conn.execute(_PRIMARY_REFS_WITHOUT_FILE, (RefState.Ready, RefState.Hidden)).fetchall()
+    for (ref_id,) in found:
+        ref = store.get(SnapshotStoreRef, ref_id)
+        snapshot = store.first(Snapshot, "id = ? AND removed IS NULL", (ref.snapshot_id,))
+        if snapshot is not None and in_flight(snapshot.status):
+            continue
+        with store.atomic():
+            if snapshot is not None and counted_on_primary(store, ref):
+                owner = snapshot.account_id
+                accounting.change_count(rt, owner, accounting.PRIMARY_STORAGE, -ref.physical_size, owner_id=owner)
+            store.delete(ref, by=GONE_FROM_POOL)
+        dropped += 1
+    return dropped
 
 
 _OPEN_BILLS = f"""

@@ -123,6 +123,9 @@ class StrategyEnv:
     executor thread of an async job (the API job, or the VM work job of an attached take), a ``BackupSnapshotTask``
     try, the storage GC, the scheduler, the start-up thread. The runner sets it for each step; it owns the locks
     the step takes, and the end of that thread's context releases what it still holds (:meth:`end_thread`).
+
+    ``give_back_primary`` is ``decrementResourceCount(account, primary_storage, amount)``, set by the engine: no
+    upstream strategy touches a count, only a ``hardened`` fix that gives back inside a strategy's transaction.
     """
 
     store: Store
@@ -130,6 +133,7 @@ class StrategyEnv:
     config: Config
     ms_id: int
     thread: str = ""
+    give_back_primary: Callable[[int, int], None] | None = None
 
     def pool_of(self, volume: Volume) -> StoragePool | None:
         """The volume's pool (``pool_id``, falling back to ``last_pool_id``, as StorageSystem's canHandle does)."""
@@ -397,6 +401,19 @@ def primary_ref(store: Store, snapshot_id: int | None, pool_id: int | None) -> S
     return store.first(
         SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Primary' AND store_id = ?", (snapshot_id, pool_id)
     )
+
+
+def counted_on_primary(store: Store, ref: SnapshotStoreRef) -> bool:
+    """Whether the recount's ``primary_storage`` counts this ref (spec §19.2).
+
+    A Ready primary ref of a snapshot that is not removed and has no image ref in any state
+    (``getSnapshotsPhysicalSizeOnPrimaryStorageByAccountId``).
+    """
+    if ref.store_role != "Primary" or ref.state != RefState.Ready:
+        return False
+    if store.first(Snapshot, "id = ? AND removed IS NULL", (ref.snapshot_id,)) is None:
+        return False
+    return store.first(SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Image'", (ref.snapshot_id,)) is None
 
 
 def off_primary_usage(store: Store, snapshot: Snapshot, *, virtual_size: int | None) -> None:

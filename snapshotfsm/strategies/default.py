@@ -30,7 +30,7 @@ from snapshotfsm.errors import (
     NullPointerException,
     SnapshotFSMError,
 )
-from snapshotfsm.names import RefState, SnapshotEvent, SnapshotState, VolumeEvent
+from snapshotfsm.names import RefEvent, RefState, SnapshotEvent, SnapshotState, VolumeEvent
 from snapshotfsm.objects import snapshot_event, volume_transit
 from snapshotfsm.store.records import (
     Snapshot,
@@ -52,6 +52,7 @@ from snapshotfsm.strategies.base import (
     SnapshotStrategy,
     SnapshotTake,
     StrategyEnv,
+    counted_on_primary,
     left_to_gc,
     lock_key,
     off_primary_usage,
@@ -245,8 +246,23 @@ class DefaultSnapshotStrategy(SnapshotStrategy):
                     break
                 parent_id = ref.parent_snapshot_id
                 off_primary_usage(env.store, parent, virtual_size=0)
+                _give_back_on_primary(env, ref)
                 env.store.delete(ref, by="DefaultSnapshotStrategy.postSnapshotCreation")
         env.store.update(current, parent_snapshot_id=0)
+
+
+def _give_back_on_primary(env: StrategyEnv, ref: SnapshotStoreRef) -> None:
+    """Hardened (``storage_charged_as_recounted``): a parent's primary ref the recount counted gives its size back.
+
+    Departs from spec §5.9: ``postSnapshotCreation`` decrements nothing. A parent with no image ref (one kept on
+    primary after its backup failed, or whose lost backup task the restart ended there) is counted on
+    ``primary_storage`` by the recount (§19.2); once the XenServer host has deleted its file and its ref goes, so
+    does that charge, in the same transaction.
+    """
+    if env.give_back_primary is None or not env.store.profile.storage_charged_as_recounted:
+        return
+    if counted_on_primary(env.store, ref):
+        env.give_back_primary(env.store.get(Snapshot, ref.snapshot_id).account_id, ref.physical_size)
 
 
 class _DefaultDelete:
@@ -331,6 +347,8 @@ class _DefaultDelete:
         transaction, as InnoDB would guarantee, because nothing else runs while it is open.
         """
         refs = [r for r in self._refs(snapshot.id, zone_id) if r.state != RefState.Destroyed]
+        if self.store.profile.delete_refuses_during_copy:
+            self._refuse_during_copy(snapshot, refs)
         key = lock_key(root_snapshot_id(self.store, snapshot.id))
         self.env.acquire_lock(key)  # a refusal (CloudStack's null after lock.timeout) is ignored, spec §21.6 quirk 3
         try:
@@ -344,6 +362,26 @@ class _DefaultDelete:
             raise SnapshotFSMError(f"{blocked.operation} answered a call that never answers") from blocked
         self.env.release_lock(key)
         return result
+
+    def _refuse_during_copy(self, snapshot: Snapshot, refs: list[SnapshotStoreRef]) -> None:
+        """Hardened (``delete_refuses_during_copy``): no file is deleted while a ref cannot be destroyed.
+
+        Departs from spec §9.4, §16.3: a copy's destination ref is ``Creating`` until the copy answers, and
+        DestroyRequested has no transition there; upstream's ``deleteSnapshotChain`` throws on it after the files of
+        the refs before it went, and the rollback of ``deleteSnapshotInfos`` (§21.4.1) leaves those refs Ready,
+        naming nothing. Here the delete is refused first, with nothing written or deleted.
+
+        Raises:
+            InvalidParameterValueException: a ref of the snapshot in the delete's scope is in a state that cannot be
+                destroyed (a copy to it is under way).
+        """
+        machine = self.store.definitions["snapshot_store_ref"]
+        for ref in refs:
+            if machine.transition(ref.state, RefEvent.DestroyRequested) is None:
+                raise InvalidParameterValueException(
+                    f"Can't delete snapshot {snapshot_str(snapshot)}: its {ref.store_role} store ref {ref.id} is"
+                    f" {ref.state} (a copy is in progress); try again once it is done"
+                )
 
     def _delete_info(self, snapshot: Snapshot, ref: SnapshotStoreRef) -> bool:
         """``deleteSnapshotInfo``: the last live ref moves the snapshot through Destroying to Destroyed."""
