@@ -38,12 +38,15 @@ class Profile:
     answers SUCCEEDED, one still Destroying is re-run under its own job (StorageSystem's delete then takes Destroying as
     it takes BackedUp) and one whose refs in its scope are all Destroyed or Destroying (a zone delete, StorPool) answers
     SUCCEEDED, a lost backup task's snapshot ends BackedUp (on primary only when its copy had not finished; found
-    through its SUCCEEDED take's server when StorageSystem left no MS_ID detail), and each account touched is recounted
-    (``updateResourceCount``, §19.2), since no one knows how far its charges went; an Allocated snapshot whose job never
-    ran gives back ``allocSnapshot``'s charges exactly when a peer's work would defer that recount. Upstream would have
-    to give ``cleanupResources`` these cases (``AsyncJobManagerImpl``,
-    ``SnapshotManagerImpl.cleanupFailedSnapshotsCreatedWithDefaultStrategy``), persist the backup task or resume it from
-    the MS_ID detail, and let ``SnapshotManagerImpl.start`` complete the job of the snapshot it re-deletes.
+    through its SUCCEEDED take's server when StorageSystem left no MS_ID detail), a copy the lost task was making to
+    another zone or pool (its destination ref still Creating) is failed as the copy's own failure path fails it, and
+    each account touched is recounted (``updateResourceCount``, §19.2), since no one knows how far its charges went,
+    unless a job of it is under way on another live server (the cleaning server's own jobs, when it cleans up for a
+    peer that left); an Allocated snapshot whose job never ran gives back ``allocSnapshot``'s charges exactly when
+    such work would defer that recount. Upstream would have to give ``cleanupResources`` these cases
+    (``AsyncJobManagerImpl``, ``SnapshotManagerImpl.cleanupFailedSnapshotsCreatedWithDefaultStrategy``), persist the
+    backup task or resume it from the MS_ID detail (kept until the task's copies end), and let
+    ``SnapshotManagerImpl.start`` complete the job of the snapshot it re-deletes.
     """
     gc_reconciles_storage: bool = attrs.field(default=False)
     """Orphans and open bills of F1, F3, F5, F6, F7, F8, N6: the storage GC reconciles storage and usage with the rows.
@@ -101,9 +104,11 @@ class Profile:
     ``snapshot`` count a second time (§9.4). Hardened, the failed job gives back what the take has not given back
     yet and soft-removes the row if it is still ``Allocated``, as ``cleanupSnapshot`` (§10.1) removes one, or undoes
     a snapshot refused once on primary (a StorageSystem archive, §5.7) as the restart undoes a take; a delete of an
-    ``Allocated`` row leaves the counts to its take, which always fails on the removed row. Upstream
-    would release the charges in ``CreateSnapshotCmd.execute``'s catch (or move the checks inside the try) and
-    remove the row there, and drop the ``snapshot`` decrement of ``deleteSnapshot`` for an ``Allocated`` row.
+    ``Allocated`` row leaves the counts to its take, which always fails on the removed row, unless no job names the
+    row and the server that allocated it is down (a crash between ``allocSnapshot`` and ``submitAsyncJob``): no take
+    will run, and the delete gives back both charges. Upstream would release the charges in
+    ``CreateSnapshotCmd.execute``'s catch (or move the checks inside the try) and remove the row there, and in
+    ``deleteSnapshot`` give back nothing for an ``Allocated`` row a job names, both charges for one no job names.
     """
     correction_on_charged_counter: bool = attrs.field(default=False)
     """N2: the take's size correction comes off the counter its allocation charged (departs from spec §5.4 step 12).
@@ -288,6 +293,19 @@ class Profile:
     ``DefaultSnapshotStrategy.deleteSnapshot`` before ``destroySnapshotEntriesAndFiles``, or hold the snapshot's
     lock for the copy as ``deleteSnapshotInfos`` holds the chain root's.
     """
+    zone_copy_is_atomic: bool = attrs.field(default=False)
+    """F7: a zone copy's ref, zone row, charge and usage event commit together (departs from spec §7.4, §21.2).
+
+    When the image store answers a copy to another zone, upstream commits the ref's path and size, its
+    OperationSucceeded (Ready), the ``snapshot_zone_ref`` row, the ``secondary_storage`` increment and the
+    SNAPSHOT.COPY usage event each alone: a crash between them leaves a Ready copy that was never charged or never
+    added to its zone, so the count stays below what the recount finds, and the delete that later gives the copy
+    back drives it below zero. The restart cannot tell such a copy from a finished one (a copy made by the async
+    backup task has no job for it to fail). Hardened, the five writes are one transaction: a crash leaves the ref
+    Creating, which the restart fails (``restart_resolves_left_over_jobs``), or the whole copy. Upstream would wrap
+    the writes of ``SnapshotServiceImpl.copySnapshotZoneAsyncCallback`` and ``copySnapshotToZone``'s bookkeeping
+    after it in one ``Transaction.execute``.
+    """
     peer_cleanup_on_node_left: bool = attrs.field(default=True)
     """spec §10.1: a live server runs ``cleanupLeftOverJobs`` for a peer that left (``onManagementNodeLeft``).
 
@@ -321,6 +339,7 @@ PROFILES: dict[str, Profile] = {
         failed_take_releases_only_its_volume=True,
         gc_drops_refs_of_deleted_files=True,
         delete_refuses_during_copy=True,
+        zone_copy_is_atomic=True,
     ),
 }
 """``hardened`` turns every fix on (``docs/hardened.md`` says what each removes); entity tables stay upstream's."""

@@ -122,7 +122,16 @@ class Rows:
         )
         return row.id
 
-    def job(self, cmd: str, status: str, snapshot_id: int | None, *, code: int = 0, info: object = None) -> int:
+    def job(
+        self,
+        cmd: str,
+        status: str,
+        snapshot_id: int | None,
+        *,
+        code: int = 0,
+        info: object = None,
+        result: str | None = None,
+    ) -> int:
         """A finished (or running) API job of ``cmd`` (create, delete, copy) about the snapshot."""
         row = self.store.insert(
             AsyncJob(
@@ -131,6 +140,7 @@ class Rows:
                 job_cmd_info=info if isinstance(info, str) else json.dumps(info or {"id": snapshot_id}),
                 job_status=JobState.ordinal(status),
                 job_result_code=code,
+                job_result=result,
                 instance_type="Snapshot",
                 instance_id=snapshot_id,
             )

@@ -9,10 +9,12 @@ from snapshotfsm import invariants
 from snapshotfsm.errors import InvalidValue
 from snapshotfsm.invariants import Input, When, answers, violations
 from snapshotfsm.invariants.answers import answer_matches_state, command, same_error_same_code, usage_matches_objects
+from snapshotfsm.orchestration.restart import CANCELLED_TEXT
 
 CRE = "com.cloud.utils.exception.CloudRuntimeException"
 IPVE = "com.cloud.exception.InvalidParameterValueException"
 SAE = "org.apache.cloudstack.api.ServerApiException"
+UOE = "java.lang.UnsupportedOperationException"
 
 
 @pytest.fixture
@@ -399,6 +401,15 @@ class TestSameErrorSameCode:
         rows.failure(rows.job("create", "SUCCEEDED", rows.snapshot()), CRE)
         rows.failure(rows.job("create", "FAILED", rows.snapshot(), code=530), CRE)
         assert rows.check(same_error_same_code) == []
+
+    def test_a_job_the_restart_cancelled_answers_for_the_restart(self, rows: Rows) -> None:
+        """The step's exception died with the server: the client saw the cancellation (530), not that error."""
+        rows.failure(rows.job("create", "FAILED", rows.snapshot(), code=432), UOE, step="take.orchestrate")
+        cancelled = rows.job("create", "FAILED", rows.snapshot(), code=530, result=CANCELLED_TEXT)
+        rows.failure(cancelled, UOE, step="take.orchestrate")
+        assert rows.check(same_error_same_code) == []
+        rows.failure(rows.job("create", "FAILED", rows.snapshot(), code=530), UOE, step="take.orchestrate")
+        assert [v.subject for v in rows.check(same_error_same_code)] == [UOE]
 
     def test_a_server_api_exception_carries_its_own_code(self, rows: Rows) -> None:
         rows.failure(rows.job("copy", "FAILED", rows.snapshot(), code=431), SAE)

@@ -19,6 +19,7 @@ from snapshotfsm.names import JobState, RefState, SnapshotState
 from snapshotfsm.orchestration.copy_api import COPY_SNAPSHOT_CMD
 from snapshotfsm.orchestration.delete import DELETE_SNAPSHOT_CMD
 from snapshotfsm.orchestration.jobs import CREATE_SNAPSHOT_CMD
+from snapshotfsm.orchestration.restart import CANCELLED_TEXT
 from snapshotfsm.store.ownership import (
     COPY,
     CREATE,
@@ -297,7 +298,7 @@ SELECT f.exc_type, j.job_result_code, COUNT(*), MIN(j.id)
 FROM (SELECT job_id, MAX(id) AS last FROM failure WHERE job_id IS NOT NULL GROUP BY job_id) l
 JOIN failure f ON f.id = l.last
 JOIN async_job j ON j.id = l.job_id
-WHERE j.job_status = ? AND f.exc_type <> ?
+WHERE j.job_status = ? AND f.exc_type <> ? AND j.job_result IS NOT ?
 GROUP BY f.exc_type, j.job_result_code
 ORDER BY f.exc_type, j.job_result_code
 """
@@ -316,11 +317,13 @@ def same_error_same_code(run: Run) -> Iterator[Violation]:
     must not read as a parameter error on one path and an internal error on another. A FAILED job's error is the
     last exception recorded for it in the ``failure`` table, its code ``job_result_code``. A ServerApiException is
     left out: it carries the code it is answered with, chosen where it is thrown (the table does not keep it).
-    Always: codes are written once, when a job completes.
+    Always: codes are written once, when a job completes. A job a restart failed (``cleanupLeftOverJobs``, spec
+    §10.1) answers the restart's cancellation, whatever its steps raised before the crash: the client never saw
+    that exception (it died with the server), and the cancellation's 530 rightly says "try again".
     """
     conn = run.store.conn
     for exc_type, group in itertools.groupby(
-        conn.execute(_CODES, (FAILED, ServerApiException.java_name)), key=lambda row: row[0]
+        conn.execute(_CODES, (FAILED, ServerApiException.java_name, CANCELLED_TEXT)), key=lambda row: row[0]
     ):
         codes = list(group)
         if len(codes) < 2:  # noqa: PLR2004 - two codes are a disagreement

@@ -14,6 +14,7 @@ context's ``thrown`` for the caller: the take job and the backup task log it, th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import attrs
@@ -438,7 +439,13 @@ def convert_snapshot(rt: Runtime, snapshot: Snapshot, src_store: ImageStore, src
 
 
 def zone_answered(t: Turn[CopyContext]) -> str:
-    """The copy's answer: the destination ref Ready and the bookkeeping of one copied snapshot, or a failure."""
+    """The copy's answer: the destination ref Ready and the bookkeeping of one copied snapshot, or a failure.
+
+    Upstream each write commits alone (spec §7.4, §21.2): the ref's path and size, its OperationSucceeded, the
+    ``snapshot_zone_ref`` row, the ``secondary_storage`` increment and the SNAPSHOT.COPY event. Hardened
+    (``zone_copy_is_atomic``) they commit together, so that a crash leaves either a ``Creating`` ref (which the
+    restart fails) or a copy whose charge and zone row are made.
+    """
     rt, ctx = t.rt, t.ctx
     target = ctx.zone_target()
     snapshot = rt.store.get(Snapshot, target.chain[ctx.chain_index])
@@ -450,6 +457,17 @@ def zone_answered(t: Turn[CopyContext]) -> str:
             f"Copy snapshot ID: {snapshot.id} failed for image store {target.dest}: "
             f"{answer.details if answer else 'null answer'}"
         )
+    with rt.store.atomic() if rt.profile.zone_copy_is_atomic else contextlib.nullcontext():
+        _zone_copied(rt, snapshot, ref, answer, target.zone_id)
+    if ctx.converted is not None and ctx.src is not None:
+        rt.drivers.image(rt.store.get(ImageStore, ctx.src)).delete_extract_url(ctx.converted)
+        ctx.converted = None
+    ctx.chain_index += 1
+    return next_target(rt, ctx)
+
+
+def _zone_copied(rt: Runtime, snapshot: Snapshot, ref: SnapshotStoreRef, answer: Answer, zone_id: int) -> None:
+    """The writes of a zone copy that succeeded: the ref Ready, the zone row, the charge, the usage (spec §7.4)."""
     # copySnapshotZoneAsyncCallback fires OperationSucceeded without the answer: the path and size come from the image
     # store driver's own update of the ref with the DownloadAnswer (createSnapshotAsyncCallback), a commit before.
     fields: dict[str, object] = {}
@@ -459,7 +477,7 @@ def zone_answered(t: Turn[CopyContext]) -> str:
         fields["physical_size"] = answer.physical_size
     ref = rt.store.update(ref, **fields)
     store_ref_event(rt.store, ref, RefEvent.OperationSucceeded)
-    add_to_zone(rt, snapshot.id, target.zone_id)
+    add_to_zone(rt, snapshot.id, zone_id)
     # Hardened (storage_charged_as_recounted): the copy is charged what it stored, as the recount counts it (§19.2).
     charge = ref.physical_size if rt.profile.storage_charged_as_recounted else ref.size
     accounting.change_count(rt, snapshot.account_id, accounting.SECONDARY_STORAGE, charge, owner_id=snapshot.account_id)
@@ -470,14 +488,9 @@ def zone_answered(t: Turn[CopyContext]) -> str:
             snapshot,
             size=snapshot.size,
             virtual_size=snapshot.size,
-            zone_id=target.zone_id,
+            zone_id=zone_id,
             named=False,
         )
-    if ctx.converted is not None and ctx.src is not None:
-        rt.drivers.image(rt.store.get(ImageStore, ctx.src)).delete_extract_url(ctx.converted)
-        ctx.converted = None
-    ctx.chain_index += 1
-    return next_target(rt, ctx)
 
 
 def zone_failed(t: Turn[CopyContext]) -> str:

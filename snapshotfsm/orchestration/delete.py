@@ -35,8 +35,8 @@ from snapshotfsm.orchestration import accounting
 from snapshotfsm.orchestration.api_errors import ACCOUNT_ERROR, INTERNAL_ERROR, PARAM_ERROR
 from snapshotfsm.orchestration.contexts import DeleteContext, Machine, RefBefore
 from snapshotfsm.orchestration.contract import Resumes, StepGen, StepTable, Turn
-from snapshotfsm.orchestration.jobs import complete, insert_api_job, serialized_response
-from snapshotfsm.orchestration.lookups import check_access
+from snapshotfsm.orchestration.jobs import CREATE_SNAPSHOT_CMD, complete, insert_api_job, serialized_response
+from snapshotfsm.orchestration.lookups import check_access, store_resource_type
 from snapshotfsm.orchestration.runner import Runner
 from snapshotfsm.orchestration.runtime import Runtime
 from snapshotfsm.store.records import (
@@ -44,6 +44,7 @@ from snapshotfsm.store.records import (
     Account,
     AsyncJob,
     ImageStore,
+    ManagementServer,
     Snapshot,
     SnapshotStoreRef,
     StoragePool,
@@ -257,7 +258,13 @@ def finish(t: Turn[DeleteContext]) -> None:
     after = rt.store.first(Snapshot, "id = ? AND removed IS NULL", (snapshot.id,))
     # Hardened (refused_take_gives_back): an Allocated row's take job is still to run, and fails on the removed row;
     # it gives back what allocSnapshot charged, both counts, once (take.give_back_refused), so the delete does not.
+    # A row whose take will never run (its server died before submitting it) is given back here, both counts.
     taken_back_by_take = rt.profile.refused_take_gives_back and ctx.pre_state == SnapshotState.Allocated
+    if taken_back_by_take and _take_never_runs(rt, snapshot):
+        zone = rt.store.get(Zone, snapshot.data_center_id)
+        store_type = store_resource_type(rt, zone, snapshot.location_type)
+        accounting.change_count(rt, ctx.account_id, accounting.SNAPSHOT, -1, owner_id=snapshot.account_id)
+        accounting.change_count(rt, ctx.account_id, store_type, -snapshot.size, owner_id=snapshot.account_id)
     if (
         (after is None or after.status == SnapshotState.Destroyed)
         and ctx.pre_state
@@ -284,6 +291,25 @@ def finish(t: Turn[DeleteContext]) -> None:
         _event(t, f"Successfully completed {EVENT_DESCRIPTION}", state="Completed")
         result = serialized_response("SuccessResponse", "null", {"success": True})
         complete(rt, rt.store.get(AsyncJob, ctx.job_id), JobEvent.CompleteSucceeded, 0, result)
+
+
+def _take_never_runs(rt: Runtime, snapshot: Snapshot) -> bool:
+    """Hardened: an Allocated snapshot no take job names, allocated by a server that is down (spec §4.2, §21.2).
+
+    ``allocSnapshot`` and ``submitAsyncJob`` run on one API thread: a row no job names whose server is down was left
+    by a crash between them, and no take will ever give its charges back (the restart's job-less cleanup,
+    ``restart_resolves_left_over_jobs``, finds it removed). A row of a live server's API thread is left to its take.
+    """
+    if rt.store.count(
+        AsyncJob, "instance_type = 'Snapshot' AND instance_id = ? AND job_cmd = ?", (snapshot.id, CREATE_SNAPSHOT_CMD)
+    ):
+        return False
+    created = rt.store.first(
+        TransitionLog, "machine = 'snapshot' AND entity_id = ? AND kind = 'create'", (snapshot.id,)
+    )
+    if created is None:
+        return False
+    return rt.store.count(ManagementServer, "msid = ? AND state = 'Up'", (created.ms_id,)) == 0
 
 
 def give_up(t: Turn[DeleteContext]) -> None:

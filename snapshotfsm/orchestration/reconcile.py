@@ -72,28 +72,30 @@ IN_FLIGHT = (
 """Snapshot states whose objects may exist before the rows that will own them: the GC leaves their objects alone."""
 
 
-def recount_account(rt: Runtime, account_id: int) -> None:
+def recount_account(rt: Runtime, account_id: int, ms_id: int) -> None:
     """``updateResourceCount`` for the account (spec §19.2): what a restart cannot know it charged, it recounts.
 
-    Only an account with no job under way on another live server: a take or delete running there has charged or
-    will give back by amounts the recount cannot see yet, and recounting under it would make the count drift the
-    other way (below zero, once that operation corrects its charge). This server's own jobs and a dead server's are
-    over by now (the restart or the peer's cleanup failed them).
+    ``ms_id`` is the server whose left-over jobs the cleanup fails: this one at its restart, a peer that left
+    (``onManagementNodeLeft``). Only an account with no job under way on another live server is recounted: a take
+    or delete running there has charged or will give back by amounts the recount cannot see yet, and recounting
+    under it would make the count drift the other way (below zero, once that operation corrects its charge). The
+    cleaned server's jobs are over by now (the cleanup failed them); when a peer left, this server's own jobs are
+    still running and count as such.
     """
-    if _peer_busy(rt, account_id):
+    if _busy_elsewhere(rt, account_id, ms_id):
         log.info("recount of account %s deferred: work under way on another server", account_id)
         return
     _recount(rt, account_id)
 
 
-def _peer_busy(rt: Runtime, account_id: int) -> bool:
-    """Whether a job of the account is under way on another live server (:func:`recount_account` waits then)."""
+def _busy_elsewhere(rt: Runtime, account_id: int, ms_id: int) -> bool:
+    """Whether a job of the account is under way on a live server other than ``ms_id``, the one being cleaned."""
     busy = rt.store.count(
         AsyncJob,
         "account_id = ? AND job_status = ? AND removed IS NULL"
         " AND COALESCE(job_executing_msid, job_init_msid) <> ?"
         " AND COALESCE(job_executing_msid, job_init_msid) IN (SELECT msid FROM mshost WHERE state = 'Up')",
-        (account_id, JobState.ordinal(JobState.IN_PROGRESS), rt.ms_id),
+        (account_id, JobState.ordinal(JobState.IN_PROGRESS), ms_id),
     )
     return busy > 0
 
@@ -334,7 +336,7 @@ def close_bills(rt: Runtime) -> int:
     return closed
 
 
-def drop_jobless_allocations(rt: Runtime) -> int:
+def drop_jobless_allocations(rt: Runtime, ms_id: int) -> int:
     """Allocated snapshots that no job names are removed and their accounts recounted; returns how many.
 
     A crash between ``allocSnapshot`` and ``submitAsyncJob`` (spec §4.2, §21.2) leaves a row and its charges that
@@ -350,11 +352,11 @@ def drop_jobless_allocations(rt: Runtime) -> int:
     )
     for snapshot in rows:
         store.remove(snapshot, by="AsyncJobManagerImpl.cleanupSnapshot (hardened: no job)")
-        settle_allocation(rt, snapshot)
+        settle_allocation(rt, snapshot, ms_id)
     return len(rows)
 
 
-def settle_allocation(rt: Runtime, snapshot: Snapshot) -> None:
+def settle_allocation(rt: Runtime, snapshot: Snapshot, ms_id: int) -> None:
     """The charges of an Allocated snapshot the restart removed: the account recounted, or given back exactly.
 
     The recount (:func:`recount_account`) waits while a peer runs a job of the account, and nothing makes it
@@ -363,8 +365,8 @@ def settle_allocation(rt: Runtime, snapshot: Snapshot) -> None:
     In that case they are given back at once instead, which needs no account at rest. (No recount of the account
     was made earlier in the same restart: a peer's job that defers one defers them all.)
     """
-    if not rt.profile.allocation_is_atomic or not _peer_busy(rt, snapshot.account_id):
-        recount_account(rt, snapshot.account_id)
+    if not rt.profile.allocation_is_atomic or not _busy_elsewhere(rt, snapshot.account_id, ms_id):
+        recount_account(rt, snapshot.account_id, ms_id)
         return
     zone = rt.store.get(Zone, snapshot.data_center_id)
     store_type = store_resource_type(rt, zone, snapshot.location_type)

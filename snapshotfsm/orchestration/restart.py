@@ -201,7 +201,7 @@ def cleanup_left_over_jobs(rt: Runtime, ms_id: int) -> dict[str, int]:
             )
             hardened = rt.profile.restart_resolves_left_over_jobs
             for job in pending:
-                if hardened and _resolved_otherwise(rt, job):
+                if hardened and _resolved_otherwise(rt, job, ms_id):
                     continue
                 try:
                     _cleanup_resources(rt, job)
@@ -224,19 +224,20 @@ def cleanup_left_over_jobs(rt: Runtime, ms_id: int) -> dict[str, int]:
                 )
                 jobs_failed += 1
                 if hardened:
-                    _undo(rt, failed)
+                    _undo(rt, failed, ms_id)
             if hardened:
-                reconcile.drop_jobless_allocations(rt)
+                reconcile.drop_jobless_allocations(rt, ms_id)
             details = _cleanup_ms_id_details(rt, ms_id)
             if hardened:
                 _finish_lost_backup_tasks(rt, ms_id)
+                _fail_lost_copies(rt, ms_id)
     except CloudException as exc:
         log.warning("Unexpected exception while cleaning up left over jobs for management server %s: %s", ms_id, exc)
         return {"jobs_failed": 0, "ms_id_details": 0}
     return {"jobs_failed": jobs_failed, "ms_id_details": details}
 
 
-def _resolved_otherwise(rt: Runtime, job: AsyncJob) -> bool:
+def _resolved_otherwise(rt: Runtime, job: AsyncJob, ms_id: int) -> bool:
     """Hardened (``restart_resolves_left_over_jobs``): a delete job is finished rather than failed.
 
     Its snapshot already gone (``Destroyed`` or removed): the job answers SUCCEEDED. Still ``Destroying``: the job
@@ -249,19 +250,19 @@ def _resolved_otherwise(rt: Runtime, job: AsyncJob) -> bool:
     if snapshot is None or snapshot.removed is not None or snapshot.status == SnapshotState.Destroyed:
         reconcile.finish_delete_job(rt, job)
         if snapshot is not None:
-            reconcile.recount_account(rt, snapshot.account_id)
+            reconcile.recount_account(rt, snapshot.account_id, ms_id)
         return True
     if snapshot.status != SnapshotState.Destroying:
-        return _finish_if_refs_went(rt, job, snapshot)
+        return _finish_if_refs_went(rt, job, snapshot, ms_id)
     if rt.store.count(SnapshotStoreRef, "snapshot_id = ? AND state != ?", (snapshot.id, RefState.Destroyed)) == 0:
         # Every file is gone and the crash fell before the snapshot's own write: that write, then the answer.
         snapshot_event(rt.store, snapshot, SnapshotEvent.OperationSucceeded)
         reconcile.finish_delete_job(rt, job)
-        reconcile.recount_account(rt, snapshot.account_id)
+        reconcile.recount_account(rt, snapshot.account_id, ms_id)
     return True
 
 
-def _finish_if_refs_went(rt: Runtime, job: AsyncJob, snapshot: Snapshot) -> bool:
+def _finish_if_refs_went(rt: Runtime, job: AsyncJob, snapshot: Snapshot, ms_id: int) -> bool:
     """Hardened: a delete that destroyed every ref it was asked to, but crashed before its end, answers SUCCEEDED.
 
     A zone delete leaves the snapshot BackedUp (spec §9.4), and StorPool writes Destroyed only once every ref went
@@ -287,11 +288,11 @@ def _finish_if_refs_went(rt: Runtime, job: AsyncJob, snapshot: Snapshot) -> bool
         with store.acting_for(job.id):
             store.write_state_directly(snapshot, SnapshotState.Destroyed, by=reconcile.FINISH_DELETE)
     reconcile.finish_delete_job(rt, job)
-    reconcile.recount_account(rt, snapshot.account_id)
+    reconcile.recount_account(rt, snapshot.account_id, ms_id)
     return True
 
 
-def _undo(rt: Runtime, job: AsyncJob) -> None:
+def _undo(rt: Runtime, job: AsyncJob, ms_id: int) -> None:
     """Hardened (``restart_resolves_left_over_jobs``): what a FAILED take or copy left is undone; counts recounted.
 
     Upstream's ``cleanupSnapshot`` only soft-removes an Allocated snapshot and fails a Creating one, leaving
@@ -308,12 +309,12 @@ def _undo(rt: Runtime, job: AsyncJob) -> None:
         )
         if snapshot is not None and snapshot.status == SnapshotState.Allocated and not executed:
             # The job never ran: only allocSnapshot's charges exist, and they go back exactly (no recount to defer).
-            reconcile.settle_allocation(rt, snapshot)
+            reconcile.settle_allocation(rt, snapshot, ms_id)
             return
     elif job.job_cmd == COPY_SNAPSHOT_CMD:
         reconcile.undo_copy(rt, job)
     if snapshot is not None:
-        reconcile.recount_account(rt, snapshot.account_id)
+        reconcile.recount_account(rt, snapshot.account_id, ms_id)
 
 
 def _cleanup_resources(rt: Runtime, job: AsyncJob) -> None:
@@ -371,7 +372,7 @@ def _cleanup_ms_id_details(rt: Runtime, ms_id: int) -> int:
         ):
             # Hardened: the async backup task died with this server (spec §7.2); its snapshot ends BackedUp.
             reconcile.finish_backup(rt, snapshot)
-            reconcile.recount_account(rt, snapshot.account_id)
+            reconcile.recount_account(rt, snapshot.account_id, ms_id)
             store.delete(detail, by="cleanupFailedSnapshotsCreatedWithDefaultStrategy")
             continue
         on_primary = store.first(SnapshotStoreRef, "snapshot_id = ? AND store_role = 'Primary'", (detail.snapshot_id,))
@@ -405,7 +406,34 @@ def _finish_lost_backup_tasks(rt: Runtime, ms_id: int) -> int:
     )
     for snapshot in lost:
         reconcile.finish_backup(rt, snapshot)
-        reconcile.recount_account(rt, snapshot.account_id)
+        reconcile.recount_account(rt, snapshot.account_id, ms_id)
+    return len(lost)
+
+
+def _fail_lost_copies(rt: Runtime, ms_id: int) -> int:
+    """Hardened (``restart_resolves_left_over_jobs``): the copies a lost backup task was making end as failed ones.
+
+    After its backup, ``BackupSnapshotTask`` copies the snapshot to the take's other zones
+    (``copyNewSnapshotToZones``) or to its pools, in that server's memory only, under the take's SUCCEEDED job and
+    after ``postSnapshotCreation`` removed the MS_ID detail (spec §7.2, §7.4): no cleanup finds the destination ref
+    it was writing, which stays Creating (or Allocated) for good, and a later delete refuses it. Each store ref the
+    dead server created and left so, once its jobs are cleaned up, is failed as a copy's own failure path fails it
+    (OperationFailed, then ``deleteIfNotReady``); a file the store made for it is the storage GC's. A copy that
+    reached Ready committed whole (``zone_copy_is_atomic``). Returns how many refs went.
+    """
+    store = rt.store
+    lost = store.find(
+        SnapshotStoreRef,
+        "state IN (?, ?) AND id IN (SELECT entity_id FROM transition_log WHERE machine = 'snapshot_store_ref'"
+        " AND kind = 'create' AND ms_id = ?)",
+        (RefState.Allocated, RefState.Creating, ms_id),
+    )
+    for ref in lost:
+        if ref.state == RefState.Creating:
+            with contextlib.suppress(CloudException):
+                store_ref_event(store, ref, RefEvent.OperationFailed)
+        else:
+            store.delete(ref, by="BackupSnapshotTask (hardened: lost with its server)")
     return len(lost)
 
 
@@ -504,7 +532,7 @@ def _files_gone(rt: Runtime, snapshot: Snapshot) -> bool:
     if rt.store.count(SnapshotStoreRef, "snapshot_id = ? AND state != ?", (snapshot.id, RefState.Destroyed)):
         return False
     snapshot_event(rt.store, snapshot, SnapshotEvent.OperationSucceeded)
-    reconcile.recount_account(rt, snapshot.account_id)
+    reconcile.recount_account(rt, snapshot.account_id, rt.ms_id)
     return True
 
 
