@@ -157,6 +157,6 @@ class TestDeferredRecount:
 def test_a_refusal_cancelled_by_the_restart_answers_the_cancellation(replayed: list[Ran]) -> None:
     """The refused take cut by the crash answers 530 "cancelled"; the next refusal 432: two different failures."""
     store = _replay(replayed, "restart-cancels-refusal")
-    cancelled, refused = store.get(AsyncJob, 1), store.get(AsyncJob, 2)
+    cancelled, refused = store.find(AsyncJob, "job_cmd LIKE '%CreateSnapshotCmd'")
     assert (cancelled.job_result_code, refused.job_result_code) == (530, 432)
     assert cancelled.job_result == "job cancelled because of management server restart or shutdown"

@@ -34,7 +34,8 @@ CROSSED_COPIES = (
 GC_CRASH = (
     "policy:nfs-xenserver/stopped/plain/no-backup/no-copies/two-servers steps=1,2,3 faults=crash@gc.start#2@1/ms1"
 )
-"""The GC deleted an orphan and crashed before the Hidden ref naming it went."""
+"""A crash at the GC's start on a policy's XenServer chain: it once deleted the file of a Hidden ref with a live child
+as an orphan and crashed before the ref went; that file is owned now, and nothing breaks with or without the flag."""
 KEPT_ON_PRIMARY = (
     "chain:nfs-xenserver/detached/encrypted/async/no-copies/two-servers steps=1,2,3"
     " faults=crash@backup_task.Backup@1/ms1"
@@ -99,9 +100,13 @@ def _present(store: Store, ref: SnapshotStoreRef) -> bool:
 class TestGcDropsRefsOfDeletedFiles:
     """``gc_drops_refs_of_deleted_files``: the GC deletes a primary ref whose file the host deleted."""
 
-    @pytest.mark.parametrize("case", [LOST_ANSWER, CROSSED_COPIES, GC_CRASH], ids=["lost-answer", "crossed", "gc"])
+    @pytest.mark.parametrize("case", [LOST_ANSWER, CROSSED_COPIES], ids=["lost-answer", "crossed"])
     def test_without_the_flag_a_ref_names_a_gone_file(self, case: str, without: TurnOff) -> None:
-        """With the flag off, the run ends with a Ready or Hidden primary ref whose file is gone."""
+        """With the flag off, the run ends with a Ready or Hidden primary ref whose file is gone.
+
+        ``GC_CRASH`` is gone from this list: the GC no longer takes the file of a Hidden ref with a live child for
+        an orphan (``no-orphan-object`` counts the chain's Hidden parents as owned), so it deletes nothing there.
+        """
         without("gc_drops_refs_of_deleted_files")
         assert "ready-ref-has-object" in _broken(case)
 

@@ -577,7 +577,7 @@ class TestZoneValidation:
             "Snapshot copy is not supported by zone edge1",
         )
 
-    @pytest.mark.violates("counts-match-recount", "no-orphan-object")
+    @pytest.mark.violates("counts-match-recount")
     def test_a_disabled_destination_zone(self):
         """A disabled zone refuses a caller who is not root admin (531), not the root admin."""
         cloud = Cloud()

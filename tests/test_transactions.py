@@ -277,7 +277,7 @@ class TestPolicyCreation:
     """``createPolicy`` is not one transaction: each write on its own, ``saveDetails`` one transaction, all under the
     GlobalLock ``createSnapshotPolicy_<volumeId>`` (spec §18.6, §21.2 policy-create row)."""
 
-    @pytest.mark.violates("counts-match-recount", "no-orphan-object")
+    @pytest.mark.violates("counts-match-recount")
     def test_the_details_are_written_together(self):
         """zoneid and storageid rows of the policy, in one saveDetails."""
         cloud = Cloud()

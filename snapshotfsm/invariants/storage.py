@@ -19,10 +19,12 @@ from snapshotfsm.store.ownership import ORPHAN_PARAMS, OWNED, ref_store_kind
 def no_orphan_object(run: Run) -> Iterator[Violation]:
     """Nothing is present on simulated storage that no live row owns.
 
-    Storage nobody knows about is never freed and never charged: a leak. An object is owned when a store ref that
-    is not Destroyed, of a snapshot row that is neither removed nor Destroyed (so that a delete can still reach it),
-    names it by ``install_path`` on the ref's store; so is, transitively, the parent file of an owned delta on the
-    same store (a chain's Hidden ancestors, spec §16.3), whatever its own rows say. A KVM checkpoint is owned when a
+    Storage nobody knows about is never freed and never charged: a leak. An object is owned when a store ref that is not
+    Destroyed, of a snapshot row that is neither removed nor Destroyed (so that a delete can still reach it), names it
+    by ``install_path`` on the ref's store; so is, transitively, the file of a Hidden ref whose snapshot a live ref of
+    such a chain names as its parent (``deleteSnapshotChain`` hides a ref that has a child, and the child's delete walks
+    up to it, spec §16.3; on the same store, or any for KVM, as ``getChild`` looks), and the parent file of an owned
+    delta on the same store (a chain's Hidden ancestors), whatever its own rows say. A KVM checkpoint is owned when a
     ref that is not Destroyed names it beside an owned file, and the dirty bitmap the volume keeps for it when that
     checkpoint is owned (they live and go with the ref, spec §16.4, §16.6). Several refs may name one file (the
     XenServer empty delta, §16.2): one owner is enough. A converted ``_temp`` file (spec §16.7) is named by no row:

@@ -21,10 +21,22 @@ def ref_store_kind(alias: str) -> str:
 
 
 OWNED = f"""
-WITH RECURSIVE owned(store_kind, store_id, path) AS (
-    SELECT {ref_store_kind("r")}, r.store_id, r.install_path
+WITH RECURSIVE kept(id) AS (
+    SELECT r.id
     FROM snapshot_store_ref r JOIN snapshots s ON s.id = r.snapshot_id
-    WHERE r.state <> ? AND r.install_path IS NOT NULL AND s.removed IS NULL AND s.status <> ?
+    WHERE r.state <> ? AND s.removed IS NULL AND s.status <> ?
+  UNION
+    SELECT p.id
+    FROM kept k
+    JOIN snapshot_store_ref c ON c.id = k.id
+    JOIN snapshot_store_ref p ON p.snapshot_id = c.parent_snapshot_id AND p.store_role = c.store_role
+    WHERE p.state = ? AND c.state NOT IN (?, ?)
+      AND (p.store_id = c.store_id OR (SELECT hypervisor_type FROM snapshots WHERE id = p.snapshot_id) = 'KVM')
+),
+owned(store_kind, store_id, path) AS (
+    SELECT {ref_store_kind("r")}, r.store_id, r.install_path
+    FROM snapshot_store_ref r JOIN kept k ON k.id = r.id
+    WHERE r.install_path IS NOT NULL
   UNION
     SELECT o.store_kind, o.store_id, o.parent_path
     FROM owned w JOIN sim_object o ON o.store_kind = w.store_kind AND o.store_id = w.store_id AND o.path = w.path
@@ -52,7 +64,14 @@ ORDER BY o.id
 """
 
 
-ORPHAN_PARAMS = (RefState.Destroyed, SnapshotState.Destroyed, RefState.Destroyed)
+ORPHAN_PARAMS = (
+    RefState.Destroyed,
+    SnapshotState.Destroyed,
+    RefState.Hidden,
+    RefState.Destroyed,
+    RefState.Destroying,
+    RefState.Destroyed,
+)
 """The parameters of :data:`OWNED`."""
 
 ON_PRIMARY, OFF_PRIMARY = "SNAPSHOT.ON_PRIMARY", "SNAPSHOT.OFF_PRIMARY"
