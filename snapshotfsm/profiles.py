@@ -248,8 +248,10 @@ class Profile:
     ``copySnapshot`` is the interface's empty default: the pool ref stays Creating and the snapshot is never backed
     up, under a SUCCEEDED take. Hardened, the task backs up as it does without pool ids (and makes its zone copies),
     then copies to the pools with the COPY strategy, as the synchronous take's ``copyNewSnapshotToZonesOnPrimary``
-    does (§5.4 step 13). Upstream would drop the ``CollectionUtils.isEmpty(poolIds)`` condition and look the COPY
-    strategy up for the pool copies.
+    does (§5.4 step 13); a retry after a try whose backup completed and whose pool copy failed copies to the pools
+    only (a second backup would make a second, uncharged image ref). Upstream would drop the
+    ``CollectionUtils.isEmpty(poolIds)`` condition, look the COPY strategy up for the pool copies, and let a retry
+    start where the failed try stopped.
     """
     failed_take_releases_only_its_volume: bool = attrs.field(default=False)
     """R1 (the volume write): a StorageSystem take refused the volume leaves it to its holder (departs from spec §5.7).

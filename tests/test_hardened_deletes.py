@@ -52,6 +52,10 @@ STORPOOL_RETENTION = (
     "faults=crash@delete.answered#1@1/ms1"
 )
 N7 = "take:storpool/running/encrypted/async/pool-copy/one-server steps=1 faults=none"
+ZONES_THEN_POOLS_EXPORT_FAILS = (
+    "storpool-copies:storpool/running/plain/async/pool-copy/one-server steps=1 "
+    "faults=exception@storpool.snapshotExport@1"
+)
 
 
 Replay = Callable[..., Ran]
@@ -175,6 +179,17 @@ class TestStorPoolDeleteMarksSnapshot:
 
 class TestAsyncPoolCopyBacksUpFirst:
     """``async_pool_copy_backs_up_first`` (N7): the task backs up, then copies to the pools with the COPY strategy."""
+
+    def test_a_retry_after_a_failed_pool_copy_does_not_back_up_again(self, replay: Replay) -> None:
+        """Backed up, copied to zone 2, the pool copy throws: the retry copies to the pool only (one image ref per
+        store, every one charged)."""
+        store = replay(ZONES_THEN_POOLS_EXPORT_FAILS).world.engine.store
+        image = store.find(SnapshotStoreRef, "snapshot_id = 1 AND store_role = 'Image'")
+        assert sorted(r.store_id for r in image) == [1, 2]
+        assert all(r.state == RefState.Ready for r in image)
+        task = [r.event for r in store.find(TransitionLog, "machine = 'backup_task'", order_by="id")]
+        assert task[task.index("Retry") :] == ["Retry", "CopyOnPools", "PoolCopiesDone"]
+        assert _counts_match(store)
 
     def test_the_snapshot_is_backed_up_and_no_ref_waits(self, replay: Replay) -> None:
         """The take SUCCEEDED, the snapshot has a Ready image ref, and no pool ref is left Creating."""

@@ -52,11 +52,15 @@ def run_task(t: Turn[BackupTaskContext]) -> str:
     """``runInContext``: back up when backup is on and there are no pool ids; copy to pools when there are.
 
     Hardened (``async_pool_copy_backs_up_first``, departs from spec §7.2): with backup on, the task backs up whatever
-    the pool ids; the copies to the pools follow the backup (:func:`_after_backup`).
+    the pool ids; the copies to the pools follow the backup (:func:`_after_backup`). A retry after a try whose
+    backup completed (its pool copy failed; the zone copies' failures never fail a try) goes straight to the pools:
+    backing up again would make a second image ref on the same store, charged to no one.
     """
     rt, ctx = t.rt, t.ctx
     backup_on = rt.config.flag("snapshot.backup.to.secondary") and not ctx.copy_only
     if ctx.pool_ids and not (backup_on and rt.profile.async_pool_copy_backs_up_first):
+        return Task.CopyOnPools
+    if _pools_after_backup(rt, ctx) and _backed_up_by_an_earlier_try(rt, ctx):
         return Task.CopyOnPools
     if backup_on:
         ctx.backup_plan = ctx.strategy.backup_plan(rt.strategy_env, _take(rt, ctx))
@@ -152,6 +156,14 @@ def _after_backup(rt: Runtime, ctx: BackupTaskContext, take: SnapshotTake) -> st
     if ctx.zone_ids:
         return Task.CopyToZones
     return Task.CopyOnPools if _pools_after_backup(rt, ctx) else Task.Finish
+
+
+def _backed_up_by_an_earlier_try(rt: Runtime, ctx: BackupTaskContext) -> bool:
+    """Whether an earlier try of this task left its image ref Ready (its backup completed)."""
+    if not ctx.image_ref_id:
+        return False
+    ref = rt.store.first(SnapshotStoreRef, "id = ?", (ctx.image_ref_id,))
+    return ref is not None and ref.state == RefState.Ready
 
 
 def _pools_after_backup(rt: Runtime, ctx: BackupTaskContext) -> bool:
