@@ -274,7 +274,7 @@ WHERE r.store_role = 'Primary' AND r.state IN (?, ?) AND r.install_path IS NOT N
     WHERE o.store_kind = 'primary' AND o.store_id = r.store_id AND o.path = r.install_path AND o.deleted_ms IS NULL)
 ORDER BY r.id
 """
-GONE_FROM_POOL = "StorageManagerImpl.cleanupStorage (hardened: the host deleted the file)"
+GONE_FROM_POOL = "StorageManagerImpl.cleanupStorage (hardened: its file is gone from the pool)"
 """How the log names the GC's removal of a primary ref whose file is gone (``gc_drops_refs_of_deleted_files``)."""
 
 
