@@ -16,6 +16,7 @@ from typing import Any
 
 import attrs
 import pytest
+from helpers_replay import fault_added
 
 from snapshotfsm.definitions import load_directory, load_file
 from snapshotfsm.diagrams import edges, to_mermaid
@@ -262,21 +263,6 @@ NEW_BROKEN = {
 }
 
 
-def _broken(case: str) -> set[tuple[str, str]]:
-    ran = replay_case(case)
-    try:
-        return set(ran.outcome.broken())
-    finally:
-        ran.world.engine.close()
-
-
-def _charged(case: str, profile: str) -> list[str]:
-    """The invariants the faulted run breaks on subjects its clean run (same program, no fault) leaves alone."""
-    clean = re.sub(r"faults=.*$", "faults=none", case)
-    new = _broken(f"{case} profile={profile} seed=0") - _broken(f"{clean} profile={profile} seed=0")
-    return sorted({invariant for invariant, _ in new})
-
-
 def _new_ids() -> list[tuple[str, str]]:
     return [(name, profile) for name in NEW_CASES for profile in ("cloudstack", "hardened")]
 
@@ -287,7 +273,7 @@ class TestFixesAgainstClean:
     @pytest.mark.parametrize(("name", "profile"), _new_ids(), ids=[f"{n}-{p}" for n, p in _new_ids()])
     def test_minimal_case(self, name: str, profile: str) -> None:
         """Under ``cloudstack`` the finding's invariants; under ``hardened`` none beyond the clean run's."""
-        assert _charged(NEW_CASES[name], profile) == ([] if profile == "hardened" else NEW_BROKEN[name])
+        assert fault_added(NEW_CASES[name], profile) == ([] if profile == "hardened" else NEW_BROKEN[name])
 
     def test_a_failed_async_backup_keeps_the_snapshot_on_primary(self) -> None:
         """F5 under hardened: the failed try leaves the SUCCEEDED take's snapshot live, and the retry backs it up."""

@@ -10,14 +10,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 
-import attrs
 import pytest
+from helpers_replay import hardened_without
 
 from snapshotfsm.explore import replay_case
 from snapshotfsm.explore.runs import Ran
 from snapshotfsm.names import JobState, RefState, SnapshotState
 from snapshotfsm.orchestration.recount import recount
-from snapshotfsm.profiles import PROFILES
 from snapshotfsm.store.records import (
     AsyncJob,
     ResourceCount,
@@ -70,9 +69,7 @@ def replay(monkeypatch: pytest.MonkeyPatch) -> Iterator[Replay]:
     def run(case: str, without: str | tuple[str, ...] | None = None) -> Ran:
         profile = "hardened"
         if without is not None:
-            flags = (without,) if isinstance(without, str) else without
-            profile = f"hardened-without-{'-'.join(flags)}"
-            monkeypatch.setitem(PROFILES, profile, attrs.evolve(PROFILES["hardened"], **dict.fromkeys(flags, False)))
+            profile = hardened_without(monkeypatch, *((without,) if isinstance(without, str) else without))
         ran = replay_case(f"{case} profile={profile} seed=0")
         opened.append(ran)
         return ran
