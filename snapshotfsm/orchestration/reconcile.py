@@ -160,12 +160,26 @@ def _destroy_refs(rt: Runtime, snapshot_id: int) -> None:
     """
     store = rt.store
     for ref in store.find(SnapshotStoreRef, "snapshot_id = ? AND state NOT IN (?, ?)", (snapshot_id, *_DONE)):
-        if ref.state == RefState.Creating:
-            _fail(store, ref)
-        elif ref.state == RefState.Allocated:
-            store.delete(ref, by=UNDO_TAKE)
+        if ref.state in UNMADE:
+            fail_unmade_ref(store, ref, by=UNDO_TAKE)
         elif store.definitions["snapshot_store_ref"].transition(ref.state, RefEvent.DestroyRequested) is not None:
             store_ref_event(store, ref, RefEvent.DestroyRequested)
+
+
+UNMADE = (RefState.Allocated, RefState.Creating)
+"""Ref states before the file is made: such a ref goes as a failed copy's does (:func:`fail_unmade_ref`)."""
+
+
+def fail_unmade_ref(store: Store, ref: SnapshotStoreRef, *, by: str) -> None:
+    """A ref whose file was never made goes, as a failed copy's does (spec §3, §7.4); others are left as they are.
+
+    A Creating one is failed: OperationFailed, after which ``deleteIfNotReady`` deletes its row. An Allocated one
+    (no request sent yet) is deleted, named ``by``.
+    """
+    if ref.state == RefState.Creating:
+        _fail(store, ref)
+    elif ref.state == RefState.Allocated:
+        store.delete(ref, by=by)
 
 
 def _fail(store: Store, ref: SnapshotStoreRef) -> None:
@@ -217,10 +231,7 @@ def finish_backup(
         snapshot_event(store, snapshot, SnapshotEvent.OperationSucceeded)
         return
     for ref in image:
-        if ref.state == RefState.Creating:
-            _fail(store, ref)
-        elif ref.state == RefState.Allocated:
-            store.delete(ref, by=by)
+        fail_unmade_ref(store, ref, by=by)
     snapshot_event(store, snapshot, SnapshotEvent.OperationNotPerformed)
 
 

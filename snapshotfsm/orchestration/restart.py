@@ -426,14 +426,11 @@ def _fail_lost_copies(rt: Runtime, ms_id: int) -> int:
         SnapshotStoreRef,
         "state IN (?, ?) AND id IN (SELECT entity_id FROM transition_log WHERE machine = 'snapshot_store_ref'"
         " AND kind = 'create' AND ms_id = ?)",
-        (RefState.Allocated, RefState.Creating, ms_id),
+        (*reconcile.UNMADE, ms_id),
     )
     for ref in lost:
-        if ref.state == RefState.Creating:
-            with contextlib.suppress(CloudException):
-                store_ref_event(store, ref, RefEvent.OperationFailed)
-        else:
-            store.delete(ref, by="BackupSnapshotTask (hardened: lost with its server)")
+        with contextlib.suppress(CloudException):
+            reconcile.fail_unmade_ref(store, ref, by="BackupSnapshotTask (hardened: lost with its server)")
     return len(lost)
 
 
